@@ -1,0 +1,28 @@
+"""vaekit: variational autoencoders for real image work.
+
+The functions here mirror the CLI::
+
+    import vaekit
+    model = vaekit.load_pretrained("mnist-vae")
+    grid = vaekit.generate(model, n=64, temperature=1.0, seed=0)   # (64, 1, 28, 28) in [0, 1]
+"""
+__version__ = "0.1.0"
+
+from .errors import VaekitError
+from .io import read_image, write_image
+from .pretrained import load_model, load_pretrained
+from .registry import create_model, list_models
+from .tasks.generate import evaluate, generate, interpolate
+
+
+def train(config, output, *, overrides=(), resume=False, quiet=False):
+    """Train from a YAML config path (or a :class:`TrainConfig`) into ``output``."""
+    from .train.config import TrainConfig
+    from .train.loop import train as _train
+
+    cfg = config if isinstance(config, TrainConfig) or config is None else TrainConfig.load(config, list(overrides))
+    return _train(cfg, output, resume=resume, quiet=quiet)
+
+
+__all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
+           "generate", "interpolate", "evaluate", "train", "read_image", "write_image"]

@@ -1,0 +1,6 @@
+"""``python -m vaekit`` (and ``torchrun ... -m vaekit train ...``)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""Benchmarks: ``vaekit bench <task>`` -> results/<task>-<set>.{json,md,png}.
+
+Every JSON carries its provenance (versions, git sha, CPU, threads, seeds,
+weights sha256) and per-image values; the markdown table is what the README
+copies; the command that reproduces the files is printed and stored.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .errors import VaekitError
+
+
+def provenance(seeds: dict, weights_sha256: str | None = None) -> dict:
+    import numpy
+    import PIL
+
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"vaekit": __version__, "git_sha": sha, "python": platform.python_version(), "torch": torch.__version__,
+            "numpy": numpy.__version__, "pillow": PIL.__version__, "cpu": cpu, "threads": torch.get_num_threads(),
+            "seeds": seeds, "weights_sha256": weights_sha256,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> None:
+    from .train.loop import atomic_write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out_dir / f"{stem}.md", table_md)
+
+
+def _plain_loop_throughput(model_name, model_args, images, batch_size, steps, lr, seed) -> float:
+    """Images/s of the textbook PyTorch loop on the same model and data path."""
+    from .registry import create_model
+
+    torch.manual_seed(seed)
+    model = create_model(model_name, **model_args)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(images.shape[0], generator=g)
+    total_t, n = 0.0, 0
+    for s in range(steps):
+        t0 = time.perf_counter()
+        idx = perm[(s * batch_size) % (images.shape[0] - batch_size):][:batch_size]
+        x = torch.bernoulli(images[idx], generator=g)
+        out = model(x)
+        loss = model.loss(x, out)["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total_t += time.perf_counter() - t0
+        n += x.shape[0]
+    return n / total_t
+
+
+def _vaekit_loop_throughput(cfg_dict, data_dir, steps) -> float:
+    from .train.config import TrainConfig
+    from .train.loop import train
+
+    d = dict(cfg_dict, data_dir=str(data_dir), max_steps=steps, eval_every=10**9, ckpt_every=10**9,
+             threads=torch.get_num_threads(), tensorboard=False, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        return train(TrainConfig.from_dict(d), Path(tmp) / "run", quiet=True)["img_per_s"]
+
+
+def throughput_comparison(card: dict, data_dir, steps: int, pairs: int = 3) -> dict:
+    """Our loop vs a plain loop, alternated ``pairs`` times in one process; medians."""
+    from .data import mnist_tensors
+
+    cfg = card["training"]["config"]
+    x, _ = mnist_tensors(data_dir, "train")
+    ours, plain = [], []
+    for _ in range(pairs):
+        ours.append(_vaekit_loop_throughput(cfg, data_dir, steps))
+        plain.append(_plain_loop_throughput(cfg["model"], cfg["model_args"], x[:50000], cfg["batch_size"], steps,
+                                            cfg["lr"], cfg["seed"]))
+    mo, mp = statistics.median(ours), statistics.median(plain)
+    return {"model": cfg["model"], "batch_size": cfg["batch_size"], "steps_per_run": steps, "pairs": pairs,
+            "threads": torch.get_num_threads(), "vaekit_img_per_s": ours, "plain_img_per_s": plain,
+            "vaekit_median": mo, "plain_median": mp, "ratio": mo / mp}
+
+
+def bench_generate(args) -> dict:
+    from .cli import load_eval_images
+    from .io import grid, write_image
+    from .pretrained import load_model
+    from .tasks.generate import evaluate, generate
+
+    model = load_model(args.model, args.models_dir)
+    card = model.card
+    if card.get("data", {}).get("kind") != "mnist":
+        raise VaekitError(f"bench generate measures MNIST models; {args.model} was trained on {card.get('data')}")
+    seed = args.seed
+    x = load_eval_images(model, args.data_dir, "test", args.limit, seed)
+    bar = None if args.quiet else __import__("tqdm").tqdm(total=len(x), unit="img", file=sys.stderr)
+    res = evaluate(model, x, k=args.k, seed=seed, progress=(lambda i, n: bar.update(i - bar.n)) if bar else None)
+    if bar:
+        bar.close()
+    per = res.pop("nll_per_example", None)
+    thr = None
+    if args.throughput_steps > 0:
+        thr = throughput_comparison(card, args.data_dir, args.throughput_steps)
+    out_dir = Path(args.output)
+    stem = "generate-mnist"
+    imgs = generate(model, 64, seed=seed)
+    write_image(out_dir / f"{stem}.png", grid(imgs, nrow=8))
+    command = "vaekit bench generate " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 2 \
+        else f"vaekit bench generate --data-dir {args.data_dir}"
+    training = card.get("training", {})
+    payload = {
+        "task": "generate", "set": "mnist-test", "model": args.model, "arch": card["arch"],
+        "arch_args": card["arch_args"], "parameters": card.get("parameters"),
+        "protocol": ("all MNIST test images (or --limit), each binarized by Bernoulli sampling with seed "
+                     f"{seed}; IWAE bound with k={args.k} importance samples, nats; ELBO with one sample; "
+                     "bits/dim = nats / (784 ln 2); reconstruction = posterior-mean decoding vs the binarized input; "
+                     "checkpoint chosen on the validation ELBO (last 10,000 training images)"),
+        "metrics": res, "training_hardware": training.get("hardware"), "training_wall_time_s": training.get("wall_time_s"),
+        "training_command": training.get("command"), "throughput": thr, "command": command,
+        "provenance": provenance({"binarization": seed, "iwae_noise": seed}, card.get("sha256")),
+        "per_image_nll": [round(v, 3) for v in per] if per else None,
+    }
+    md = ["| model | test NLL (IWAE k={k}) | ELBO | bits/dim | KL | active units | recon PSNR | params |".format(k=args.k),
+          "|---|---|---|---|---|---|---|---|"]
+    md.append(f"| {args.model} ({card['arch']}) | {res.get('nll', float('nan')):.2f} | {-res['elbo']:.2f} | "
+              f"{res['bits_per_dim']:.4f} | {res['kl']:.2f} | {res['active_units']}/{res['latent_dims']}"
+              + (f" + {res['active_units_top']}/{res['latent_dims_top']}" if "active_units_top" in res else "")
+              + f" | {res['psnr']:.2f} dB | {card.get('parameters', 0) / 1e6:.2f}M |")
+    md += ["", f"NLL and -ELBO in nats on {res['n']} binarized MNIST test images (lower is better). "
+           "Published: VAE 1 layer 86.76, 2 layers 85.33, IWAE (k=50, 2 layers) 82.90.",
+           f"Trained on {training.get('hardware')} in {training.get('wall_time_s', 0) / 60:.0f} min."]
+    if thr:
+        md += ["", "| training loop | images/s (median of {p}) |".format(p=thr["pairs"]), "|---|---|",
+               f"| vaekit train ({thr['model']}, batch {thr['batch_size']}, {thr['threads']} threads) | {thr['vaekit_median']:.0f} |",
+               f"| plain PyTorch loop, same model and batch | {thr['plain_median']:.0f} |",
+               f"| ratio | {thr['ratio']:.3f} |"]
+    md += ["", f"Reproduce: `{command}`", ""]
+    write_results(out_dir, stem, payload, "\n".join(md))
+    print("\n".join(md))
+    print(f"wrote {out_dir / stem}.json, .md and .png; reproduce with: {command}")
+    return payload

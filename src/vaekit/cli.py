@@ -1,0 +1,298 @@
+"""The ``vaekit`` command: thin argument parsing over the Python API.
+
+Errors the user can fix are one line on stderr (``vaekit: error: ...``) and
+exit code 2 (bad input) or 1 (failure while running); ``--debug`` shows the
+traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import VaekitError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other bad input
+        raise VaekitError(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'vaekit'}: {message}")
+
+
+def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: all cores)")
+    if device:
+        p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
+    if seed:
+        p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = _Parser(prog="vaekit", description="Variational autoencoders for real image work.")
+    ap.add_argument("--version", action="version", version=f"vaekit {__import__('vaekit').__version__}")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list shipped and local models with their headline metrics")
+    p.add_argument("--models-dir", default=None, help="folder of local models (default ~/.cache/vaekit/models)")
+    p.add_argument("--archs", action="store_true", help="list the registered architectures instead")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--debug", action="store_true")
+
+    p = sub.add_parser("train", help="train a model from a YAML config (resumable; torchrun for DDP)")
+    p.add_argument("config", nargs="?", help="YAML training recipe (see configs/)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 model_args.latent_dims=[32,16]")
+    p.add_argument("-o", "--output", default=None, help="run folder for checkpoints, weights and logs")
+    p.add_argument("--data-dir", default=None, help="folder of the data set")
+    p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder exactly where it stopped")
+    _common(p, seed=False)
+    p.add_argument("--seed", type=int, default=None, help="override the config's seed")
+
+    p = sub.add_parser("eval", help="ELBO, IWAE NLL (nats, bits/dim), reconstruction PSNR/SSIM on a test set")
+    p.add_argument("model", help="shipped name, run folder or local model name")
+    p.add_argument("--data-dir", required=True, help="folder of the data set (e.g. ../shared/data/mnist)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("-k", "--k", type=int, default=1000, help="importance samples for the IWAE bound (0: skip)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("-o", "--output", default=None, help="also write the figures as JSON here")
+    _common(p)
+
+    p = sub.add_parser("generate", help="prior samples as a grid, or a latent interpolation between two images")
+    p.add_argument("model", help="shipped name, run folder or local model name")
+    p.add_argument("-n", type=int, default=64, help="number of samples")
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior's standard deviation")
+    p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="two images to interpolate between")
+    p.add_argument("--steps", type=int, default=10, help="frames of the interpolation, both ends included")
+    p.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    p.add_argument("-o", "--output", default="samples.png", help="PNG to write")
+    p.add_argument("--models-dir", default=None)
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger input images (default 100 MP)")
+    _common(p)
+
+    p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
+    bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
+    b = bsub.add_parser("generate", help="likelihood benchmark of a generative VAE on binarized MNIST")
+    b.add_argument("--data-dir", required=True, help="the MNIST folder")
+    b.add_argument("--model", default="mnist-vae")
+    b.add_argument("-k", "--k", type=int, default=1000, help="importance samples for the IWAE bound")
+    b.add_argument("--limit", type=int, default=None, help="first N test images only (default: all 10,000)")
+    b.add_argument("--throughput-steps", type=int, default=300, help="steps per timed training run (0: skip)")
+    b.add_argument("-o", "--output", default="results", help="results folder")
+    b.add_argument("--models-dir", default=None)
+    _common(b)
+
+    p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
+    p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
+    _common(p)
+    return ap
+
+
+def _set_threads(args):
+    import torch
+
+    if getattr(args, "threads", None):
+        if args.threads < 1:
+            raise VaekitError("--threads must be at least 1")
+        torch.set_num_threads(args.threads)
+
+
+def _device(args):
+    from .train.loop import resolve_device
+
+    return resolve_device(getattr(args, "device", "cpu") or "cpu")
+
+
+def cmd_models(args):
+    from .pretrained import available_models
+    from .registry import list_models
+
+    if args.archs:
+        for name, doc in list_models().items():
+            print(f"{name:10s} {doc}")
+        return
+    rows = available_models(args.models_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        card = r["card"]
+        m = card.get("metrics", {})
+        head = ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)) and k in
+                         ("test_nll_iwae", "test_elbo", "test_bits_per_dim", "val_elbo", "active_units"))
+        print(f"{r['name']:16s} {card['arch']:8s} {card.get('parameters', 0) / 1e6:.2f}M params  "
+              f"[{r['source']}]  {head}")
+    if not rows:
+        print("no models found")
+
+
+def cmd_train(args):
+    from .train.config import TrainConfig
+    from .train.loop import train
+
+    overrides = list(args.overrides)
+    if args.config and "=" in args.config and not Path(args.config).exists():
+        overrides.insert(0, args.config)  # `train --resume RUN key=value`: no config file given
+        args.config = None
+    if args.data_dir:
+        overrides.append(f"data_dir={args.data_dir}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if args.threads:
+        overrides.append(f"threads={args.threads}")
+    if args.device != "auto":
+        overrides.append(f"device={args.device}")
+    if args.resume:
+        if args.output and Path(args.output) != Path(args.resume):
+            raise VaekitError("--resume continues in its own folder; drop -o or give the same folder")
+        cfg = TrainConfig.load(args.config, overrides) if args.config else None
+        if cfg is None and overrides:
+            from .train.config import apply_override
+            import torch
+
+            ck = Path(args.resume) / "checkpoint.pt"
+            if ck.is_file():
+                d = torch.load(ck, map_location="cpu", weights_only=True)["config"]
+                for o in overrides:
+                    apply_override(d, o)
+                cfg = TrainConfig.from_dict(d, source="overrides")
+        out = args.resume
+    else:
+        if not args.config:
+            raise VaekitError("train needs a config file (see configs/) or --resume RUN")
+        if not args.output:
+            raise VaekitError("train needs -o/--output, the run folder")
+        cfg = TrainConfig.load(args.config, overrides)
+        out = args.output
+        if (Path(out) / "checkpoint.pt").exists():
+            raise VaekitError(f"{out} already holds a run; use --resume {out} or another -o")
+    command = "vaekit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
+    train(cfg, out, resume=bool(args.resume), quiet=args.quiet, command=command)
+
+
+def _load_model(args):
+    from .pretrained import load_model
+
+    return load_model(args.model, getattr(args, "models_dir", None)).to(_device(args))
+
+
+def load_eval_images(model, data_dir, split="test", limit=None, seed=0):
+    """The evaluation images for ``model``'s data kind, as the model sees them
+    (MNIST models trained on binarized data get a seeded binarization)."""
+    from . import data as vd
+
+    card = getattr(model, "card", {})
+    kind = card.get("data", {}).get("kind", "mnist")
+    if kind == "mnist":
+        x, _ = vd.mnist_tensors(data_dir, split)
+    elif kind == "cifar10":
+        import torch
+
+        xn, _ = vd.load_cifar10(data_dir, split)
+        x = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0)
+    else:
+        raise VaekitError(f"eval supports models trained on mnist or cifar10, not {kind!r}")
+    if limit:
+        x = x[:limit]
+    if card.get("data", {}).get("binarize"):
+        x = vd.binarize(x, seed)
+    return x
+
+
+def cmd_eval(args):
+    from .tasks.generate import evaluate
+
+    model = _load_model(args)
+    x = load_eval_images(model, args.data_dir, args.split, args.limit, args.seed).to(_device(args))
+    bar = _bar(len(x), "images", args.quiet)
+    res = evaluate(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
+                   progress=(lambda i, n: bar.update(i - bar.n)) if bar else None)
+    if bar:
+        bar.close()
+    res.pop("nll_per_example", None)
+    order = ["n", "k", "elbo", "nll", "bits_per_dim", "kl", "rec", "active_units", "latent_dims", "psnr", "ssim"]
+    for key in order + [k for k in res if k not in order]:
+        if key in res:
+            v = res[key]
+            print(f"{key:18s} {v:.4f}" if isinstance(v, float) else f"{key:18s} {v}")
+    if args.output:
+        from .train.loop import atomic_write_text
+
+        atomic_write_text(Path(args.output), json.dumps(res, indent=2) + "\n")
+
+
+def _bar(total, unit, quiet):
+    if quiet:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+
+def cmd_generate(args):
+    from .io import grid, read_image, write_image
+    from .tasks.generate import generate, interpolate
+
+    model = _load_model(args)
+    if not args.output.lower().endswith(".png"):
+        raise VaekitError(f"-o {args.output}: generate writes a PNG file; give a name ending in .png")
+    if args.interpolate:
+        a, b = (read_image(p, max_pixels=args.max_pixels) for p in args.interpolate)
+        frames = interpolate(model, a.to(_device(args)), b.to(_device(args)), steps=args.steps)
+        write_image(args.output, grid(frames.cpu(), nrow=args.nrow or args.steps))
+        print(f"wrote {args.steps} interpolation frames to {args.output}")
+        return
+    imgs = generate(model, args.n, temperature=args.temperature, seed=args.seed)
+    write_image(args.output, grid(imgs.cpu(), nrow=args.nrow))
+    print(f"wrote {args.n} samples (temperature {args.temperature}, seed {args.seed}) to {args.output}")
+
+
+def cmd_bench(args):
+    if args.task != "generate":
+        raise VaekitError("bench needs a task: generate")
+    from .bench import bench_generate
+
+    bench_generate(args)
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(args.output, seed=args.seed, device=_device(args))
+
+
+COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
+            "bench": cmd_bench, "demo": cmd_demo}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            if getattr(args, "command", None) == "train" and all("=" in e and not e.startswith("-") for e in extra):
+                args.overrides = list(args.overrides) + extra
+            else:
+                raise VaekitError(f"unrecognized arguments: {' '.join(extra)}")
+        if not args.command:
+            build_parser().print_help()
+            return 2
+        _set_threads(args)
+        COMMANDS[args.command](args)
+        return 0
+    except VaekitError as e:
+        if debug:
+            raise
+        print(f"vaekit: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Image reading and writing with clear errors and size limits.
+
+``read_image`` turns any PNG / JPEG / TIFF / WebP / BMP that Pillow reads
+(gray, RGB, RGBA, palette, 8- or 16-bit, float TIFF) or a ``.npy`` float
+array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
+``write_image`` writes PNG atomically (temp name, then rename).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import VaekitError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+# Our own limit is checked before decoding; Pillow's bomb check would only warn differently.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def max_pixels_default() -> int:
+    env = os.environ.get("VAEKIT_MAX_PIXELS")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise VaekitError(f"VAEKIT_MAX_PIXELS={env!r} is not a number") from None
+    return DEFAULT_MAX_PIXELS
+
+
+def _check_pixels(path, w, h, max_pixels):
+    limit = max_pixels if max_pixels is not None else max_pixels_default()
+    if w * h > limit:
+        raise VaekitError(f"{path} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+                          f"{limit / 1e6:g} megapixels; raise it with --max-pixels or VAEKIT_MAX_PIXELS")
+
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype in (np.uint16, np.int32) or arr.dtype == np.dtype(">u2"):
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    return arr.astype(np.float32)  # float data is taken as already on the [0, 1] scale
+
+
+def _pil_to_array(im: Image.Image, path, alpha: str) -> np.ndarray:
+    """(H, W) or (H, W, C) array, floats in [0, 1] (float TIFF keeps its values)."""
+    if im.mode == "P" or im.mode == "PA":
+        im = im.convert("RGBA" if ("transparency" in im.info or im.mode == "PA") else "RGB")
+    elif im.mode in ("1", "CMYK", "YCbCr", "LAB", "HSV"):
+        im = im.convert("L" if im.mode == "1" else "RGB")
+    elif im.mode == "LA":
+        pass
+    elif im.mode.startswith("I;16"):
+        arr = np.asarray(im).astype(np.uint16)
+        return _to_float(arr)
+    elif im.mode == "I":
+        arr = np.asarray(im)
+        return arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
+    elif im.mode == "F":
+        return np.asarray(im, dtype=np.float32)
+    arr = _to_float(np.asarray(im))
+    if arr.ndim == 3 and arr.shape[2] in (2, 4):
+        if alpha == "keep":
+            return arr
+        if alpha != "drop":
+            raise ValueError("alpha must be 'drop' or 'keep'")
+        warnings.warn(f"{path}: alpha channel dropped", stacklevel=3)
+        arr = arr[..., :-1]
+    return arr
+
+
+def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file into a float32 array (H, W) or (H, W, C) in [0, 1]."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaekitError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
+    if path.suffix.lower() == ".npy":
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise VaekitError(f"{path} is not a readable .npy array: {e}") from None
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
+            raise VaekitError(f"{path}: a .npy image must be (H, W) or (H, W, C), got shape {arr.shape}")
+        _check_pixels(path, arr.shape[1], arr.shape[0], max_pixels)
+        return _to_float(np.array(arr))
+    try:
+        with Image.open(path) as im:
+            _check_pixels(path, im.width, im.height, max_pixels)
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            return _pil_to_array(im, path, alpha)
+    except UnidentifiedImageError:
+        raise VaekitError(f"{path} is not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise VaekitError(f"{path} is truncated or corrupted: {e}") from None
+
+
+def read_image(path: str | os.PathLike, *, mode: str | None = None, alpha: str = "drop",
+               max_pixels: int | None = None) -> torch.Tensor:
+    """Read an image as a float32 tensor (C, H, W) in [0, 1].
+
+    Parameters
+    ----------
+    mode : None keeps the file's channels; "L" converts to gray (ITU-R 601
+        luma), "RGB" replicates gray to three channels.
+    alpha : "drop" (with a warning) or "keep" an alpha channel.
+    max_pixels : refuse larger images before decoding (default 100 MP, or
+        the environment variable VAEKIT_MAX_PIXELS).
+    """
+    arr = read_array(path, alpha=alpha, max_pixels=max_pixels)
+    t = torch.from_numpy(np.array(arr, dtype=np.float32))  # own, writable copy
+    t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+    return convert_channels(t, mode)
+
+
+def convert_channels(t: torch.Tensor, mode: str | None) -> torch.Tensor:
+    """Convert a (C, H, W) tensor to gray ("L") or "RGB"; None leaves it."""
+    if mode is None:
+        return t
+    c = t.shape[0]
+    if mode == "L":
+        if c == 1:
+            return t
+        w = torch.tensor([0.299, 0.587, 0.114], dtype=t.dtype).view(3, 1, 1)
+        return (t[:3] * w).sum(0, keepdim=True)
+    if mode == "RGB":
+        if c == 1:
+            return t.expand(3, -1, -1).contiguous()
+        return t[:3]
+    raise ValueError(f"mode must be None, 'L' or 'RGB', not {mode!r}")
+
+
+def to_uint8(img) -> np.ndarray:
+    """Tensor (C, H, W) / (B=1, ...) or array (H, W[, C]) in [0, 1] -> uint8 (H, W[, C])."""
+    if isinstance(img, torch.Tensor):
+        t = img.detach().cpu().float()
+        if t.ndim == 4:
+            if t.shape[0] != 1:
+                raise ValueError("to_uint8 takes one image, not a batch")
+            t = t[0]
+        arr = t.permute(1, 2, 0).numpy() if t.ndim == 3 else t.numpy()
+    else:
+        arr = np.asarray(img)
+    if arr.dtype == np.uint8:
+        out = arr
+    else:
+        out = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    if out.ndim == 3 and out.shape[2] == 1:
+        out = out[..., 0]
+    return out
+
+
+def write_image(path: str | os.PathLike, img) -> Path:
+    """Write an image as PNG (8-bit) atomically; parent folders are created."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = to_uint8(img)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        Image.fromarray(arr).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Tile a batch (B, C, H, W) into one image (C, H', W'), ``nrow`` images per row."""
+    b, c, h, w = images.shape
+    nrow = nrow or int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / nrow))
+    out = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=images.dtype)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        y, x = pad + r * (h + pad), pad + col * (w + pad)
+        out[:, y : y + h, x : x + w] = images[i]
+    return out

@@ -1,0 +1,143 @@
+"""Weights: shipped ones by name, local ones by run folder.
+
+A model on disk is two files side by side: ``<stem>.safetensors`` (tensors,
+never pickle) and a JSON model card (architecture + arguments, data,
+training command, hardware, wall time, metrics, sha256 of the tensors file).
+Loading rebuilds the architecture from the card -- it never guesses shapes --
+and refuses a tensors file whose sha256 differs from the card's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import VaekitError
+from .registry import create_model
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+# name -> file stem in WEIGHTS_DIR.  Names are stable public identifiers.
+SHIPPED = {"mnist-vae": "mnist-vae"}
+
+
+def models_dir() -> Path:
+    return Path(os.environ.get("VAEKIT_MODELS_DIR", Path.home() / ".cache" / "vaekit" / "models"))
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def save_model(model: torch.nn.Module, directory: str | Path, card: dict, *, stem: str = "model",
+               dtype: torch.dtype | None = None) -> Path:
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` (the card) atomically.
+
+    ``dtype=torch.float16`` stores floating tensors in half precision (the
+    shipped files); they are widened back to float32 at load.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        tensors[k] = v.contiguous()
+    wpath, cpath = directory / f"{stem}.safetensors", directory / f"{stem}.json"
+    tmp = wpath.with_name(wpath.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={"arch": model.arch, "arch_args": json.dumps(model.arch_args)})
+    card = dict(card, arch=model.arch, arch_args=model.arch_args, weights_file=wpath.name, sha256=_sha256(tmp),
+                parameters=sum(p.numel() for p in model.parameters()),
+                weights_dtype=str(dtype or torch.float32).replace("torch.", ""))
+    ctmp = cpath.with_name(cpath.name + ".tmp")
+    ctmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, wpath)
+    os.replace(ctmp, cpath)
+    return wpath
+
+
+def read_card(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise VaekitError(f"cannot read model card {path}: {e}") from None
+
+
+def load_from_files(weights: Path, card_path: Path, verify: bool = True) -> torch.nn.Module:
+    card = read_card(card_path)
+    if not weights.is_file():
+        raise VaekitError(f"weights file {weights} is missing")
+    if verify and card.get("sha256") and _sha256(weights) != card["sha256"]:
+        raise VaekitError(f"sha256 of {weights} does not match its model card: the file is corrupted or was changed")
+    model = create_model(card["arch"], **card.get("arch_args", {}))
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise VaekitError(f"cannot read weights {weights}: {e}") from None
+    ref = model.state_dict()
+    state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise VaekitError(f"weights {weights} do not fit architecture {card['arch']}: {str(e).splitlines()[0]}") from None
+    model.card = card
+    model.eval()
+    return model
+
+
+def load_pretrained(name: str) -> torch.nn.Module:
+    """A shipped model by name (e.g. ``"mnist-vae"``), ready for inference."""
+    if name not in SHIPPED:
+        raise VaekitError(f"unknown pretrained model {name!r}; shipped: {', '.join(sorted(SHIPPED))}")
+    stem = WEIGHTS_DIR / SHIPPED[name]
+    return load_from_files(stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+
+
+def load_model(spec: str | Path, models_root: str | Path | None = None) -> torch.nn.Module:
+    """Resolve ``spec``: a shipped name, a run folder / ``.safetensors`` path,
+    or a name under the local models folder (``--models-dir``)."""
+    spec_s = str(spec)
+    if spec_s in SHIPPED:
+        return load_pretrained(spec_s)
+    p = Path(spec_s)
+    if p.suffix == ".safetensors" and p.is_file():
+        return load_from_files(p, p.with_suffix(".json"))
+    if p.is_dir() and (p / "model.safetensors").is_file():
+        return load_from_files(p / "model.safetensors", p / "model.json")
+    local = Path(models_root) if models_root else models_dir()
+    if (local / spec_s / "model.safetensors").is_file():
+        return load_from_files(local / spec_s / "model.safetensors", local / spec_s / "model.json")
+    raise VaekitError(f"unknown model {spec_s!r}: not a shipped model ({', '.join(sorted(SHIPPED))}), "
+                      f"not a run folder with model.safetensors, and not found under {local}")
+
+
+def available_models(models_root: str | Path | None = None) -> list[dict]:
+    """Shipped and local models with their cards (for ``vaekit models``)."""
+    rows = []
+    for name, stem in sorted(SHIPPED.items()):
+        cpath = (WEIGHTS_DIR / stem).with_suffix(".json")
+        if cpath.is_file():
+            rows.append({"name": name, "source": "shipped", "card": read_card(cpath)})
+    local = Path(models_root) if models_root else models_dir()
+    if local.is_dir():
+        for card in sorted(local.glob("*/model.json")):
+            rows.append({"name": card.parent.name, "source": str(card.parent), "card": read_card(card)})
+    return rows
+
+
+def ship(run_dir: str | Path, name: str, metrics: dict | None = None) -> Path:
+    """Copy a run's best weights into the package as fp16 ``name`` (maintainers)."""
+    run_dir = Path(run_dir)
+    model = load_from_files(run_dir / "model.safetensors", run_dir / "model.json")
+    card = dict(model.card)
+    card["name"] = name
+    if metrics:
+        card.setdefault("metrics", {}).update(metrics)
+    for k in ("weights_file", "sha256", "parameters", "weights_dtype"):
+        card.pop(k, None)
+    return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=torch.float16)

@@ -1,0 +1,1 @@
+"""Tasks: what the CLI commands do, as plain functions."""

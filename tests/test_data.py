@@ -1,0 +1,89 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import MNIST_DIR, write_idx
+from vaekit import data as vd
+from vaekit.errors import VaekitError
+
+
+def test_idx_roundtrip_checksum_and_truncation(tmp_path):
+    arr = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", arr, compress=True)
+    assert np.array_equal(vd.read_idx(tmp_path / "a.gz"), arr)
+    good = vd.sha256_file(tmp_path / "a.gz")
+    assert np.array_equal(vd.read_idx(tmp_path / "a.gz", good), arr)
+    with pytest.raises(VaekitError, match="checksum mismatch"):
+        vd.read_idx(tmp_path / "a.gz", "0" * 64)
+    write_idx(tmp_path / "b", arr)
+    (tmp_path / "b").write_bytes((tmp_path / "b").read_bytes()[:-3])
+    with pytest.raises(VaekitError, match="truncated"):
+        vd.read_idx(tmp_path / "b")
+
+
+def test_corrupted_official_file_is_refused(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((2, 28, 28)), compress=True)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", np.zeros(2), compress=True)
+    with pytest.raises(VaekitError, match="checksum mismatch"):
+        vd.load_mnist(tmp_path)
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist not present")
+def test_real_mnist_with_checksums():
+    x, y = vd.load_mnist(MNIST_DIR, "test")
+    assert x.shape == (10000, 28, 28) and y.shape == (10000,) and set(np.unique(y)) == set(range(10))
+
+
+def test_binarize_is_seeded():
+    x = torch.rand(10, 1, 5, 5)
+    a, b = vd.binarize(x, 7), vd.binarize(x, 7)
+    assert torch.equal(a, b) and set(a.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(a, vd.binarize(x, 8))
+
+
+def test_tensor_images_dynamic_binarization():
+    ds = vd.TensorImages(torch.full((20, 1, 2, 2), 0.5), binarize=True)
+    ds.set_generator(torch.Generator().manual_seed(1))
+    a = ds.__getitems__(list(range(20)))[0]
+    ds.set_generator(torch.Generator().manual_seed(1))
+    assert torch.equal(a, ds.__getitems__(list(range(20)))[0])
+    assert 0 < a.mean() < 1
+
+
+def test_cifar_batches(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(d / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [1, 2, 3, 4]}, f)
+    x, y = vd.load_cifar10(tmp_path, "train")
+    assert x.shape == (20, 32, 32, 3) and y.tolist()[:4] == [1, 2, 3, 4]
+    (d / "test_batch").write_bytes(b"garbage")
+    with pytest.raises(VaekitError, match="test_batch"):
+        vd.load_cifar10(tmp_path, "test")
+
+
+def test_image_folder_and_patches(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (tmp_path / cls / "deep").mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / cls / "deep" / f"{i}.png")
+    (tmp_path / "cats" / "notes.txt").write_text("skip me")
+    ds = vd.ImageFolder(tmp_path, labels="subfolder")
+    assert len(ds) == 4 and ds.classes == ["cats", "dogs"]
+    x, label = ds[3]
+    assert x.shape == (3, 40, 50) and label == 1
+    p = vd.RandomPatches(ds.files, size=16, patches_per_image=3, seed=5)
+    assert len(p) == 12 and p[0].shape == (3, 16, 16)
+    assert torch.equal(p[4], p[4])
+    p.set_epoch(1)
+    q = vd.RandomPatches(ds.files, size=16, patches_per_image=3, seed=5)
+    q.set_epoch(1)
+    assert torch.equal(p[4], q[4])
+    with pytest.raises(VaekitError, match="smaller than the patch"):
+        vd.RandomPatches(ds.files, size=64)

@@ -1,0 +1,93 @@
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vaekit.errors import VaekitError
+from vaekit.io import grid, read_image, write_image
+
+
+def test_gray_rgb_palette_and_16bit(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    t = read_image(tmp_path / "a.png")
+    assert t.shape == (3, 5, 7) and t.dtype == torch.float32
+    assert torch.allclose(t, torch.from_numpy(rgb).permute(2, 0, 1).float() / 255)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "g.png")
+    assert read_image(tmp_path / "g.png").shape == (1, 5, 7)
+    assert read_image(tmp_path / "g.png", mode="RGB").shape == (3, 5, 7)
+    Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
+    assert read_image(tmp_path / "p.png").shape == (3, 5, 7)
+    g16 = (np.arange(35, dtype=np.uint16).reshape(5, 7) * 1800)
+    Image.fromarray(g16).save(tmp_path / "d.png")
+    t16 = read_image(tmp_path / "d.png")
+    assert torch.allclose(t16[0], torch.from_numpy(g16.astype(np.float32) / 65535), atol=1e-6)
+    for ext in ("jpg", "webp", "tif"):
+        Image.fromarray(rgb).save(tmp_path / f"x.{ext}")
+        assert read_image(tmp_path / f"x.{ext}").shape == (3, 5, 7)
+
+
+def test_float_tiff_and_npy_keep_values(tmp_path):
+    f = np.linspace(-0.2, 1.3, 20, dtype=np.float32).reshape(4, 5)
+    Image.fromarray(f, mode="F").save(tmp_path / "f.tif")
+    assert torch.allclose(read_image(tmp_path / "f.tif")[0], torch.from_numpy(f))
+    np.save(tmp_path / "n.npy", f)
+    assert torch.allclose(read_image(tmp_path / "n.npy")[0], torch.from_numpy(f))
+
+
+def test_alpha_dropped_with_warning_or_kept(tmp_path):
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 3] = 128
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    with pytest.warns(UserWarning, match="alpha"):
+        assert read_image(tmp_path / "a.png").shape == (3, 4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_image(tmp_path / "a.png", alpha="keep").shape == (4, 4, 4)
+
+
+def test_exif_orientation_applied(tmp_path):
+    arr = np.zeros((4, 8), np.uint8)  # wide image
+    im = Image.fromarray(arr)
+    exif = im.getexif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    im.save(tmp_path / "o.jpg", exif=exif)
+    assert read_image(tmp_path / "o.jpg").shape == (1, 8, 4)
+
+
+def test_limits_and_bad_files(tmp_path):
+    Image.fromarray(np.zeros((100, 100), np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(VaekitError, match="megapixels"):
+        read_image(tmp_path / "big.png", max_pixels=5000)
+    # the limit is checked from the header: a truncated huge file is refused for its size, not decoded
+    Image.fromarray(np.zeros((3000, 3000), np.uint8)).save(tmp_path / "huge.png")
+    data = (tmp_path / "huge.png").read_bytes()
+    (tmp_path / "huge_trunc.png").write_bytes(data[:200])
+    with pytest.raises(VaekitError, match="over the limit"):
+        read_image(tmp_path / "huge_trunc.png", max_pixels=1_000_000)
+    with pytest.raises(VaekitError, match="huge_trunc.png"):
+        read_image(tmp_path / "huge_trunc.png")
+    (tmp_path / "x.png").write_text("not an image")
+    with pytest.raises(VaekitError, match="x.png"):
+        read_image(tmp_path / "x.png")
+    with pytest.raises(VaekitError, match="does not exist"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_env_pixel_limit(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setenv("VAEKIT_MAX_PIXELS", "100")
+    with pytest.raises(VaekitError):
+        read_image(tmp_path / "a.png")
+
+
+def test_write_roundtrip_and_grid(tmp_path):
+    x = torch.rand(3, 6, 9)
+    p = write_image(tmp_path / "sub" / "o.png", x)
+    assert not list(p.parent.glob("*.tmp"))
+    back = read_image(p)
+    assert (back - x).abs().max() <= 0.5 / 255 + 1e-6
+    g = grid(torch.rand(5, 1, 4, 4), nrow=3, pad=1)
+    assert g.shape == (1, 2 * 5 + 1, 3 * 5 + 1)

@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import tiny_config
+from vaekit.errors import VaekitError
+from vaekit.train.config import TrainConfig
+from vaekit.train.loop import train
+
+
+def test_config_yaml_overrides_and_unknown_keys(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("model: mlp-vae\nmodel_args:\n  latent_dim: 8\nepochs: 3\n")
+    cfg = TrainConfig.load(p, ["epochs=5", "model_args.hidden=[64, 32]", "lr=3e-4"])
+    assert cfg.epochs == 5 and cfg.model_args == {"latent_dim": 8, "hidden": [64, 32]} and cfg.lr == 3e-4
+    p.write_text("modle: mlp-vae\n")
+    with pytest.raises(VaekitError, match="unknown key 'modle'"):
+        TrainConfig.load(p)
+    with pytest.raises(VaekitError, match="unknown config key"):
+        TrainConfig.load(None, ["nope=1"])
+    with pytest.raises(VaekitError, match="key=value"):
+        TrainConfig.load(None, ["epochs"])
+
+
+def test_training_learns_and_writes_everything(tiny_mnist, tmp_path):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tiny_mnist, max_steps=60), out, quiet=True)
+    assert summary["steps"] == 60 and summary["img_per_s"] > 0
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["val_elbo"] > log[0]["val_elbo"]  # it learns
+    card = json.loads((out / "model.json").read_text())
+    assert card["arch"] == "mlp-vae" and card["training"]["config"]["max_steps"] == 60
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == 60 and ck["config"]["seed"] == 3
+    assert not list(out.glob("*.tmp"))
+
+
+def test_killed_and_resumed_run_ends_with_identical_weights(tiny_mnist, tmp_path):
+    cfg = tiny_config(tiny_mnist, max_steps=40, ckpt_every=10)
+    train(cfg, tmp_path / "straight", quiet=True)
+    # "kill" after step 27: the last checkpoint is step 20, so steps 21-27 are redone on resume
+    train(cfg, tmp_path / "resumed", quiet=True, stop_after=27)
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["step"] == 20
+    train(None, tmp_path / "resumed", resume=True, quiet=True)
+    a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    wa = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    wb = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_refuses_other_architecture(tiny_mnist, tmp_path):
+    train(tiny_config(tiny_mnist, max_steps=10), tmp_path / "r", quiet=True)
+    other = tiny_config(tiny_mnist, model="hvae", model_args={"hidden1": [8], "hidden2": [8], "latent_dims": [2, 2]})
+    with pytest.raises(VaekitError, match="cannot resume"):
+        train(other, tmp_path / "r", resume=True, quiet=True)
+    with pytest.raises(VaekitError, match="nothing to resume"):
+        train(None, tmp_path / "empty", resume=True, quiet=True)
+
+
+def test_missing_data_dir_writes_nothing(tmp_path):
+    with pytest.raises(VaekitError, match="does not exist"):
+        train(tiny_config(tmp_path / "nope"), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
