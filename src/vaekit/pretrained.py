@@ -50,6 +50,7 @@ def save_model(model: torch.nn.Module, directory: str | Path, card: dict, *, ste
     wpath, cpath = directory / f"{stem}.safetensors", directory / f"{stem}.json"
     tmp = wpath.with_name(wpath.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"arch": model.arch, "arch_args": json.dumps(model.arch_args)})
+    os.chmod(tmp, 0o644)
     card = dict(card, arch=model.arch, arch_args=model.arch_args, weights_file=wpath.name, sha256=_sha256(tmp),
                 parameters=sum(p.numel() for p in model.parameters()),
                 weights_dtype=str(dtype or torch.float32).replace("torch.", ""))

@@ -54,4 +54,5 @@ def barrier(info: DistInfo) -> None:
 
 def teardown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
+        dist.barrier()  # no rank leaves while another still talks to it (gloo aborts on a closed peer)
         dist.destroy_process_group()

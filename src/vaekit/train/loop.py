@@ -318,7 +318,6 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         val = validate(model, val_ds, 500, device, cfg.seed + 12345)
         best, best_step = val["elbo"], step
         save_model(model, out_dir, card(val))
-    D.barrier(info)
     D.teardown(info)
     throughput = thr_imgs / max(thr_time, 1e-9)
     summary = {"steps": step, "best_val_elbo": best, "best_step": best_step, "img_per_s": throughput,

@@ -1,0 +1,1 @@
+"""Training: config, loop, distributed helpers."""

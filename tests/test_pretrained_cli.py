@@ -1,0 +1,154 @@
+"""The shipped model, generation, evaluation and the CLI contract."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import vaekit
+from conftest import MNIST_DIR
+from vaekit.cli import main
+from vaekit.errors import VaekitError
+from vaekit.pretrained import WEIGHTS_DIR, load_from_files
+
+
+@pytest.fixture(scope="module")
+def model():
+    return vaekit.load_pretrained("mnist-vae")
+
+
+def test_shipped_card_is_complete(model):
+    card = model.card
+    for key in ("arch", "arch_args", "data", "training", "metrics", "sha256", "parameters"):
+        assert key in card, key
+    for key in ("command", "config", "hardware", "wall_time_s"):
+        assert key in card["training"], key
+    assert (WEIGHTS_DIR / "mnist-vae.safetensors").stat().st_size < 25e6
+
+
+def test_corrupted_weights_are_refused(tmp_path):
+    shutil.copy(WEIGHTS_DIR / "mnist-vae.json", tmp_path / "m.json")
+    data = bytearray((WEIGHTS_DIR / "mnist-vae.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(data))
+    with pytest.raises(VaekitError, match="sha256"):
+        load_from_files(tmp_path / "m.safetensors", tmp_path / "m.json")
+
+
+def test_generate_is_seeded_and_tempered(model):
+    a = vaekit.generate(model, 8, seed=3)
+    assert a.shape == (8, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, vaekit.generate(model, 8, seed=3))
+    assert not torch.equal(a, vaekit.generate(model, 8, seed=4))
+    with pytest.raises(VaekitError):
+        vaekit.generate(model, 8, temperature=0)
+
+
+def test_interpolation_ends_are_the_reconstructions(model):
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("38")
+    frames = vaekit.interpolate(model, d[0], d[1], steps=10)
+    assert frames.shape == (10, 1, 28, 28)
+    rec = model.reconstruct(d)
+    assert torch.allclose(frames[0], rec[0], atol=1e-5) and torch.allclose(frames[-1], rec[1], atol=1e-5)
+
+
+def test_shipped_model_explains_rendered_digits_better_than_noise(model):
+    from vaekit.samples import rendered_digits
+
+    from vaekit.data import binarize
+
+    digits = binarize(rendered_digits(), 0)
+    noise = binarize(torch.full_like(digits, 0.15), 0)
+    res_d = vaekit.evaluate(model, digits, k=50)
+    res_n = vaekit.evaluate(model, noise, k=50)
+    assert res_d["nll"] < res_n["nll"] - 50
+    assert res_d["nll"] <= -res_d["elbo"] + 1e-3  # the IWAE bound is at least as tight as the ELBO
+    assert res_d["bits_per_dim"] == pytest.approx(res_d["nll"] / (784 * np.log(2)))
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["generate", "no-such-model", "-o", "x.png"], "unknown model"),
+    (["eval", "mnist-vae", "--data-dir", "/no/such/dir"], "does not exist"),
+    (["train", "/no/such.yaml", "-o", "r"], "does not exist"),
+    (["generate", "mnist-vae", "--interpolate", "a.png", "b.png", "-o", "p.png"], "does not exist"),
+    (["generate", "mnist-vae", "--bogus"], "unrecognized"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = run_cli(*args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error:") and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_non_image_and_oversized_inputs(tmp_path, capsys):
+    (tmp_path / "a.png").write_text("hello")
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(tmp_path / "b.png")
+    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                 "-o", str(tmp_path / "p.png")]) == 2
+    assert "a.png" in capsys.readouterr().err
+    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "b.png"), str(tmp_path / "b.png"),
+                 "--max-pixels", "1000", "-o", str(tmp_path / "p.png")]) == 2
+    assert "megapixels" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_every_command_has_help():
+    for cmd in (["models"], ["train"], ["eval"], ["generate"], ["bench"], ["bench", "generate"], ["demo"]):
+        r = run_cli(*cmd, "--help")
+        assert r.returncode == 0 and "usage" in r.stdout
+
+
+def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
+    assert main(["generate", "mnist-vae", "-n", "16", "--seed", "1", "-o", str(tmp_path / "s.png")]) == 0
+    assert Image.open(tmp_path / "s.png").size == (4 * 30 + 2, 4 * 30 + 2)
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("17")
+    write_image(tmp_path / "a.png", d[0])
+    write_image(tmp_path / "b.png", d[1])
+    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
+                 "--steps", "10", "-o", str(tmp_path / "p.png")]) == 0
+    assert Image.open(tmp_path / "p.png").size == (10 * 30 + 2, 32)
+    assert main(["models"]) == 0
+    assert "mnist-vae" in capsys.readouterr().out
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
+    page = (tmp_path / "demo" / "index.html").read_text()
+    for f in ("samples.png", "reconstructions.png", "interpolation.png"):
+        assert f in page and (tmp_path / "demo" / f).is_file()
+
+
+def test_local_models_dir_and_run_folder(tiny_mnist, tmp_path, capsys):
+    from conftest import tiny_config
+    from vaekit.train.loop import train
+
+    train(tiny_config(tiny_mnist, max_steps=20), tmp_path / "models" / "mine", quiet=True)
+    assert main(["models", "--models-dir", str(tmp_path / "models")]) == 0
+    assert "mine" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "models" / "mine"), "--data-dir", str(tiny_mnist), "-k", "5", "--quiet",
+                 "-o", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["n"] == 100 and res["nll"] > 0
+
+
+@pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist not present")
+def test_bench_generate_small(tmp_path):
+    assert main(["bench", "generate", "--data-dir", str(MNIST_DIR), "--limit", "50", "-k", "20",
+                 "--throughput-steps", "20", "-o", str(tmp_path), "--quiet"]) == 0
+    res = json.loads((tmp_path / "generate-mnist.json").read_text())
+    assert res["metrics"]["n"] == 50 and len(res["per_image_nll"]) == 50
+    assert res["provenance"]["weights_sha256"] and res["throughput"]["ratio"] > 0
+    assert (tmp_path / "generate-mnist.md").read_text().startswith("| model")
+    assert (tmp_path / "generate-mnist.png").is_file()
