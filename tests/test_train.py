@@ -65,3 +65,30 @@ def test_missing_data_dir_writes_nothing(tmp_path):
     with pytest.raises(VaekitError, match="does not exist"):
         train(tiny_config(tmp_path / "nope"), tmp_path / "run", quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_folder_patches_with_conv_vae(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    cfg = TrainConfig.from_dict(dict(model="conv-vae", data="folder", data_dir=str(tmp_path), patch_size=16,
+                                     patches_per_image=4, batch_size=4, max_steps=6, eval_every=3, ckpt_every=3,
+                                     model_args={"in_channels": 3, "channels": [8, 8], "latent_channels": 2,
+                                                 "image_size": 16, "likelihood": "logistic"}))
+    s = train(cfg, tmp_path / "run", quiet=True)
+    assert s["steps"] == 6 and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_tensorboard_missing_is_a_clear_error(tiny_mnist, tmp_path):
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        with pytest.raises(VaekitError, match="tensorboard"):
+            train(tiny_config(tiny_mnist, tensorboard=True), tmp_path / "r", quiet=True)
+        assert not (tmp_path / "r").exists()
+    else:
+        train(tiny_config(tiny_mnist, tensorboard=True, max_steps=5), tmp_path / "r", quiet=True)
+        assert list((tmp_path / "r" / "tb").iterdir())

@@ -198,10 +198,6 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
     else:
         torch.manual_seed(cfg.seed * 1000 + info.rank)  # latent noise differs across ranks
 
-    if info.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if ckpt is None:
-            atomic_write_text(out_dir / "config.yaml", __import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
     writer = None
     if cfg.tensorboard and info.is_main:
         try:
@@ -210,6 +206,10 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             raise VaekitError("tensorboard logging asked for but the tensorboard package is not installed "
                               "(pip install tensorboard)") from None
         writer = SummaryWriter(str(out_dir / "tb"))
+    if info.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if ckpt is None:
+            atomic_write_text(out_dir / "config.yaml", __import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
 
     hardware = _hardware(device) + (f" x {info.world_size} processes" if info.enabled else "")
     bar = None
