@@ -131,14 +131,34 @@ def available_models(models_root: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def ship(run_dir: str | Path, name: str, metrics: dict | None = None) -> Path:
-    """Copy a run's best weights into the package as fp16 ``name`` (maintainers)."""
+def ship(run_dir: str | Path, name: str, **card_updates) -> Path:
+    """Copy a run's best weights into the package as fp16 ``name`` (maintainers).
+
+    ``card_updates`` are merged into the card one level deep (e.g.
+    ``data={"licence": ...}``)."""
     run_dir = Path(run_dir)
     model = load_from_files(run_dir / "model.safetensors", run_dir / "model.json")
-    card = dict(model.card)
-    card["name"] = name
-    if metrics:
-        card.setdefault("metrics", {}).update(metrics)
+    card = dict(model.card, name=name)
     for k in ("weights_file", "sha256", "parameters", "weights_dtype"):
         card.pop(k, None)
+    update_card(card, card_updates)
     return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=torch.float16)
+
+
+def update_card(card: dict, updates: dict) -> dict:
+    for k, v in updates.items():
+        if isinstance(v, dict) and isinstance(card.get(k), dict):
+            card[k] = {**card[k], **v}
+        else:
+            card[k] = v
+    return card
+
+
+def update_shipped_card(name: str, **updates) -> Path:
+    """Merge ``updates`` into a shipped model's card (the weights and their sha256 stay)."""
+    path = (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json")
+    card = update_card(read_card(path), updates)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
