@@ -1,12 +1,11 @@
 """What every VAE in the package shares: the objectives and the sampling API.
 
-A subclass supplies three pieces:
+A subclass supplies:
 
-* ``posterior(x) -> list[(mu, logvar)]``-style inference through
-  :meth:`_log_weights` (it draws ``k`` latent samples per example and returns
-  ``log p(x|z)``, ``log p(z)`` and ``log q(z|x)`` for each), plus an analytic
-  KL where it has one (lower-variance ELBO gradients);
-* ``decode(z) -> likelihood parameters``;
+* ``_log_weights(x, k)``: draw ``k`` latent samples per example and return
+  ``log p(x|z)``, ``log p(z)`` and ``log q(z|x)`` for each (k, B), plus an
+  analytic KL where it has one (lower-variance ELBO gradients);
+* ``encode(x) -> z`` (posterior mean), ``decode(z) -> likelihood parameters``;
 * ``prior_sample(n, temperature) -> z``.
 
 Everything else -- ELBO, beta-ELBO, IWAE(k), reconstructions, samples -- is
@@ -25,12 +24,7 @@ LOG2PI = math.log(2 * math.pi)
 
 
 def gaussian_log_prob(z, mu, logvar):
-    """log N(z; mu, exp(logvar)) summed over all but the first dim... of the last dims.
-
-    Shapes broadcast; the sum runs over every dim after the batch dims given by
-    ``z.ndim - mu.ndim + 1`` -- in practice callers pass flattened latents and
-    we sum over the last dim.
-    """
+    """log N(z; mu, diag exp(logvar)), summed over the last dim (shapes broadcast)."""
     return -0.5 * (LOG2PI + logvar + (z - mu) ** 2 * torch.exp(-logvar)).sum(-1)
 
 

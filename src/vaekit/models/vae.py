@@ -95,7 +95,7 @@ class MLPVAE(GaussianVAE):
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"MLPVAE expects images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         mu, logvar = self.to_stats(self.encoder(x.flatten(1))).chunk(2, dim=1)
-        return mu, logvar
+        return mu, logvar.clamp(-12.0, 8.0)
 
     def decode(self, z):
         c, h, w = self.image_shape

@@ -73,7 +73,7 @@ def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 10
     ctx = _generator_scope(seed)
     try:
         sums = {"elbo": 0.0, "kl": 0.0, "rec": 0.0, "nll": 0.0, "mse": 0.0, "psnr": 0.0, "ssim": 0.0,
-                "post_std": 0.0, "sample_spread": 0.0}
+                "posterior_std": 0.0, "sample_spread": 0.0}
         means, means2, per_nll = [], [], []
         n = images.shape[0]
         t0 = time.perf_counter()
@@ -87,7 +87,7 @@ def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 10
             means.append(out["mu"].flatten(1))
             if out.get("mu2") is not None:
                 means2.append(out["mu2"].flatten(1))
-            sums["post_std"] += float(torch.exp(0.5 * out["logvar"]).mean()) * bsz
+            sums["posterior_std"] += float(torch.exp(0.5 * out["logvar"]).mean()) * bsz
             rec = model.reconstruct(x)
             sums["mse"] += float(((rec - x) ** 2).mean()) * bsz
             sums["psnr"] += float(metrics.psnr(rec, x).sum())
