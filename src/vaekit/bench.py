@@ -103,7 +103,7 @@ def throughput_comparison(card: dict, data_dir, steps: int, pairs: int = 3) -> d
 
 def bench_generate(args) -> dict:
     from .cli import load_eval_images
-    from .io import grid, write_image
+    from .io import grid, upscale, write_image
     from .pretrained import load_model
     from .tasks.generate import evaluate, generate
 
@@ -124,7 +124,7 @@ def bench_generate(args) -> dict:
     out_dir = Path(args.output)
     stem = "generate-mnist"
     imgs = generate(model, 64, seed=seed)
-    write_image(out_dir / f"{stem}.png", grid(imgs, nrow=8))
+    write_image(out_dir / f"{stem}.png", upscale(grid(imgs, nrow=8), 2))
     command = "vaekit bench generate " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 2 \
         else f"vaekit bench generate --data-dir {args.data_dir}"
     training = card.get("training", {})

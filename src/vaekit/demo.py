@@ -12,15 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .io import grid, write_image
+from .io import grid, upscale, write_image
 from .pretrained import load_pretrained
 from .samples import rendered_digits
 from .tasks.generate import generate, interpolate
 from .train.loop import atomic_write_text
-
-
-def _upscale(img: torch.Tensor, factor: int = 3) -> torch.Tensor:
-    return img.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
 
 
 def run_demo(out_dir: str | Path = "demo", *, seed: int = 0, device=None) -> Path:
@@ -33,22 +29,22 @@ def run_demo(out_dir: str | Path = "demo", *, seed: int = 0, device=None) -> Pat
     sections = []
 
     imgs = generate(model, 64, seed=seed).cpu()
-    write_image(out / "samples.png", _upscale(grid(imgs, nrow=8)))
+    write_image(out / "samples.png", upscale(grid(imgs, nrow=8)))
     cold = generate(model, 32, temperature=0.7, seed=seed).cpu()
-    write_image(out / "samples_t0.7.png", _upscale(grid(cold, nrow=8)))
+    write_image(out / "samples_t0.7.png", upscale(grid(cold, nrow=8)))
     sections.append(("Prior samples", "64 samples from the prior (Bernoulli means), seed %d." % seed, "samples.png"))
     sections.append(("Colder samples", "Temperature 0.7: the prior's spread scaled by 0.7.", "samples_t0.7.png"))
 
     digits = rendered_digits(seed=seed).to(next(model.parameters()).device)
     with torch.no_grad():
         rec = model.reconstruct(digits)
-    write_image(out / "digits.png", _upscale(grid(digits.cpu(), nrow=10)))
-    write_image(out / "reconstructions.png", _upscale(grid(torch.cat([digits, rec]).cpu(), nrow=10)))
+    write_image(out / "digits.png", upscale(grid(digits.cpu(), nrow=10)))
+    write_image(out / "reconstructions.png", upscale(grid(torch.cat([digits, rec]).cpu(), nrow=10)))
     sections.append(("Reconstructions", "Top: digits rendered with Pillow's font (not MNIST). Bottom: the VAE's "
                      "reconstruction (posterior mean, decoded).", "reconstructions.png"))
 
     frames = interpolate(model, digits[3], digits[8], steps=10).cpu()
-    write_image(out / "interpolation.png", _upscale(grid(frames, nrow=10)))
+    write_image(out / "interpolation.png", upscale(grid(frames, nrow=10)))
     sections.append(("Interpolation", "From a 3 to an 8 in 10 steps through the latent space (both ends included).",
                      "interpolation.png"))
 

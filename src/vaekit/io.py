@@ -182,3 +182,8 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value:
         y, x = pad + r * (h + pad), pad + col * (w + pad)
         out[:, y : y + h, x : x + w] = images[i]
     return out
+
+
+def upscale(img: torch.Tensor, factor: int = 3) -> torch.Tensor:
+    """Nearest-neighbour enlargement of a (..., H, W) tensor, for viewing small images."""
+    return img.repeat_interleave(factor, -1).repeat_interleave(factor, -2)
