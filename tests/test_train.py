@@ -47,6 +47,8 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tiny_mnist, tmp_path
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = lambda run: [json.loads(x)["step"] for x in (tmp_path / run / "log.jsonl").read_text().splitlines()]  # noqa: E731
+    assert steps("resumed") == steps("straight") == [10, 20, 30, 40]
     wa = load_file(str(tmp_path / "straight" / "model.safetensors"))
     wb = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -57,6 +59,8 @@ def test_resume_refuses_other_architecture(tiny_mnist, tmp_path):
     other = tiny_config(tiny_mnist, model="hvae", model_args={"hidden1": [8], "hidden2": [8], "latent_dims": [2, 2]})
     with pytest.raises(VaekitError, match="cannot resume"):
         train(other, tmp_path / "r", resume=True, quiet=True)
+    s = train(None, tmp_path / "r", resume=True, quiet=True, overrides=["max_steps=15"])
+    assert s["steps"] == 15
     with pytest.raises(VaekitError, match="nothing to resume"):
         train(None, tmp_path / "empty", resume=True, quiet=True)
 

@@ -31,11 +31,9 @@ def provenance(seeds: dict, weights_sha256: str | None = None) -> dict:
                              cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         sha = None
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from .train.loop import cpu_name
+
+    cpu = cpu_name()
     return {"vaekit": __version__, "git_sha": sha, "python": platform.python_version(), "torch": torch.__version__,
             "numpy": numpy.__version__, "pillow": PIL.__version__, "cpu": cpu, "threads": torch.get_num_threads(),
             "seeds": seeds, "weights_sha256": weights_sha256,
@@ -43,7 +41,7 @@ def provenance(seeds: dict, weights_sha256: str | None = None) -> dict:
 
 
 def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> None:
-    from .train.loop import atomic_write_text
+    from .io import atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(payload, indent=1) + "\n")

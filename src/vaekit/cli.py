@@ -145,20 +145,12 @@ def cmd_train(args):
         overrides.append(f"threads={args.threads}")
     if args.device != "auto":
         overrides.append(f"device={args.device}")
+    resume_overrides: list[str] = []
     if args.resume:
         if args.output and Path(args.output) != Path(args.resume):
             raise VaekitError("--resume continues in its own folder; drop -o or give the same folder")
         cfg = TrainConfig.load(args.config, overrides) if args.config else None
-        if cfg is None and overrides:
-            from .train.config import apply_override
-            import torch
-
-            ck = Path(args.resume) / "checkpoint.pt"
-            if ck.is_file():
-                d = torch.load(ck, map_location="cpu", weights_only=True)["config"]
-                for o in overrides:
-                    apply_override(d, o)
-                cfg = TrainConfig.from_dict(d, source="overrides")
+        resume_overrides = [] if args.config else overrides
         out = args.resume
     else:
         if not args.config:
@@ -170,7 +162,7 @@ def cmd_train(args):
         if (Path(out) / "checkpoint.pt").exists():
             raise VaekitError(f"{out} already holds a run; use --resume {out} or another -o")
     command = "vaekit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
-    train(cfg, out, resume=bool(args.resume), quiet=args.quiet, command=command)
+    train(cfg, out, resume=bool(args.resume), quiet=args.quiet, command=command, overrides=resume_overrides)
 
 
 def _load_model(args):
@@ -219,7 +211,7 @@ def cmd_eval(args):
             v = res[key]
             print(f"{key:18s} {v:.4f}" if isinstance(v, float) else f"{key:18s} {v}")
     if args.output:
-        from .train.loop import atomic_write_text
+        from .io import atomic_write_text
 
         atomic_write_text(Path(args.output), json.dumps(res, indent=2) + "\n")
 

@@ -157,6 +157,15 @@ def to_uint8(img) -> np.ndarray:
     return out
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text under a temporary name, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write_image(path: str | os.PathLike, img) -> Path:
     """Write an image as PNG (8-bit) atomically; parent folders are created."""
     path = Path(path)

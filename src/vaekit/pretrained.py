@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import VaekitError
+from .io import atomic_write_text
 from .registry import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -158,7 +159,4 @@ def update_shipped_card(name: str, **updates) -> Path:
     """Merge ``updates`` into a shipped model's card (the weights and their sha256 stay)."""
     path = (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json")
     card = update_card(read_card(path), updates)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(card, indent=2) + "\n")

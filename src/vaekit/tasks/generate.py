@@ -1,6 +1,7 @@
 """Generation and likelihood evaluation with any VAE of the package."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -11,13 +12,13 @@ from .. import metrics
 from ..errors import VaekitError
 
 
-def _generator_scope(seed):
-    """Seed torch's RNG for the duration of a call, leaving the caller's state intact."""
-    ctx = torch.random.fork_rng(devices=[])
-    ctx.__enter__()
-    if seed is not None:
-        torch.manual_seed(seed)
-    return ctx
+@contextlib.contextmanager
+def seeded(seed: int | None):
+    """Seed torch's RNG inside the block and restore the caller's state after it."""
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        yield
 
 
 @torch.no_grad()
@@ -27,11 +28,8 @@ def generate(model, n: int = 64, *, temperature: float = 1.0, seed: int | None =
         raise VaekitError("the number of samples must be at least 1")
     if temperature <= 0:
         raise VaekitError("temperature must be positive")
-    ctx = _generator_scope(seed)
-    try:
+    with seeded(seed):
         return model.sample(n, temperature).clamp(0, 1)
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 def fit_image(model, img: torch.Tensor) -> torch.Tensor:
@@ -70,8 +68,7 @@ def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 10
     against the model's input, and posterior spreads.
     """
     model.eval()
-    ctx = _generator_scope(seed)
-    try:
+    with seeded(seed):
         sums = {"elbo": 0.0, "kl": 0.0, "rec": 0.0, "nll": 0.0, "mse": 0.0, "psnr": 0.0, "ssim": 0.0,
                 "posterior_std": 0.0, "sample_spread": 0.0}
         means, means2, per_nll = [], [], []
@@ -120,5 +117,3 @@ def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 10
         if per_nll:
             res["nll_per_example"] = torch.cat(per_nll).tolist()
         return res
-    finally:
-        ctx.__exit__(None, None, None)

@@ -21,9 +21,10 @@ from torch.utils.data import DistributedSampler
 
 from .. import __version__
 from ..errors import VaekitError
+from ..io import atomic_write_text
 from ..registry import create_model
 from . import dist as D
-from .config import TrainConfig
+from .config import TrainConfig, apply_override
 
 CKPT = "checkpoint.pt"
 
@@ -39,12 +40,6 @@ def resolve_device(kind: str) -> torch.device:
 def atomic_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -116,23 +111,28 @@ def validate(model, ds, batch_size, device, seed) -> dict:
     return {k: v / n for k, v in tot.items()}
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} thread(s)"
+    return f"CPU {cpu_name()}, {torch.get_num_threads()} thread(s)"
 
 
 def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-          command: str | None = None, stop_after: int | None = None) -> dict:
-    """Train ``cfg`` into ``out_dir``; with ``resume`` continue the run there.
+          command: str | None = None, stop_after: int | None = None, overrides: list[str] = ()) -> dict:
+    """Train ``cfg`` into ``out_dir``; with ``resume`` continue the run there
+    (``cfg=None``: the run's own config, with ``overrides`` such as
+    ``max_steps=...`` applied).
 
     Returns a summary dict (steps, best validation ELBO, throughput).
     ``stop_after`` ends the process's work after that many steps without a
@@ -148,7 +148,10 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001
             raise VaekitError(f"cannot read checkpoint {path}: {e}") from None
-        saved = TrainConfig.from_dict(ckpt["config"], source=str(path))
+        saved_dict = dict(ckpt["config"])
+        for item in overrides:
+            apply_override(saved_dict, item)
+        saved = TrainConfig.from_dict(saved_dict, source=str(path))
         if cfg is not None and (cfg.model, cfg.model_args) != (saved.model, saved.model_args):
             raise VaekitError(f"cannot resume {path}: it holds a {saved.model} {saved.model_args}, "
                               f"the config asks for a {cfg.model} {cfg.model_args}")
@@ -210,6 +213,8 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         out_dir.mkdir(parents=True, exist_ok=True)
         if ckpt is None:
             atomic_write_text(out_dir / "config.yaml", __import__("yaml").safe_dump(cfg.to_dict(), sort_keys=False))
+        else:  # a killed run may have logged past its last checkpoint: keep the log true to the state we resume
+            atomic_write_text(out_dir / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
     hardware = _hardware(device) + (f" x {info.world_size} processes" if info.enabled else "")
     bar = None
