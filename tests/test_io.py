@@ -91,3 +91,35 @@ def test_write_roundtrip_and_grid(tmp_path):
     assert (back - x).abs().max() <= 0.5 / 255 + 1e-6
     g = grid(torch.rand(5, 1, 4, 4), nrow=3, pad=1)
     assert g.shape == (1, 2 * 5 + 1, 3 * 5 + 1)
+
+
+def test_16bit_color_png_and_tiff_keep_their_precision(tmp_path):
+    import imagecodecs
+
+    rgb16 = (np.arange(3 * 4 * 3).reshape(3, 4, 3) * 1000 + 7).astype(np.uint16)
+    (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(rgb16))
+    (tmp_path / "c.tif").write_bytes(imagecodecs.tiff_encode(rgb16))
+    want = torch.from_numpy(rgb16.astype(np.float32) / 65535).permute(2, 0, 1)
+    for name in ("c.png", "c.tif"):
+        assert torch.allclose(read_image(tmp_path / name), want, atol=1e-7), name
+    rgba16 = np.concatenate([rgb16, np.full((3, 4, 1), 65535, np.uint16)], axis=2)
+    (tmp_path / "a.png").write_bytes(imagecodecs.png_encode(rgba16))
+    with pytest.warns(UserWarning, match="alpha"):
+        assert torch.allclose(read_image(tmp_path / "a.png"), want, atol=1e-7)
+    (tmp_path / "t.png").write_bytes((tmp_path / "c.png").read_bytes()[:60])
+    with pytest.raises(VaekitError, match="t.png"):
+        read_image(tmp_path / "t.png")
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_array_orientation_matches_pillow(tmp_path, orientation):
+    from PIL import ImageOps
+
+    from vaekit.io import _orient
+
+    im = Image.fromarray(np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3))
+    exif = im.getexif()
+    exif[0x0112] = orientation
+    im.save(tmp_path / "o.png", exif=exif)
+    with Image.open(tmp_path / "o.png") as im2:
+        assert np.array_equal(_orient(np.asarray(im2), im2), np.asarray(ImageOps.exif_transpose(im2)))

@@ -65,14 +65,60 @@ def _pil_to_array(im: Image.Image, path, alpha: str) -> np.ndarray:
         return arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
     elif im.mode == "F":
         return np.asarray(im, dtype=np.float32)
-    arr = _to_float(np.asarray(im))
+    return _drop_alpha(_to_float(np.asarray(im)), path, alpha)
+
+
+def _deep_color(im: Image.Image) -> bool:
+    """True for color images with more than 8 bits per sample, which Pillow
+    would truncate to 8 bits (16-bit RGB(A) PNG, 16-bit / float RGB TIFF)."""
+    if im.format == "PNG":
+        depth = im.info.get("bitdepth") or _png_bit_depth(im)
+        return depth == 16 and im.mode in ("RGB", "RGBA")
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max(bits) > 8 and int(im.tag_v2.get(277, 1)) > 1
+    return False
+
+
+def _png_bit_depth(im: Image.Image) -> int:
+    fp = im.fp
+    pos = fp.tell()
+    try:
+        fp.seek(24)  # 8-byte signature, IHDR length + type, width, height, then the bit depth
+        return fp.read(1)[0]
+    finally:
+        fp.seek(pos)
+
+
+def _decode_deep(path, fmt: str) -> np.ndarray:
+    import imagecodecs
+
+    data = Path(path).read_bytes()
+    try:
+        arr = imagecodecs.png_decode(data) if fmt == "PNG" else imagecodecs.tiff_decode(data)
+    except Exception as e:  # noqa: BLE001 - codec errors come in several types
+        raise VaekitError(f"{path} is truncated or corrupted: {e}") from None
+    return _to_float(np.asarray(arr))
+
+
+def _orient(arr: np.ndarray, im: Image.Image) -> np.ndarray:
+    """Apply the EXIF orientation tag to an (H, W[, C]) array, as exif_transpose does."""
+    o = im.getexif().get(0x0112, 1)
+    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+           8: lambda a: np.rot90(a, 1)}
+    return np.ascontiguousarray(ops[o](arr)) if o in ops else arr
+
+
+def _drop_alpha(arr: np.ndarray, path, alpha: str) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[2] in (2, 4):
         if alpha == "keep":
             return arr
         if alpha != "drop":
             raise ValueError("alpha must be 'drop' or 'keep'")
-        warnings.warn(f"{path}: alpha channel dropped", stacklevel=3)
-        arr = arr[..., :-1]
+        warnings.warn(f"{path}: alpha channel dropped", stacklevel=4)
+        return arr[..., :-1]
     return arr
 
 
@@ -93,6 +139,8 @@ def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int 
     try:
         with Image.open(path) as im:
             _check_pixels(path, im.width, im.height, max_pixels)
+            if _deep_color(im):
+                return _drop_alpha(_orient(_decode_deep(path, im.format), im), path, alpha)
             im = ImageOps.exif_transpose(im)
             im.load()
             return _pil_to_array(im, path, alpha)
