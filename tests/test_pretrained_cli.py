@@ -149,6 +149,7 @@ def test_bench_generate_small(tmp_path):
                  "--throughput-steps", "20", "-o", str(tmp_path), "--quiet"]) == 0
     res = json.loads((tmp_path / "generate-mnist.json").read_text())
     assert res["metrics"]["n"] == 50 and len(res["per_image_nll"]) == 50
+    assert res["command"].startswith(f"vaekit bench generate --data-dir {MNIST_DIR}")
     assert res["provenance"]["weights_sha256"] and res["throughput"]["ratio"] > 0
     assert (tmp_path / "generate-mnist.md").read_text().startswith("| model")
     assert (tmp_path / "generate-mnist.png").is_file()

@@ -126,8 +126,7 @@ def bench_generate(args) -> dict:
     stem = "generate-mnist"
     imgs = generate(model, 64, seed=seed)
     write_image(out_dir / f"{stem}.png", upscale(grid(imgs, nrow=8), 2))
-    command = "vaekit bench generate " + " ".join(shlex.quote(a) for a in sys.argv[3:]) if len(sys.argv) > 2 \
-        else f"vaekit bench generate --data-dir {args.data_dir}"
+    command = "vaekit " + " ".join(shlex.quote(a) for a in args.argv)
     training = card.get("training", {})
     payload = {
         "task": "generate", "set": "mnist-test", "model": args.model, "arch": card["arch"],

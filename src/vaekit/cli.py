@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -161,7 +161,7 @@ def cmd_train(args):
         out = args.output
         if (Path(out) / "checkpoint.pt").exists():
             raise VaekitError(f"{out} already holds a run; use --resume {out} or another -o")
-    command = "vaekit " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
+    command = "vaekit " + " ".join(shlex.quote(a) for a in args.argv)
     train(cfg, out, resume=bool(args.resume), quiet=args.quiet, command=command, overrides=resume_overrides)
 
 
@@ -273,6 +273,7 @@ def main(argv=None) -> int:
         if not args.command:
             build_parser().print_help()
             return 2
+        args.argv = list(argv)  # the exact invocation, recorded in model cards and benchmark JSON
         _set_threads(args)
         COMMANDS[args.command](args)
         return 0

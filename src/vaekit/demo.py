@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .io import grid, upscale, write_image
+from .io import atomic_write_text, grid, upscale, write_image
 from .pretrained import load_pretrained
 from .samples import rendered_digits
 from .tasks.generate import generate, interpolate
-from .io import atomic_write_text
 
 
 def run_demo(out_dir: str | Path = "demo", *, seed: int = 0, device=None) -> Path:

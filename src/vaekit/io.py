@@ -72,8 +72,7 @@ def _deep_color(im: Image.Image) -> bool:
     """True for color images with more than 8 bits per sample, which Pillow
     would truncate to 8 bits (16-bit RGB(A) PNG, 16-bit / float RGB TIFF)."""
     if im.format == "PNG":
-        depth = im.info.get("bitdepth") or _png_bit_depth(im)
-        return depth == 16 and im.mode in ("RGB", "RGBA")
+        return im.mode in ("RGB", "RGBA") and _png_bit_depth(im) == 16
     if im.format == "TIFF":
         bits = im.tag_v2.get(258, (8,))
         bits = bits if isinstance(bits, tuple) else (bits,)
