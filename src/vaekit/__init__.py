@@ -5,6 +5,8 @@ The functions here mirror the CLI::
     import vaekit
     model = vaekit.load_pretrained("mnist-vae")
     grid = vaekit.generate(model, n=64, temperature=1.0, seed=0)   # (64, 1, 28, 28) in [0, 1]
+    data = vaekit.compress(image, quality=4)                       # .vkc bytes (shipped codec)
+    image2 = vaekit.decompress(data)                                # uint8 H x W x 3
 """
 __version__ = "0.1.0"
 
@@ -12,6 +14,7 @@ from .errors import VaekitError
 from .io import read_image, write_image
 from .pretrained import load_model, load_pretrained
 from .registry import create_model, list_models
+from .tasks.compress import compress, decompress
 from .tasks.generate import evaluate, generate, interpolate
 
 
@@ -25,4 +28,4 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
 
 
 __all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
-           "generate", "interpolate", "evaluate", "train", "read_image", "write_image"]
+           "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image"]

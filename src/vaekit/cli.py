@@ -73,6 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger input images (default 100 MP)")
     _common(p)
 
+    p = sub.add_parser("compress", help="compress an image (or a folder) to .vkc files with the learned codec")
+    p.add_argument("input", help="image file or folder (recursive; names are mirrored)")
+    p.add_argument("-o", "--output", required=True, help=".vkc file, or folder for a folder input")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quality", type=int, default=None, help="1 (smallest) .. 8 (best); default 4")
+    g.add_argument("--target-bpp", type=float, default=None, help="largest quality whose file fits this bits/pixel")
+    p.add_argument("--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)")
+    p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _common(p, device=False, seed=False)
+
+    p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to PNG")
+    p.add_argument("input", help=".vkc file or folder")
+    p.add_argument("-o", "--output", required=True, help="PNG file, or folder for a folder input")
+    p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _common(p, device=False, seed=False)
+
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
     bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
     b = bsub.add_parser("generate", help="likelihood benchmark of a generative VAE on binarized MNIST")
@@ -84,6 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="results", help="results folder")
     b.add_argument("--models-dir", default=None)
     _common(b)
+
+    b = bsub.add_parser("compress", help="rate-distortion of the codec vs JPEG, WebP, AVIF, JPEG XL on real files")
+    b.add_argument("--data-dir", required=True, help="folder of test images (e.g. ../shared/data/kodak)")
+    b.add_argument("--model", default="codec-hyperprior")
+    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="classical codecs to sweep (comma list)")
+    b.add_argument("--anchors", default=None, help="folder of anchor curves (default ../shared/anchors)")
+    b.add_argument("--cache", default=None, help="cache of classical codec results (default results/.cache)")
+    b.add_argument("-o", "--output", default="results", help="results folder")
+    _common(b, device=False, seed=False)
 
     p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
     p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
@@ -202,7 +230,7 @@ def cmd_eval(args):
     bar = _bar(len(x), "images", args.quiet)
     res = evaluate(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
                    progress=(lambda i, n: bar.update(i - bar.n)) if bar else None)
-    if bar:
+    if bar is not None:
         bar.close()
     res.pop("nll_per_example", None)
     order = ["n", "k", "elbo", "nll", "bits_per_dim", "kl", "rec", "active_units", "latent_dims", "psnr", "ssim"]
@@ -242,12 +270,69 @@ def cmd_generate(args):
     print(f"wrote {args.n} samples (temperature {args.temperature}, seed {args.seed}) to {args.output}")
 
 
-def cmd_bench(args):
-    if args.task != "generate":
-        raise VaekitError("bench needs a task: generate")
-    from .bench import bench_generate
+def _max_pixels(args):
+    import os
 
-    bench_generate(args)
+    if getattr(args, "max_pixels", None):
+        os.environ["VAEKIT_MAX_PIXELS"] = str(args.max_pixels)
+
+
+def _folder_bar(args, unit):
+    """A progress bar for folder inputs, opened at the first finished item: (callback, close)."""
+    state = {}
+    if args.quiet or not Path(args.input).is_dir():
+        return None, lambda: None
+
+    def progress(i, n):
+        if "bar" not in state:
+            state["bar"] = _bar(n, unit, False)
+        state["bar"].update(1)
+
+    return progress, lambda: state["bar"].close() if "bar" in state else None
+
+
+def cmd_compress(args):
+    from .tasks.compress import compress_paths
+
+    _max_pixels(args)
+    quality = 4 if args.quality is None and args.target_bpp is None else args.quality
+    progress, close = _folder_bar(args, "images")
+    rows = compress_paths(args.input, args.output, quality=quality, target_bpp=args.target_bpp, model=args.model,
+                          tile=args.tile, progress=progress)
+    close()
+    missed = [r for r in rows if r.get("target_met") is False]
+    if missed:
+        print(f"vaekit: note: {len(missed)} image(s) do not fit {args.target_bpp} bpp even at quality 1; "
+              "written at quality 1", file=sys.stderr)
+    for r in rows if len(rows) == 1 else []:
+        print(f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp")
+    if len(rows) > 1:
+        tot = sum(r["bytes"] for r in rows)
+        print(f"compressed {len(rows)} images into {args.output}: {tot} bytes, "
+              f"mean {sum(r['bpp'] for r in rows) / len(rows):.4f} bpp")
+
+
+def cmd_decompress(args):
+    from .tasks.compress import decompress_paths
+
+    _max_pixels(args)
+    progress, close = _folder_bar(args, "files")
+    rows = decompress_paths(args.input, args.output, model=args.model, progress=progress)
+    close()
+    print(f"decoded {len(rows)} file(s) into {args.output}" if len(rows) > 1 else
+          f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}")
+
+
+def cmd_bench(args):
+    if args.task == "generate":
+        from .bench import bench_generate
+
+        return bench_generate(args)
+    if args.task == "compress":
+        from .bench_compress import bench_compress
+
+        return bench_compress(args)
+    raise VaekitError("bench needs a task: generate or compress")
 
 
 def cmd_demo(args):
@@ -257,7 +342,7 @@ def cmd_demo(args):
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
-            "bench": cmd_bench, "demo": cmd_demo}
+            "compress": cmd_compress, "decompress": cmd_decompress, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -256,6 +256,30 @@ class ImageFolder(Dataset):
         return x, self.classes.index(self.files[i].relative_to(self.root).parts[0])
 
 
+def split_by_file(files, split_file) -> tuple[list, list]:
+    """(train, val) files from a TSV whose first two columns are file name and split.
+
+    Rows whose split is ``val`` validate; every other listed file trains;
+    files the TSV does not list are refused (a silent leak into training is
+    worse than an error)."""
+    split_file = Path(split_file)
+    if not split_file.is_file():
+        raise VaekitError(f"split file {split_file} does not exist")
+    split = {}
+    for line in split_file.read_text().splitlines()[1:]:
+        cols = line.split("\t")
+        if len(cols) >= 2:
+            split[cols[0].strip()] = cols[1].strip()
+    unknown = [f for f in files if Path(f).name not in split]
+    if unknown:
+        raise VaekitError(f"{Path(unknown[0]).name} is not listed in {split_file}")
+    val = [f for f in files if split[Path(f).name] == "val"]
+    train = [f for f in files if split[Path(f).name] != "val"]
+    if not val or not train:
+        raise VaekitError(f"{split_file} must list both val and training files")
+    return train, val
+
+
 class RandomPatches(Dataset):
     """Random ``size`` x ``size`` crops of natural images, for patch training.
 

@@ -204,11 +204,14 @@ def to_uint8(img) -> np.ndarray:
     return out
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text under a temporary name, then rename: never a half-written file."""
+def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
+    """Write text (or bytes) under a temporary name, then rename: never a half-written file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    if isinstance(text, (bytes, bytearray)):
+        tmp.write_bytes(text)
+    else:
+        tmp.write_text(text)
     os.replace(tmp, path)
     return path
 

@@ -48,3 +48,36 @@ def iwae_log_likelihood(model, x: torch.Tensor, k: int = 1000, chunk: int = 250)
 def active_units(means: torch.Tensor, threshold: float = 0.01) -> int:
     """Burda et al.'s activity: Cov_x(E_q[u|x]) > threshold, over (N, D) posterior means."""
     return int((means.flatten(1).var(0) > threshold).sum())
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MS-SSIM per image (5 scales, pytorch-msssim), images in [0, 1]; needs min side > 160: (B,)."""
+    from pytorch_msssim import ms_ssim as _ms_ssim
+
+    return _ms_ssim(x.float(), y.float(), data_range=1.0, size_average=False)
+
+
+def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> tuple[float, tuple[float, float]] | tuple[None, None]:
+    """Bjøntegaard delta rate of curve b against curve a, in percent (negative: b needs fewer bits).
+
+    Log-rate is interpolated as a function of PSNR with PCHIP (monotone) on each
+    curve and integrated over the PSNR range both cover.  Returns (bd, (lo, hi))
+    or (None, None) when the ranges do not overlap."""
+    import numpy as np
+    from scipy.interpolate import PchipInterpolator
+
+    def curve(r, p):
+        r, p = np.asarray(r, float), np.asarray(p, float)
+        order = np.argsort(p)
+        p, lr = p[order], np.log(r[order])
+        keep = np.r_[True, np.diff(p) > 1e-9]  # PCHIP needs increasing x
+        return p[keep], lr[keep]
+
+    pa, la = curve(rate_a, psnr_a)
+    pb, lb = curve(rate_b, psnr_b)
+    lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
+    if hi - lo < 1e-6 or len(pa) < 2 or len(pb) < 2:
+        return None, None
+    ia = PchipInterpolator(pa, la).integrate(lo, hi)
+    ib = PchipInterpolator(pb, lb).integrate(lo, hi)
+    return float((np.exp((ib - ia) / (hi - lo)) - 1) * 100), (float(lo), float(hi))

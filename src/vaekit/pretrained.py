@@ -48,6 +48,8 @@ def save_model(model: torch.nn.Module, directory: str | Path, card: dict, *, ste
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         tensors[k] = v.contiguous()
+    if hasattr(model, "coding_tables"):  # codecs: the integer tables every decoder must share
+        tensors.update({k: v.contiguous() for k, v in model.coding_tables().items()})
     wpath, cpath = directory / f"{stem}.safetensors", directory / f"{stem}.json"
     tmp = wpath.with_name(wpath.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"arch": model.arch, "arch_args": json.dumps(model.arch_args)})

@@ -1,11 +1,18 @@
 """Model families. Importing this module registers them with the registry."""
 from ..registry import register
 from .base import VAEBase
+from .codec import CompressionVAE
 from .hierarchical import HierarchicalVAE
 from .vae import ConvVAE, MLPVAE
 
 register("mlp-vae", "fully connected VAE, optional dropout (any likelihood)")(MLPVAE)
 register("conv-vae", "fully convolutional ResNet VAE with a spatial latent, any size divisible by its stride")(ConvVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
+register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
+    lambda **kw: CompressionVAE(prior="factorized", **kw))
+register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 2018), GDN, variable rate")(
+    lambda **kw: CompressionVAE(prior="scale", **kw))
+register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
+    lambda **kw: CompressionVAE(prior="mean-scale", **kw))
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE"]
+__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE"]

@@ -24,6 +24,8 @@ class TrainConfig:
     patch_size: int = 64  # folder data: random crops of this size
     patches_per_image: int = 16
     image_mode: str = "RGB"  # folder data: "L" or "RGB"
+    split_file: str | None = None  # folder data: TSV (file, split) under data_dir; rows "val" validate, others train
+    val_patches_per_image: int = 0  # folder data: crops per validation image; 0: patches_per_image
     # optimisation
     batch_size: int = 128  # global batch (split across DDP processes)
     epochs: int = 10

@@ -62,9 +62,14 @@ def build_datasets(cfg: TrainConfig):
     files = vd.find_images(cfg.data_dir)
     if len(files) < 2:
         raise VaekitError(f"need at least 2 images under {cfg.data_dir}, found {len(files)}")
-    n_val = max(1, min(len(files) // 10, cfg.val_size))
-    mk = lambda fs, seed: vd.RandomPatches(fs, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, seed)  # noqa: E731
-    return mk(files[:-n_val], cfg.seed), mk(files[-n_val:], cfg.seed + 1)
+    if cfg.split_file:
+        train_files, val_files = vd.split_by_file(files, Path(cfg.data_dir) / cfg.split_file)
+    else:
+        n_val = max(1, min(len(files) // 10, cfg.val_size))
+        train_files, val_files = files[:-n_val], files[-n_val:]
+    val_ppi = cfg.val_patches_per_image or cfg.patches_per_image
+    return (vd.RandomPatches(train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed),
+            vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1))
 
 
 def fetch(ds, idx) -> torch.Tensor:

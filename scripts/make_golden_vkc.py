@@ -1,0 +1,50 @@
+"""Write the golden .vkc fixture (tests/data/golden/): run once per format version, never to "fix" a test.
+
+A tiny mean-scale codec with seeded random weights codes a rendered image; the
+test decodes the committed file and must get the committed pixels, so a later
+change to the format, the tables or the integer path cannot pass silently.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit import create_model
+from vaekit.io import write_image
+from vaekit.pretrained import save_model
+from vaekit.tasks.compress import compress, decompress
+
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "golden"
+ARGS = dict(N=8, M=8, lambdas=[0.005, 0.05])
+
+
+def rendered_image(h=96, w=160):
+    """A deterministic test picture: gradients, a disc and stripes (ours to ship)."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    r = xx / w
+    g = yy / h
+    b = ((np.hypot(yy - h / 2, xx - w / 3) < h / 4) * 0.8 + 0.1 * (np.sin(xx / 3) > 0)).astype(np.float32)
+    return (np.stack([r, g, np.clip(b, 0, 1)], axis=2) * 255).round().astype(np.uint8)
+
+
+def main():
+    if OUT.exists() and "--force" not in sys.argv:
+        sys.exit(f"{OUT} exists; old golden files must stay (pass --force only for a new format version)")
+    torch.manual_seed(0)
+    model = create_model("codec-mean-scale-hyperprior", **ARGS).eval()
+    save_model(model, OUT, {"name": "golden-tiny", "note": "random weights, seed 0; test fixture only"},
+               stem="tiny-codec")
+    from vaekit.pretrained import load_from_files
+
+    model = load_from_files(OUT / "tiny-codec.safetensors", OUT / "tiny-codec.json")
+    img = rendered_image()
+    write_image(OUT / "image.png", img)
+    data = compress(img, 2, model=model, tile=64)
+    (OUT / "golden.vkc").write_bytes(data)
+    write_image(OUT / "golden-decoded.png", decompress(data, model=model))
+    print(f"wrote {OUT} ({len(data)} bytes)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""The ``.vkc`` file format (version 1).  All integers little-endian.
+
+==========  =====  ===========================================================
+offset      bytes  field
+==========  =====  ===========================================================
+0           4      magic ``89 56 4B 43`` ("\\x89VKC"; the high first byte
+                   catches text-mode transfers, as PNG's does)
+4           1      format version (1)
+5           2      model id: a stable number from ``MODEL_IDS`` (0 = a local
+                   model, named on the command line when decoding)
+7           8      weights id: the first 8 bytes of the sha256 of the
+                   model's tensors (``weights_id``); decoding with other
+                   weights is refused
+15          1      quality (1 = smallest file)
+16          1      channels of the image (1 gray, 3 RGB)
+17          4      height in pixels
+21          4      width in pixels
+25          2      tile size in units of 64 pixels (tiles are coded
+                   independently, row-major)
+27          4 * T  payload length of each of the T tiles (multiple of 4)
+27 + 4T     sum    the tiles' range-coder payloads, concatenated
+end - 4     4      CRC-32 of every byte before it
+==========  =====  ===========================================================
+
+Every field is checked before it sizes anything: the image size against
+``max_pixels``, the tile count against the bytes present, the payload lengths
+against the file length, and the CRC before any payload is decoded.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from ..errors import VaekitError
+
+MAGIC = b"\x89VKC"
+VERSION = 1
+# Stable ids of shipped codecs.  Never renumber; append only.
+MODEL_IDS = {1: "codec-hyperprior"}
+_HEAD = struct.Struct("<4sBH8sBBIIH")
+TILE_UNIT = 64
+MAX_SIDE = 1 << 20
+
+
+@dataclass
+class Header:
+    model_id: int
+    weights_id: bytes
+    quality: int
+    channels: int
+    height: int
+    width: int
+    tile: int  # pixels
+
+    def tiles(self) -> list[tuple[int, int, int, int]]:
+        """(top, left, height, width) of every tile, row-major."""
+        out = []
+        for top in range(0, self.height, self.tile):
+            for left in range(0, self.width, self.tile):
+                out.append((top, left, min(self.tile, self.height - top), min(self.tile, self.width - left)))
+        return out
+
+    def n_tiles(self) -> int:
+        return (-(-self.height // self.tile)) * (-(-self.width // self.tile))
+
+
+def header_size(n_tiles: int) -> int:
+    """Bytes of a file that are not range-coder payload: header, tile table, CRC."""
+    return _HEAD.size + 4 * n_tiles + 4
+
+
+def pack(header: Header, payloads: list[bytes]) -> bytes:
+    if header.tile % TILE_UNIT or not 0 < header.tile // TILE_UNIT < 1 << 16:
+        raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT} below {TILE_UNIT << 16}")
+    if len(payloads) != header.n_tiles():
+        raise VaekitError("internal error: one payload per tile expected")
+    head = _HEAD.pack(MAGIC, VERSION, header.model_id, header.weights_id, header.quality, header.channels,
+                      header.height, header.width, header.tile // TILE_UNIT)
+    body = head + struct.pack(f"<{len(payloads)}I", *map(len, payloads)) + b"".join(payloads)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
+    """Parse and check a ``.vkc`` file; every failure is a one-line VaekitError."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise VaekitError("compressed data must be bytes")
+    data = bytes(data)
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise VaekitError("not a vaekit .vkc file (wrong magic bytes)")
+    if len(data) < _HEAD.size + 4:
+        raise VaekitError("truncated .vkc file (shorter than its header)")
+    magic, version, model_id, wid, quality, channels, height, width, tile_units = _HEAD.unpack_from(data)
+    if version != VERSION:
+        raise VaekitError(f".vkc format version {version} is not supported by this vaekit (reads version {VERSION})")
+    if channels not in (1, 3):
+        raise VaekitError(f"corrupted .vkc file: {channels} channels")
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE) or height * width > max_pixels:
+        raise VaekitError(f"corrupted or oversized .vkc file: {width}x{height} pixels "
+                          f"(limit {max_pixels}; raise VAEKIT_MAX_PIXELS to allow more)")
+    if tile_units == 0:
+        raise VaekitError("corrupted .vkc file: tile size 0")
+    header = Header(model_id, wid, quality, channels, height, width, tile_units * TILE_UNIT)
+    n = header.n_tiles()
+    start = _HEAD.size + 4 * n
+    if len(data) < start + 4:
+        raise VaekitError("truncated .vkc file (tile table cut short)")
+    if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
+        raise VaekitError("corrupted or truncated .vkc file (checksum mismatch)")
+    lengths = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if sum(lengths) != len(data) - 4 - start or any(k % 4 for k in lengths):
+        raise VaekitError("corrupted .vkc file (payload lengths do not match the file)")
+    payloads, pos = [], start
+    for k in lengths:
+        payloads.append(data[pos : pos + k])
+        pos += k
+    return header, payloads

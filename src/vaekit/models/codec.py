@@ -1,0 +1,329 @@
+"""The compression VAE family: factorized prior (Ballé 2017), scale
+hyperprior (Ballé 2018) and mean-scale hyperprior (Minnen 2018), with GDN.
+
+One model codes every quality: per-quality *gain* vectors (Cui et al. 2021)
+scale the latent before quantization (``y_g = y * gain[q]``) and an inverse
+gain rescales it before synthesis; training draws a quality per example and
+weighs its distortion by that quality's lambda.
+
+As a VAE: ``g_a`` is the encoder (a uniform posterior of width 1 around
+``y_g``), ``g_s`` the decoder, and the rate is the KL term (Ballé 2017).
+
+Decoding never depends on float arithmetic that can differ between machines:
+``y_hat`` and ``z_hat`` are integers (plus integer means in 1/256 units), the
+hyper-synthesis runs on integers in an exact fixed-point path
+(``IntegerHyperSynthesis``), and the probability tables are integer tables
+stored with the weights (``update()``).  Only ``g_s`` -- after the latents are
+known -- runs in float.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..entropy import coder as C
+from ..entropy.models import (SCALE_FRAC_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, SCALE_STEP, SCALE_T0,
+                              FactorizedDensity, gaussian_likelihood, gaussian_tables, lower_bound)
+from ..errors import VaekitError
+
+DEFAULT_LAMBDAS = (0.0013, 0.0025, 0.0048, 0.0093, 0.018, 0.035, 0.067, 0.13)
+PAD = 64  # g_a (16) x h_a (4): inputs are padded to a multiple of this
+
+
+class GDN(nn.Module):
+    """Generalized divisive normalization: y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2) (inverse: times)."""
+
+    def __init__(self, ch: int, inverse: bool = False, beta_min: float = 1e-6, gamma_init: float = 0.1):
+        super().__init__()
+        self.inverse = inverse
+        self.pedestal = 2.0**-36
+        self.beta_bound = (beta_min + self.pedestal) ** 0.5
+        self.gamma_bound = self.pedestal**0.5
+        self.beta = nn.Parameter(torch.sqrt(torch.ones(ch) + self.pedestal))
+        self.gamma = nn.Parameter(torch.sqrt(gamma_init * torch.eye(ch) + self.pedestal))
+
+    def forward(self, x):
+        beta = lower_bound(self.beta, self.beta_bound) ** 2 - self.pedestal
+        gamma = lower_bound(self.gamma, self.gamma_bound) ** 2 - self.pedestal
+        norm = F.conv2d(x * x, gamma[:, :, None, None], beta)
+        return x * torch.sqrt(norm) if self.inverse else x * torch.rsqrt(norm)
+
+
+def conv(cin, cout, k=5, s=2):
+    return nn.Conv2d(cin, cout, k, stride=s, padding=k // 2)
+
+
+def deconv(cin, cout, k=5, s=2):
+    return nn.ConvTranspose2d(cin, cout, k, stride=s, padding=k // 2, output_padding=s - 1)
+
+
+class IntegerHyperSynthesis:
+    """Exact fixed-point execution of a conv/deconv/ReLU stack on integer inputs.
+
+    Weights are rounded to integers with ``w`` fractional bits per layer (14
+    significant bits), activations carry ``A = 8`` fractional bits and are
+    clamped to +-2**24.  Each layer is computed in float64 on integer values:
+    the bound sum|W| * 2**24 + |b| < 2**53 (checked when built) makes every
+    product and partial sum exact, so the result does not depend on the
+    summation order, the thread count or the conv algorithm.  Results are
+    rounded back to ``A`` fractional bits with floor((acc + half) / 2**shift).
+    """
+
+    ACT_BITS = SCALE_FRAC_BITS
+    ACT_MAX = 2.0**24
+
+    def __init__(self, layers: list[dict]):
+        self.layers = layers
+
+    @classmethod
+    def from_float(cls, seq: nn.Sequential) -> list[dict]:
+        layers, a = [], 0  # a: fractional bits of the current activation
+        for m in seq:
+            if isinstance(m, nn.ReLU):
+                layers.append({"kind": "relu"})
+                continue
+            kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
+            w = m.weight.detach().double()
+            wmax = float(w.abs().max())
+            w_bits = 14 - math.frexp(wmax)[1] if wmax > 0 else 14
+            w_int = torch.round(w * 2.0**w_bits)
+            b_int = torch.round(m.bias.detach().double() * 2.0 ** (a + w_bits))
+            fan = w_int.abs().sum(dim=(0, 2, 3)) if kind == "deconv" else w_int.abs().sum(dim=(1, 2, 3))
+            if float(fan.max()) * cls.ACT_MAX + float(b_int.abs().max()) >= 2.0**53:
+                raise VaekitError("hyper-synthesis weights are too large for the exact integer path")
+            shift = a + w_bits - cls.ACT_BITS
+            layers.append({"kind": kind, "weight": w_int.to(torch.int32), "bias": b_int.to(torch.int64),
+                           "shift": shift, "stride": m.stride[0], "padding": m.padding[0],
+                           "output_padding": getattr(m, "output_padding", (0,))[0]})
+            a = cls.ACT_BITS
+        return layers
+
+    def __call__(self, z_int: torch.Tensor) -> torch.Tensor:
+        """z_int: (B, C, h, w) integers -> final layer output in 1/256 units, int64."""
+        v = z_int.detach().to("cpu", torch.float64)
+        for L in self.layers:
+            if L["kind"] == "relu":
+                v = v.clamp_min(0)
+                continue
+            w, b = L["weight"].double(), L["bias"].double()
+            if L["kind"] == "conv":
+                v = F.conv2d(v, w, b, stride=L["stride"], padding=L["padding"])
+            else:
+                v = F.conv_transpose2d(v, w, b, stride=L["stride"], padding=L["padding"],
+                                       output_padding=L["output_padding"])
+            s = L["shift"]
+            v = torch.floor((v + 2.0 ** (s - 1)) / 2.0**s) if s > 0 else v * 2.0 ** (-s)
+            v = v.clamp(-self.ACT_MAX, self.ACT_MAX)
+        return v.to(torch.int64)
+
+
+def scale_index(t_int: torch.Tensor) -> torch.Tensor:
+    """ln-scale in 1/256 units (int64) -> index into the scale table (pure integer arithmetic)."""
+    return torch.div(t_int - SCALE_T0 + SCALE_STEP // 2, SCALE_STEP, rounding_mode="floor").clamp(0, SCALE_LEVELS - 1)
+
+
+class CompressionVAE(nn.Module):
+    """``prior``: "factorized" (Ballé 2017), "scale" (Ballé 2018) or "mean-scale" (Minnen 2018)."""
+
+    TABLES = ("z_table", "z_offsets", "z_lengths", "y_table", "y_offsets", "y_lengths")
+
+    def __init__(self, prior: str = "mean-scale", N: int = 96, M: int = 128, lambdas=DEFAULT_LAMBDAS,
+                 channels: int = 3):
+        super().__init__()
+        if prior not in ("factorized", "scale", "mean-scale"):
+            raise VaekitError(f"unknown prior {prior!r}: factorized, scale or mean-scale")
+        self.prior, self.N, self.M, self.channels = prior, N, M, channels
+        self.lambdas = tuple(float(v) for v in lambdas)
+        Q = self.qualities = len(self.lambdas)
+        self.g_a = nn.Sequential(conv(channels, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, N),
+                                 GDN(N, True), deconv(N, channels))
+        # gains: a larger gain is a finer quantizer; init so that step^2 ~ 1/lambda
+        ref = math.log(self.lambdas[Q // 2])
+        init = torch.tensor([0.5 * (math.log(v) - ref) for v in self.lambdas]).view(Q, 1).repeat(1, M)
+        self.log_gain = nn.Parameter(init.clone())
+        self.log_inv_gain = nn.Parameter(-init.clone())
+        if prior == "factorized":
+            self.y_density = FactorizedDensity(Q * M)
+        else:
+            act = nn.LeakyReLU if prior == "mean-scale" else nn.ReLU
+            self.h_a = nn.Sequential(conv(M, N, 3, 1), act(), conv(N, N), act(), conv(N, N))
+            out = 2 * M if prior == "mean-scale" else M
+            mid = M * 3 // 2 if prior == "mean-scale" else N
+            self.h_s = nn.Sequential(deconv(N, M if prior == "mean-scale" else N), nn.ReLU(),
+                                     deconv(M if prior == "mean-scale" else N, mid), nn.ReLU(), conv(mid, out, 3, 1))
+            self.z_density = FactorizedDensity(N)
+        for name in self.TABLES:
+            self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
+        self._int_hs = None
+        self._coders = {}
+
+    # ----------------------------------------------------------------- training
+    def _hyper(self, z_hat):
+        """h_s(z_hat) -> (ln sigma, mean) in float (training)."""
+        h = self.h_s(z_hat)
+        if self.prior == "mean-scale":
+            t, mu = h.chunk(2, dim=1)
+        else:
+            t, mu = h, torch.zeros_like(h)
+        return t.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)), mu
+
+    def forward(self, x, quality=None):
+        """x: (B, C, H, W) in [0, 1], H and W multiples of 64 -> x_hat, likelihoods, bpp, quality."""
+        B = x.shape[0]
+        if quality is None:  # training: one random quality per example; eval: cycle through them
+            q = torch.randint(0, self.qualities, (B,)) if self.training else torch.arange(B) % self.qualities
+        else:
+            q = torch.full((B,), int(quality), dtype=torch.long)
+        q = q.to(x.device)
+        y = self.g_a(x)
+        y_g = y * self.log_gain[q].exp()[:, :, None, None]
+        likelihoods = {}
+        if self.prior == "factorized":
+            mu = torch.zeros_like(y_g)
+            rows = q[:, None] * self.M + torch.arange(self.M, device=x.device)[None]
+            y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5) if self.training else torch.round(y_g)
+            likelihoods["y"] = self.y_density.likelihood(y_noisy, rows)
+        else:
+            z = self.h_a(y_g if self.prior == "mean-scale" else y_g.abs())
+            z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
+            rows = torch.arange(self.N, device=x.device)[None].expand(B, -1)
+            likelihoods["z"] = self.z_density.likelihood(z_hat, rows)
+            t, mu = self._hyper(z_hat)
+            v = y_g - mu
+            v_noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5) if self.training else torch.round(v)
+            likelihoods["y"] = gaussian_likelihood(v_noisy, t.exp())
+        # distortion path: straight-through rounding (the decoder sees what it will see at test time)
+        v = y_g - mu
+        y_hat = v + (torch.round(v) - v).detach() + mu
+        x_hat = self.g_s(y_hat * self.log_inv_gain[q].exp()[:, :, None, None])
+        pixels = x.shape[-2] * x.shape[-1]
+        bits = sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
+        return {"x_hat": x_hat, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
+
+    def loss(self, x, out, kl_weight: float = 1.0):
+        """Rate-distortion loss lambda_q * 255^2 * MSE + bpp, averaged over the batch.
+
+        Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE."""
+        mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+        lam = torch.tensor(self.lambdas, device=x.device)[out["quality"]]
+        per = lam * 255**2 * mse + kl_weight * out["bpp"]
+        loss = per.mean()
+        return {"loss": loss, "elbo": -loss.detach(), "rec": mse.mean().detach(), "kl": out["bpp"].mean().detach(),
+                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+
+    # ------------------------------------------------------------ coding tables
+    @torch.no_grad()
+    def coding_tables(self) -> dict:
+        """The integer probability tables of the current densities (what ``update`` installs)."""
+        out = {}
+        if self.prior != "factorized":
+            out.update(zip(self.TABLES[:3], self.z_density.tables()))
+        tabs = self.y_density.tables() if self.prior == "factorized" else gaussian_tables()
+        out.update(zip(self.TABLES[3:], tabs))
+        return out
+
+    def update(self):
+        """Freeze the coding state after training: install the integer tables (buffers saved
+        with the weights) and rebuild the integer hyper-synthesis from the current weights."""
+        for name, v in self.coding_tables().items():
+            setattr(self, name, v)
+        self._int_hs, self._coders = None, {}
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the tables' sizes depend on the trained densities: take them from the file
+        for name in self.TABLES:
+            if prefix + name in state_dict:
+                setattr(self, name, torch.zeros_like(state_dict[prefix + name]))
+        self._int_hs, self._coders = None, {}
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _coder(self, which: str) -> C.TableCoder:
+        if self.y_table.numel() == 0:
+            self.update()
+        if which not in self._coders:
+            t, o, n = (getattr(self, f"{which}_{k}") for k in ("table", "offsets", "lengths"))
+            self._coders[which] = C.TableCoder(t.numpy(), o.numpy(), n.numpy())
+        return self._coders[which]
+
+    def integer_hyper(self) -> IntegerHyperSynthesis:
+        if self._int_hs is None:
+            self._int_hs = IntegerHyperSynthesis(IntegerHyperSynthesis.from_float(self.h_s))
+        return self._int_hs
+
+    def _hyper_int(self, z_hat):
+        """Exact (ln-sigma index, mean in 1/256 units) from integer z_hat."""
+        h = self.integer_hyper()(z_hat)
+        if self.prior == "mean-scale":
+            t, mu = h.chunk(2, dim=1)
+        else:
+            t, mu = h, torch.zeros_like(h)
+        return scale_index(t), mu
+
+    # ------------------------------------------------------------------ coding
+    @torch.no_grad()
+    def compress(self, x, quality: int, y=None):
+        """x: (1, C, H, W) in [0, 1], H, W multiples of 64 -> {"strings": [bytes], "shape", "bits", "latents"}.
+
+        ``y``: ``g_a(x)`` when the caller already has it (coding one image at several qualities)."""
+        if not 0 <= quality < self.qualities:
+            raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
+        y = self.g_a(x) if y is None else y
+        y_g = (y * self.log_gain[quality].exp()[None, :, None, None]).cpu().double()
+        enc = C.new_encoder()
+        bits = {}
+        if self.prior == "factorized":
+            y_sym = torch.round(y_g).to(torch.int64)
+            rows = (quality * self.M + torch.arange(self.M)).view(1, -1, 1, 1).expand_as(y_sym)
+            bits["y"] = self._coder("y").encode(enc, y_sym.numpy(), rows.numpy())
+            z_shape = tuple(y_sym.shape[-2:])
+            latents = {"y_sym": y_sym}
+        else:
+            z = self.h_a(y_g.float().to(x.device) if self.prior == "mean-scale" else y_g.abs().float().to(x.device))
+            z_hat = torch.round(z).cpu().to(torch.int64)
+            zrows = torch.arange(self.N).view(1, -1, 1, 1).expand_as(z_hat)
+            bits["z"] = self._coder("z").encode(enc, z_hat.numpy(), zrows.numpy())
+            idx, mu = self._hyper_int(z_hat)
+            y_sym = torch.round(y_g - mu.double() / 256).to(torch.int64)
+            bits["y"] = self._coder("y").encode(enc, y_sym.numpy(), idx.numpy())
+            z_shape = tuple(z_hat.shape[-2:])
+            latents = {"z_hat": z_hat, "y_sym": y_sym}
+        return {"strings": [C.finish(enc)], "shape": z_shape, "bits": bits, "latents": latents}
+
+    @torch.no_grad()
+    def decompress(self, strings, shape, quality: int, dtype=torch.float32, device="cpu"):
+        """Inverse of ``compress``: -> {"x_hat": (1, C, H, W) float (not clamped), "latents"}."""
+        if not 0 <= quality < self.qualities:
+            raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
+        dec = C.new_decoder(strings[0])
+        h, w = shape
+        try:
+            if self.prior == "factorized":
+                rows = (quality * self.M + torch.arange(self.M)).view(1, -1, 1, 1).expand(1, self.M, h, w)
+                y_sym = torch.from_numpy(self._coder("y").decode(dec, rows.numpy())).view(1, self.M, h, w)
+                y_hat_g = y_sym.double()
+                latents = {"y_sym": y_sym}
+            else:
+                zrows = torch.arange(self.N).view(1, -1, 1, 1).expand(1, self.N, h, w)
+                z_hat = torch.from_numpy(self._coder("z").decode(dec, zrows.numpy())).view(1, self.N, h, w)
+                idx, mu = self._hyper_int(z_hat)
+                y_sym = torch.from_numpy(self._coder("y").decode(dec, idx.numpy())).view(idx.shape)
+                y_hat_g = y_sym.double() + mu.double() / 256
+                latents = {"z_hat": z_hat, "y_sym": y_sym}
+        except VaekitError:
+            raise
+        except Exception as e:  # noqa: BLE001 - constriction reports damaged data with several types
+            raise VaekitError(f"corrupted stream: {e}") from None
+        y_hat = y_hat_g.to(device, dtype) * self.log_inv_gain[quality].to(device, dtype).exp()[None, :, None, None]
+        g_s = self.g_s if dtype == torch.float32 else _cast(self.g_s, dtype)
+        return {"x_hat": g_s(y_hat), "latents": latents}
+
+
+def _cast(module, dtype):
+    import copy
+
+    return copy.deepcopy(module).to(dtype)

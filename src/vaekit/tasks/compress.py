@@ -1,0 +1,285 @@
+"""Compress images to ``.vkc`` bytes and back, with a compression VAE.
+
+Large images are coded in independent tiles (``tile`` pixels, a multiple of
+64, default 1024), so memory is bounded by the tile, not the image.  Inputs
+are padded (edge replication) to a multiple of 64 inside each tile and
+cropped after decoding.  Gray images are coded as RGB with equal channels and
+come back gray.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..entropy import container
+from ..errors import VaekitError
+from ..io import max_pixels_default
+
+DEFAULT_CODEC = "codec-hyperprior"
+DEFAULT_TILE = 1024
+
+
+def weights_id(model) -> bytes:
+    """First 8 bytes of the sha256 of the model's tensors (names, dtypes, values; float32 on CPU).
+
+    Identifies the exact weights independent of the file they came from."""
+    cached = getattr(model, "_weights_id", None)
+    if cached is not None:
+        return cached
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        v = v.detach().cpu()
+        v = v.float() if v.is_floating_point() else v
+        h.update(k.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
+        h.update(v.contiguous().numpy().tobytes())
+    model._weights_id = h.digest()[:8]
+    return model._weights_id
+
+
+def load_codec(model=None):
+    """A compression model: an instance, a shipped name, a run folder or a .safetensors path."""
+    from ..models.codec import CompressionVAE
+    from ..pretrained import load_model
+
+    m = load_model(model or DEFAULT_CODEC) if model is None or isinstance(model, (str, bytes)) or hasattr(
+        model, "__fspath__") else model
+    if not isinstance(m, CompressionVAE):
+        raise VaekitError(f"model {getattr(m, 'arch', type(m).__name__)!r} is not a compression model "
+                          "(codec-factorized, codec-scale-hyperprior or codec-mean-scale-hyperprior)")
+    m.eval()
+    if m.y_table.numel() == 0:
+        m.update()
+    return m
+
+
+def _model_id(model) -> int:
+    name = (getattr(model, "card", None) or {}).get("name")
+    for k, v in container.MODEL_IDS.items():
+        if v == name:
+            return k
+    return 0
+
+
+def _as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
+    """numpy H x W (x C) uint8 or float in [0, 1] -> (1, 3, H, W) float, original channel count."""
+    if isinstance(image, torch.Tensor):
+        image = image.detach().cpu().numpy()
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
+        raise VaekitError(f"expected an H x W or H x W x 3 image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        t = torch.from_numpy(a.astype(np.float32) / 255.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise VaekitError("the image holds NaN or infinite values")
+        t = torch.from_numpy(a.astype(np.float32)).clamp(0, 1)
+    elif np.issubdtype(a.dtype, np.integer):
+        t = torch.from_numpy(a.astype(np.float32) / 65535.0 if a.max() > 255 else a.astype(np.float32) / 255.0)
+    else:
+        raise VaekitError(f"unsupported image dtype {a.dtype}")
+    channels = 1 if t.ndim == 2 else 3
+    t = t[None].expand(3, -1, -1) if t.ndim == 2 else t.permute(2, 0, 1)
+    return t[None].contiguous(), channels
+
+
+def _pad64(x):
+    h, w = x.shape[-2:]
+    ph, pw = -h % container.TILE_UNIT, -w % container.TILE_UNIT
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+class _Encoder:
+    """Encodes one image at any quality; keeps the analysis transform of a single-tile image."""
+
+    def __init__(self, model, x, tile):
+        self.model, self.x, self.tile = model, x, tile
+        H, W = x.shape[-2:]
+        self.header = container.Header(_model_id(model), weights_id(model), 0, 0, H, W, tile)
+        self._y = {}
+
+    def encode(self, quality: int):
+        payloads, bits = [], {"z": 0.0, "y": 0.0}
+        tiles = self.header.tiles()
+        for i, (top, left, h, w) in enumerate(tiles):
+            xt = _pad64(self.x[:, :, top : top + h, left : left + w])
+            y = self._y.get(i)
+            if y is None:
+                y = self.model.g_a(xt)
+                if len(tiles) == 1:
+                    self._y[i] = y
+            r = self.model.compress(xt, quality - 1, y=y)
+            payloads.append(r["strings"][0])
+            for k, v in r["bits"].items():
+                bits[k] += v
+        return payloads, bits
+
+
+@torch.no_grad()
+def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
+                  tile: int = DEFAULT_TILE) -> tuple[bytes, dict]:
+    """Like :func:`compress`, and also return what happened (quality, ideal bits, seconds)."""
+    t0 = time.perf_counter()
+    m = load_codec(model)
+    x, channels = _as_rgb_tensor(image)
+    H, W = x.shape[-2:]
+    if H * W > max_pixels_default():
+        raise VaekitError(f"image of {W}x{H} pixels is over the limit of {max_pixels_default()} "
+                          "(raise VAEKIT_MAX_PIXELS to allow it)")
+    if tile % container.TILE_UNIT or tile <= 0:
+        raise VaekitError(f"tile must be a positive multiple of {container.TILE_UNIT}, got {tile}")
+    Q = m.qualities
+    enc = _Encoder(m, x, tile)
+    enc.header.channels = channels
+
+    def run(q):
+        enc.header.quality = q
+        payloads, bits = enc.encode(q)
+        return container.pack(enc.header, payloads), bits
+
+    if target_bpp is not None:
+        if not target_bpp > 0:
+            raise VaekitError(f"--target-bpp must be positive, got {target_bpp}")
+        lo, hi, best = 1, Q, None  # largest quality whose real file fits (rate grows with quality)
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            data, bits = run(mid)
+            if 8 * len(data) / (H * W) <= target_bpp:
+                best, lo = (mid, data, bits), mid + 1
+            else:
+                hi = mid - 1
+        target_met = best is not None
+        if best is None:
+            data, bits = run(1)
+            best = (1, data, bits)
+        quality, data, bits = best
+    else:
+        if quality is None or not 1 <= int(quality) <= Q:
+            raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality}")
+        quality, target_met = int(quality), None
+        data, bits = run(quality)
+    info = {"quality": quality, "bytes": len(data), "bpp": 8 * len(data) / (H * W),
+            "ideal_bits": bits["z"] + bits["y"], "ideal_bits_z": bits["z"], "ideal_bits_y": bits["y"],
+            "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
+            "tiles": enc.header.n_tiles(), "target_met": target_met, "seconds": time.perf_counter() - t0}
+    return data, info
+
+
+def compress(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
+             tile: int = DEFAULT_TILE) -> bytes:
+    """Compress an image to ``.vkc`` bytes.
+
+    Parameters
+    ----------
+    image : ndarray, H x W or H x W x 3, uint8 or float in [0, 1]
+    quality : int, 1 (smallest file) .. the model's number of qualities (8 for the shipped codec)
+    target_bpp : float, optional
+        Bits per pixel (file size included) to stay under: the largest quality that fits is
+        chosen (quality 1 if none does).
+    model : shipped name, run folder, weights path or model; default the shipped codec
+    tile : int, tile size in pixels (multiple of 64); part of the file
+    """
+    return compress_info(image, quality, target_bpp=target_bpp, model=model, tile=tile)[0]
+
+
+def read_header(data: bytes) -> container.Header:
+    return container.unpack(data, max_pixels_default())[0]
+
+
+@torch.no_grad()
+def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: bool = False):
+    """``.vkc`` bytes -> uint8 image, H x W (gray) or H x W x 3.
+
+    ``model`` is needed only for files written by a local (unshipped) model.
+    ``dtype`` runs the synthesis transform in another precision (testing)."""
+    header, payloads = container.unpack(data, max_pixels_default())
+    if model is None:
+        name = container.MODEL_IDS.get(header.model_id)
+        if name is None:
+            raise VaekitError("this file was written by a local model (id 0) or a newer vaekit: "
+                              "pass the model that wrote it (--model)")
+        model = name
+    m = load_codec(model)
+    if weights_id(m) != header.weights_id:
+        raise VaekitError(f"this file was written with weights {header.weights_id.hex()}, "
+                          f"but the model given has weights {weights_id(m).hex()}")
+    if not 1 <= header.quality <= m.qualities:
+        raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
+    out = np.empty((header.height, header.width, 3), dtype=np.uint8)
+    latents = []
+    for (top, left, h, w), payload in zip(header.tiles(), payloads):
+        ph, pw = h + (-h % container.TILE_UNIT), w + (-w % container.TILE_UNIT)
+        shape = (ph // 16, pw // 16) if m.prior == "factorized" else (ph // 64, pw // 64)
+        r = m.decompress([payload], shape, header.quality - 1, dtype=dtype)
+        x_hat = r["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
+        out[top : top + h, left : left + w] = x_hat.permute(1, 2, 0).cpu().numpy()
+        if return_latents:
+            latents.append(r["latents"])
+    if header.channels == 1:
+        out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    return (out, latents) if return_latents else out
+
+
+def _pairs(src, dst, suffixes, new_suffix):
+    """(input, output) file pairs: a file maps to ``dst`` (or into it, if it is a folder);
+    a folder maps to ``dst`` with the same relative names."""
+    from pathlib import Path
+
+    src, dst = Path(src), Path(dst)
+    if src.is_file():
+        out = dst / (src.stem + new_suffix) if dst.is_dir() else dst
+        return [(src, out)], False
+    if not src.is_dir():
+        raise VaekitError(f"{src} is neither a file nor a folder")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise VaekitError(f"no {'/'.join(sorted(suffixes))} files under {src}")
+    if dst.exists() and not dst.is_dir():
+        raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
+    return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files], True
+
+
+def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None):
+    """Compress a file or a folder (mirrored names, ``.vkc``); returns one info dict per file."""
+    from ..data import IMAGE_SUFFIXES
+    from ..io import atomic_write_text, read_array
+
+    pairs, _ = _pairs(src, dst, IMAGE_SUFFIXES, ".vkc")
+    m = load_codec(model)
+    rows = []
+    for i, (f, out) in enumerate(pairs):
+        img = read_array(f)
+        if img.ndim == 3 and img.shape[2] == 1:
+            img = img[:, :, 0]
+        data, info = compress_info(img, quality, target_bpp=target_bpp, model=m, tile=tile)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, data)
+        rows.append({"input": str(f), "output": str(out), **info})
+        if progress:
+            progress(i + 1, len(pairs))
+    return rows
+
+
+def decompress_paths(src, dst, *, model=None, progress=None):
+    """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names)."""
+    from pathlib import Path
+
+    from ..io import write_image
+
+    pairs, _ = _pairs(src, dst, {".vkc"}, ".png")
+    rows = []
+    for i, (f, out) in enumerate(pairs):
+        if out.suffix.lower() != ".png":
+            raise VaekitError(f"-o {out}: decompress writes PNG files; give a name ending in .png")
+        img = decompress(Path(f).read_bytes(), model=model)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_image(out, img)
+        rows.append({"input": str(f), "output": str(out), "shape": list(img.shape)})
+        if progress:
+            progress(i + 1, len(pairs))
+    return rows
