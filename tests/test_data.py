@@ -87,3 +87,17 @@ def test_image_folder_and_patches(tmp_path):
     assert torch.equal(p[4], q[4])
     with pytest.raises(VaekitError, match="smaller than the patch"):
         vd.RandomPatches(ds.files, size=64)
+
+
+def test_split_file_separates_validation_and_refuses_unlisted(tmp_path):
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)
+    (tmp_path / "SPLITS.tsv").write_text("file\tsplit\nA\nb.png\tval\na.png\ttrain\nc.png\ttest\n".replace("A\n", ""))
+    files = vd.find_images(tmp_path)
+    train, val = vd.split_by_file(files, tmp_path / "SPLITS.tsv")
+    assert [f.name for f in train] == ["a.png", "c.png"] and [f.name for f in val] == ["b.png"]
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "d.png")
+    with pytest.raises(VaekitError, match="d.png is not listed"):
+        vd.split_by_file(vd.find_images(tmp_path), tmp_path / "SPLITS.tsv")
+    with pytest.raises(VaekitError, match="does not exist"):
+        vd.split_by_file(files, tmp_path / "nope.tsv")

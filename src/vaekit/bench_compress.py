@@ -96,7 +96,7 @@ def _load_images(data_dir: Path, limit):
     if not files:
         raise VaekitError(f"no lossless test images (png/ppm/bmp/tif) in {data_dir}")
     files = files[:limit] if limit else files
-    imgs = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    imgs = [np.array(Image.open(f).convert("RGB")) for f in files]
     return files, imgs
 
 
@@ -160,6 +160,37 @@ def run_codec(model, imgs, names, log=print) -> dict:
     return out
 
 
+@torch.no_grad()
+def vae_stats(model, imgs, samples: int = 8, crop: int = 256, seed: int = 0) -> dict:
+    """The codec as a VAE, per quality: KL (= rate, bits/pixel), active latent channels
+    (mean rate > 0.01 bit per element) and the spread of posterior samples (per-pixel std of
+    g_s(y_hat + u), u ~ U(-1/2, 1/2) in the quantizer's units, on the 0-255 scale)."""
+    from .tasks.compress import _as_rgb_tensor
+
+    g = torch.Generator().manual_seed(seed)
+    xs = []
+    for img in imgs:
+        x = _as_rgb_tensor(img)[0]
+        h, w = x.shape[-2:]
+        c = min(crop, h, w) // 64 * 64
+        xs.append(x[:, :, (h - c) // 2 : (h - c) // 2 + c, (w - c) // 2 : (w - c) // 2 + c])
+    x = torch.cat(xs) if len({t.shape for t in xs}) == 1 else xs[0]
+    out = {}
+    for q in range(model.qualities):
+        o = model(x, quality=q)
+        bits_y = -torch.log2(o["likelihoods"]["y"])  # (B, M, h, w)
+        per_channel = bits_y.mean(dim=(0, 2, 3))
+        y = model.g_a(x) * model.log_gain[q].exp()[None, :, None, None]
+        mu = model._hyper(torch.round(model.h_a(y)))[1] if model.prior == "mean-scale" else torch.zeros_like(y)
+        y_hat = torch.round(y - mu) + mu
+        inv = model.log_inv_gain[q].exp()[None, :, None, None]
+        draws = torch.stack([model.g_s((y_hat + torch.rand(y_hat.shape, generator=g) - 0.5) * inv).clamp(0, 1)
+                             for _ in range(samples)])
+        out[q + 1] = {"kl_bpp": float(o["bpp"].mean()), "active_channels": int((per_channel > 0.01).sum()),
+                      "latent_channels": model.M, "sample_spread_255": float(draws.std(0).mean() * 255)}
+    return out
+
+
 def _curve(results: dict):
     qs = sorted(results, key=lambda k: results[k]["bpp"])
     return [results[q]["bpp"] for q in qs], [results[q]["psnr"] for q in qs]
@@ -188,6 +219,7 @@ def bench_compress(args):
     model = load_codec(args.model)
     log(f"vaekit codec ({args.model}) on {len(imgs)} images of {set_name}, {torch.get_num_threads()} thread(s)")
     results = {"vaekit": run_codec(model, imgs, names, log)}
+    stats = vae_stats(model, imgs[:8])
     for c in codecs:
         results[c] = run_classical(c, imgs, names, cache, log)
 
@@ -228,7 +260,7 @@ def bench_compress(args):
                "provenance": provenance({"none": "deterministic"}, card.get("sha256")),
                "model": {"spec": args.model, "arch": getattr(model, "arch", None), "weights_id": weights_id(model).hex(),
                          "lambdas": list(model.lambdas), "parameters": sum(p.numel() for p in model.parameters())},
-               "codec_versions": _versions(), "anchor_checks": checks, "bd_rate": bd,
+               "codec_versions": _versions(), "anchor_checks": checks, "bd_rate": bd, "vae_stats": stats,
                "results": {name: {str(q): v for q, v in r.items()} for name, r in results.items()}}
     stem = f"compress-{set_name}"
     write_results(out_dir, stem, payload, _markdown(payload, results, bd, checks))

@@ -36,3 +36,18 @@ def rendered_digits(digits: str = "0123456789", size: int = 28, seed: int = 0) -
         frame[top : top + g.shape[0], left : left + g.shape[1]] = g
         out.append(np.clip(frame, 0, 1))
     return torch.from_numpy(np.stack(out)).unsqueeze(1)
+
+
+SAMPLES_DIR = __import__("pathlib").Path(__file__).parent / "samples_data"
+
+
+def sample_photo(name: str = "chelsea") -> np.ndarray:
+    """A freely licensed photo shipped with the package (see samples_data/README.md), H x W x 3 uint8."""
+    path = SAMPLES_DIR / f"{name}.png"
+    if not path.is_file():
+        from .errors import VaekitError
+
+        names = sorted(p.stem for p in SAMPLES_DIR.glob("*.png"))
+        raise VaekitError(f"no sample photo {name!r}; shipped: {', '.join(names)}")
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
