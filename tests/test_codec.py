@@ -73,6 +73,17 @@ def test_forward_loss_and_roundtrip(name, tmp_path):
     assert np.abs(rec.astype(int) - ref.astype(int)).max() <= 1
 
 
+def test_ms_ssim_distortion_option():
+    torch.manual_seed(0)
+    m = create_model("codec-scale-hyperprior", N=8, M=8, lambdas=[3.0, 30.0], distortion="ms-ssim")
+    x = torch.rand(2, 3, 192, 192)
+    losses = m.loss(x, m(x))
+    losses["loss"].backward()
+    assert math.isfinite(float(losses["loss"].detach())) and m.g_a[0].weight.grad is not None
+    with pytest.raises(VaekitError, match="distortion"):
+        create_model("codec-scale-hyperprior", distortion="l1")
+
+
 def test_rate_grows_with_quality_and_target_bpp(trained_tiny):
     m, _ = trained_tiny
     img = picture(128, 192, seed=3)

@@ -105,7 +105,8 @@ def test_non_image_and_oversized_inputs(tmp_path, capsys):
 
 
 def test_every_command_has_help():
-    for cmd in (["models"], ["train"], ["eval"], ["generate"], ["bench"], ["bench", "generate"], ["demo"]):
+    for cmd in (["models"], ["train"], ["eval"], ["generate"], ["bench"], ["bench", "generate"], ["demo"],
+                ["compress"], ["decompress"], ["bench", "compress"]):
         r = run_cli(*cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
 

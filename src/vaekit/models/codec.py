@@ -132,10 +132,13 @@ class CompressionVAE(nn.Module):
     TABLES = ("z_table", "z_offsets", "z_lengths", "y_table", "y_offsets", "y_lengths")
 
     def __init__(self, prior: str = "mean-scale", N: int = 96, M: int = 128, lambdas=DEFAULT_LAMBDAS,
-                 channels: int = 3):
+                 channels: int = 3, distortion: str = "mse"):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
             raise VaekitError(f"unknown prior {prior!r}: factorized, scale or mean-scale")
+        if distortion not in ("mse", "ms-ssim"):
+            raise VaekitError(f"unknown distortion {distortion!r}: mse or ms-ssim")
+        self.distortion = distortion
         self.prior, self.N, self.M, self.channels = prior, N, M, channels
         self.lambdas = tuple(float(v) for v in lambdas)
         Q = self.qualities = len(self.lambdas)
@@ -206,12 +209,19 @@ class CompressionVAE(nn.Module):
         return {"x_hat": x_hat, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
 
     def loss(self, x, out, kl_weight: float = 1.0):
-        """Rate-distortion loss lambda_q * 255^2 * MSE + bpp, averaged over the batch.
+        """Rate-distortion loss, averaged over the batch: lambda_q * 255^2 * MSE + bpp, or with
+        ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px).
 
         Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE."""
         mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
         lam = torch.tensor(self.lambdas, device=x.device)[out["quality"]]
-        per = lam * 255**2 * mse + kl_weight * out["bpp"]
+        if self.distortion == "ms-ssim":
+            from pytorch_msssim import ms_ssim
+
+            d = 1 - ms_ssim(out["x_hat"].clamp(0, 1), x, data_range=1.0, size_average=False)
+            per = lam * d + kl_weight * out["bpp"]
+        else:
+            per = lam * 255**2 * mse + kl_weight * out["bpp"]
         loss = per.mean()
         return {"loss": loss, "elbo": -loss.detach(), "rec": mse.mean().detach(), "kl": out["bpp"].mean().detach(),
                 "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
