@@ -82,14 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)")
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
-    _common(p, device=False, seed=False)
+    _common(p, seed=False)
 
     p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to PNG")
     p.add_argument("input", help=".vkc file or folder")
     p.add_argument("-o", "--output", required=True, help="PNG file, or folder for a folder input")
     p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
-    _common(p, device=False, seed=False)
+    _common(p, seed=False)
 
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
     bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
@@ -298,7 +298,7 @@ def cmd_compress(args):
     quality = 4 if args.quality is None and args.target_bpp is None else args.quality
     progress, close = _folder_bar(args, "images")
     rows = compress_paths(args.input, args.output, quality=quality, target_bpp=args.target_bpp, model=args.model,
-                          tile=args.tile, progress=progress)
+                          tile=args.tile, progress=progress, device=_device(args))
     close()
     missed = [r for r in rows if r.get("target_met") is False]
     if missed:
@@ -317,7 +317,7 @@ def cmd_decompress(args):
 
     _max_pixels(args)
     progress, close = _folder_bar(args, "files")
-    rows = decompress_paths(args.input, args.output, model=args.model, progress=progress)
+    rows = decompress_paths(args.input, args.output, model=args.model, progress=progress, device=_device(args))
     close()
     print(f"decoded {len(rows)} file(s) into {args.output}" if len(rows) > 1 else
           f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}")

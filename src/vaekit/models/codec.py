@@ -87,11 +87,11 @@ class IntegerHyperSynthesis:
                 layers.append({"kind": "relu"})
                 continue
             kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
-            w = m.weight.detach().double()
+            w = m.weight.detach().cpu().double()
             wmax = float(w.abs().max())
             w_bits = 14 - math.frexp(wmax)[1] if wmax > 0 else 14
             w_int = torch.round(w * 2.0**w_bits)
-            b_int = torch.round(m.bias.detach().double() * 2.0 ** (a + w_bits))
+            b_int = torch.round(m.bias.detach().cpu().double() * 2.0 ** (a + w_bits))
             fan = w_int.abs().sum(dim=(0, 2, 3)) if kind == "deconv" else w_int.abs().sum(dim=(1, 2, 3))
             if float(fan.max()) * cls.ACT_MAX + float(b_int.abs().max()) >= 2.0**53:
                 raise VaekitError("hyper-synthesis weights are too large for the exact integer path")
@@ -257,7 +257,7 @@ class CompressionVAE(nn.Module):
             self.update()
         if which not in self._coders:
             t, o, n = (getattr(self, f"{which}_{k}") for k in ("table", "offsets", "lengths"))
-            self._coders[which] = C.TableCoder(t.numpy(), o.numpy(), n.numpy())
+            self._coders[which] = C.TableCoder(t.cpu().numpy(), o.cpu().numpy(), n.cpu().numpy())
         return self._coders[which]
 
     def integer_hyper(self) -> IntegerHyperSynthesis:

@@ -40,7 +40,7 @@ def weights_id(model) -> bytes:
     return model._weights_id
 
 
-def load_codec(model=None):
+def load_codec(model=None, device=None):
     """A compression model: an instance, a shipped name, a run folder or a .safetensors path."""
     from ..models.codec import CompressionVAE
     from ..pretrained import load_model
@@ -51,6 +51,8 @@ def load_codec(model=None):
         raise VaekitError(f"model {getattr(m, 'arch', type(m).__name__)!r} is not a compression model "
                           "(codec-factorized, codec-scale-hyperprior or codec-mean-scale-hyperprior)")
     m.eval()
+    if device is not None:
+        m.to(device)
     if m.y_table.numel() == 0:
         m.update()
     return m
@@ -99,6 +101,7 @@ class _Encoder:
 
     def __init__(self, model, x, tile):
         self.model, self.x, self.tile = model, x, tile
+        self.device = next(model.parameters()).device
         H, W = x.shape[-2:]
         self.header = container.Header(_model_id(model), weights_id(model), 0, 0, H, W, tile)
         self._y = {}
@@ -107,7 +110,7 @@ class _Encoder:
         payloads, bits = [], {"z": 0.0, "y": 0.0}
         tiles = self.header.tiles()
         for i, (top, left, h, w) in enumerate(tiles):
-            xt = _pad64(self.x[:, :, top : top + h, left : left + w])
+            xt = _pad64(self.x[:, :, top : top + h, left : left + w]).to(self.device)
             y = self._y.get(i)
             if y is None:
                 y = self.model.g_a(xt)
@@ -122,10 +125,10 @@ class _Encoder:
 
 @torch.no_grad()
 def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
-                  tile: int = DEFAULT_TILE) -> tuple[bytes, dict]:
+                  tile: int = DEFAULT_TILE, device=None) -> tuple[bytes, dict]:
     """Like :func:`compress`, and also return what happened (quality, ideal bits, seconds)."""
     t0 = time.perf_counter()
-    m = load_codec(model)
+    m = load_codec(model, device)
     x, channels = _as_rgb_tensor(image)
     H, W = x.shape[-2:]
     if H * W > max_pixels_default():
@@ -171,7 +174,7 @@ def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = 
 
 
 def compress(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
-             tile: int = DEFAULT_TILE) -> bytes:
+             tile: int = DEFAULT_TILE, device=None) -> bytes:
     """Compress an image to ``.vkc`` bytes.
 
     Parameters
@@ -183,8 +186,9 @@ def compress(image, quality: int | None = 4, *, target_bpp: float | None = None,
         chosen (quality 1 if none does).
     model : shipped name, run folder, weights path or model; default the shipped codec
     tile : int, tile size in pixels (multiple of 64); part of the file
+    device : torch device for the transforms (the coder and the hyper-synthesis always run on the CPU)
     """
-    return compress_info(image, quality, target_bpp=target_bpp, model=model, tile=tile)[0]
+    return compress_info(image, quality, target_bpp=target_bpp, model=model, tile=tile, device=device)[0]
 
 
 def read_header(data: bytes) -> container.Header:
@@ -192,7 +196,7 @@ def read_header(data: bytes) -> container.Header:
 
 
 @torch.no_grad()
-def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: bool = False):
+def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: bool = False, device=None):
     """``.vkc`` bytes -> uint8 image, H x W (gray) or H x W x 3.
 
     ``model`` is needed only for files written by a local (unshipped) model.
@@ -204,7 +208,7 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
             raise VaekitError("this file was written by a local model (id 0) or a newer vaekit: "
                               "pass the model that wrote it (--model)")
         model = name
-    m = load_codec(model)
+    m = load_codec(model, device)
     if weights_id(m) != header.weights_id:
         raise VaekitError(f"this file was written with weights {header.weights_id.hex()}, "
                           f"but the model given has weights {weights_id(m).hex()}")
@@ -215,7 +219,7 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     for (top, left, h, w), payload in zip(header.tiles(), payloads):
         ph, pw = h + (-h % container.TILE_UNIT), w + (-w % container.TILE_UNIT)
         shape = (ph // 16, pw // 16) if m.prior == "factorized" else (ph // 64, pw // 64)
-        r = m.decompress([payload], shape, header.quality - 1, dtype=dtype)
+        r = m.decompress([payload], shape, header.quality - 1, dtype=dtype, device=next(m.parameters()).device)
         x_hat = r["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
         out[top : top + h, left : left + w] = x_hat.permute(1, 2, 0).cpu().numpy()
         if return_latents:
@@ -244,13 +248,14 @@ def _pairs(src, dst, suffixes, new_suffix):
     return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files], True
 
 
-def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None):
+def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None,
+                   device=None):
     """Compress a file or a folder (mirrored names, ``.vkc``); returns one info dict per file."""
     from ..data import IMAGE_SUFFIXES
     from ..io import atomic_write_text, read_array
 
     pairs, _ = _pairs(src, dst, IMAGE_SUFFIXES, ".vkc")
-    m = load_codec(model)
+    m = load_codec(model, device)
     rows = []
     for i, (f, out) in enumerate(pairs):
         img = read_array(f)
@@ -265,7 +270,7 @@ def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEF
     return rows
 
 
-def decompress_paths(src, dst, *, model=None, progress=None):
+def decompress_paths(src, dst, *, model=None, progress=None, device=None):
     """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names)."""
     from pathlib import Path
 
@@ -276,7 +281,7 @@ def decompress_paths(src, dst, *, model=None, progress=None):
     for i, (f, out) in enumerate(pairs):
         if out.suffix.lower() != ".png":
             raise VaekitError(f"-o {out}: decompress writes PNG files; give a name ending in .png")
-        img = decompress(Path(f).read_bytes(), model=model)
+        img = decompress(Path(f).read_bytes(), model=model, device=device)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_image(out, img)
         rows.append({"input": str(f), "output": str(out), "shape": list(img.shape)})
