@@ -205,6 +205,18 @@ def test_tiles_gray_float_and_odd_sizes(trained_tiny):
     assert np.array_equal(f, decompress(compress(img, 2, model=m), model=m))
 
 
+def test_gray_codec_and_16_bit_input():
+    torch.manual_seed(0)
+    m = create_model("codec-scale-hyperprior", N=8, M=8, lambdas=[0.003, 0.03], channels=1).eval()
+    img = picture(64, 64)
+    rec = decompress(compress(img[:, :, 0], 2, model=m), model=m)
+    assert rec.shape == (64, 64) and rec.dtype == np.uint8
+    deep = img.astype(np.uint16) * 257  # the same picture in 16 bits codes to the same file
+    assert compress(deep, 1, model=m) == compress(img, 1, model=m)
+    with pytest.raises(VaekitError, match="0..255"):
+        compress(img.astype(np.int32) * 4, 1, model=m)
+
+
 def _fuzz_module():
     import importlib.util
 
@@ -267,3 +279,21 @@ def test_api_and_cli(trained_tiny, tmp_path):
                  ["decompress", str(src / "a.png"), "-o", str(tmp_path / "x.png")]):
         assert main(argv) == 2
     assert not list(tmp_path.glob("x.*"))
+
+
+def test_shipped_codec_on_the_sample_photo():
+    from vaekit.pretrained import SHIPPED
+    from vaekit.samples import sample_photo
+
+    if "codec-hyperprior" not in SHIPPED:
+        pytest.skip("no codec shipped in this build")
+    img = sample_photo("chelsea")
+    sizes, psnrs = [], []
+    for q in (1, 4, 8):
+        data = compress(img, q)  # the shipped codec by default, decoded by its model id
+        rec = decompress(data)
+        assert container.unpack(data, 10**8)[0].model_id == 1
+        sizes.append(len(data))
+        psnrs.append(10 * np.log10(255**2 / np.mean((rec.astype(float) - img) ** 2)))
+    assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2]
+    assert psnrs[1] > 28

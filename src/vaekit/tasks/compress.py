@@ -81,8 +81,12 @@ def _as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
         if not np.isfinite(a).all():
             raise VaekitError("the image holds NaN or infinite values")
         t = torch.from_numpy(a.astype(np.float32)).clamp(0, 1)
+    elif a.dtype == np.uint16:
+        t = torch.from_numpy(a.astype(np.float32) / 65535.0)
     elif np.issubdtype(a.dtype, np.integer):
-        t = torch.from_numpy(a.astype(np.float32) / 65535.0 if a.max() > 255 else a.astype(np.float32) / 255.0)
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise VaekitError(f"integer images must hold 0..255 (or be uint16); got {a.min()}..{a.max()}")
+        t = torch.from_numpy(a.astype(np.float32) / 255.0)
     else:
         raise VaekitError(f"unsupported image dtype {a.dtype}")
     channels = 1 if t.ndim == 2 else 3
@@ -136,6 +140,8 @@ def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = 
                           "(raise VAEKIT_MAX_PIXELS to allow it)")
     if tile % container.TILE_UNIT or tile <= 0:
         raise VaekitError(f"tile must be a positive multiple of {container.TILE_UNIT}, got {tile}")
+    if m.channels == 1:  # a gray codec (trained with image_mode L) codes the luminance
+        x = x.mean(1, keepdim=True)
     Q = m.qualities
     enc = _Encoder(m, x, tile)
     enc.header.channels = channels
