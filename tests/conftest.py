@@ -43,7 +43,7 @@ def _threads():
 
 
 def tiny_config(data_dir, **over):
-    from vaekit.train.config import TrainConfig
+    from vaekit.training.config import TrainConfig
 
     d = dict(model="mlp-vae", model_args={"hidden": [32], "latent_dim": 4}, data="mnist", data_dir=str(data_dir),
              binarize=True, val_size=100, batch_size=50, max_steps=30, lr=1e-3, seed=3, ckpt_every=10,

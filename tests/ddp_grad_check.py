@@ -7,7 +7,7 @@ import torch
 import torch.distributed as dist
 
 from vaekit import create_model
-from vaekit.train import dist as D
+from vaekit.training import dist as D
 
 
 def main(out_path):

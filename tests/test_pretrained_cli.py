@@ -133,7 +133,7 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
 
 def test_local_models_dir_and_run_folder(tiny_mnist, tmp_path, capsys):
     from conftest import tiny_config
-    from vaekit.train.loop import train
+    from vaekit.training.loop import train
 
     train(tiny_config(tiny_mnist, max_steps=20), tmp_path / "models" / "mine", quiet=True)
     assert main(["models", "--models-dir", str(tmp_path / "models")]) == 0

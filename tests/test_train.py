@@ -6,8 +6,8 @@ from safetensors.torch import load_file
 
 from conftest import tiny_config
 from vaekit.errors import VaekitError
-from vaekit.train.config import TrainConfig
-from vaekit.train.loop import train
+from vaekit.training.config import TrainConfig
+from vaekit.training.loop import train
 
 
 def test_config_yaml_overrides_and_unknown_keys(tmp_path):
@@ -96,3 +96,12 @@ def test_tensorboard_missing_is_a_clear_error(tiny_mnist, tmp_path):
     else:
         train(tiny_config(tiny_mnist, tensorboard=True, max_steps=5), tmp_path / "r", quiet=True)
         assert list((tmp_path / "r" / "tb").iterdir())
+
+
+def test_api_train_is_the_function(tiny_mnist, tmp_path):
+    import vaekit
+    import vaekit.training.config  # noqa: F401  (importing the subpackage must not shadow vaekit.train)
+
+    assert callable(vaekit.train)
+    summary = vaekit.train(tiny_config(tiny_mnist, max_steps=3), tmp_path / "r", quiet=True)
+    assert summary["steps"] == 3

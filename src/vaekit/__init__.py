@@ -20,8 +20,8 @@ from .tasks.generate import evaluate, generate, interpolate
 
 def train(config, output, *, overrides=(), resume=False, quiet=False):
     """Train from a YAML config path (or a :class:`TrainConfig`) into ``output``."""
-    from .train.config import TrainConfig
-    from .train.loop import train as _train
+    from .training.config import TrainConfig
+    from .training.loop import train as _train
 
     cfg = config if isinstance(config, TrainConfig) or config is None else TrainConfig.load(config, list(overrides))
     return _train(cfg, output, resume=resume, quiet=quiet)

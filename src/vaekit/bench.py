@@ -31,7 +31,7 @@ def provenance(seeds: dict, weights_sha256: str | None = None) -> dict:
                              cwd=Path(__file__).parent).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         sha = None
-    from .train.loop import cpu_name
+    from .training.loop import cpu_name
 
     cpu = cpu_name()
     return {"vaekit": __version__, "git_sha": sha, "python": platform.python_version(), "torch": torch.__version__,
@@ -77,8 +77,8 @@ def _plain_loop_throughput(cfg: dict, images, steps) -> float:
 
 
 def _vaekit_loop_throughput(cfg_dict, data_dir, steps) -> float:
-    from .train.config import TrainConfig
-    from .train.loop import train
+    from .training.config import TrainConfig
+    from .training.loop import train
 
     d = dict(cfg_dict, data_dir=str(data_dir), max_steps=steps, eval_every=10**9, ckpt_every=10**9,
              threads=torch.get_num_threads(), tensorboard=False, device="cpu")

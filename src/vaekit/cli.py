@@ -129,7 +129,7 @@ def _set_threads(args):
 
 
 def _device(args):
-    from .train.loop import resolve_device
+    from .training.loop import resolve_device
 
     return resolve_device(getattr(args, "device", "cpu") or "cpu")
 
@@ -159,8 +159,8 @@ def cmd_models(args):
 
 
 def cmd_train(args):
-    from .train.config import TrainConfig
-    from .train.loop import train
+    from .training.config import TrainConfig
+    from .training.loop import train
 
     overrides = list(args.overrides)
     if args.config and "=" in args.config and not Path(args.config).exists():
