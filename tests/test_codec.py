@@ -205,6 +205,16 @@ def test_tiles_gray_float_and_odd_sizes(trained_tiny):
     assert np.array_equal(f, decompress(compress(img, 2, model=m), model=m))
 
 
+def test_factorized_codec_pads_only_to_its_stride():
+    torch.manual_seed(0)
+    m = create_model("codec-factorized", **CODECS["codec-factorized"]).eval()
+    patch = picture(32, 32)
+    data, info = compress_info(patch, 2, model=m)
+    _, lat = decompress(data, model=m, return_latents=True)
+    assert lat[0]["y_sym"].shape[-2:] == (2, 2)  # 32 / 16, not 64 / 16
+    assert decompress(data, model=m).shape == (32, 32, 3)
+
+
 def test_gray_codec_and_16_bit_input():
     torch.manual_seed(0)
     m = create_model("codec-scale-hyperprior", N=8, M=8, lambdas=[0.003, 0.03], channels=1).eval()

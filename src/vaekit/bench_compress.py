@@ -125,7 +125,7 @@ def run_classical(codec, imgs, names, cache_dir: Path | None, log=print) -> dict
 
 
 def run_codec(model, imgs, names, log=print) -> dict:
-    from .tasks.compress import _as_rgb_tensor, _pad64, compress_info, decompress
+    from .tasks.compress import _as_rgb_tensor, _pad, compress_info, decompress
 
     model.eval()
     compress_info(imgs[0][:64, :64], 1, model=model)  # warm-up (tables, integer hyper-synthesis)
@@ -142,7 +142,7 @@ def run_codec(model, imgs, names, log=print) -> dict:
 
             row = _measure(enc, lambda d: decompress(d, model=model), img)
             with torch.no_grad():  # what the training objective estimates for the same image
-                x = _pad64(_as_rgb_tensor(img)[0])
+                x = _pad(_as_rgb_tensor(img)[0], model.pad_unit)
                 est = float(model(x, quality=q - 1)["bpp"][0]) * x.shape[-2] * x.shape[-1]
             row.update(ideal_bits=info["ideal_bits"], payload_bits=info["payload_bits"], model_estimate_bits=est,
                        file_bits=8 * row["bytes"])

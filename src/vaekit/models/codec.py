@@ -31,7 +31,7 @@ from ..entropy.models import (SCALE_FRAC_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MI
 from ..errors import VaekitError
 
 DEFAULT_LAMBDAS = (0.0013, 0.0025, 0.0048, 0.0093, 0.018, 0.035, 0.067, 0.13)
-PAD = 64  # g_a (16) x h_a (4): inputs are padded to a multiple of this
+PAD = 64  # g_a (16) x h_a (4): hyperprior inputs are padded to a multiple of this
 
 
 class GDN(nn.Module):
@@ -140,6 +140,8 @@ class CompressionVAE(nn.Module):
             raise VaekitError(f"unknown distortion {distortion!r}: mse or ms-ssim")
         self.distortion = distortion
         self.prior, self.N, self.M, self.channels = prior, N, M, channels
+        # total stride: g_a (16), times h_a (4) for the hyperprior models; inputs are padded to it
+        self.pad_unit = 16 if prior == "factorized" else PAD
         self.lambdas = tuple(float(v) for v in lambdas)
         Q = self.qualities = len(self.lambdas)
         self.g_a = nn.Sequential(conv(channels, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
@@ -176,7 +178,7 @@ class CompressionVAE(nn.Module):
         return t.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)), mu
 
     def forward(self, x, quality=None):
-        """x: (B, C, H, W) in [0, 1], H and W multiples of 64 -> x_hat, likelihoods, bpp, quality."""
+        """x: (B, C, H, W) in [0, 1], H and W multiples of ``pad_unit`` -> x_hat, likelihoods, bpp, quality."""
         B = x.shape[0]
         if quality is None:  # training: one random quality per example; eval: cycle through them
             q = torch.randint(0, self.qualities, (B,)) if self.training else torch.arange(B) % self.qualities
@@ -277,7 +279,7 @@ class CompressionVAE(nn.Module):
     # ------------------------------------------------------------------ coding
     @torch.no_grad()
     def compress(self, x, quality: int, y=None):
-        """x: (1, C, H, W) in [0, 1], H, W multiples of 64 -> {"strings": [bytes], "shape", "bits", "latents"}.
+        """x: (1, C, H, W) in [0, 1], H, W multiples of ``pad_unit`` -> {"strings": [bytes], "shape", "bits", "latents"}.
 
         ``y``: ``g_a(x)`` when the caller already has it (coding one image at several qualities)."""
         if not 0 <= quality < self.qualities:

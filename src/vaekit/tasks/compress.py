@@ -94,9 +94,10 @@ def _as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
     return t[None].contiguous(), channels
 
 
-def _pad64(x):
+def _pad(x, unit: int = container.TILE_UNIT):
+    """Edge-replicate x (B, C, H, W) to multiples of ``unit`` (the model's total stride)."""
     h, w = x.shape[-2:]
-    ph, pw = -h % container.TILE_UNIT, -w % container.TILE_UNIT
+    ph, pw = -h % unit, -w % unit
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
@@ -114,7 +115,7 @@ class _Encoder:
         payloads, bits = [], {"z": 0.0, "y": 0.0}
         tiles = self.header.tiles()
         for i, (top, left, h, w) in enumerate(tiles):
-            xt = _pad64(self.x[:, :, top : top + h, left : left + w]).to(self.device)
+            xt = _pad(self.x[:, :, top : top + h, left : left + w], self.model.pad_unit).to(self.device)
             y = self._y.get(i)
             if y is None:
                 y = self.model.g_a(xt)
@@ -223,7 +224,7 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     latents = []
     for (top, left, h, w), payload in zip(header.tiles(), payloads):
-        ph, pw = h + (-h % container.TILE_UNIT), w + (-w % container.TILE_UNIT)
+        ph, pw = h + (-h % m.pad_unit), w + (-w % m.pad_unit)
         shape = (ph // 16, pw // 16) if m.prior == "factorized" else (ph // 64, pw // 64)
         r = m.decompress([payload], shape, header.quality - 1, dtype=dtype, device=next(m.parameters()).device)
         x_hat = r["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
