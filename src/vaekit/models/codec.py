@@ -166,6 +166,7 @@ class CompressionVAE(nn.Module):
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
         self._int_hs = None
         self._coders = {}
+        self._weights_id = None  # cached by tasks.compress.weights_id; reset when the weights change
 
     # ----------------------------------------------------------------- training
     def _hyper(self, z_hat):
@@ -244,14 +245,14 @@ class CompressionVAE(nn.Module):
         with the weights) and rebuild the integer hyper-synthesis from the current weights."""
         for name, v in self.coding_tables().items():
             setattr(self, name, v)
-        self._int_hs, self._coders = None, {}
+        self._int_hs, self._coders, self._weights_id = None, {}, None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the tables' sizes depend on the trained densities: take them from the file
         for name in self.TABLES:
             if prefix + name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[prefix + name]))
-        self._int_hs, self._coders = None, {}
+        self._int_hs, self._coders, self._weights_id = None, {}, None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _coder(self, which: str) -> C.TableCoder:

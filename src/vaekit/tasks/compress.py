@@ -2,9 +2,9 @@
 
 Large images are coded in independent tiles (``tile`` pixels, a multiple of
 64, default 1024), so memory is bounded by the tile, not the image.  Inputs
-are padded (edge replication) to a multiple of 64 inside each tile and
-cropped after decoding.  Gray images are coded as RGB with equal channels and
-come back gray.
+are padded (edge replication) to a multiple of the model's total stride
+inside each tile and cropped after decoding.  Gray images are coded as RGB
+with equal channels (or by a gray codec) and come back gray.
 """
 from __future__ import annotations
 
