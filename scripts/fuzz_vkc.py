@@ -45,7 +45,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     from vaekit.pretrained import load_from_files
 
     model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
