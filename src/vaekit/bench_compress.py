@@ -66,8 +66,8 @@ def decode_classical(codec: str, data: bytes) -> np.ndarray:
 
 
 def _quality_metrics(ref: np.ndarray, rec: np.ndarray) -> dict:
-    a = torch.from_numpy(ref).permute(2, 0, 1)[None].float() / 255
-    b = torch.from_numpy(rec).permute(2, 0, 1)[None].float() / 255
+    a = torch.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float() / 255
+    b = torch.from_numpy(np.array(rec)).permute(2, 0, 1)[None].float() / 255
     return {"psnr": float(psnr(a, b)[0]), "ms_ssim": float(ms_ssim(a, b)[0])}
 
 

@@ -50,4 +50,4 @@ def sample_photo(name: str = "chelsea") -> np.ndarray:
         names = sorted(p.stem for p in SAMPLES_DIR.glob("*.png"))
         raise VaekitError(f"no sample photo {name!r}; shipped: {', '.join(names)}")
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
