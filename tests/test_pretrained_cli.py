@@ -124,10 +124,11 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
                  "--steps", "10", "-o", str(tmp_path / "p.png")]) == 0
     assert Image.open(tmp_path / "p.png").size == (10 * 30 + 2, 32)
     assert main(["models"]) == 0
-    assert "mnist-vae" in capsys.readouterr().out
+    listing = capsys.readouterr().out
+    assert "mnist-vae" in listing and "codec-hyperprior" in listing
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
-    for f in ("samples.png", "reconstructions.png", "interpolation.png"):
+    for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png"):
         assert f in page and (tmp_path / "demo" / f).is_file()
 
 

@@ -115,7 +115,7 @@ def compression_section(out: Path, qualities=(2, 4, 7)) -> str:
     ref = torch.from_numpy(img).permute(2, 0, 1)[None].float()
 
     def score(rec):
-        return float(psnr(ref, torch.from_numpy(np.ascontiguousarray(rec)).permute(2, 0, 1)[None].float(), 255.0)[0])
+        return float(psnr(ref, torch.from_numpy(np.array(rec)).permute(2, 0, 1)[None].float(), 255.0)[0])
 
     write_image(out / "compress_original.png", img)
     cells = [("compress_original.png", f"original, {w}x{h} (24 bpp)")]
