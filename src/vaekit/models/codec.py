@@ -80,7 +80,7 @@ class IntegerHyperSynthesis:
         self.layers = layers
 
     @classmethod
-    def from_float(cls, seq: nn.Sequential) -> list[dict]:
+    def from_float(cls, seq: nn.Sequential) -> "IntegerHyperSynthesis":
         layers, a = [], 0  # a: fractional bits of the current activation
         for m in seq:
             if isinstance(m, nn.ReLU):
@@ -100,7 +100,7 @@ class IntegerHyperSynthesis:
                            "shift": shift, "stride": m.stride[0], "padding": m.padding[0],
                            "output_padding": getattr(m, "output_padding", (0,))[0]})
             a = cls.ACT_BITS
-        return layers
+        return cls(layers)
 
     def __call__(self, z_int: torch.Tensor) -> torch.Tensor:
         """z_int: (B, C, h, w) integers -> final layer output in 1/256 units, int64."""
@@ -265,7 +265,7 @@ class CompressionVAE(nn.Module):
 
     def integer_hyper(self) -> IntegerHyperSynthesis:
         if self._int_hs is None:
-            self._int_hs = IntegerHyperSynthesis(IntegerHyperSynthesis.from_float(self.h_s))
+            self._int_hs = IntegerHyperSynthesis.from_float(self.h_s)
         return self._int_hs
 
     def _hyper_int(self, z_hat):
