@@ -8,6 +8,7 @@ image itself (uint8 + one float copy) plus one tile's activations.
 """
 import argparse
 import resource
+import sys
 import time
 
 import numpy as np
@@ -20,6 +21,7 @@ def main():
     ap.add_argument("--megapixels", type=float, default=50)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quality", type=int, default=4)
+    ap.add_argument("-o", "--output", default="results", help="writes compress-large-image.{json,md} here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from vaekit.samples import sample_photo
@@ -41,9 +43,20 @@ def main():
     t_dec = time.perf_counter() - t
     mse = float(np.mean((rec.astype(np.float64) - img) ** 2))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"{w}x{h} ({w * h / 1e6:.1f} MP), {info['tiles']} tiles, quality {args.quality}: "
-          f"{info['bpp']:.3f} bpp, PSNR {10 * np.log10(255**2 / mse):.2f} dB; encode {t_enc:.0f} s, "
-          f"decode {t_dec:.0f} s ({args.threads} threads); peak RSS {peak_gb:.2f} GB")
+    line = (f"{w}x{h} ({w * h / 1e6:.1f} MP), {info['tiles']} tiles, quality {args.quality}: "
+            f"{info['bpp']:.3f} bpp, PSNR {10 * np.log10(255**2 / mse):.2f} dB; encode {t_enc:.0f} s, "
+            f"decode {t_dec:.0f} s ({args.threads} threads); peak RSS {peak_gb:.2f} GB")
+    from pathlib import Path
+
+    from vaekit.bench import provenance, write_results
+
+    command = "python scripts/large_image.py " + " ".join(sys.argv[1:])
+    payload = {"task": "compress-large-image", "command": command, "width": w, "height": h,
+               "tiles": info["tiles"], "quality": args.quality, "bpp": info["bpp"],
+               "psnr": 10 * np.log10(255**2 / mse), "encode_s": t_enc, "decode_s": t_dec, "peak_rss_gb": peak_gb,
+               "provenance": provenance({"jitter": 0}, (getattr(model, "card", {}) or {}).get("sha256"))}
+    write_results(Path(args.output), "compress-large-image", payload, f"{line}\n\nReproduce: `{command}`\n")
+    print(line)
 
 
 if __name__ == "__main__":

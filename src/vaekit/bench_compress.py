@@ -181,7 +181,7 @@ def vae_stats(model, imgs, samples: int = 8, crop: int = 256, seed: int = 0) -> 
         bits_y = -torch.log2(o["likelihoods"]["y"])  # (B, M, h, w)
         per_channel = bits_y.mean(dim=(0, 2, 3))
         y = model.g_a(x) * model.log_gain[q].exp()[None, :, None, None]
-        mu = model._hyper(torch.round(model.h_a(y)))[1] if model.prior == "mean-scale" else torch.zeros_like(y)
+        mu = torch.zeros_like(y) if model.prior == "factorized" else model._hyper(torch.round(model._analyse_hyper(y)))[1]
         y_hat = torch.round(y - mu) + mu
         inv = model.log_inv_gain[q].exp()[None, :, None, None]
         draws = torch.stack([model.g_s((y_hat + torch.rand(y_hat.shape, generator=g) - 0.5) * inv).clamp(0, 1)

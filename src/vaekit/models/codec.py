@@ -169,13 +169,17 @@ class CompressionVAE(nn.Module):
         self._weights_id = None  # cached by tasks.compress.weights_id; reset when the weights change
 
     # ----------------------------------------------------------------- training
+    def _split(self, h):
+        """h_s output -> (ln sigma, mean); the scale hyperprior has no mean."""
+        return h.chunk(2, dim=1) if self.prior == "mean-scale" else (h, torch.zeros_like(h))
+
+    def _analyse_hyper(self, y_g):
+        """z = h_a(y_g) (the scale hyperprior sees |y_g|, as in Ballé 2018)."""
+        return self.h_a(y_g if self.prior == "mean-scale" else y_g.abs())
+
     def _hyper(self, z_hat):
         """h_s(z_hat) -> (ln sigma, mean) in float (training)."""
-        h = self.h_s(z_hat)
-        if self.prior == "mean-scale":
-            t, mu = h.chunk(2, dim=1)
-        else:
-            t, mu = h, torch.zeros_like(h)
+        t, mu = self._split(self.h_s(z_hat))
         return t.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)), mu
 
     def forward(self, x, quality=None):
@@ -195,7 +199,7 @@ class CompressionVAE(nn.Module):
             y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5) if self.training else torch.round(y_g)
             likelihoods["y"] = self.y_density.likelihood(y_noisy, rows)
         else:
-            z = self.h_a(y_g if self.prior == "mean-scale" else y_g.abs())
+            z = self._analyse_hyper(y_g)
             z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
             rows = torch.arange(self.N, device=x.device)[None].expand(B, -1)
             likelihoods["z"] = self.z_density.likelihood(z_hat, rows)
@@ -270,11 +274,7 @@ class CompressionVAE(nn.Module):
 
     def _hyper_int(self, z_hat):
         """Exact (ln-sigma index, mean in 1/256 units) from integer z_hat."""
-        h = self.integer_hyper()(z_hat)
-        if self.prior == "mean-scale":
-            t, mu = h.chunk(2, dim=1)
-        else:
-            t, mu = h, torch.zeros_like(h)
+        t, mu = self._split(self.integer_hyper()(z_hat))
         return scale_index(t), mu
 
     # ------------------------------------------------------------------ coding
@@ -296,7 +296,7 @@ class CompressionVAE(nn.Module):
             z_shape = tuple(y_sym.shape[-2:])
             latents = {"y_sym": y_sym}
         else:
-            z = self.h_a(y_g.float().to(x.device) if self.prior == "mean-scale" else y_g.abs().float().to(x.device))
+            z = self._analyse_hyper(y_g.float().to(x.device))
             z_hat = torch.round(z).cpu().to(torch.int64)
             zrows = torch.arange(self.N).view(1, -1, 1, 1).expand_as(z_hat)
             bits["z"] = self._coder("z").encode(enc, z_hat.numpy(), zrows.numpy())

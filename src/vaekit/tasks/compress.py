@@ -244,7 +244,7 @@ def _pairs(src, dst, suffixes, new_suffix):
     src, dst = Path(src), Path(dst)
     if src.is_file():
         out = dst / (src.stem + new_suffix) if dst.is_dir() else dst
-        return [(src, out)], False
+        return [(src, out)]
     if not src.is_dir():
         raise VaekitError(f"{src} is neither a file nor a folder")
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
@@ -252,7 +252,7 @@ def _pairs(src, dst, suffixes, new_suffix):
         raise VaekitError(f"no {'/'.join(sorted(suffixes))} files under {src}")
     if dst.exists() and not dst.is_dir():
         raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
-    return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files], True
+    return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files]
 
 
 def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None,
@@ -261,7 +261,7 @@ def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEF
     from ..data import IMAGE_SUFFIXES
     from ..io import atomic_write_text, read_array
 
-    pairs, _ = _pairs(src, dst, IMAGE_SUFFIXES, ".vkc")
+    pairs = _pairs(src, dst, IMAGE_SUFFIXES, ".vkc")
     m = load_codec(model, device)
     rows = []
     for i, (f, out) in enumerate(pairs):
@@ -283,7 +283,7 @@ def decompress_paths(src, dst, *, model=None, progress=None, device=None):
 
     from ..io import write_image
 
-    pairs, _ = _pairs(src, dst, {".vkc"}, ".png")
+    pairs = _pairs(src, dst, {".vkc"}, ".png")
     rows = []
     for i, (f, out) in enumerate(pairs):
         if out.suffix.lower() != ".png":
