@@ -47,8 +47,12 @@ class HierarchicalVAE(VAEBase):
         mu, logvar = t.chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 8.0)
 
+    def posterior(self, x):
+        """q(z1 | x): (mu, logvar), each (B, d1)."""
+        return self._stats(self.q_z1(x.flatten(1)))
+
     def encode(self, x):
-        return self._stats(self.q_z1(x.flatten(1)))[0]
+        return self.posterior(x)[0]
 
     def decode(self, z1):
         c, h, w = self.image_shape

@@ -1,0 +1,176 @@
+"""Exposure, contrast and colour-cast compensation: classical methods and a VAE method.
+
+The degradation model (``degrade_exposure``) is global and per image:
+``y = clip(gain * cast_c * x, 0, 1) ** gamma`` with a scalar gain, a per-channel
+cast and a gamma.  A correction with parameters theta = (log gain, log gamma,
+log cast) is its inverse, ``f_theta(y) = y ** (1 / gamma) / (gain * cast)``.
+
+The VAE method picks theta by maximum likelihood of the *observed* image under
+"a well-exposed image x drawn from the VAE, then degraded by theta":
+
+    log p(y | theta) = log p_VAE(f_theta(y)) + sum_pixels log |f_theta'(y)|
+
+(the change-of-variables term keeps it from preferring corrections that merely
+squash the image into a small, easy-to-model range).  ``log p_VAE`` is the
+ELBO, averaged over patches of a downscaled copy; theta is searched with
+Nelder-Mead from several starts; the chosen correction is then applied to the
+full-resolution image.  It can fix global gain, gamma and colour cast; it
+cannot recover clipped highlights or shadows, local (spatially varying)
+lighting, or noise.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..errors import VaekitError
+
+EPS = 1.0 / 512
+
+
+def _as_float(img) -> tuple[np.ndarray, np.dtype]:
+    a = np.asarray(img)
+    if a.ndim not in (2, 3):
+        raise VaekitError(f"expected an H x W or H x W x C image, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0, a.dtype
+    if not np.issubdtype(a.dtype, np.floating):
+        raise VaekitError(f"unsupported image dtype {a.dtype}")
+    return np.clip(a.astype(np.float32), 0, 1), a.dtype
+
+
+def _back(a: np.ndarray, dtype) -> np.ndarray:
+    return (np.clip(a, 0, 1) * 255).round().astype(np.uint8) if dtype == np.uint8 else a.astype(np.float32)
+
+
+def degrade_exposure(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The synthetic degradation: clip(gain * cast * x, 0, 1) ** gamma (cast per channel)."""
+    a, dtype = _as_float(img)
+    c = np.asarray(cast, np.float32) if a.ndim == 3 else np.float32(1.0)
+    return _back(np.clip(a * gain * c, 0, 1) ** gamma, dtype)
+
+
+def random_degradation(rng: np.random.Generator, channels: int = 3) -> dict:
+    """Seeded parameters: gain 0.3-3 and gamma 0.5-2 (log-uniform), per-channel cast within +-30%."""
+    return {"gain": float(math.exp(rng.uniform(math.log(0.3), math.log(3.0)))),
+            "gamma": float(math.exp(rng.uniform(math.log(0.5), math.log(2.0)))),
+            "cast": [float(v) for v in rng.uniform(0.7, 1.3, channels)]}
+
+
+def apply_correction(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The inverse of ``degrade_exposure`` for the given parameters (clipped to [0, 1])."""
+    a, dtype = _as_float(img)
+    c = np.asarray(cast, np.float32) if a.ndim == 3 else np.float32(1.0)
+    return _back(np.clip(a, 0, 1) ** (1.0 / gamma) / (gain * c), dtype)
+
+
+# ----------------------------------------------------------------- classical
+
+def percentile_stretch(img, *, low: float = 1.0, high: float = 99.0) -> np.ndarray:
+    """Map each channel's ``low``..``high`` percentiles to 0..1 (contrast, exposure and a cast)."""
+    a, dtype = _as_float(img)
+    lo = np.percentile(a, low, axis=(0, 1))
+    hi = np.percentile(a, high, axis=(0, 1))
+    return _back((a - lo) / np.maximum(hi - lo, 1e-6), dtype)
+
+
+def gray_world(img) -> np.ndarray:
+    """Gray-world white balance: scale channels to a common mean, then the mean grey to 0.5 by gamma."""
+    a, dtype = _as_float(img)
+    if a.ndim == 3:
+        means = a.reshape(-1, a.shape[2]).mean(0)
+        a = np.clip(a * (means.mean() / np.maximum(means, 1e-6)), 0, 1)
+    m = float(np.clip(a.mean(), 1e-3, 1 - 1e-3))
+    return _back(a ** (math.log(0.5) / math.log(m)), dtype)
+
+
+def clahe(img, *, clip_limit: float = 0.01) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (scikit-image), on the luminance for colour."""
+    from skimage import exposure
+
+    a, dtype = _as_float(img)
+    return _back(exposure.equalize_adapthist(a, clip_limit=clip_limit).astype(np.float32), dtype)
+
+
+CLASSICAL = {"percentile": percentile_stretch, "gray-world": gray_world, "clahe": clahe}
+
+
+# ----------------------------------------------------------------------- VAE
+
+def _theta_to_params(theta, channels):
+    lg, lgam = float(theta[0]), float(theta[1])
+    lc = np.zeros(channels) if channels == 1 else np.r_[theta[2:4], -theta[2] - theta[3]]  # casts multiply to 1
+    return {"gain": math.exp(lg), "gamma": math.exp(lgam), "cast": [float(math.exp(v)) for v in lc]}
+
+
+def _patches(a: np.ndarray, size: int, max_patches: int, rng) -> torch.Tensor:
+    t = torch.from_numpy(a if a.ndim == 3 else a[..., None]).permute(2, 0, 1).float()
+    C, H, W = t.shape
+    if min(H, W) < size:
+        raise VaekitError(f"image is smaller than the model's patch size {size}")
+    ys = np.arange(0, H - size + 1, size)
+    xs = np.arange(0, W - size + 1, size)
+    grid = [(y, x) for y in ys for x in xs]
+    if len(grid) > max_patches:
+        grid = [grid[i] for i in rng.choice(len(grid), max_patches, replace=False)]
+    return torch.stack([t[:, y : y + size, x : x + size] for y, x in grid])
+
+
+@torch.no_grad()
+def _objective(model, y_patches: torch.Tensor, theta, seed: int) -> float:
+    """-(ELBO of the corrected patches + log-Jacobian), per pixel, in nats (lower is better)."""
+    C = y_patches.shape[1]
+    p = _theta_to_params(theta, C)
+    c = torch.tensor(p["cast"], dtype=torch.float32).view(1, C, 1, 1)
+    y = y_patches.clamp(EPS, 1 - EPS)
+    x = (y ** (1 / p["gamma"]) / (p["gain"] * c))
+    inside = (x > EPS) & (x < 1 - EPS)
+    x = x.clamp(0, 1)
+    torch.manual_seed(seed)
+    out = model(x)
+    elbo = model.loss(x, out)["elbo"]  # nats per patch
+    # log |f'(y)| = -log(gamma gain cast) + (1/gamma - 1) log y, counted where the correction is not clipped
+    logjac = (-math.log(p["gamma"] * p["gain"]) - torch.log(c) + (1 / p["gamma"] - 1) * torch.log(y)) * inside
+    # clipped values carry no density: they are charged as if they fell in one 8-bit bin at the edge
+    clipped = (~inside).float() * math.log(1 / 255)
+    per_patch = elbo + (logjac + clipped).flatten(1).sum(1)
+    return float(-per_patch.mean() / y_patches[0].numel())
+
+
+def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, seed: int = 0,
+                   starts=((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.5), (0.0, -0.5)), iters: int = 80):
+    """Find (gain, gamma, cast) by maximum likelihood under ``model`` and apply them to ``img``.
+
+    ``model``: a VAE trained on well-exposed patches (``model.card['data']['patch_size']``
+    or 32 px).  Returns (corrected image, parameters)."""
+    from scipy.optimize import minimize
+
+    a, dtype = _as_float(img)
+    C = 1 if a.ndim == 2 else a.shape[2]
+    size = int((getattr(model, "card", {}) or {}).get("data", {}).get("patch_size", 32))
+    h, w = a.shape[:2]
+    f = min(1.0, work_size / max(h, w))
+    small = a
+    if f < 1.0:
+        from PIL import Image
+
+        im = Image.fromarray((a * 255).round().astype(np.uint8).squeeze())
+        small = np.asarray(im.resize((max(size, round(w * f)), max(size, round(h * f))), Image.BILINEAR),
+                           dtype=np.float32) / 255
+        small = small.reshape(small.shape[0], small.shape[1], -1) if C > 1 else small
+    rng = np.random.default_rng(seed)
+    patches = _patches(small, size, max_patches, rng)
+    model.eval()
+    best = None
+    for s in starts:
+        theta0 = np.r_[s, np.zeros(2)] if C > 1 else np.asarray(s, float)
+        r = minimize(lambda t: _objective(model, patches, t, seed), theta0, method="Nelder-Mead",
+                     options={"maxiter": iters, "xatol": 1e-3, "fatol": 1e-5})
+        if best is None or r.fun < best.fun:
+            best = r
+    params = _theta_to_params(best.x, C)
+    params["nats_per_dim"] = float(best.fun)
+    return apply_correction(_back(a, dtype), gain=params["gain"], gamma=params["gamma"],
+                            cast=params["cast"] if C > 1 else (1.0,)), params

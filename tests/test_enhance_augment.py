@@ -1,0 +1,99 @@
+"""Classical enhancement primitives, latent augmentation and exposure compensation."""
+import numpy as np
+import pytest
+import torch
+
+from vaekit import create_model, enhance
+from vaekit.errors import VaekitError
+from vaekit.tasks import compensate as comp
+from vaekit.tasks.augment import interpolate_pair, latent_variants
+
+
+def photo(h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    base = np.stack([0.2 + 0.6 * xx / w, 0.3 + 0.4 * yy / h, 0.5 + 0.3 * np.sin(xx / 6.0)], axis=2)
+    return np.clip(base + rng.normal(0, 0.03, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+def test_primitives_do_what_they_say():
+    img = photo()
+    assert enhance.contrast(img, factor=1.5).std() > img.std()
+    assert np.allclose(enhance.contrast(img, factor=1.0), img, atol=1e-6)
+    g = img.mean(2)
+    assert enhance.erode(g, size=3).mean() < g.mean() < enhance.dilate(g, size=3).mean()
+    sat = enhance.saturation(img, factor=0.0)
+    assert np.allclose(sat[..., 0], sat[..., 1], atol=1e-5)  # no colour left
+    sharp = enhance.sharpen(g, amount=1.0)
+    assert np.abs(np.diff(sharp, axis=1)).mean() > np.abs(np.diff(g, axis=1)).mean()
+    # a translation by whole pixels is a shift; a rotation by 0 degrees changes nothing
+    t = enhance.translate(g, dx=3, dy=0)
+    assert np.allclose(t[:, 3:], g[:, :-3], atol=1e-5)
+    assert np.allclose(enhance.rotate(g, degrees=0.0), g, atol=1e-5)
+    r = enhance.rotate(g, degrees=90.0)
+    assert r.shape == g.shape
+    a = enhance.random_affine(g, np.random.default_rng(3))
+    b = enhance.random_affine(g, np.random.default_rng(3))
+    assert np.array_equal(a, b)
+    out = enhance.apply_ops((img * 255).astype(np.uint8), "contrast,sharpen,denoise")
+    assert out.shape == img.shape and out.dtype == np.float32
+    with pytest.raises(VaekitError, match="unknown operation"):
+        enhance.apply_ops(img, "contrast,blurp")
+
+
+def test_latent_variants_spread_with_strength():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3)
+    x = torch.rand(2, 1, 8, 8)
+    v0 = latent_variants(m, x, 4, strength=0.0, seed=1)
+    v1 = latent_variants(m, x, 4, strength=1.0, seed=1)
+    v3 = latent_variants(m, x, 4, strength=3.0, seed=1)
+    assert v0.shape == (2, 4, 1, 8, 8)
+    assert torch.allclose(v0[:, 0], v0[:, 3])  # strength 0: the reconstruction, n times
+    spread = [float(v.std(1).mean()) for v in (v0, v1, v3)]
+    assert spread[0] < 1e-6 < spread[1] < spread[2]
+    assert torch.equal(v1, latent_variants(m, x, 4, strength=1.0, seed=1))
+    mixed = latent_variants(m, x, 2, strength=0.5, seed=1, classical=True)
+    assert mixed.shape == (2, 2, 1, 8, 8) and 0 <= float(mixed.min()) and float(mixed.max()) <= 1
+    mid = interpolate_pair(m, x[0], x[1], 0.5)
+    assert mid.shape == (1, 8, 8)
+    for bad in (dict(strength=-0.1), dict(strength=3.5)):
+        with pytest.raises(VaekitError, match="strength"):
+            latent_variants(m, x, 2, **bad)
+    with pytest.raises(VaekitError, match="at least 1"):
+        latent_variants(m, x, 0)
+
+
+def test_degradation_and_exact_inverse():
+    img = photo() * 0.8
+    p = dict(gain=0.5, gamma=1.6, cast=(1.2, 1.0, 0.8))
+    y = comp.degrade_exposure(img, **p)
+    back = comp.apply_correction(y, **p)
+    assert np.abs(back - img).max() < 1e-4
+    rng = np.random.default_rng(0)
+    q = comp.random_degradation(rng)
+    assert 0.3 <= q["gain"] <= 3 and 0.5 <= q["gamma"] <= 2 and all(0.7 <= c <= 1.3 for c in q["cast"])
+
+
+def test_classical_compensation_improves_a_cast_dark_image():
+    img = photo()
+    y = comp.degrade_exposure(img, gain=0.5, gamma=1.0, cast=(1.25, 1.0, 0.8))
+    err = lambda a: float(np.mean((a - img) ** 2))  # noqa: E731
+    for name, fn in comp.CLASSICAL.items():
+        out = fn(y)
+        assert out.shape == img.shape and out.dtype == np.float32, name
+    assert err(comp.gray_world(y)) < err(y)
+    assert err(comp.percentile_stretch(y)) < err(y)
+    u8 = comp.gray_world((y * 255).astype(np.uint8))
+    assert u8.dtype == np.uint8
+
+
+def test_vae_compensation_runs_and_returns_parameters():
+    torch.manual_seed(0)
+    m = create_model("conv-vae", in_channels=3, channels=[8, 8], blocks=1, latent_channels=2, image_size=16,
+                     likelihood="gaussian", likelihood_args={"sigma": 0.1})
+    m.card = {"data": {"patch_size": 16}}
+    y = comp.degrade_exposure(photo(), gain=0.6)
+    out, params = comp.vae_compensate(y, m, max_patches=4, iters=5, starts=((0.0, 0.0),))
+    assert out.shape == y.shape and set(params) >= {"gain", "gamma", "cast", "nats_per_dim"}
+    assert np.isclose(np.prod(params["cast"]), 1.0)
