@@ -14,6 +14,7 @@ SMALL = {
     "mlp-vae": dict(image_shape=(1, 8, 8), hidden=[16], latent_dim=3, dropout=0.1),
     "conv-vae": dict(in_channels=1, channels=[8, 8], blocks=1, latent_channels=2, image_size=8),
     "hvae": dict(image_shape=(1, 8, 8), hidden1=[16], hidden2=[8], latent_dims=[4, 2]),
+    "cvae": dict(num_classes=3, image_shape=(1, 8, 8), hidden=[16], latent_dim=3),
 }
 
 
@@ -34,6 +35,8 @@ def test_forward_loss_backward_roundtrip(name, lik, tmp_path):
         x = torch.bernoulli(x)
     elif lik == "logistic":
         x = (x * 255).round() / 255
+    if getattr(m, "conditional", False):
+        m.condition(torch.tensor([0, 1, 2, 0]))
     out = m(x)
     assert out["x_hat"].shape == x.shape
     assert out["mu"].shape[0] == 4
@@ -44,6 +47,9 @@ def test_forward_loss_backward_roundtrip(name, lik, tmp_path):
     save_model(m, tmp_path, {"name": "t"})
     m2 = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json")
     m.eval()
+    if getattr(m, "conditional", False):
+        m.condition(torch.tensor([0, 1, 2]))
+        m2.condition(torch.tensor([0, 1, 2]))
     torch.manual_seed(1)
     a = m.sample(3)
     torch.manual_seed(1)

@@ -105,3 +105,13 @@ def test_api_train_is_the_function(tiny_mnist, tmp_path):
     assert callable(vaekit.train)
     summary = vaekit.train(tiny_config(tiny_mnist, max_steps=3), tmp_path / "r", quiet=True)
     assert summary["steps"] == 3
+
+def test_conditional_vae_trains_on_labels(tiny_mnist, tmp_path):
+    from vaekit.pretrained import load_model
+
+    cfg = tiny_config(tiny_mnist, model="cvae", max_steps=30,
+                      model_args={"num_classes": 10, "hidden": [32], "latent_dim": 4})
+    summary = train(cfg, tmp_path / "c", quiet=True)
+    assert summary["steps"] == 30
+    m = load_model(tmp_path / "c")
+    assert m.sample_class([0, 3, 9]).shape == (3, 1, 28, 28)

@@ -91,6 +91,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, seed=False)
 
+    p = sub.add_parser("augment", help="new variants of images by moving through a VAE's latent space")
+    p.add_argument("input", help="image or folder (recursive; with --keep-label: one subfolder per class)")
+    p.add_argument("-o", "--output", required=True, help="folder for the variants and manifest.jsonl")
+    p.add_argument("-n", type=int, default=10, help="variants per image")
+    p.add_argument("--strength", type=float, default=0.5, help="latent noise in posterior std units, 0..3")
+    p.add_argument("--model", default="mnist-vae", help="a generative VAE (shipped name, run folder)")
+    p.add_argument("--keep-label", action="store_true", help="class-conditional model: decode with the class")
+    p.add_argument("--classical", action="store_true", help="also a seeded random affine on every variant")
+    _common(p)
+
+    p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
+    p.add_argument("input", help="image file")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--ops", required=True, help="comma list, applied in order: contrast, sharpen, denoise, erode, "
+                   "dilate, saturation, rotate, translate, scale")
+    _common(p, device=False, seed=False)
+
+    p = sub.add_parser("compensate", help="correct exposure, contrast and colour cast (VAE or classical)")
+    p.add_argument("input", help="image file")
+    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("--method", default="vae", choices=("vae", "percentile", "gray-world", "clahe"))
+    p.add_argument("--model", default="compensate-vae", help="the natural-image VAE for --method vae")
+    _common(p, device=False)
+
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
     bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
     b = bsub.add_parser("generate", help="likelihood benchmark of a generative VAE on binarized MNIST")
@@ -324,6 +348,37 @@ def cmd_decompress(args):
           f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}")
 
 
+def cmd_augment(args):
+    from .tasks.augment import augment_paths
+
+    progress, close = _folder_bar(args, "images")
+    rows = augment_paths(args.input, args.output, n=args.n, strength=args.strength, model=args.model,
+                         seed=args.seed, keep_label=args.keep_label, classical=args.classical, progress=progress)
+    close()
+    print(f"wrote {len(rows)} variants and manifest.jsonl into {args.output}")
+
+
+def cmd_enhance(args):
+    from .enhance import apply_ops, parse_ops
+    from .io import read_array, write_image
+
+    ops = parse_ops(args.ops)
+    write_image(args.output, apply_ops(read_array(args.input), ops))
+    print(f"{args.output}: {', '.join(ops)}")
+
+
+def cmd_compensate(args):
+    from .io import read_array, write_image
+    from .tasks.compensate import compensate
+
+    out, info = compensate(read_array(args.input), method=args.method,
+                           **({"model": args.model, "seed": args.seed} if args.method == "vae" else {}))
+    write_image(args.output, out)
+    extra = "" if args.method != "vae" else (f": gain {info['gain']:.3f}, gamma {info['gamma']:.3f}, cast "
+                                            + "/".join(f"{c:.3f}" for c in info["cast"]))
+    print(f"{args.output} ({args.method}){extra}")
+
+
 def cmd_bench(args):
     if args.task == "generate":
         from .bench import bench_generate
@@ -343,7 +398,8 @@ def cmd_demo(args):
 
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
-            "compress": cmd_compress, "decompress": cmd_decompress, "bench": cmd_bench, "demo": cmd_demo}
+            "compress": cmd_compress, "decompress": cmd_decompress, "augment": cmd_augment, "enhance": cmd_enhance,
+            "compensate": cmd_compensate, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -2,11 +2,14 @@
 from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
+from .conditional import ConditionalMLPVAE
 from .hierarchical import HierarchicalVAE
 from .vae import ConvVAE, MLPVAE
 
 register("mlp-vae", "fully connected VAE, optional dropout (any likelihood)")(MLPVAE)
 register("conv-vae", "fully convolutional ResNet VAE with a spatial latent, any size divisible by its stride")(ConvVAE)
+register("cvae", "class-conditional MLP VAE (label into encoder and decoder), for label-keeping augmentation")(
+    ConditionalMLPVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
 register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
     lambda **kw: CompressionVAE(prior="factorized", **kw))

@@ -57,3 +57,79 @@ def interpolate_pair(model, a: torch.Tensor, b: torch.Tensor, t: float) -> torch
     za = model.posterior(a.unsqueeze(0))[0]
     zb = model.posterior(b.unsqueeze(0))[0]
     return model.likelihood.mean(model.decode((1 - t) * za + t * zb))[0].clamp(0, 1)
+
+
+def _model_size(model):
+    shape = getattr(model, "image_shape", None)
+    return tuple(shape) if shape is not None else None
+
+
+def _load_for_model(path, model):
+    """Read an image as the model sees it: its channel count, resized to its input size if it has one."""
+    from PIL import Image
+
+    from ..io import read_image
+
+    shape = _model_size(model)
+    mode = "L" if shape is None or shape[0] == 1 else "RGB"
+    x = read_image(path, mode=mode)
+    if shape is not None and tuple(x.shape[-2:]) != tuple(shape[1:]):
+        arr = (x.permute(1, 2, 0).squeeze(-1).numpy() * 255).round().astype(np.uint8)
+        arr = np.asarray(Image.fromarray(arr).resize((shape[2], shape[1]), Image.Resampling.LANCZOS), np.float32) / 255
+        x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
+    return x
+
+
+def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-vae", seed: int = 0,
+                  keep_label: bool = False, classical: bool = False, progress=None) -> list[dict]:
+    """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders),
+    with ``dst/manifest.jsonl``: one row per generated image (output, source, strength, seed,
+    variant, label)."""
+    import json
+    from pathlib import Path
+
+    from ..data import find_images
+    from ..io import atomic_write_text, write_image
+    from ..pretrained import load_model
+
+    if n < 1:
+        raise VaekitError(f"-n must be at least 1, got {n}")
+    _check_strength(strength)
+    src, dst = Path(src), Path(dst)
+    files = find_images(src)
+    if not files:
+        raise VaekitError(f"no images found under {src}")
+    m = load_model(model) if isinstance(model, (str, Path)) else model
+    classes = None
+    if keep_label:
+        if not getattr(m, "conditional", False):
+            raise VaekitError("--keep-label needs a class-conditional model (arch cvae), e.g. one trained with "
+                              "configs/cvae-mnist.yaml")
+        if src.is_file():
+            raise VaekitError("--keep-label reads a folder with one subfolder per class")
+        classes = (getattr(m, "card", {}) or {}).get("data", {}).get("classes") or [str(i) for i in range(m.num_classes)]
+    rows = []
+    root = src if src.is_dir() else src.parent
+    for i, f in enumerate(files):
+        rel = f.relative_to(root)
+        label = None
+        if keep_label:
+            if len(rel.parts) < 2 or rel.parts[0] not in classes:
+                raise VaekitError(f"{f}: with --keep-label images must sit in a class folder named one of "
+                                  f"{', '.join(classes)}")
+            label = classes.index(rel.parts[0])
+            m.condition(torch.tensor([label]))
+        img_seed = seed * 1_000_003 + i
+        x = _load_for_model(f, m).unsqueeze(0)
+        variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
+        for j in range(n):
+            out = (dst / rel).with_name(f"{rel.stem}_aug{j:03d}.png")
+            write_image(out, variants[j])
+            rows.append({"output": str(out.relative_to(dst)), "source": str(f), "strength": strength,
+                         "seed": img_seed, "variant": j, "classical": classical,
+                         **({"label": classes[label]} if label is not None else {})})
+        if progress:
+            progress(i + 1, len(files))
+    dst.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return rows

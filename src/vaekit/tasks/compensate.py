@@ -174,3 +174,19 @@ def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, s
     params["nats_per_dim"] = float(best.fun)
     return apply_correction(_back(a, dtype), gain=params["gain"], gamma=params["gamma"],
                             cast=params["cast"] if C > 1 else (1.0,)), params
+
+
+def compensate(image, *, method: str = "vae", model="compensate-vae", **kwargs):
+    """Correct exposure, contrast and colour cast of ``image`` (H x W (x C), uint8 or float).
+
+    ``method``: "vae" (maximum likelihood under ``model``), or a classical one:
+    "percentile", "gray-world", "clahe".  Returns (image in the input's dtype, info)."""
+    if method in CLASSICAL:
+        return CLASSICAL[method](image, **kwargs), {"method": method}
+    if method != "vae":
+        raise VaekitError(f"unknown method {method!r}; known: vae, {', '.join(CLASSICAL)}")
+    from ..pretrained import load_model
+
+    m = load_model(model) if isinstance(model, str) else model
+    out, params = vae_compensate(image, m, **kwargs)
+    return out, {"method": "vae", **params}

@@ -72,12 +72,32 @@ def build_datasets(cfg: TrainConfig):
             vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1))
 
 
-def fetch(ds, idx) -> torch.Tensor:
-    """One batch of images (labels are not needed by unsupervised VAEs)."""
+def fetch(ds, idx, labels: bool = False):
+    """One batch of images; with ``labels`` (class-conditional models) also their labels."""
     if hasattr(ds, "__getitems__"):
-        return ds.__getitems__(idx)[0]
+        items = ds.__getitems__(idx)
+        if labels:
+            if len(items) < 2:
+                raise VaekitError("a class-conditional model needs labelled data (mnist or cifar10)")
+            return items[0], items[1]
+        return items[0]
     items = [ds[i] for i in idx]
-    return torch.stack([it[0] if isinstance(it, tuple) else it for it in items])
+    x = torch.stack([it[0] if isinstance(it, tuple) else it for it in items])
+    if labels:
+        if not all(isinstance(it, tuple) for it in items):
+            raise VaekitError("a class-conditional model needs labelled data (mnist or cifar10)")
+        return x, torch.as_tensor([int(it[1]) for it in items])
+    return x
+
+
+def _forward(model, net, ds, idx, device):
+    """(x, model output) for the batch ``idx``; conditional models get the labels too."""
+    if getattr(model, "conditional", False):
+        x, y = fetch(ds, idx, labels=True)
+        x = x.to(device, non_blocking=True)
+        return x, net(x, y.to(device))
+    x = fetch(ds, idx).to(device, non_blocking=True)
+    return x, net(x)
 
 
 def lr_lambda(cfg: TrainConfig, total_steps: int):
@@ -106,8 +126,7 @@ def validate(model, ds, batch_size, device, seed) -> dict:
         tot = {"elbo": 0.0, "rec": 0.0, "kl": 0.0}
         n = 0
         for i in range(0, len(ds), batch_size):
-            x = fetch(ds, list(range(i, min(i + batch_size, len(ds))))).to(device)
-            out = model(x)
+            x, out = _forward(model, model, ds, list(range(i, min(i + batch_size, len(ds)))), device)
             m = model.loss(x, out)
             for k in tot:
                 tot[k] += float(m[k]) * x.shape[0]
@@ -266,9 +285,8 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             data_gen.manual_seed((cfg.seed * 1_000_003 + step) * 64 + info.rank)
             if getattr(train_ds, "binarize", False):
                 train_ds.set_generator(data_gen)
-            x = fetch(train_ds, indices[b * local_bs : (b + 1) * local_bs]).to(device, non_blocking=True)
+            x, out = _forward(model, ddp_model, train_ds, indices[b * local_bs : (b + 1) * local_bs], device)
             kl_w = min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
-            out = ddp_model(x)
             m = model.loss(x, out, kl_weight=kl_w)
             opt.zero_grad(set_to_none=True)
             m["loss"].backward()
