@@ -97,3 +97,24 @@ def test_vae_compensation_runs_and_returns_parameters():
     out, params = comp.vae_compensate(y, m, max_patches=4, iters=5, starts=((0.0, 0.0),))
     assert out.shape == y.shape and set(params) >= {"gain", "gamma", "cast", "nats_per_dim"}
     assert np.isclose(np.prod(params["cast"]), 1.0)
+
+
+def test_bench_augment_pieces_on_synthetic_digits():
+    from vaekit.bench_augment import SmallCNN, accuracy, few_label_subset, run
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 30)
+    x = np.zeros((300, 1, 28, 28), np.float32)
+    for i, c in enumerate(labels):  # class c: a bar at row 2c, a learnable toy problem
+        x[i, 0, 2 * c + 4 : 2 * c + 7, 4:24] = 1.0
+        x[i, 0] += rng.normal(0, 0.05, (28, 28)).astype(np.float32)
+    idx = few_label_subset(labels, 3, seed=1, pool=200)
+    assert len(idx) == 30 and set(labels[idx]) == set(range(10)) and idx.max() < 200
+    assert SmallCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 28, 28), hidden=[32], latent_dim=4)
+    per_seed, summary = run(vae, x, labels, x[200:], labels[200:], seeds=[0, 1], per_class=3, steps=12,
+                            variants=2, strength=0.5, pool=200, log=lambda *a: None)
+    assert len(per_seed) == 2 and summary["none"]["mean"] > 50  # the toy problem is learnt
+    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "vae+classical - classical"}
+    assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1

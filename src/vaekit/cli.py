@@ -137,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="results", help="results folder")
     _common(b, device=False, seed=False)
 
+    b = bsub.add_parser("augment", help="few-label MNIST classifier with no / classical / VAE / both augmentation")
+    b.add_argument("--data-dir", required=True, help="the MNIST folder")
+    b.add_argument("--model", default="mnist-vae", help="the generative VAE (trained without labels)")
+    b.add_argument("--seeds", type=int, default=5, help="labelled subsets (seeds 0..N-1)")
+    b.add_argument("--per-class", type=int, default=10)
+    b.add_argument("--steps", type=int, default=300, help="classifier steps (batch 100)")
+    b.add_argument("--variants", type=int, default=10, help="VAE variants per labelled image")
+    b.add_argument("--strength", type=float, default=0.5)
+    b.add_argument("--split", choices=("test", "val"), default="test", help="val: last 10,000 training images")
+    b.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    b.add_argument("-o", "--output", default="results")
+    _common(b, device=False, seed=False)
+
     p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
     p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
     _common(p)
@@ -384,11 +397,15 @@ def cmd_bench(args):
         from .bench import bench_generate
 
         return bench_generate(args)
+    if args.task == "augment":
+        from .bench_augment import bench_augment
+
+        return bench_augment(args)
     if args.task == "compress":
         from .bench_compress import bench_compress
 
         return bench_compress(args)
-    raise VaekitError("bench needs a task: generate or compress")
+    raise VaekitError("bench needs a task: generate, compress or augment")
 
 
 def cmd_demo(args):
