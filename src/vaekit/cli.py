@@ -150,6 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False, seed=False)
 
+    b = bsub.add_parser("compensate", help="exposure/contrast/colour-cast correction on seeded degradations")
+    b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
+    b.add_argument("--sets", default="kodak", help="comma list of set folders")
+    b.add_argument("--methods", default=None, help="comma list (default: none, percentile, gray-world, clahe, vae)")
+    b.add_argument("--model", default="compensate-vae")
+    b.add_argument("--limit", type=int, default=None)
+    b.add_argument("-o", "--output", default="results")
+    _common(b, device=False)
+
     p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
     p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
     _common(p)
@@ -401,11 +410,15 @@ def cmd_bench(args):
         from .bench_augment import bench_augment
 
         return bench_augment(args)
+    if args.task == "compensate":
+        from .bench_compensate import bench_compensate
+
+        return bench_compensate(args)
     if args.task == "compress":
         from .bench_compress import bench_compress
 
         return bench_compress(args)
-    raise VaekitError("bench needs a task: generate, compress or augment")
+    raise VaekitError("bench needs a task: generate, compress, augment or compensate")
 
 
 def cmd_demo(args):
