@@ -199,6 +199,26 @@ class TensorImages(Dataset):
         return [x] if self.labels is None else [x, self.labels[torch.as_tensor(idx)]]
 
 
+def write_idx(path, arr: np.ndarray) -> Path:
+    """Write a uint8 array as an uncompressed IDX file (for synthetic MNIST-shaped data sets)."""
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    path = Path(path)
+    path.write_bytes(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
+                     + arr.tobytes())
+    return path
+
+
+def write_idx_images(directory, train_x, train_y, test_x, test_y) -> Path:
+    """An MNIST-layout folder (uncompressed idx) from (N, 1, 28, 28) images in [0, 1] and labels."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    for split, x, y in (("train", train_x, train_y), ("t10k", test_x, test_y)):
+        imgs = (np.asarray(x).reshape(len(x), 28, 28) * 255).round().astype(np.uint8)
+        write_idx(d / f"{split}-images-idx3-ubyte", imgs)
+        write_idx(d / f"{split}-labels-idx1-ubyte", np.asarray(y).astype(np.uint8))
+    return d
+
+
 def mnist_tensors(data_dir, split="train", verify=True):
     """MNIST as float tensors (N, 1, 28, 28) in [0, 1] and int64 labels."""
     x, y = load_mnist(data_dir, split, verify)
