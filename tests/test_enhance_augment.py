@@ -114,7 +114,8 @@ def test_bench_augment_pieces_on_synthetic_digits():
     torch.manual_seed(0)
     vae = create_model("mlp-vae", image_shape=(1, 28, 28), hidden=[32], latent_dim=4)
     per_seed, summary = run(vae, x, labels, x[200:], labels[200:], seeds=[0, 1], per_class=3, steps=12,
-                            variants=2, strength=0.5, pool=200, log=lambda *a: None)
+                            variants=2, strength=0.5, pool=200, generated=50, log=lambda *a: None)
     assert len(per_seed) == 2 and summary["none"]["mean"] > 50  # the toy problem is learnt
-    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "vae+classical - classical"}
+    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "gen", "gen+classical", "vae+classical - classical", "gen - none"}
+    assert all(0 <= r["gen_kept"] <= 50 for r in per_seed)
     assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1

@@ -128,7 +128,8 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     assert "mnist-vae" in listing and "codec-hyperprior" in listing
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
-    for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png"):
+    for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png",
+              "augment_variants.png", "compensate_degraded.png", "compensate_gray-world.png"):
         assert f in page and (tmp_path / "demo" / f).is_file()
 
 

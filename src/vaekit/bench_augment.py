@@ -10,6 +10,13 @@ images per class drawn with each of 5 seeds; the same small CNN
 * ``vae``        the 100 images plus ``variants`` latent variants of each
                  (the generative VAE's posterior noise x ``strength``),
 * ``vae+classical`` the VAE pool, each draw then given a random affine;
+* ``gen``        half of every batch from ``generated`` images sampled from the
+                 VAE's prior, labelled by the ``none`` classifier of the same
+                 seed and kept where its softmax confidence exceeds 0.9
+                 (self-training on the model's samples: no image beyond the
+                 100 labelled ones and the VAE's weights is used),
+* ``gen+classical`` the same with the ``classical`` classifier as the labeller
+                 and a random affine on every draw;
 
 test accuracy over all 10,000 test images; mean +- std over the seeds and the
 paired difference per seed.  The VAE (default the shipped ``mnist-vae``) was
@@ -31,7 +38,8 @@ from torch import nn
 from .bench import provenance, write_results
 from .errors import VaekitError
 
-ARMS = ("none", "classical", "vae", "vae+classical")
+ARMS = ("none", "classical", "vae", "vae+classical", "gen", "gen+classical")
+GEN_CONFIDENCE = 0.9
 
 
 class SmallCNN(nn.Module):
@@ -63,16 +71,23 @@ def _affine_batch(x: np.ndarray, rng) -> np.ndarray:
 
 
 def train_classifier(x: np.ndarray, y: np.ndarray, *, steps: int, seed: int, classical: bool,
-                     batch: int = 100, lr: float = 1e-3) -> nn.Module:
+                     batch: int = 100, lr: float = 1e-3, extra=None) -> nn.Module:
+    """``extra``: an optional second pool (x, y); half of every batch is drawn from it."""
     torch.manual_seed(seed)
     net = SmallCNN()
     opt = torch.optim.Adam(net.parameters(), lr)
     rng = np.random.default_rng(seed + 7)
     net.train()
+    own = batch if extra is None or len(extra[0]) == 0 else batch // 2
     for _ in range(steps):
-        idx = rng.integers(0, len(x), batch)
-        xb = _affine_batch(x[idx], rng) if classical else x[idx]
-        loss = nn.functional.cross_entropy(net(torch.from_numpy(xb)), torch.from_numpy(y[idx]))
+        idx = rng.integers(0, len(x), own)
+        xb, yb = x[idx], y[idx]
+        if own < batch:
+            j = rng.integers(0, len(extra[0]), batch - own)
+            xb, yb = np.concatenate([xb, extra[0][j]]), np.concatenate([yb, extra[1][j]])
+        if classical:
+            xb = _affine_batch(xb, rng)
+        loss = nn.functional.cross_entropy(net(torch.from_numpy(xb)), torch.from_numpy(yb))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -97,26 +112,56 @@ def vae_pool(model, x: np.ndarray, y: np.ndarray, variants: int, strength: float
     return np.concatenate([x, vx]).astype(np.float32), np.concatenate([y, vy])
 
 
-def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, variants, strength, pool, log=print):
+PAIRS = (("vae+classical", "classical"), ("vae", "none"), ("gen+classical", "classical"), ("gen", "none"),
+         ("classical", "none"))
+
+
+@torch.no_grad()
+def generated_pool(model, teacher, n: int, seed: int, confidence: float = GEN_CONFIDENCE):
+    """``n`` prior samples of ``model`` (likelihood means) labelled by ``teacher``; the confident ones."""
+    torch.manual_seed(seed)
+    model.eval()
+    teacher.eval()
+    xs = model.sample(n).clamp(0, 1).float()
+    p = torch.softmax(torch.cat([teacher(xs[i : i + 1000]) for i in range(0, n, 1000)]), 1)
+    conf, lab = p.max(1)
+    keep = (conf > confidence).numpy()
+    return xs.numpy()[keep], lab.numpy()[keep].astype(np.int64)
+
+
+def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, variants, strength, pool,
+        generated: int = 20000, arms=ARMS, log=print):
     per_seed = []
     for seed in seeds:
         idx = few_label_subset(train_y, per_class, seed, pool)
         x, y = train_x[idx], train_y[idx]
         px, py = vae_pool(model, x, y, variants, strength, seed)
         row = {"seed": seed, "indices": idx.tolist()}
-        for arm in ARMS:
+        nets = {}
+        for arm in arms:
             t0 = time.perf_counter()
-            data = (x, y) if arm in ("none", "classical") else (px, py)
-            net = train_classifier(*data, steps=steps, seed=seed, classical=arm.endswith("classical"))
+            classical = arm.endswith("classical")
+            if arm.startswith("gen"):
+                teacher = nets["classical" if classical else "none"]
+                gx, gy = generated_pool(model, teacher, generated, seed)
+                row[f"{arm}_kept"] = int(len(gx))
+                net = train_classifier(x, y, steps=steps, seed=seed, classical=classical, extra=(gx, gy))
+            else:
+                data = (x, y) if arm in ("none", "classical") else (px, py)
+                net = train_classifier(*data, steps=steps, seed=seed, classical=classical)
+            if arm in ("none", "classical"):
+                nets[arm] = net
             row[arm] = accuracy(net, eval_x, eval_y)
             row[f"{arm}_seconds"] = time.perf_counter() - t0
         per_seed.append(row)
-        log(f"  seed {seed}: " + ", ".join(f"{a} {row[a] * 100:.2f}%" for a in ARMS))
+        log(f"  seed {seed}: " + ", ".join(f"{a} {row[a] * 100:.2f}%" for a in arms))
     summary = {}
-    for arm in ARMS:
+    for arm in arms:
         accs = [r[arm] * 100 for r in per_seed]
         summary[arm] = {"mean": statistics.mean(accs), "std": statistics.stdev(accs) if len(accs) > 1 else 0.0}
-    for a, b in (("vae+classical", "classical"), ("vae", "none"), ("classical", "none")):
+    for a, b in PAIRS:
+        if a not in arms or b not in arms:
+            continue
         d = [(r[a] - r[b]) * 100 for r in per_seed]
         summary[f"{a} - {b}"] = {"mean": statistics.mean(d), "std": statistics.stdev(d) if len(d) > 1 else 0.0}
     return per_seed, summary
@@ -143,7 +188,8 @@ def bench_augment(args):
     log(f"bench augment: {args.per_class} labels/class, {len(seeds)} seeds, {args.steps} steps, "
         f"{args.variants} VAE variants/image at strength {args.strength}, eval on {len(eval_x)} {args.split} images")
     per_seed, summary = run(model, train_x, train_y, eval_x, eval_y, seeds=seeds, per_class=args.per_class,
-                            steps=args.steps, variants=args.variants, strength=args.strength, pool=pool, log=log)
+                            steps=args.steps, variants=args.variants, strength=args.strength, pool=pool,
+                            generated=args.generated, log=log)
     card = getattr(model, "card", {}) or {}
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payload = {"task": "augment", "set": f"mnist-{args.split}", "command": command,
@@ -151,6 +197,9 @@ def bench_augment(args):
                             "optimizer": "Adam 1e-3", "cnn": "conv32-conv64-maxpool-dropout0.25-fc128-dropout0.5-fc10",
                             "classical": "random affine +-15 deg, +-2 px, scale 0.9-1.1, fresh per draw",
                             "vae": f"{args.variants} latent variants per labelled image, strength {args.strength}",
+                            "gen": f"{args.generated} prior samples of the VAE labelled by the same seed's none / "
+                                   f"classical classifier, kept at softmax confidence > {GEN_CONFIDENCE}; half of "
+                                   "every batch",
                             "vae_training": "the VAE saw MNIST training images without labels",
                             "eval_images": len(eval_x)},
                "model": args.model, "model_data": card.get("data"),
@@ -160,10 +209,13 @@ def bench_augment(args):
     for arm in ARMS:
         md.append(f"| {arm} | {summary[arm]['mean']:.2f} ± {summary[arm]['std']:.2f}% |")
     md += ["", "| paired difference | mean ± std (points) |", "|---|---|"]
-    for k in ("vae+classical - classical", "vae - none", "classical - none"):
+    for k in (f"{a} - {b}" for a, b in PAIRS):
         md.append(f"| {k} | {summary[k]['mean']:+.2f} ± {summary[k]['std']:.2f} |")
     md += ["", f"MNIST, {args.per_class} labelled images per class; {args.steps} steps of batch 100; "
-           f"{len(eval_x)} {args.split} images. The VAE ({args.model}) was trained without labels.",
+           f"{len(eval_x)} {args.split} images. The VAE ({args.model}) was trained without labels. "
+           f"vae: {args.variants} latent variants of each labelled image at strength {args.strength}; "
+           f"gen: {args.generated} VAE prior samples labelled by that seed's none/classical classifier "
+           f"(kept at confidence > {GEN_CONFIDENCE}), half of each batch.",
            "", f"Reproduce: `{command}`", ""]
     out_dir = Path(args.output)
     stem = f"augment-mnist{'-val' if args.split == 'val' else ''}"

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=300, help="classifier steps (batch 100)")
     b.add_argument("--variants", type=int, default=10, help="VAE variants per labelled image")
     b.add_argument("--strength", type=float, default=0.5)
+    b.add_argument("--generated", type=int, default=20000, help="VAE prior samples offered to the gen arms")
     b.add_argument("--split", choices=("test", "val"), default="test", help="val: last 10,000 training images")
     b.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     b.add_argument("-o", "--output", default="results")

@@ -140,7 +140,8 @@ def _objective(model, y_patches: torch.Tensor, theta, seed: int) -> float:
 
 
 def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, seed: int = 0,
-                   starts=((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.5), (0.0, -0.5)), iters: int = 80):
+                   starts=((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.5), (0.0, -0.5)), iters: int = 80,
+                   step: float = 0.25):
     """Find (gain, gamma, cast) by maximum likelihood under ``model`` and apply them to ``img``.
 
     ``model``: a VAE trained on well-exposed patches (``model.card['data']['patch_size']``
@@ -166,8 +167,10 @@ def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, s
     best = None
     for s in starts:
         theta0 = np.r_[s, np.zeros(2)] if C > 1 else np.asarray(s, float)
+        # an explicit first simplex: scipy's default steps off a zero coordinate by only 0.00025
+        simplex = np.vstack([theta0, theta0 + step * np.eye(len(theta0))])
         r = minimize(lambda t: _objective(model, patches, t, seed), theta0, method="Nelder-Mead",
-                     options={"maxiter": iters, "xatol": 1e-3, "fatol": 1e-5})
+                     options={"maxiter": iters, "xatol": 1e-3, "fatol": 1e-5, "initial_simplex": simplex})
         if best is None or r.fun < best.fun:
             best = r
     params = _theta_to_params(best.x, C)
