@@ -119,3 +119,23 @@ def test_bench_augment_pieces_on_synthetic_digits():
     assert set(summary) >= {"none", "classical", "vae", "vae+classical", "gen", "gen+classical", "vae+classical - classical", "gen - none"}
     assert all(0 <= r["gen_kept"] <= 50 for r in per_seed)
     assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1
+
+
+def test_api_augment_tensor_labels_and_paths(tmp_path):
+    import vaekit
+
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3)
+    x = torch.rand(2, 1, 8, 8)
+    v = vaekit.augment(x, 3, strength=1.0, model=vae, seed=5)
+    assert v.shape == (2, 3, 1, 8, 8) and torch.equal(v, vaekit.augment(x, 3, strength=1.0, model=vae, seed=5))
+    assert not torch.equal(v[:, 0], v[:, 1])  # the variants differ from each other
+    cvae = create_model("cvae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3, num_classes=4)
+    a = vaekit.augment(x, 2, model=cvae, labels=[0, 3], seed=1)
+    b = vaekit.augment(x, 2, model=cvae, labels=[1, 2], seed=1)
+    assert a.shape == (2, 2, 1, 8, 8) and not torch.equal(a, b)  # the label reaches the decoder
+    with pytest.raises(VaekitError, match="class-conditional"):
+        vaekit.augment(x, 2, model=vae, labels=[0, 1])
+    with pytest.raises(VaekitError, match="output"):
+        vaekit.augment(tmp_path, 2, model=vae)
+    assert callable(vaekit.enhance.apply_ops) and callable(vaekit.compensate)

@@ -7,6 +7,8 @@ The functions here mirror the CLI::
     grid = vaekit.generate(model, n=64, temperature=1.0, seed=0)   # (64, 1, 28, 28) in [0, 1]
     data = vaekit.compress(image, quality=4)                       # .vkc bytes (shipped codec)
     image2 = vaekit.decompress(data)                                # uint8 H x W x 3
+    variants = vaekit.augment(digits, n=10, strength=0.5)           # (B, 10, 1, 28, 28)
+    fixed, info = vaekit.compensate(dark_photo)                     # exposure, gamma, colour cast
 """
 __version__ = "0.1.0"
 
@@ -14,6 +16,9 @@ from .errors import VaekitError
 from .io import read_image, write_image
 from .pretrained import load_model, load_pretrained
 from .registry import create_model, list_models
+from . import enhance  # the module: enhance.apply_ops(img, "contrast,sharpen"), enhance.contrast, ...
+from .tasks.augment import augment
+from .tasks.compensate import compensate
 from .tasks.compress import compress, decompress
 from .tasks.generate import evaluate, generate, interpolate
 
@@ -28,4 +33,5 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
 
 
 __all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
-           "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image"]
+           "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image",
+           "augment", "enhance", "compensate"]

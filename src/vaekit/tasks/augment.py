@@ -133,3 +133,29 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
     dst.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
     return rows
+
+
+def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", seed: int = 0,
+            classical: bool = False, labels=None, output=None, keep_label: bool = False):
+    """Latent variants of images (the API behind ``vaekit augment``).
+
+    ``images``: a (B, C, H, W) tensor in [0, 1] -> (B, n, C, H, W) variants; ``labels``
+    (B,) conditions a class-conditional model.  Or a file / folder path with
+    ``output``: writes the variants and ``manifest.jsonl`` there and returns the
+    manifest rows."""
+    from pathlib import Path
+
+    from ..pretrained import load_model
+
+    if isinstance(images, (str, Path)):
+        if output is None:
+            raise VaekitError("augment(path, ...) needs output=FOLDER")
+        return augment_paths(images, output, n=n, strength=strength, model=model, seed=seed,
+                             keep_label=keep_label, classical=classical)
+    m = load_model(model) if isinstance(model, (str, Path)) else model
+    x = torch.as_tensor(images, dtype=torch.float32)
+    if labels is not None:
+        if not getattr(m, "conditional", False):
+            raise VaekitError("labels need a class-conditional model (arch cvae)")
+        m.condition(torch.as_tensor(labels).long())
+    return latent_variants(m, x, n, strength=strength, seed=seed, classical=classical)
