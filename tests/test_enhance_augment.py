@@ -139,3 +139,44 @@ def test_api_augment_tensor_labels_and_paths(tmp_path):
     with pytest.raises(VaekitError, match="output"):
         vaekit.augment(tmp_path, 2, model=vae)
     assert callable(vaekit.enhance.apply_ops) and callable(vaekit.compensate)
+
+
+def test_cli_augment_enhance_compensate_and_bad_input(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    src = tmp_path / "digits"
+    for i, d in enumerate(rendered_digits("01")):
+        write_image(src / "sub" / f"d{i}.png", d)
+    out = tmp_path / "aug"
+    assert main(["augment", str(src), "-o", str(out), "-n", "3", "--strength", "1", "--seed", "2", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["variant"] for r in rows} == {0, 1, 2}
+    assert all((out / r["output"]).is_file() and r["output"].startswith("sub/") for r in rows)
+    assert Image.open(out / rows[0]["output"]).size == (28, 28)
+
+    img = (photo() * 255).astype(np.uint8)
+    write_image(tmp_path / "p.png", img)
+    assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "e.png"), "--ops", "contrast,sharpen"]) == 0
+    assert np.asarray(Image.open(tmp_path / "e.png")).std() > img.std()
+    dark = comp.degrade_exposure(img, gain=0.4, gamma=1.0, cast=(1.0, 1.0, 1.0))
+    write_image(tmp_path / "dark.png", dark)
+    assert main(["compensate", str(tmp_path / "dark.png"), "-o", str(tmp_path / "f.png"), "--method", "percentile"]) == 0
+    assert np.asarray(Image.open(tmp_path / "f.png")).mean() > dark.mean() + 40
+    capsys.readouterr()
+
+    (tmp_path / "empty").mkdir()
+    for argv in (["augment", str(src), "-o", str(tmp_path / "x"), "-n", "0"],
+                 ["augment", str(src), "-o", str(tmp_path / "x"), "--strength", "3.5"],
+                 ["augment", str(tmp_path / "empty"), "-o", str(tmp_path / "x")],
+                 ["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png"), "--ops", "contrast,glow"],
+                 ["compensate", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.png").exists()
