@@ -47,7 +47,7 @@ def main(argv=None):
         "model": "conv-vae", "model_args": {"in_channels": 1, "channels": [32, 64], "blocks": 1,
                                             "latent_channels": 8, "image_size": 28},
         "data": "mnist", "data_dir": str(data_dir), "binarize": True, "batch_size": 128,
-        "epochs": 1 if args.tiny else 3, "max_steps": 10 if args.tiny else 0, "lr": 2e-3, "min_lr": 1e-4,
+        "epochs": 1 if args.tiny else 2, "max_steps": 10 if args.tiny else 0, "lr": 2e-3, "min_lr": 1e-4,
         "kl_warmup_steps": 5 if args.tiny else 1000, "seed": args.seed, "val_size": 100 if args.tiny else 10000,
         "eval_every": 10 if args.tiny else 0})
     vaekit.train(cfg, out / "conv-vae-run", quiet=True)

@@ -198,3 +198,23 @@ def test_shipped_compensation_vae_undoes_a_dark_warm_cast():
     assert info["method"] == "vae" and info["gain"] < 0.8  # it brightens (the correction divides by gain)
     assert info["cast"][0] > info["cast"][2]  # and finds red boosted against blue
     assert psnr(out) > psnr(y) + 10 and psnr(out) > psnr(comp.gray_world(y)) + 3  # measured: 12.1 -> 28.4 dB
+
+
+def test_keep_label_with_the_shipped_cvae(tmp_path):
+    """Folder per class in and out; each variant is decoded with its folder's class."""
+    import json
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("38")
+    write_image(tmp_path / "in" / "3" / "a.png", d[0])
+    write_image(tmp_path / "in" / "8" / "b.png", d[1])
+    assert main(["augment", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-n", "2", "--keep-label",
+                 "--model", "cvae-mnist", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [("3", "3"), ("3", "3"), ("8", "8"), ("8", "8")]
+    write_image(tmp_path / "bad" / "x" / "c.png", d[0])  # a folder that is not a class of the model
+    assert main(["augment", str(tmp_path / "bad"), "-o", str(tmp_path / "o2"), "--keep-label", "--model", "cvae-mnist"]) == 2
+    assert main(["augment", str(tmp_path / "in"), "-o", str(tmp_path / "o3"), "--keep-label"]) == 2  # mnist-vae: no labels

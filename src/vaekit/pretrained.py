@@ -22,7 +22,8 @@ from .registry import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> file stem in WEIGHTS_DIR.  Names are stable public identifiers.
-SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "compensate-vae": "compensate-vae"}
+SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "compensate-vae": "compensate-vae",
+           "cvae-mnist": "cvae-mnist"}
 
 
 def models_dir() -> Path:
@@ -72,7 +73,8 @@ def read_card(path: str | Path) -> dict:
         raise VaekitError(f"cannot read model card {path}: {e}") from None
 
 
-def load_from_files(weights: Path, card_path: Path, verify: bool = True) -> torch.nn.Module:
+def load_from_files(weights: str | Path, card_path: str | Path, verify: bool = True) -> torch.nn.Module:
+    weights = Path(weights)
     card = read_card(card_path)
     if not weights.is_file():
         raise VaekitError(f"weights file {weights} is missing")
