@@ -218,3 +218,25 @@ def test_keep_label_with_the_shipped_cvae(tmp_path):
     write_image(tmp_path / "bad" / "x" / "c.png", d[0])  # a folder that is not a class of the model
     assert main(["augment", str(tmp_path / "bad"), "-o", str(tmp_path / "o2"), "--keep-label", "--model", "cvae-mnist"]) == 2
     assert main(["augment", str(tmp_path / "in"), "-o", str(tmp_path / "o3"), "--keep-label"]) == 2  # mnist-vae: no labels
+
+
+def test_bench_compensate_on_a_tiny_set(tmp_path):
+    """Every method on the same degraded bytes; JSON, table and a side-by-side picture are written."""
+    import json
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from vaekit.bench_compensate import bench_compensate
+    from vaekit.io import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "set" / f"p{i}.png", (photo(seed=i) * 255).astype(np.uint8))
+    args = SimpleNamespace(data_root=str(tmp_path), sets="set", methods="none,percentile,gray-world", model=None,
+                           limit=None, output=str(tmp_path / "res"), seed=0, quiet=True, argv=[])
+    payload = bench_compensate(args)["set"]
+    assert payload["n_images"] == 2 and payload["best_classical"] in ("percentile", "gray-world")
+    assert json.loads((tmp_path / "res" / "compensate-set.json").read_text())["summary"]["none"]["psnr"] > 0
+    # original, degraded, percentile, gray-world: 4 tiles of 256 px height
+    w, h = Image.open(tmp_path / "res" / "compensate-set.png").size
+    assert h == 256 and w == 4 * round(96 * 256 / 64)

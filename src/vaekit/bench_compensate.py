@@ -61,6 +61,7 @@ def bench_compensate(args):
             params = C.random_degradation(np.random.default_rng(args.seed * 1_000_003 + i))
             y = C.degrade_exposure(img, **params)
             row = {"image": f.name, "degradation": params}
+            outputs = [img, y]
             for m in methods:
                 t0 = time.perf_counter()
                 if m == "none":
@@ -69,12 +70,14 @@ def bench_compensate(args):
                     out, info = C.compensate(y, method="vae", model=model, seed=args.seed)
                 else:
                     out, info = C.compensate(y, method=m)
+                if m != "none":
+                    outputs.append(out)
                 row[m] = {**_score(img, out), "seconds": time.perf_counter() - t0,
                           **({"found": {k: info[k] for k in ("gain", "gamma", "cast")}} if m == "vae" else {})}
             rows.append(row)
             log(f"  {set_name} {f.name}: " + ", ".join(f"{m} {row[m]['psnr']:.2f}" for m in methods))
             if i == 0:
-                _picture(args.output, set_name, img, y, {m: None for m in methods}, C, model, args.seed)
+                _picture(Path(args.output) / f"compensate-{set_name}.png", outputs)
         summary = {m: {"psnr": statistics.mean(r[m]["psnr"] for r in rows),
                        "ssim": statistics.mean(r[m]["ssim"] for r in rows),
                        "seconds_median": statistics.median(r[m]["seconds"] for r in rows)} for m in methods}
@@ -101,16 +104,12 @@ def bench_compensate(args):
     return payloads
 
 
-def _picture(out_dir, set_name, img, y, methods, C, model, seed):
-    """One image across methods, side by side: results/compensate-<set>.png."""
+def _picture(path: Path, tiles, height: int = 256):
+    """One image across methods (original, degraded, then each method), side by side, ``height`` px tall."""
+    from PIL import Image
+
     from .io import write_image
 
-    tiles = [img, y]
-    for m in methods:
-        if m == "none":
-            continue
-        out = C.compensate(y, method=m, **({"model": model, "seed": seed} if m == "vae" else {}))[0]
-        tiles.append(out)
-    h = min(t.shape[0] for t in tiles)
-    strip = np.concatenate([t[:h] for t in tiles], axis=1)
-    write_image(Path(out_dir) / f"compensate-{set_name}.png", strip)
+    small = [np.asarray(Image.fromarray(t).resize((max(1, round(t.shape[1] * height / t.shape[0])), height),
+                                                  Image.Resampling.LANCZOS)) for t in tiles]
+    write_image(path, np.concatenate(small, axis=1))
