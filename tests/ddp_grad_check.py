@@ -39,6 +39,7 @@ def main(out_path):
         with open(out_path, "w") as f:
             json.dump({"averaged": bool(ok_mean), "ranks_differ": bool(differs),
                        "max_err": float((g_ddp - mean).abs().max())}, f)
+    del wrapped, m  # the DDP reducer must go before its process group (see dist.teardown)
     D.teardown(info)
 
 

@@ -1,6 +1,7 @@
 """Distributed data parallel as a branch on torchrun's environment variables."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -53,6 +54,10 @@ def barrier(info: DistInfo) -> None:
 
 
 def teardown(info: DistInfo) -> None:
+    """Leave the process group.  Drop every DistributedDataParallel wrapper first: a DDP reducer
+    that outlives its gloo group aborts the process at exit ("terminate called without an active
+    exception", about one run in ten on a loaded 2-core machine)."""
     if info.enabled and dist.is_initialized():
+        gc.collect()  # DDP wrappers sit in reference cycles; collect them before the group goes
         dist.barrier()  # no rank leaves while another still talks to it (gloo aborts on a closed peer)
         dist.destroy_process_group()

@@ -332,6 +332,7 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             if stop_after is not None and step >= stop_after:
                 if bar is not None:
                     bar.close()
+                del ddp_model
                 D.teardown(info)
                 return {"steps": step, "stopped": True}
             if step % cfg.ckpt_every == 0 or step == total:
@@ -346,6 +347,7 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         val = validate(model, val_ds, 500, device, cfg.seed + 12345)
         best, best_step = val["elbo"], step
         save_model(model, out_dir, card(val))
+    del ddp_model
     D.teardown(info)
     throughput = thr_imgs / max(thr_time, 1e-9)
     summary = {"steps": step, "best_val_elbo": best, "best_step": best_step, "img_per_s": throughput,
