@@ -9,6 +9,7 @@ The functions here mirror the CLI::
     image2 = vaekit.decompress(data)                                # uint8 H x W x 3
     variants = vaekit.augment(digits, n=10, strength=0.5)           # (B, 10, 1, 28, 28)
     fixed, info = vaekit.compensate(dark_photo)                     # exposure, gamma, colour cast
+    clean = vaekit.denoise(noisy, sigma=25)                         # None: the level is estimated
 """
 __version__ = "0.1.0"
 
@@ -20,6 +21,7 @@ from . import enhance  # the module: enhance.apply_ops(img, "contrast,sharpen"),
 from .tasks.augment import augment
 from .tasks.compensate import compensate
 from .tasks.compress import compress, decompress
+from .tasks.denoise import denoise
 from .tasks.generate import evaluate, generate, interpolate
 
 
@@ -34,4 +36,4 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
 
 __all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
            "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image",
-           "augment", "enhance", "compensate"]
+           "augment", "enhance", "compensate", "denoise"]

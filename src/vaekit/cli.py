@@ -115,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="compensate-vae", help="the natural-image VAE for --method vae")
     _common(p, device=False)
 
+    p = sub.add_parser("denoise", help="remove Gaussian, Poisson or salt-and-pepper noise (VAE or classical)")
+    p.add_argument("input", help="image file or folder (recursive)")
+    p.add_argument("-o", "--output", required=True, help="PNG (or folder); with --samples: a folder of draws")
+    p.add_argument("--sigma", type=float, default=None, help="Gaussian level on the 0-255 scale (default: estimated)")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson", "salt-pepper"))
+    p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
+    p.add_argument("--amount", type=float, default=None, help="salt-pepper: fraction of hit pixels (informative)")
+    p.add_argument("--method", default="vae", help="vae, or a classical one: bm3d, nlm, opencv-nlm, tv, wavelet, "
+                   "gaussian, median")
+    p.add_argument("--model", default=None, help="denoise-gray / denoise-color (chosen by the image), a run folder")
+    p.add_argument("--samples", type=int, default=0, help="N posterior draws: mean.png, sample_*.png, std.png")
+    p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _common(p, device=False)
+
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
     bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
     b = bsub.add_parser("generate", help="likelihood benchmark of a generative VAE on binarized MNIST")
@@ -159,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None)
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False)
+
+    b = bsub.add_parser("denoise", help="VAE and classical denoisers on Set12/BSD68/CBSD68/McMaster (DnCNN protocol)")
+    b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
+    b.add_argument("--sets", default="bsd68", help="comma list: set12, bsd68 (gray), cbsd68, mcmaster (colour)")
+    b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
+    b.add_argument("--noises", default="", help="extra conditions, e.g. poisson30,sp0.1")
+    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, vae-blind and every "
+                   "classical method installed)")
+    b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
+    b.add_argument("--model-color", default=None, help="colour VAE denoiser (default: denoise-color)")
+    b.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
+    b.add_argument("-o", "--output", default="results")
+    b.add_argument("--debug", action="store_true", help="show tracebacks")
+    b.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
     p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
@@ -403,6 +433,26 @@ def cmd_compensate(args):
     print(f"{args.output} ({args.method}){extra}")
 
 
+def cmd_denoise(args):
+    from .tasks.denoise import denoise_paths
+
+    if args.sigma is not None and not 0 <= args.sigma <= 255:
+        raise VaekitError(f"--sigma must lie in 0..255 (the 0-255 scale), not {args.sigma:g}")
+    if args.samples < 0:
+        raise VaekitError("--samples must be 0 or more")
+    progress, close = _folder_bar(args, "images")
+    rows = denoise_paths(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak,
+                         amount=args.amount, method=args.method, model=args.model, samples=args.samples,
+                         seed=args.seed, tile=args.tile, progress=progress, max_pixels=args.max_pixels)
+    close()
+    for r in rows if len(rows) == 1 else []:
+        level = "" if r["sigma"] is None else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"]
+                                                                             else ""))
+        print(f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s")
+    if len(rows) > 1:
+        print(f"denoised {len(rows)} images into {args.output}")
+
+
 def cmd_bench(args):
     if args.task == "generate":
         from .bench import bench_generate
@@ -416,11 +466,15 @@ def cmd_bench(args):
         from .bench_compensate import bench_compensate
 
         return bench_compensate(args)
+    if args.task == "denoise":
+        from .bench_denoise import bench_denoise
+
+        return bench_denoise(args)
     if args.task == "compress":
         from .bench_compress import bench_compress
 
         return bench_compress(args)
-    raise VaekitError("bench needs a task: generate, compress, augment or compensate")
+    raise VaekitError("bench needs a task: generate, compress, denoise, augment or compensate")
 
 
 def cmd_demo(args):
@@ -431,7 +485,7 @@ def cmd_demo(args):
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
             "compress": cmd_compress, "decompress": cmd_decompress, "augment": cmd_augment, "enhance": cmd_enhance,
-            "compensate": cmd_compensate, "bench": cmd_bench, "demo": cmd_demo}
+            "compensate": cmd_compensate, "denoise": cmd_denoise, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -3,6 +3,7 @@ from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
+from .denoiser import DenoisingVAE
 from .hierarchical import HierarchicalVAE
 from .vae import ConvVAE, MLPVAE
 
@@ -10,6 +11,8 @@ register("mlp-vae", "fully connected VAE, optional dropout (any likelihood)")(ML
 register("conv-vae", "fully convolutional ResNet VAE with a spatial latent, any size divisible by its stride")(ConvVAE)
 register("cvae", "class-conditional MLP VAE (label into encoder and decoder), for label-keeping augmentation")(
     ConditionalMLPVAE)
+register("denoise-vae", "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
+         "any size (multiples of 8), gray or RGB")(DenoisingVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
 register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
     lambda **kw: CompressionVAE(prior="factorized", **kw))
@@ -18,4 +21,4 @@ register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 201
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
     lambda **kw: CompressionVAE(prior="mean-scale", **kw))
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE"]
+__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE"]

@@ -1,0 +1,221 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import degrade
+from vaekit.cli import main
+from vaekit.errors import VaekitError
+
+
+def smooth_image(h=96, w=80, c=None, seed=0):
+    """A rendered test picture: gradients, a disc and stripes (ours to ship)."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.3 + 0.4 * xx + 0.2 * np.sin(6 * yy)
+    img[(yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.05] = 0.85
+    img[:, (np.arange(w) // 6) % 2 == 0] *= 0.9
+    img = np.clip(img, 0, 1)
+    if c:
+        img = np.stack([img, img[::-1], 1 - img], -1)
+    return img
+
+
+def test_gaussian_noise_is_seeded_unclipped_and_has_its_level():
+    x = smooth_image(128, 128)
+    a, b = degrade.gaussian(x, 25, seed=3), degrade.gaussian(x, 25, seed=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, degrade.gaussian(x, 25, seed=4))
+    assert degrade.gaussian(np.zeros((64, 64)), 25).min() < 0  # not clipped (the DnCNN protocol)
+    assert abs(np.std(a - x) * 255 - 25) < 0.5
+    with pytest.raises(VaekitError):
+        degrade.gaussian(x, 300)
+
+
+def test_poisson_and_salt_pepper():
+    x = np.full((200, 200), 0.5)
+    p = degrade.poisson(x, 30, seed=0)
+    assert abs(p.mean() - 0.5) < 0.01 and abs(p.var() - 0.5 / 30) < 0.002
+    rgb = smooth_image(100, 100, c=3)
+    sp = degrade.salt_pepper(rgb, 0.1, seed=1)
+    hit = np.any(sp != rgb, axis=-1)
+    assert 0.08 < hit.mean() < 0.12
+    assert np.all(np.isin(sp[hit], (0.0, 1.0)))  # the same positions in every channel, set to 0 or 1
+
+
+def test_sigma_estimator_is_close_on_a_smooth_image():
+    x = smooth_image(256, 256)
+    for s in (10, 25, 50):
+        est = degrade.estimate_sigma(degrade.gaussian(x, s, seed=s))
+        assert abs(est - s) < 0.1 * s + 1.5, (s, est)
+
+
+def test_anscombe_round_trip_is_nearly_unbiased():
+    from vaekit.tasks.denoise import for_noise
+
+    x = np.full((300, 300), 0.4)
+    y = degrade.poisson(x, 30, seed=2)
+    # the ideal Gaussian denoiser for a constant image: the mean in the transformed domain
+    est, s = for_noise(lambda a, sig: np.full_like(a, a.mean()), y, "poisson", peak=30)
+    assert abs(est.mean() - 0.4) < 0.005
+    assert 20 < s < 26  # unit noise in the stabilised domain, on the 0-255 scale
+
+
+def test_impulse_fill_removes_salt_and_pepper():
+    from vaekit import baselines
+    from vaekit.bench_denoise import psnr_u8
+    from vaekit.tasks.denoise import impulse_fill
+
+    x = smooth_image(96, 96)
+    y = degrade.salt_pepper(x, 0.1, seed=0)
+    filled, hit = impulse_fill(y)
+    assert hit.mean() > 0.08
+    assert psnr_u8(filled, x) > psnr_u8(y, x) + 15
+    assert psnr_u8(baselines.median(y), x) > psnr_u8(y, x) + 10
+
+
+def test_classical_baselines_improve_a_noisy_image():
+    from vaekit import baselines
+    from vaekit.bench_denoise import psnr_u8
+
+    x = smooth_image(96, 96)
+    y = degrade.gaussian(x, 25, seed=0)
+    for m in ("nlm", "tv", "wavelet", "gaussian", "opencv-nlm"):
+        out = baselines.get(m)(y, 25)
+        assert out.shape == x.shape
+        assert psnr_u8(out, x) > psnr_u8(y, x) + 3, m
+    with pytest.raises(VaekitError):
+        baselines.get("nope")
+
+
+def tiny_denoiser(channels=1, seed=0):
+    from vaekit import create_model
+
+    torch.manual_seed(seed)
+    m = create_model("denoise-vae", channels=channels, widths=[8, 8, 16], latent_channels=2)
+    torch.nn.init.normal_(m.out.weight, std=0.02)  # not the identity the zero init starts from
+    return m.eval()
+
+
+def test_denoising_vae_objective_and_draws():
+    m = tiny_denoiser()
+    m.train()
+    x = torch.rand(3, 1, 32, 32)
+    out = m(x)
+    loss = m.loss(x, out)
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"]) and float(loss["kl"]) >= 0
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    y = x + 0.1 * torch.randn_like(x)
+    mean, std, draws = m.denoise(y, 25.0, samples=4, generator=torch.Generator().manual_seed(0))
+    assert len(draws) == 4 and mean.shape == y.shape and (std > 0).all()
+    assert torch.allclose(mean, torch.stack(draws).mean(0), atol=1e-6)
+    with pytest.raises(ValueError):
+        m.denoise(torch.rand(1, 1, 30, 32), 25.0)  # not a multiple of 8: vae_denoise pads, the model refuses
+
+
+def test_a_tiny_denoiser_learns_to_denoise():
+    """A few hundred steps on one picture: the one-pass estimate beats the noisy input."""
+    from vaekit.bench_denoise import psnr_u8
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    m = tiny_denoiser()
+    m.sigma_range = (20.0, 30.0)
+    x = torch.from_numpy(smooth_image(64, 64)).float()[None, None]
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    m.train()
+    for i in range(150):
+        crops = torch.cat([x[..., a:a + 32, b:b + 32] for a, b in torch.randint(0, 33, (8, 2)).tolist()])
+        loss = m.loss(crops, m(crops))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    clean = smooth_image(64, 64)
+    y = degrade.gaussian(clean, 25, seed=1)
+    est = vae_denoise(m, y, 25)[0]
+    assert psnr_u8(est, clean) > psnr_u8(y, clean) + 2
+
+
+def test_tiles_are_blended_without_seams_and_any_size_works():
+    from vaekit.tasks.denoise import vae_denoise
+
+    m = tiny_denoiser()
+    y = degrade.gaussian(smooth_image(150, 133), 25, seed=0)
+    whole = vae_denoise(m, y, 25, tile=4096)[0]
+    tiled = vae_denoise(m, y, 25, tile=64, overlap=16)[0]
+    assert whole.shape == y.shape == tiled.shape
+    assert np.abs(whole - tiled).mean() < 0.01
+    tiny = vae_denoise(m, y[:5, :7], 25)[0]  # smaller than the stride: padded, cropped
+    assert tiny.shape == (5, 7)
+
+
+def test_denoise_api_with_samples_and_classical(tmp_path):
+    import vaekit
+
+    m = tiny_denoiser(3)
+    y = degrade.gaussian(smooth_image(40, 48, c=3), 15, seed=0)
+    r = vaekit.denoise(y, 15, model=m, samples=3, details=True)
+    assert r.image.shape == y.shape and len(r.samples) == 3 and r.std.shape == y.shape
+    assert r.sigma == 15 and not r.sigma_estimated
+    b = vaekit.denoise(y, method="tv", details=True)
+    assert b.sigma_estimated and 8 < b.sigma < 22
+    with pytest.raises(VaekitError):
+        vaekit.denoise(y[..., 0], 15, model=m)  # a colour model on a gray image
+    with pytest.raises(VaekitError):
+        vaekit.denoise(y, 15, peak=30)  # peak without poisson
+
+
+@pytest.fixture()
+def tiny_run(tmp_path):
+    from vaekit.pretrained import save_model
+
+    m = tiny_denoiser()
+    save_model(m, tmp_path / "run", {"name": "tiny", "arch": "denoise-vae",
+                                     "arch_args": {"channels": 1, "widths": [8, 8, 16], "latent_channels": 2}})
+    return tmp_path / "run"
+
+
+def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
+    from vaekit.io import write_image
+
+    clean = smooth_image(40, 40)
+    write_image(tmp_path / "in" / "a.png", degrade.gaussian(clean, 25, seed=0))
+    write_image(tmp_path / "in" / "sub" / "b.png", degrade.gaussian(clean, 25, seed=1))
+    assert main(["denoise", str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "s"), "--samples", "3",
+                 "--model", str(tiny_run), "--sigma", "25", "--quiet"]) == 0
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["mean.png", "sample_000.png", "sample_001.png", "sample_002.png", "samples.json", "std.png"]
+    meta = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert meta["N"] == 3 and meta["std_scale"] > 0 and meta["seed"] == 0
+    assert main(["denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_run),
+                 "--quiet"]) == 0
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "sub" / "b.png").is_file()
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    bad = [["--sigma", "300"], ["--peak", "30"], ["--max-pixels", "100"], ["--samples", "-1"]]
+    for extra in bad:
+        assert main(["denoise", str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "x.png"),
+                     "--model", str(tiny_run), *extra]) == 2, extra
+    assert main(["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("vaekit: error:") == 5
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bench_denoise_tiny(tmp_path, tiny_run):
+    from vaekit.io import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "data" / "set12" / f"{i:02d}.png", smooth_image(48, 40 + 8 * i))
+    assert main(["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sets", "set12", "--sigmas", "25",
+                 "--noises", "sp0.1", "--methods", "vae,vae-blind,tv,median", "--model-gray", str(tiny_run),
+                 "-o", str(tmp_path / "res"), "--quiet"]) == 0
+    res = json.loads((tmp_path / "res" / "denoise-set12.json").read_text())
+    s = res["summary"]
+    assert set(s) == {"sigma25", "sp0.1"}
+    assert "median" in s["sp0.1"] and "median" not in s["sigma25"]
+    assert s["sigma25"]["tv"]["psnr"] > 25 and "sigma_estimator" in s["sigma25"]
+    assert len({r["noisy_sha256"] for r in res["per_image"]}) == 4
+    assert (tmp_path / "res" / "denoise-set12.md").is_file() and (tmp_path / "res" / "denoise-set12.png").is_file()
