@@ -219,3 +219,59 @@ def test_bench_denoise_tiny(tmp_path, tiny_run):
     assert s["sigma25"]["tv"]["psnr"] > 25 and "sigma_estimator" in s["sigma25"]
     assert len({r["noisy_sha256"] for r in res["per_image"]}) == 4
     assert (tmp_path / "res" / "denoise-set12.md").is_file() and (tmp_path / "res" / "denoise-set12.png").is_file()
+
+
+def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys):
+    """A short self-supervised fit: the Gaussian noise model is the likelihood; the fitted run then
+    works as --model for vaekit denoise (draws averaged)."""
+    from vaekit.io import write_image
+    from vaekit.pretrained import load_model
+    from vaekit.tasks.selfsup import SETTINGS
+
+    for i in range(3):
+        write_image(tmp_path / "noisy" / f"{i}.png", np.clip(degrade.gaussian(smooth_image(48, 48), 25, seed=i), 0, 1))
+    old = dict(SETTINGS)
+    SETTINGS.update(model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2}, patch_size=32,
+                    batch_size=8, patches_per_image=4, eval_every=3, ckpt_every=3, samples=3)
+    try:
+        assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "run"), "--steps", "6",
+                     "--quiet"]) == 0
+        out = capsys.readouterr().out
+        assert "noise model: Gaussian sigma" in out
+        m = load_model(tmp_path / "run")
+        assert m.likelihood.sigma * 255 == pytest.approx(float(out.split("sigma ")[1].split(";")[0]), abs=0.01)
+        assert 15 < m.likelihood.sigma * 255 < 35  # estimated blind from the noisy images
+        assert main(["denoise", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "d"), "--model",
+                     str(tmp_path / "run"), "--samples", "2", "--quiet"]) == 0
+        assert json.loads((tmp_path / "d" / "samples.json").read_text())["method"] == "vae-selfsup"
+        assert main(["denoise-fit", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "r2")]) == 2
+        assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "r3"), "--peak", "3"]) == 2
+    finally:
+        SETTINGS.clear()
+        SETTINGS.update(old)
+
+
+def test_bench_denoise_selfsup_fits_on_the_noisy_set_once(tmp_path):
+    from vaekit.io import write_image
+    from vaekit.tasks.selfsup import SETTINGS
+
+    for i in range(2):
+        write_image(tmp_path / "data" / "bsd68" / f"{i:02d}.png", smooth_image(48, 48))
+    old = dict(SETTINGS)
+    SETTINGS.update(model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2}, patch_size=32,
+                    batch_size=4, patches_per_image=4, max_steps=4, eval_every=2, ckpt_every=2, samples=2)
+    try:
+        args = ["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sets", "bsd68", "--sigmas", "25",
+                "--methods", "vae-selfsup,tv", "-o", str(tmp_path / "res"), "--quiet"]
+        assert main(args) == 0
+        res = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())
+        fit = res["selfsup_fits"]["sigma25"]
+        assert fit["steps"] == 4 and "vae-selfsup" in res["summary"]["sigma25"]
+        fitted = list((tmp_path / "res" / ".cache").glob("selfsup-bsd68-sigma25-n2/noisy/*.npy"))
+        assert len(fitted) == 2  # the noisy inputs, never the clean images
+        assert main(args) == 0  # the second run reuses the fit
+        again = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())["selfsup_fits"]["sigma25"]
+        assert again["this_run_s"] < fit["this_run_s"] + 1 and again["fit_wall_s"] == fit["fit_wall_s"]
+    finally:
+        SETTINGS.clear()
+        SETTINGS.update(old)

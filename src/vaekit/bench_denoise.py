@@ -30,7 +30,7 @@ from .errors import VaekitError
 
 GRAY_SETS = ("set12", "bsd68")
 COLOR_SETS = ("cbsd68", "mcmaster")
-VAE_METHODS = ("vae", "vae-8", "vae-blind")
+VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup")
 CLASSICAL = ("bm3d", "nlm", "tv", "opencv-nlm", "wavelet", "gaussian", "median")
 
 
@@ -134,6 +134,8 @@ def _run(method, y, cond, models, seed):
     from .tasks import denoise as T
 
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak"), "amount": None}
+    if method == "vae-selfsup":
+        return T.vae_denoise(models["selfsup"], y, None, seed=seed)[0], None
     if method.startswith("vae"):
         model = models["gray" if y.ndim == 2 else "color"]
         k = 8 if method == "vae-8" else 0
@@ -169,14 +171,14 @@ def bench_denoise(args) -> dict:
             raise VaekitError(f"unknown set {s!r}; known: {', '.join(GRAY_SETS + COLOR_SETS)}")
     conds = parse_conditions(args.sigmas, args.noises)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else \
-        [*VAE_METHODS, *[m for m in CLASSICAL if m in B.available()]]
+        ["vae", "vae-8", "vae-blind", *[m for m in CLASSICAL if m in B.available()]]  # vae-selfsup: ask for it
     for m in methods:
         if m not in VAE_METHODS + CLASSICAL:
             raise VaekitError(f"unknown method {m!r}; known: {', '.join(VAE_METHODS + CLASSICAL)}")
         if m == "bm3d" and "bm3d" not in B.available():
             raise VaekitError("bm3d is not installed: pip install 'vaekit[bm3d]' (non-commercial licence)")
     models = {}
-    if any(m.startswith("vae") for m in methods):
+    if any(m in ("vae", "vae-8", "vae-blind") for m in methods):
         if any(s in GRAY_SETS for s in sets):
             models["gray"] = load_denoiser(args.model_gray, 1)
         if any(s in COLOR_SETS for s in sets):
@@ -192,13 +194,18 @@ def bench_denoise(args) -> dict:
         if args.limit:
             images = images[: args.limit]
         rows = []
+        fits = {}
         for ci, cond in enumerate(conds):
-            for i, (name, clean) in enumerate(images):
-                from .degrade import add_noise
+            from .degrade import add_noise
 
+            noisy = [add_noise(clean, cond["noise"], sigma=cond.get("sigma"), peak=cond.get("peak"),
+                               amount=cond.get("amount"), seed=_seed(set_name, i, cond))
+                     for i, (_, clean) in enumerate(images)]
+            if "vae-selfsup" in methods and cond["noise"] != "salt-pepper":
+                models["selfsup"], fits[cond["tag"]] = _fit_selfsup(out_dir, set_name, cond, images, noisy, args)
+            for i, (name, clean) in enumerate(images):
                 seed = _seed(set_name, i, cond)
-                y = add_noise(clean, cond["noise"], sigma=cond.get("sigma"), peak=cond.get("peak"),
-                              amount=cond.get("amount"), seed=seed)
+                y = noisy[i]
                 sha = hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()
                 row = {"image": name, "condition": cond["tag"], "noise_seed": seed, "noisy_sha256": sha[:16],
                        "noisy": {"psnr": psnr_u8(y, clean)}}
@@ -206,6 +213,8 @@ def bench_denoise(args) -> dict:
                 for m in methods:
                     if m == "median" and cond["noise"] != "salt-pepper":
                         continue  # the median filter is the salt-and-pepper baseline only
+                    if m == "vae-selfsup" and cond["noise"] == "salt-pepper":
+                        continue  # no noise model to fit
                     k = Cache.key(m, cond, sha)
                     hit = None if m.startswith("vae") else cache.get(k)
                     if hit is not None and not (ci == 0 and i == 0):
@@ -238,6 +247,7 @@ def bench_denoise(args) -> dict:
                 err = [r["vae-blind"]["sigma_estimated"] - cond["sigma"] for r in rs]
                 summary[cond["tag"]]["sigma_estimator"] = {"mean_error": statistics.mean(err),
                                                            "mean_abs_error": statistics.mean(abs(e) for e in err)}
+        models.pop("selfsup", None)
         model_info = {k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
                       for k, v in models.items()}
         payload = {"task": "denoise", "set": set_name, "n_images": len(images), "command": command,
@@ -246,7 +256,7 @@ def bench_denoise(args) -> dict:
                                "every method gets the true sigma (Poisson: the peak) except vae-blind, which "
                                "estimates it; one thread, in-process, models loaded; vae = one pass (prior mean), "
                                "vae-8 = mean of 8 posterior draws",
-                   "threads": args.threads, "models": model_info,
+                   "threads": args.threads, "models": model_info, "selfsup_fits": fits,
                    "baseline_params": {m: _params(m) for m in methods if not m.startswith("vae")},
                    "provenance": provenance({"noise": "sha256(set/index/condition)[:4]"}),
                    "summary": summary, "per_image": rows}
@@ -255,6 +265,38 @@ def bench_denoise(args) -> dict:
         log(_table(set_name, summary, methods, command))
     print(f"reproduce with: {command}")
     return payloads
+
+
+def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args):
+    """Fit the self-supervised denoiser on this condition's noisy images (as float .npy; never a clean one),
+    once: the run folder under results/.cache is reused.  Returns (wrapped model, fit record)."""
+    import torch
+
+    from .pretrained import load_model
+    from .tasks import selfsup
+
+    folder = out_dir / ".cache" / f"selfsup-{set_name}-{cond['tag']}-n{len(images)}"
+    data = folder / "noisy"
+    data.mkdir(parents=True, exist_ok=True)
+    for (name, _), y in zip(images, noisy):
+        dest = data / (Path(name).stem + ".npy")
+        if not dest.is_file():
+            np.save(dest, y.astype(np.float32))
+    run = folder / "run"
+    cfg, _ = selfsup.fit_config(data, sigma=cond.get("sigma"), noise=cond["noise"], peak=cond.get("peak"),
+                                threads=args.threads)
+    done = (run / "checkpoint.pt").is_file() and \
+        torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["step"] >= cfg.max_steps
+    t0 = time.perf_counter()
+    if not done:
+        selfsup.fit(data, run, sigma=cond.get("sigma"), noise=cond["noise"], peak=cond.get("peak"),
+                    threads=args.threads, quiet=True, command=f"(bench denoise fit on {set_name} {cond['tag']})")
+    ck = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
+    torch.set_num_threads(args.threads)
+    rec = {"steps": ck["step"], "best_step": ck["best_step"], "fit_wall_s": round(ck["wall_time_s"], 1),
+           "this_run_s": round(time.perf_counter() - t0, 1), "settings": selfsup.SETTINGS,
+           "side_information": "the true sigma" if cond["noise"] == "gaussian" else "the peak"}
+    return selfsup.SelfSupervisedDenoiser(load_model(run).eval()), rec
 
 
 def _table(set_name, summary, methods, command) -> str:

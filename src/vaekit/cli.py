@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, device=False)
 
+    p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (DivNoising)")
+    p.add_argument("input", help="folder of noisy images (at least 2; one in ten held out for validation)")
+    p.add_argument("-o", "--output", required=True, help="run folder (resumed if it holds a checkpoint)")
+    p.add_argument("--sigma", type=float, default=None, help="Gaussian level, 0-255 scale (default: estimated)")
+    p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson"))
+    p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the frozen setting)")
+    _common(p, device=False)
+
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
     bsub = p.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
     b = bsub.add_parser("generate", help="likelihood benchmark of a generative VAE on binarized MNIST")
@@ -181,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
     b.add_argument("--noises", default="", help="extra conditions, e.g. poisson30,sp0.1")
     b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, vae-blind and every "
-                   "classical method installed)")
+                   "classical method installed; vae-selfsup fits a self-supervised denoiser per set and noise)")
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
     b.add_argument("--model-color", default=None, help="colour VAE denoiser (default: denoise-color)")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
@@ -453,6 +462,22 @@ def cmd_denoise(args):
         print(f"denoised {len(rows)} images into {args.output}")
 
 
+def cmd_denoise_fit(args):
+    import shlex
+
+    from .tasks.selfsup import fit
+
+    if args.peak is not None and args.noise != "poisson":
+        raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
+    r = fit(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak, steps=args.steps,
+            threads=args.threads or 0, seed=args.seed, quiet=args.quiet,
+            command="vaekit " + " ".join(shlex.quote(a) for a in args.argv))
+    model = f"noise model: Gaussian sigma {r['sigma']:.2f}" if r["noise"] == "gaussian" else \
+        f"noise model: Poisson peak {r['peak']:g}"
+    print(f"fitted {args.output} ({model}; {r['steps']} steps, best validation ELBO {r['best_val_elbo']:.1f} "
+          f"at step {r['best_step']}); use it with: vaekit denoise IMAGE --model {args.output} -o OUT")
+
+
 def cmd_bench(args):
     if args.task == "generate":
         from .bench import bench_generate
@@ -485,7 +510,7 @@ def cmd_demo(args):
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
             "compress": cmd_compress, "decompress": cmd_decompress, "augment": cmd_augment, "enhance": cmd_enhance,
-            "compensate": cmd_compensate, "denoise": cmd_denoise, "bench": cmd_bench, "demo": cmd_demo}
+            "compensate": cmd_compensate, "denoise": cmd_denoise, "denoise-fit": cmd_denoise_fit, "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

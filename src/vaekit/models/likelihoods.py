@@ -80,6 +80,28 @@ class Gaussian(Likelihood):
         return mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
 
 
+class PoissonNoise(Likelihood):
+    """The Poisson noise model of a self-supervised denoiser, as its Gaussian approximation:
+    ``y ~ N(s, s / peak)`` for signal ``s`` in [0, 1] units (``peak`` photons at 1)."""
+
+    params_per_channel = 1
+
+    def __init__(self, peak: float = 30.0):
+        super().__init__()
+        self.peak = float(peak)
+
+    def log_prob(self, params, x):
+        var = params.clamp_min(1e-3) / self.peak
+        lp = -0.5 * (math.log(2 * math.pi) + torch.log(var) + (x - params) ** 2 / var)
+        return _sum_per_example(lp)
+
+    def mean(self, params):
+        return params
+
+    def sample(self, params):
+        return params + torch.sqrt(params.clamp_min(1e-3) / self.peak) * torch.randn_like(params)
+
+
 class DiscretizedLogistic(Likelihood):
     """8-bit pixels as a logistic density integrated over each 1/255 bin
     (PixelCNN++ style, one component).  ``x`` is in [0, 1] on the 256-level
@@ -125,7 +147,7 @@ class DiscretizedLogistic(Likelihood):
 
 
 def make_likelihood(name: str, **kwargs) -> Likelihood:
-    table = {"bernoulli": Bernoulli, "gaussian": Gaussian, "logistic": DiscretizedLogistic}
+    table = {"bernoulli": Bernoulli, "gaussian": Gaussian, "logistic": DiscretizedLogistic, "poisson": PoissonNoise}
     if name not in table:
         raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(table)}")
     return table[name](**kwargs)

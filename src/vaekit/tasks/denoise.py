@@ -58,11 +58,15 @@ def load_denoiser(model=None, channels: int = 1):
     from ..models.denoiser import DenoisingVAE
     from ..pretrained import load_model
 
+    from .selfsup import SelfSupervisedDenoiser, is_selfsup
+
     if isinstance(model, torch.nn.Module):
         m = model
     else:
         m = load_model(model or SHIPPED_BY_CHANNELS[channels])
-    if not isinstance(m, DenoisingVAE):
+    if is_selfsup(m):
+        m = SelfSupervisedDenoiser(m)
+    if not isinstance(m, (DenoisingVAE, SelfSupervisedDenoiser)):
         raise VaekitError(f"{model or 'the model'} is not a denoising VAE (train one with model: denoise-vae, "
                           "or fit one on noisy images with vaekit denoise-fit)")
     return m.eval()
@@ -227,6 +231,11 @@ def denoise(image, sigma: float | None = None, *, noise: str = "gaussian", peak:
     extra: dict = {}
     if method == "vae":
         m = load_denoiser(model, 1 if y.ndim == 2 else 3)
+        if hasattr(m, "noise"):  # self-supervised: the fitted noise model replaces the noise options
+            mean, std, draws = vae_denoise(m, y, None, samples=samples, seed=seed, tile=tile, progress=progress)
+            r = Denoised(np.clip(mean, 0, 1), std, [np.clip(d, 0, 1) for d in draws], m.noise.get("sigma"), False,
+                         "vae-selfsup", time.perf_counter() - t0)
+            return r if details else r.image
 
         def fn(a, s):
             mean, std, draws = vae_denoise(m, a, s, samples=samples, seed=seed, tile=tile, progress=progress)

@@ -1,0 +1,132 @@
+"""Self-supervised VAE denoising (DivNoising, Prakash et al. 2021): learn from noisy images only.
+
+A fully convolutional VAE (``conv-vae``) is trained on patches of the noisy
+images with the **noise model as its likelihood**: ``p(y | z) = N(y; s(z),
+sigma^2)`` for Gaussian noise (sigma given or estimated), or the Gaussian
+approximation of Poisson noise ``N(y; s, s / peak)``.  The decoder's output
+``s(z)`` is the clean-signal estimate; it cannot reproduce the pixel-wise
+noise without paying for it in KL, so the latent keeps the structure.  The
+estimate is the mean of ``s(z)`` over posterior draws ``z ~ q(z | y)``.
+
+The settings (:data:`SETTINGS`: model size, steps, stopping rule) were chosen
+on noisy train400 images (``scripts/tune_selfsup.py``) and are frozen; a fit
+never reads a clean image.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import degrade
+from ..errors import VaekitError
+
+# frozen on noisy train400 images (scripts/tune_selfsup.py); see the module docstring
+SETTINGS = {
+    "model_args": {"channels": [64, 96], "blocks": 2, "latent_channels": 32, "activation": "silu"},
+    "patch_size": 64, "patches_per_image": 32, "batch_size": 32, "max_steps": 3000, "lr": 1e-3,
+    "min_lr": 1e-5, "warmup_steps": 100, "kl_warmup_steps": 500, "eval_every": 500, "ckpt_every": 250,
+    "samples": 16,  # posterior draws averaged by the estimate
+}
+
+
+class SelfSupervisedDenoiser(torch.nn.Module):
+    """Gives a DivNoising ``conv-vae`` the interface of the supervised denoiser (``denoise``)."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+        self.channels = vae.in_channels
+        self.STRIDE = vae.stride
+        self.card = getattr(vae, "card", {})
+
+    @property
+    def noise(self) -> dict:
+        lk = self.vae.likelihood
+        if hasattr(lk, "peak"):
+            return {"noise": "poisson", "peak": lk.peak}
+        return {"noise": "gaussian", "sigma": lk.sigma * 255.0}
+
+    @torch.no_grad()
+    def denoise(self, y, sigma=None, samples: int = 0, temperature: float = 1.0, generator=None):
+        """(mean, std, draws) like :meth:`DenoisingVAE.denoise`; ``sigma`` is ignored (the noise model is
+        part of the fitted model).  ``samples=0`` uses the default number of draws."""
+        k = int(samples) or SETTINGS["samples"]
+        mu, logvar = self.vae.posterior(y)
+        std_z = (0.5 * logvar).exp()
+        s = torch.zeros_like(y)
+        s2 = torch.zeros_like(y)
+        draws = []
+        for _ in range(k):
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            d = self.vae.likelihood.mean(self.vae.decode(mu + temperature * eps * std_z))
+            draws.append(d)
+            s += d
+            s2 += d * d
+        mean = s / k
+        return mean, (s2 / k - mean * mean).clamp_min(0).sqrt(), (draws if samples else [])
+
+
+def is_selfsup(model) -> bool:
+    from ..models.vae import ConvVAE
+
+    return isinstance(model, ConvVAE) and type(model.likelihood).__name__ in ("Gaussian", "PoissonNoise") \
+        and not getattr(model.likelihood, "learned", False)
+
+
+def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None, threads=0, seed=0):
+    """The frozen training recipe for the noisy images under ``data_dir`` (a TrainConfig)."""
+    from ..data import find_images
+    from ..io import read_array
+    from ..training.config import TrainConfig
+
+    files = find_images(data_dir)
+    if len(files) < 2:
+        raise VaekitError(f"denoise-fit needs at least 2 noisy images under {data_dir} (one is held out for "
+                          f"validation), found {len(files)}")
+    first = read_array(files[0])
+    mode = "L" if first.ndim == 2 else "RGB"
+    if noise == "gaussian":
+        if peak is not None:
+            raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
+        if sigma is None:  # blind: the median estimate over (up to 20) images
+            ests = [degrade.estimate_sigma(read_array(f)) for f in files[:20]]
+            sigma = float(np.median(ests))
+        if not 0 < sigma <= 255:
+            raise VaekitError(f"sigma must lie in (0, 255] (the 0-255 scale), not {sigma}")
+        lik = {"likelihood": "gaussian", "likelihood_args": {"sigma": sigma / 255.0}}
+    elif noise == "poisson":
+        if peak is None or peak <= 0:
+            raise VaekitError("poisson noise needs a positive --peak")
+        lik = {"likelihood": "poisson", "likelihood_args": {"peak": float(peak)}}
+    else:
+        raise VaekitError("denoise-fit learns Gaussian or Poisson noise models (salt-and-pepper: use "
+                          "vaekit denoise --noise salt-pepper)")
+    smallest = min(min(read_array(f).shape[:2]) for f in files[:50])
+    S = SETTINGS
+    patch = min(S["patch_size"], smallest - smallest % 4)
+    if patch < 16:
+        raise VaekitError(f"images must be at least 16 pixels a side, the smallest is {smallest}")
+    cfg = {"model": "conv-vae", "model_args": {**S["model_args"], "in_channels": 1 if mode == "L" else 3,
+                                               "image_size": patch, **lik},
+           "data": "folder", "data_dir": str(data_dir), "patch_size": patch, "image_mode": mode,
+           "patches_per_image": S["patches_per_image"], "batch_size": S["batch_size"],
+           "max_steps": int(steps or S["max_steps"]), "lr": S["lr"], "min_lr": S["min_lr"],
+           "warmup_steps": S["warmup_steps"], "kl_warmup_steps": S["kl_warmup_steps"],
+           "eval_every": S["eval_every"], "ckpt_every": S["ckpt_every"], "seed": seed, "threads": threads or 0}
+    return TrainConfig.from_dict(cfg, source="denoise-fit"), (sigma if noise == "gaussian" else None)
+
+
+def fit(data_dir, output, *, sigma=None, noise="gaussian", peak=None, steps=None, threads=0, seed=0,
+        quiet=False, command=None) -> dict:
+    """Fit a self-supervised denoiser on the noisy images under ``data_dir`` into run folder ``output``."""
+    from ..training.loop import train
+
+    cfg, s = fit_config(data_dir, sigma=sigma, noise=noise, peak=peak, steps=steps, threads=threads, seed=seed)
+    out = Path(output)
+    if (out / "checkpoint.pt").is_file():
+        summary = train(None, out, resume=True, quiet=quiet, command=command)
+    else:
+        summary = train(cfg, out, quiet=quiet, command=command)
+    return {**summary, "sigma": s, "noise": noise, "peak": peak}
