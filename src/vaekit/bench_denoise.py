@@ -216,7 +216,7 @@ def bench_denoise(args) -> dict:
                     if m == "vae-selfsup" and cond["noise"] == "salt-pepper":
                         continue  # no noise model to fit
                     k = Cache.key(m, cond, sha)
-                    hit = None if m.startswith("vae") else cache.get(k)
+                    hit = None if m.startswith("vae") or args.fresh else cache.get(k)
                     if hit is not None and not (ci == 0 and i == 0):
                         row[m] = hit
                         continue

@@ -1,0 +1,68 @@
+"""Choose the self-supervised denoiser's settings on noisy train400 images (never a test set).
+
+    python scripts/tune_selfsup.py --data-dir ../shared/data/train400 --n 40 --sigma 25
+
+Each candidate is fitted on the noisy copies only (like ``vaekit denoise-fit``); the clean train400
+images -- training data, so allowed -- then score its estimate (DnCNN protocol).  The winner is
+frozen by hand in ``vaekit.tasks.selfsup.SETTINGS``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from vaekit.bench_denoise import load_set, psnr_u8  # noqa: E402
+from vaekit.degrade import gaussian  # noqa: E402
+from vaekit.pretrained import load_model  # noqa: E402
+from vaekit.tasks import selfsup  # noqa: E402
+from vaekit.tasks.denoise import vae_denoise  # noqa: E402
+
+CANDIDATES = {
+    "small": {"model_args": {"channels": [32, 64], "blocks": 1, "latent_channels": 16}, "patch_size": 48,
+              "batch_size": 16, "max_steps": 1500},
+    "wide": {"model_args": {"channels": [64, 96], "blocks": 1, "latent_channels": 32}, "patch_size": 48,
+             "batch_size": 16, "max_steps": 1500},
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data-dir", required=True)
+    ap.add_argument("--n", type=int, default=40, help="first N train400 images")
+    ap.add_argument("--sigma", type=float, default=25)
+    ap.add_argument("--candidates", default=",".join(CANDIDATES))
+    ap.add_argument("--work", default=None, help="folder for the noisy copies and runs (default: a temp folder)")
+    a = ap.parse_args()
+    images = load_set(a.data_dir, "L")[: a.n]
+    work = Path(a.work or tempfile.mkdtemp(prefix="vaekit-selfsup-"))
+    data = work / "noisy"
+    data.mkdir(parents=True, exist_ok=True)
+    noisy = [gaussian(x, a.sigma, seed=1000 + i) for i, (_, x) in enumerate(images)]
+    for (name, _), y in zip(images, noisy):
+        np.save(data / (Path(name).stem + ".npy"), y.astype(np.float32))
+    base = dict(selfsup.SETTINGS)
+    results = {}
+    for c in a.candidates.split(","):
+        selfsup.SETTINGS.clear()
+        selfsup.SETTINGS.update(base, **CANDIDATES[c])
+        t0 = time.perf_counter()
+        selfsup.fit(data, work / c, sigma=a.sigma, threads=1, quiet=True)
+        fit_s = time.perf_counter() - t0
+        m = selfsup.SelfSupervisedDenoiser(load_model(work / c).eval())
+        ps = [psnr_u8(vae_denoise(m, y, None, seed=i)[0], x) for i, ((_, x), y) in enumerate(zip(images, noisy))]
+        results[c] = {"psnr": float(np.mean(ps)), "fit_s": round(fit_s, 1), **CANDIDATES[c]}
+        print(json.dumps({c: results[c]}), flush=True)
+    best = max(results, key=lambda k: results[k]["psnr"])
+    print(f"==> {best}: {results[best]['psnr']:.2f} dB on {len(images)} noisy train400 images, sigma {a.sigma:g}")
+
+
+if __name__ == "__main__":
+    main()
