@@ -96,3 +96,114 @@ def inverse_anscombe(a, peak: float) -> np.ndarray:
     a = np.maximum(np.asarray(a, dtype=np.float64), 1e-6)
     v = 0.25 * a**2 + 0.25 * np.sqrt(1.5) / a - 11.0 / 8.0 / a**2 + 5.0 / 8.0 * np.sqrt(1.5) / a**3 - 1.0 / 8.0
     return np.maximum(v, 0) / peak
+
+
+# ----------------------------------------------------------------------------- masks (inpainting)
+# A mask is a bool (H, W) array, True where pixels are missing; shared across colour channels.
+STROKE_WIDTHS = {"thin": 0.01, "medium": 0.025, "thick": 0.05}  # brush width / min(H, W)
+STROKE_TARGETS = {"thin": 0.06, "medium": 0.15, "thick": 0.30}  # strokes are drawn until this hole fraction
+
+
+def mask_box(shape) -> np.ndarray:
+    """The centred box: h/2 x w/2 (25% of the area)."""
+    h, w = shape[:2]
+    m = np.zeros((h, w), bool)
+    m[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = True
+    return m
+
+
+def mask_pixels(shape, rate: float, seed: int = 0) -> np.ndarray:
+    """Each pixel missing with probability ``rate``."""
+    if not 0 < rate < 1:
+        raise VaekitError(f"pixel rate must lie strictly between 0 and 1, not {rate}")
+    return np.random.default_rng(seed).random(shape[:2]) < rate
+
+
+def mask_strokes(shape, width: str = "medium", seed: int = 0) -> np.ndarray:
+    """Random brush strokes (free-form masks in the style of LaMa's thin/medium/thick): polylines of 4-8
+    segments with round joints, brush width ``STROKE_WIDTHS[width]`` x min(H, W) (at least 1 pixel),
+    drawn until ``STROKE_TARGETS[width]`` of the image is covered."""
+    from PIL import Image, ImageDraw
+
+    if width not in STROKE_WIDTHS:
+        raise VaekitError(f"stroke width must be one of {', '.join(STROKE_WIDTHS)}, not {width!r}")
+    h, w = shape[:2]
+    rng = np.random.default_rng(seed)
+    bw = max(1, round(STROKE_WIDTHS[width] * min(h, w)))
+    im = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(im)
+    for _ in range(10_000):
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        pts = [(x, y)]
+        for _ in range(int(rng.integers(4, 9))):
+            ang = rng.uniform(0, 2 * np.pi)
+            step = rng.uniform(0.05, 0.2) * max(h, w)
+            x = float(np.clip(x + step * np.cos(ang), 0, w - 1))
+            y = float(np.clip(y + step * np.sin(ang), 0, h - 1))
+            pts.append((x, y))
+        draw.line(pts, fill=255, width=bw, joint="curve")
+        if np.asarray(im).mean() / 255 >= STROKE_TARGETS[width]:
+            break
+    return np.asarray(im) > 127
+
+
+def mask_text(shape, seed: int = 0, lines: int = 6) -> np.ndarray:
+    """Text overlaid on the image (captions, dates, watermarks): ``lines`` of seeded random words."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = shape[:2]
+    rng = np.random.default_rng(seed)
+    im = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(im)
+    size = max(8, round(min(h, w) / 12))
+    font = ImageFont.load_default(size=size)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz0123456789"))
+    for i in range(lines):
+        words = " ".join("".join(rng.choice(letters, int(rng.integers(3, 9)))) for _ in range(int(rng.integers(2, 5))))
+        draw.text((float(rng.uniform(0, 0.4 * w)), (i + 0.5) * h / (lines + 0.5)), words, fill=255, font=font)
+    return np.asarray(im) > 127
+
+
+def make_mask(kind: str, shape, seed: int = 0) -> np.ndarray:
+    """``box``, ``pixels0.5`` (any rate), ``strokes-thin|medium|thick``, ``text``."""
+    if kind == "box":
+        return mask_box(shape)
+    if kind.startswith("pixels"):
+        try:
+            return mask_pixels(shape, float(kind[6:] or 0.5), seed)
+        except ValueError:
+            pass
+    if kind.startswith("strokes-"):
+        return mask_strokes(shape, kind[8:], seed)
+    if kind == "text":
+        return mask_text(shape, seed)
+    raise VaekitError(f"unknown mask {kind!r}: use box, pixelsRATE (e.g. pixels0.5), strokes-thin, strokes-medium, "
+                      "strokes-thick or text")
+
+
+def read_mask(path, shape=None) -> np.ndarray:
+    """A mask file (any mode): pixels > 127 (of the grey conversion) are missing.  With ``shape`` the size
+    is checked; an empty or full mask is refused."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise VaekitError(f"mask {path} does not exist")
+    try:
+        with Image.open(path) as im:
+            m = np.asarray(im.convert("L")) > 127
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise VaekitError(f"mask {path} is not an image Pillow can read") from None
+    if shape is not None and m.shape != tuple(shape[:2]):
+        raise VaekitError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
+    check_mask(m, str(path))
+    return m
+
+
+def check_mask(m: np.ndarray, what: str = "the mask") -> None:
+    if not m.any():
+        raise VaekitError(f"{what} marks no pixel as missing (pixels > 127 are missing): nothing to fill")
+    if m.all():
+        raise VaekitError(f"{what} marks every pixel as missing: there is nothing to fill from")
