@@ -239,7 +239,7 @@ def cmd_models(args):
         head = ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)) and k in
                          ("test_nll_iwae", "test_elbo", "test_bits_per_dim", "val_elbo", "active_units",
                           "kodak_bd_rate_vs_jpeg_pct", "kodak_bd_rate_vs_avif_pct",
-                          "kodak_gain_over_best_classical_db"))
+                          "kodak_gain_over_best_classical_db", "bsd68_sigma25_psnr", "cbsd68_sigma25_psnr"))
         print(f"{r['name']:16s} {card['arch']:8s} {card.get('parameters', 0) / 1e6:.2f}M params  "
               f"[{r['source']}]  {head}")
     if not rows:
