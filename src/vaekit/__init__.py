@@ -17,7 +17,7 @@ from .errors import VaekitError
 from .io import read_image, write_image
 from .pretrained import load_model, load_pretrained
 from .registry import create_model, list_models
-from . import enhance  # the module: enhance.apply_ops(img, "contrast,sharpen"), enhance.contrast, ...
+from . import degrade, enhance  # modules: degrade.gaussian(...), enhance.apply_ops(img, "contrast,sharpen"), ...
 from .tasks.augment import augment
 from .tasks.compensate import compensate
 from .tasks.compress import compress, decompress
@@ -36,4 +36,4 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
 
 __all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
            "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image",
-           "augment", "enhance", "compensate", "denoise"]
+           "augment", "enhance", "compensate", "denoise", "degrade"]
