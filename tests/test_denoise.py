@@ -219,6 +219,13 @@ def test_bench_denoise_tiny(tmp_path, tiny_run):
     assert s["sigma25"]["tv"]["psnr"] > 25 and "sigma_estimator" in s["sigma25"]
     assert len({r["noisy_sha256"] for r in res["per_image"]}) == 4
     assert (tmp_path / "res" / "denoise-set12.md").is_file() and (tmp_path / "res" / "denoise-set12.png").is_file()
+    # a second run merges into the file: new condition and method, earlier entries kept with their run
+    assert main(["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sets", "set12", "--sigmas", "15,25",
+                 "--methods", "gaussian", "-o", str(tmp_path / "res"), "--quiet"]) == 0
+    res2 = json.loads((tmp_path / "res" / "denoise-set12.json").read_text())
+    assert len(res2["runs"]) == 2 and set(res2["summary"]) == {"sigma25", "sp0.1", "sigma15"}
+    assert res2["summary"]["sigma25"]["tv"] == {**s["sigma25"]["tv"], "runs": [0]}
+    assert res2["summary"]["sigma25"]["gaussian"]["runs"] == [1] and "tv" not in res2["summary"]["sigma15"]
 
 
 def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys):

@@ -218,7 +218,7 @@ def bench_denoise(args) -> dict:
                     k = Cache.key(m, cond, sha)
                     hit = None if m.startswith("vae") or args.fresh else cache.get(k)
                     if hit is not None and not (ci == 0 and i == 0):
-                        row[m] = hit
+                        row[m] = {**hit, "cached": True}  # PSNR and time of the run that computed it
                         continue
                     t0 = time.perf_counter()
                     est, s_used = _run(m, y, cond, models, seed)
@@ -235,18 +235,31 @@ def bench_denoise(args) -> dict:
                     ", ".join(f"{m} {row[m]['psnr']:.2f}" for m in methods if m in row))
                 if ci == 0 and i == 0:
                     _picture(out_dir / f"denoise-{set_name}.png", pics, methods, row)
+        runs = [{"command": command, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "methods": methods, "conditions": [c["tag"] for c in conds]}]
+        prev = out_dir / f"denoise-{set_name}.json"
+        if not args.fresh_file and prev.is_file():  # merge: earlier runs' other conditions and methods stay
+            rows, runs, fits = _merge(json.loads(prev.read_text()), rows, runs, fits, len(images))
+        for r in rows:
+            for m, v in r.items():
+                if isinstance(v, dict) and "psnr" in v and m != "noisy":
+                    v.setdefault("run", len(runs) - 1)
+        all_methods = [m for m in (*VAE_METHODS, *CLASSICAL) if any(m in r for r in rows)]
+        tags = list(dict.fromkeys(r["condition"] for r in rows))
         summary = {}
-        for cond in conds:
-            rs = [r for r in rows if r["condition"] == cond["tag"]]
-            summary[cond["tag"]] = {"noisy": {"psnr": statistics.mean(r["noisy"]["psnr"] for r in rs)}}
-            summary[cond["tag"]].update({m: {"psnr": statistics.mean(r[m]["psnr"] for r in rs),
-                                             "ssim": statistics.mean(r[m]["ssim"] for r in rs),
-                                             "seconds_median": statistics.median(r[m]["seconds"] for r in rs)}
-                                         for m in methods if m in rs[0]})
-            if cond["noise"] == "gaussian" and "vae-blind" in methods:
-                err = [r["vae-blind"]["sigma_estimated"] - cond["sigma"] for r in rs]
-                summary[cond["tag"]]["sigma_estimator"] = {"mean_error": statistics.mean(err),
-                                                           "mean_abs_error": statistics.mean(abs(e) for e in err)}
+        for tag in tags:
+            rs = [r for r in rows if r["condition"] == tag]
+            summary[tag] = {"noisy": {"psnr": statistics.mean(r["noisy"]["psnr"] for r in rs)}}
+            summary[tag].update({m: {"psnr": statistics.mean(r[m]["psnr"] for r in rs),
+                                     "ssim": statistics.mean(r[m]["ssim"] for r in rs),
+                                     "seconds_median": statistics.median(r[m]["seconds"] for r in rs),
+                                     "runs": sorted({r[m]["run"] for r in rs})}
+                                 for m in all_methods if all(m in r for r in rs)})
+            if tag.startswith("sigma") and all("vae-blind" in r for r in rs):
+                err = [r["vae-blind"]["sigma_estimated"] - float(tag[5:]) for r in rs]
+                summary[tag]["sigma_estimator"] = {"mean_error": statistics.mean(err),
+                                                   "mean_abs_error": statistics.mean(abs(e) for e in err)}
+        methods = all_methods
         models.pop("selfsup", None)
         model_info = {k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
                       for k, v in models.items()}
@@ -256,7 +269,7 @@ def bench_denoise(args) -> dict:
                                "every method gets the true sigma (Poisson: the peak) except vae-blind, which "
                                "estimates it; one thread, in-process, models loaded; vae = one pass (prior mean), "
                                "vae-8 = mean of 8 posterior draws",
-                   "threads": args.threads, "models": model_info, "selfsup_fits": fits,
+                   "threads": args.threads, "models": model_info, "selfsup_fits": fits, "runs": runs,
                    "baseline_params": {m: _params(m) for m in methods if not m.startswith("vae")},
                    "provenance": provenance({"noise": "sha256(set/index/condition)[:4]"}),
                    "summary": summary, "per_image": rows}
@@ -265,6 +278,27 @@ def bench_denoise(args) -> dict:
         log(_table(set_name, summary, methods, command))
     print(f"reproduce with: {command}")
     return payloads
+
+
+def _merge(old: dict, rows: list, runs: list, fits: dict, n_images: int):
+    """Fold this run into an earlier results file of the same set: rows are keyed by (image, condition);
+    a method measured now replaces its earlier entry, every other entry is kept with its run index."""
+    if old.get("n_images") != n_images or "runs" not in old:
+        return rows, runs, fits
+    base = len(old["runs"])
+    merged = {(r["image"], r["condition"]): r for r in old["per_image"]}
+    for r in rows:
+        for m, v in r.items():
+            if isinstance(v, dict) and "psnr" in v and m != "noisy":
+                v["run"] = base
+        key = (r["image"], r["condition"])
+        if key in merged:
+            if merged[key].get("noisy_sha256") != r["noisy_sha256"]:
+                raise VaekitError(f"{key}: the noisy input differs from the earlier run's; use --fresh-file")
+            merged[key].update(r)
+        else:
+            merged[key] = r
+    return list(merged.values()), old["runs"] + runs, {**old.get("selfsup_fits", {}), **fits}
 
 
 def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args):

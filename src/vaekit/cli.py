@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
+    b.add_argument("--fresh-file", action="store_true", help="replace results/denoise-<set>.json instead of merging "
+                   "this run into it")
     b.add_argument("-o", "--output", default="results")
     b.add_argument("--debug", action="store_true", help="show tracebacks")
     b.add_argument("--quiet", action="store_true")
