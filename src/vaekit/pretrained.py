@@ -23,7 +23,7 @@ from .registry import create_model
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> file stem in WEIGHTS_DIR.  Names are stable public identifiers.
 SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "compensate-vae": "compensate-vae",
-           "cvae-mnist": "cvae-mnist"}
+           "cvae-mnist": "cvae-mnist", "denoise-gray": "denoise-gray"}
 
 
 def models_dir() -> Path:

@@ -60,9 +60,15 @@ def load_denoiser(model=None, channels: int = 1):
 
     from .selfsup import SelfSupervisedDenoiser, is_selfsup
 
+    from ..pretrained import SHIPPED
+
     if isinstance(model, torch.nn.Module):
         m = model
     else:
+        if model is None and SHIPPED_BY_CHANNELS[channels] not in SHIPPED:
+            kind = "gray" if channels == 1 else "colour"
+            raise VaekitError(f"no {kind} VAE denoiser is shipped in this build: pass --model (a run folder), "
+                              f"fit one with vaekit denoise-fit, or use a classical --method")
         m = load_model(model or SHIPPED_BY_CHANNELS[channels])
     if is_selfsup(m):
         m = SelfSupervisedDenoiser(m)
