@@ -282,3 +282,24 @@ def test_bench_denoise_selfsup_fits_on_the_noisy_set_once(tmp_path):
     finally:
         SETTINGS.clear()
         SETTINGS.update(old)
+
+
+def test_shipped_gray_denoiser_beats_nl_means_on_the_sample_photo():
+    import vaekit
+    from vaekit import baselines
+    from vaekit.bench_denoise import psnr_u8
+    from vaekit.pretrained import SHIPPED, load_pretrained
+    from vaekit.samples import sample_photo
+
+    if "denoise-gray" not in SHIPPED:
+        pytest.skip("no gray denoiser shipped")
+    card = load_pretrained("denoise-gray").card
+    st = card["metrics"]
+    val = next(v for k, v in st.items() if k.startswith("validation"))
+    assert val["sigma25"]["active_latent_channels"] >= 1  # a VAE in fact: the latent carries information
+    clean = sample_photo("chelsea").astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+    y = degrade.gaussian(clean[:128, :160], 25, seed=0)
+    est = vaekit.denoise(y, 25)
+    assert psnr_u8(est, clean[:128, :160]) > psnr_u8(baselines.nlm(y, 25), clean[:128, :160]) + 0.3
+    blind = vaekit.denoise(y, details=True)
+    assert abs(blind.sigma - 25) < 3 and blind.sigma_estimated

@@ -129,7 +129,8 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
     for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png",
-              "augment_variants.png", "compensate_degraded.png", "compensate_gray-world.png"):
+              "augment_variants.png", "compensate_degraded.png", "compensate_gray-world.png",
+              "denoise_gray_noisy.png", "denoise_gray_vae.png"):
         assert f in page and (tmp_path / "demo" / f).is_file()
 
 
