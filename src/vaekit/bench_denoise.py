@@ -273,9 +273,10 @@ def bench_denoise(args) -> dict:
                    "baseline_params": {m: _params(m) for m in methods if not m.startswith("vae")},
                    "provenance": provenance({"noise": "sha256(set/index/condition)[:4]"}),
                    "summary": summary, "per_image": rows}
-        write_results(out_dir, f"denoise-{set_name}", payload, _table(set_name, summary, methods, command))
+        write_results(out_dir, f"denoise-{set_name}", payload,
+                      _table(set_name, summary, methods, [r["command"] for r in runs]))
         payloads[set_name] = payload
-        log(_table(set_name, summary, methods, command))
+        log(_table(set_name, summary, methods, [r["command"] for r in runs]))
     print(f"reproduce with: {command}")
     return payloads
 
@@ -333,7 +334,7 @@ def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args):
     return selfsup.SelfSupervisedDenoiser(load_model(run).eval()), rec
 
 
-def _table(set_name, summary, methods, command) -> str:
+def _table(set_name, summary, methods, commands) -> str:
     lines = [f"**{set_name}** -- PSNR dB / SSIM / median s per image (one thread)", "",
              "| method | " + " | ".join(summary) + " |", "|---|" + "---|" * len(summary)]
     for m in methods:
@@ -347,7 +348,8 @@ def _table(set_name, summary, methods, command) -> str:
     if est:
         lines += ["", "sigma estimator (vae-blind), mean error / mean |error| on the 0–255 scale: " +
                   ", ".join(f"{t}: {v['mean_error']:+.2f} / {v['mean_abs_error']:.2f}" for t, v in est.items())]
-    lines += ["", f"`{command}`", ""]
+    lines += ["", "Reproduce (these runs, in order, merge into the file):", ""]
+    lines += [f"{i}. `{c}`" for i, c in enumerate(commands)] + [""]
     return "\n".join(lines)
 
 
