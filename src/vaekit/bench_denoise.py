@@ -133,7 +133,7 @@ def _run(method, y, cond, models, seed):
     from . import baselines as B
     from .tasks import denoise as T
 
-    side = {"sigma": cond.get("sigma"), "peak": cond.get("peak"), "amount": None}
+    side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
     if method == "vae-selfsup":
         return T.vae_denoise(models["selfsup"], y, None, seed=seed)[0], None
     if method.startswith("vae"):

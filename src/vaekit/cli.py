@@ -448,10 +448,6 @@ def cmd_compensate(args):
 def cmd_denoise(args):
     from .tasks.denoise import denoise_paths
 
-    if args.sigma is not None and not 0 <= args.sigma <= 255:
-        raise VaekitError(f"--sigma must lie in 0..255 (the 0-255 scale), not {args.sigma:g}")
-    if args.samples < 0:
-        raise VaekitError("--samples must be 0 or more")
     progress, close = _folder_bar(args, "images")
     rows = denoise_paths(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak,
                          amount=args.amount, method=args.method, model=args.model, samples=args.samples,
