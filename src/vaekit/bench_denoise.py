@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench import provenance, write_results
+from .degrade import add_noise
 from .errors import VaekitError
 
 GRAY_SETS = ("set12", "bsd68")
@@ -196,16 +197,13 @@ def bench_denoise(args) -> dict:
         rows = []
         fits = {}
         for ci, cond in enumerate(conds):
-            from .degrade import add_noise
-
+            seeds = [_seed(set_name, i, cond) for i in range(len(images))]
             noisy = [add_noise(clean, cond["noise"], sigma=cond.get("sigma"), peak=cond.get("peak"),
-                               amount=cond.get("amount"), seed=_seed(set_name, i, cond))
-                     for i, (_, clean) in enumerate(images)]
+                               amount=cond.get("amount"), seed=seed) for (_, clean), seed in zip(images, seeds)]
             if "vae-selfsup" in methods and cond["noise"] != "salt-pepper":
                 models["selfsup"], fits[cond["tag"]] = _fit_selfsup(out_dir, set_name, cond, images, noisy, args)
             for i, (name, clean) in enumerate(images):
-                seed = _seed(set_name, i, cond)
-                y = noisy[i]
+                seed, y = seeds[i], noisy[i]
                 sha = hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()
                 row = {"image": name, "condition": cond["tag"], "noise_seed": seed, "noisy_sha256": sha[:16],
                        "noisy": {"psnr": psnr_u8(y, clean)}}

@@ -303,11 +303,7 @@ def denoise_paths(inp, output, *, sigma=None, noise="gaussian", peak=None, amoun
     loaded: dict = {}
     rows = []
     for i, f in enumerate(files):
-        img = read_array(f, max_pixels=max_pixels)
-        if img.ndim == 3 and img.shape[2] == 4:
-            img = img[..., :3]
-        if img.ndim == 3 and img.shape[2] == 2:
-            img = img[..., 0]
+        img = read_array(f, max_pixels=max_pixels)  # alpha already dropped
         use = model
         if method == "vae":
             ch = 1 if img.ndim == 2 else 3

@@ -87,14 +87,13 @@ def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None,
     if len(files) < 2:
         raise VaekitError(f"denoise-fit needs at least 2 noisy images under {data_dir} (one is held out for "
                           f"validation), found {len(files)}")
-    first = read_array(files[0])
-    mode = "L" if first.ndim == 2 else "RGB"
+    looked = [read_array(f) for f in files[:20]]  # read once: mode, blind sigma and the patch size
+    mode = "L" if looked[0].ndim == 2 else "RGB"
     if noise == "gaussian":
         if peak is not None:
             raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
         if sigma is None:  # blind: the median estimate over (up to 20) images
-            ests = [degrade.estimate_sigma(read_array(f)) for f in files[:20]]
-            sigma = float(np.median(ests))
+            sigma = float(np.median([degrade.estimate_sigma(a) for a in looked]))
         if not 0 < sigma <= 255:
             raise VaekitError(f"sigma must lie in (0, 255] (the 0-255 scale), not {sigma}")
         lik = {"likelihood": "gaussian", "likelihood_args": {"sigma": sigma / 255.0}}
@@ -105,7 +104,7 @@ def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None,
     else:
         raise VaekitError("denoise-fit learns Gaussian or Poisson noise models (salt-and-pepper: use "
                           "vaekit denoise --noise salt-pepper)")
-    smallest = min(min(read_array(f).shape[:2]) for f in files[:50])
+    smallest = min(min(a.shape[:2]) for a in looked)
     S = SETTINGS
     patch = min(S["patch_size"], smallest - smallest % 4)
     if patch < 16:
