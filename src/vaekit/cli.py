@@ -130,6 +130,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, device=False)
 
+    p = sub.add_parser("inpaint", help="fill holes, scratches and missing pixels (VAE fills, or classical)")
+    p.add_argument("input", help="image file or folder (recursive)")
+    p.add_argument("-o", "--output", required=True, help="PNG (or folder); with --samples N > 1: a folder of fills")
+    p.add_argument("--mask", default=None, help="mask image of the same size: pixels > 127 (any mode) are missing")
+    p.add_argument("--mask-dir", default=None, help="folder input: masks matched by relative file name")
+    p.add_argument("--box", default=None, help="x0,y0,x1,y1 (pixels, end exclusive): the box is missing")
+    p.add_argument("--detect", default=None, choices=("scratches",), help="find the holes: thin bright/dark lines")
+    p.add_argument("--save-mask", default=None, help="write the mask used (a file; a folder for folder input)")
+    p.add_argument("--samples", type=int, default=1, help="N > 1: N posterior fills, mean.png, sample_*.png, std.png")
+    p.add_argument("--method", default="vae", help="vae, or a classical one: telea, ns, biharmonic, mean")
+    p.add_argument("--model", default=None, help="inpaint-color (default), an inpaint-vae run folder, or a "
+                   "generative VAE of the image's domain (e.g. mnist-vae)")
+    p.add_argument("--iters", type=int, default=100, help="pseudo-Gibbs iterations (generative VAEs)")
+    p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
+    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _common(p, device=False)
+
     p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (DivNoising)")
     p.add_argument("input", help="folder of noisy images (at least 2; one in ten held out for validation)")
     p.add_argument("-o", "--output", required=True, help="run folder (resumed if it holds a checkpoint)")
@@ -198,6 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
     b.add_argument("--fresh-file", action="store_true", help="replace results/denoise-<set>.json instead of merging "
                    "this run into it")
+    b.add_argument("-o", "--output", default="results")
+    b.add_argument("--debug", action="store_true", help="show tracebacks")
+    b.add_argument("--quiet", action="store_true")
+
+    b = bsub.add_parser("inpaint", help="VAE and classical inpainting on CBSD68/Kodak, hole PSNR/SSIM")
+    b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
+    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak")
+    b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
+                   help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
+    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, mean)")
+    b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color)")
+    b.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
+    b.add_argument("--fresh", action="store_true", help="recompute cached results (timings from this run)")
     b.add_argument("-o", "--output", default="results")
     b.add_argument("--debug", action="store_true", help="show tracebacks")
     b.add_argument("--quiet", action="store_true")
@@ -461,6 +492,21 @@ def cmd_denoise(args):
         print(f"denoised {len(rows)} images into {args.output}")
 
 
+def cmd_inpaint(args):
+    from .tasks.inpaint import inpaint_paths
+
+    progress, close = _folder_bar(args, "images")
+    rows = inpaint_paths(args.input, args.output, mask=args.mask, mask_dir=args.mask_dir, box=args.box,
+                         detect=args.detect, save_mask=args.save_mask, samples=args.samples, method=args.method,
+                         model=args.model, seed=args.seed, tile=args.tile, iters=args.iters, progress=progress,
+                         max_pixels=args.max_pixels)
+    close()
+    for r in rows if len(rows) == 1 else []:
+        print(f"{r['output']}: {r['method']}, {100 * r['hole_fraction']:.1f}% missing, {r['seconds']:.2f} s")
+    if len(rows) > 1:
+        print(f"inpainted {len(rows)} images into {args.output}")
+
+
 def cmd_denoise_fit(args):
     import shlex
 
@@ -494,11 +540,15 @@ def cmd_bench(args):
         from .bench_denoise import bench_denoise
 
         return bench_denoise(args)
+    if args.task == "inpaint":
+        from .bench_inpaint import bench_inpaint
+
+        return bench_inpaint(args)
     if args.task == "compress":
         from .bench_compress import bench_compress
 
         return bench_compress(args)
-    raise VaekitError("bench needs a task: generate, compress, denoise, augment or compensate")
+    raise VaekitError("bench needs a task: generate, compress, denoise, inpaint, augment or compensate")
 
 
 def cmd_demo(args):
@@ -509,7 +559,8 @@ def cmd_demo(args):
 
 COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
             "compress": cmd_compress, "decompress": cmd_decompress, "augment": cmd_augment, "enhance": cmd_enhance,
-            "compensate": cmd_compensate, "denoise": cmd_denoise, "denoise-fit": cmd_denoise_fit, "bench": cmd_bench, "demo": cmd_demo}
+            "compensate": cmd_compensate, "denoise": cmd_denoise, "denoise-fit": cmd_denoise_fit, "inpaint": cmd_inpaint,
+            "bench": cmd_bench, "demo": cmd_demo}
 
 
 def main(argv=None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 import os
 from pathlib import Path
 
@@ -104,6 +105,21 @@ def load_pretrained(name: str) -> torch.nn.Module:
     return load_from_files(stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
 
 
+def load_checkpoint(path: str | Path) -> torch.nn.Module:
+    """The model of a training checkpoint (a run that has not finished: no model.safetensors yet)."""
+    path = Path(path)
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+        cfg = ck["config"]
+        model = create_model(cfg["model"], **(cfg.get("model_args") or {}))
+        model.load_state_dict(ck["model"])
+    except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
+        raise VaekitError(f"cannot load the checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
+    model.card = {"name": path.parent.name, "arch": cfg["model"], "arch_args": cfg.get("model_args") or {},
+                  "checkpoint_step": int(ck["step"]), "sha256": None}
+    return model.eval()
+
+
 def load_model(spec: str | Path, models_root: str | Path | None = None) -> torch.nn.Module:
     """Resolve ``spec``: a shipped name, a run folder / ``.safetensors`` path,
     or a name under the local models folder (``--models-dir``)."""
@@ -115,6 +131,8 @@ def load_model(spec: str | Path, models_root: str | Path | None = None) -> torch
         return load_from_files(p, p.with_suffix(".json"))
     if p.is_dir() and (p / "model.safetensors").is_file():
         return load_from_files(p / "model.safetensors", p / "model.json")
+    if p.is_dir() and (p / "checkpoint.pt").is_file():  # a run still training: its latest checkpoint
+        return load_checkpoint(p / "checkpoint.pt")
     local = Path(models_root) if models_root else models_dir()
     if (local / spec_s / "model.safetensors").is_file():
         return load_from_files(local / spec_s / "model.safetensors", local / spec_s / "model.json")

@@ -5,6 +5,7 @@ from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
 from .denoiser import DenoisingVAE
 from .hierarchical import HierarchicalVAE
+from .inpainter import InpaintingVAE
 from .vae import ConvVAE, MLPVAE
 
 register("mlp-vae", "fully connected VAE, optional dropout (any likelihood)")(MLPVAE)
@@ -13,6 +14,8 @@ register("cvae", "class-conditional MLP VAE (label into encoder and decoder), fo
     ConditionalMLPVAE)
 register("denoise-vae", "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
          "any size (multiples of 8), gray or RGB")(DenoisingVAE)
+register("inpaint-vae", "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
+         "dilated U-Net context, spatial latent, any size (multiples of 8), gray or RGB")(InpaintingVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
 register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
     lambda **kw: CompressionVAE(prior="factorized", **kw))
@@ -21,4 +24,4 @@ register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 201
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
     lambda **kw: CompressionVAE(prior="mean-scale", **kw))
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE"]
+__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "InpaintingVAE"]

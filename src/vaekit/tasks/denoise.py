@@ -263,8 +263,11 @@ def denoise(image, sigma: float | None = None, *, noise: str = "gaussian", peak:
     return Denoised(est, std, draws, s, sigma is None and noise != "poisson", method, time.perf_counter() - t0)
 
 
-def write_sample_set(out_dir, result: Denoised, *, model_name: str, seed: int) -> None:
-    """``--samples N -o DIR``: mean.png, sample_000.png ..., std.png (scaled to 8 bits) and samples.json."""
+def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None) -> None:
+    """``--samples N -o DIR``: mean.png, sample_000.png ..., std.png (scaled to 8 bits) and samples.json.
+
+    ``result``: a :class:`Denoised` or anything with ``image``, ``samples``, ``std`` and ``method``;
+    ``extra``: more fields for samples.json (default: the denoiser's noise level)."""
     import json
     from pathlib import Path
 
@@ -282,8 +285,8 @@ def write_sample_set(out_dir, result: Denoised, *, model_name: str, seed: int) -
         write_image(out_dir / "std.png", result.std / top)
     meta = {"method": result.method, "model": model_name, "seed": seed, "N": len(result.samples),
             "estimate": "mean.png = mean of the N posterior draws (never a draw chosen against a reference)",
-            "std_scale": scale, "std_units": "std.png / 255 * std_scale, image units (1 = white)",
-            "sigma": result.sigma, "sigma_estimated": result.sigma_estimated}
+            "std_scale": scale, "std_units": "std.png / 255 * std_scale, image units (1 = white)"}
+    meta.update(extra if extra is not None else {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated})
     atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
 
 

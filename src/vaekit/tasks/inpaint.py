@@ -1,0 +1,404 @@
+"""Inpainting and repair: fill the missing pixels of an image, with several plausible fills.
+
+Two VAE routes, both real:
+
+* :func:`vae_inpaint` -- the mask-aware :class:`~vaekit.models.inpainter.InpaintingVAE`
+  (shipped as ``inpaint-color``; gray images go through it as three equal channels).
+  It was trained on holes no deeper than ``fill_radius`` pixels (the distance from a
+  missing pixel to the nearest known one); deeper holes are filled **coarse to fine**:
+  the image and mask are halved (a coarse pixel is missing if any of its four is) until
+  the hole fits, filled there, and each finer level takes the upsampled coarse fill for
+  its pixels deeper than the radius and lets the model fill the band between them and the
+  known pixels.  Each posterior draw runs the whole pyramid with its own latent draws, so
+  samples differ in structure as well as in detail.  Large images are cut into
+  overlapping tiles (blended linearly); tiles without a hole are not run.
+* :func:`latent_inpaint` -- any generative VAE of the package (e.g. ``mnist-vae``) repairs
+  images of its own domain by pseudo-Gibbs sampling (Rezende et al. 2014): fill the
+  hole, draw z ~ q(z | x), decode, put the decoding back into the hole only, repeat.
+  With ``samples=1`` it iterates with the posterior mean instead (a deterministic fixed point).
+
+In every route the known pixels are returned exactly as they came in.
+
+:func:`detect_scratches` finds thin bright or dark lines (old-photo scratches) with a
+morphological top-hat; the mask it returns is what gets filled, and can be saved and
+inspected (``--save-mask``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import degrade
+from ..errors import VaekitError
+from .denoise import _ramp, _starts, as_float
+
+SHIPPED_INPAINTER = "inpaint-color"
+
+
+@dataclass
+class Inpainted:
+    """What :func:`inpaint` returns with ``details=True``."""
+    image: np.ndarray  # the estimate: known pixels as given, the hole filled (mean of the fills)
+    mask: np.ndarray  # bool (H, W), True where pixels were missing
+    std: np.ndarray | None = None  # per-pixel spread of the fills (0 on known pixels)
+    samples: list = field(default_factory=list)  # the individual fills (samples > 1)
+    method: str = "vae"
+    seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------- models
+def _is_generative(m) -> bool:
+    from ..models.base import VAEBase
+
+    return isinstance(m, VAEBase)
+
+
+def load_inpainter(model=None):
+    """An inpaint-vae or any generative VAE: a loaded module, a name / run folder, or the shipped one."""
+    from ..models.inpainter import InpaintingVAE
+    from ..pretrained import SHIPPED, load_model
+
+    if isinstance(model, torch.nn.Module):
+        m = model
+    else:
+        if model is None and SHIPPED_INPAINTER not in SHIPPED:
+            raise VaekitError("no VAE inpainter is shipped in this build: pass --model (a run folder or a "
+                              "generative VAE such as mnist-vae) or use a classical --method")
+        m = load_model(model or SHIPPED_INPAINTER)
+    if not isinstance(m, InpaintingVAE) and not _is_generative(m):
+        raise VaekitError(f"{model or 'the model'} can not inpaint: use an inpaint-vae (vaekit train with "
+                          "model: inpaint-vae) or a generative VAE of the package (mlp-vae, conv-vae, hvae)")
+    return m.eval()
+
+
+# ----------------------------------------------------------------------------- mask-aware VAE
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    return t[None, None] if t.dim() == 2 else t.permute(2, 0, 1)[None]
+
+
+def _depth(m: torch.Tensor) -> np.ndarray:
+    """Distance (pixels) from each missing pixel to the nearest known one; 0 on known pixels."""
+    from scipy.ndimage import distance_transform_edt
+
+    return distance_transform_edt(m[0, 0].numpy() > 0.5)
+
+
+def _mix(a: int, b: int) -> int:
+    """A generator seed from two integers (fits torch's 64-bit seeds)."""
+    return (int(a) * 1_000_003 + int(b)) % (2**61 - 1)
+
+
+def _tiled_fill(model, t, m, draw: bool, gen_seed: int, tile: int, overlap: int):
+    """One fill of ``t`` (1,C,H,W) where ``m`` (1,1,H,W) is 1: a posterior draw, or the prior-mean pass."""
+    H, W = t.shape[-2:]
+    out = torch.zeros_like(t)
+    wsum = torch.zeros(1, 1, H, W)
+    tile = max(int(tile), 64)
+    ys, xs = _starts(H, tile, tile - overlap), _starts(W, tile, tile - overlap)
+    n = 0
+    for i, top in enumerate(ys):
+        for j, left in enumerate(xs):
+            h, w = min(tile, H - top), min(tile, W - left)
+            patch, mp = t[..., top:top + h, left:left + w], m[..., top:top + h, left:left + w]
+            if bool(mp.any()):
+                ph, pw = (-h) % model.STRIDE, (-w) % model.STRIDE
+                if ph or pw:  # padding is marked missing, so it never counts as context
+                    patch = F.pad(patch, (0, pw, 0, ph))
+                    mp = F.pad(mp, (0, pw, 0, ph), value=1.0)
+                g = torch.Generator().manual_seed(_mix(gen_seed, n))
+                mean, _, draws = model.inpaint(patch, mp, samples=1 if draw else 0, generator=g)
+                res = (draws[0] if draw else mean)[..., :h, :w]
+            else:
+                res = patch
+            wt = torch.from_numpy(np.outer(_ramp(h, overlap, i == 0, i == len(ys) - 1),
+                                           _ramp(w, overlap, j == 0, j == len(xs) - 1)))[None, None]
+            out[..., top:top + h, left:left + w] += res * wt
+            wsum[..., top:top + h, left:left + w] += wt
+            n += 1
+    return out / wsum
+
+
+def _pyramid_fill(model, t, m, draw: bool, seed: int, tile: int, overlap: int, level: int = 0):
+    depth = _depth(m)
+    R = float(getattr(model, "fill_radius", 24))
+    H, W = t.shape[-2:]
+    if depth.max() <= R or min(H, W) < 32 or level >= 8:
+        return _tiled_fill(model, t, m, draw, _mix(seed, level), tile, overlap)
+    ph, pw = H % 2, W % 2
+    tp = F.pad(t * (1 - m), (0, pw, 0, ph))
+    kp = F.pad(1 - m, (0, pw, 0, ph))  # padding: not known
+    num, den = F.avg_pool2d(tp, 2), F.avg_pool2d(kp, 2)
+    mc = (den < 0.999).float()  # a coarse pixel is missing if any of its four is
+    tc = torch.where(mc > 0, torch.zeros_like(num), num / den.clamp_min(1e-8))
+    coarse = _pyramid_fill(model, tc, mc, draw, seed, tile, overlap, level + 1)
+    up = F.interpolate(coarse, scale_factor=2, mode="bilinear", align_corners=False)[..., :H, :W]
+    deep = torch.from_numpy(depth > R)[None, None]
+    t2 = torch.where(deep, up, t)
+    m2 = m * (~deep).float()
+    return _tiled_fill(model, t2, m2, draw, _mix(seed, level), tile, overlap)
+
+
+@torch.no_grad()
+def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: int = 512, overlap: int = 32,
+                progress=None):
+    """Fill ``mask`` (bool H x W, True = missing) in ``image`` with an inpaint-vae.
+
+    Returns (estimate, std, fills): ``samples=1`` is one pass with the prior means (std None,
+    no fills); ``samples=N>1`` draws N fills, and the estimate is their mean."""
+    y = as_float(image)
+    gray = y.ndim == 2
+    if model.channels == 3 and gray:
+        y3 = np.repeat(y[..., None], 3, axis=2)
+    elif model.channels == 1 and not gray:
+        raise VaekitError("this inpainter is for gray images; the image has 3 channels")
+    else:
+        y3 = y
+    t = _to_tensor(y3)
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = t * (1 - m)
+    k = max(int(samples), 1)
+    fills = []
+    for j in range(k):
+        f = _pyramid_fill(model, t, m, k > 1, _mix(int(seed), j), tile, overlap)
+        a = f[0].numpy()
+        a = a[0] if model.channels == 1 else a.transpose(1, 2, 0)
+        if gray and a.ndim == 3:
+            a = a.mean(2)
+        fills.append(_keep_known(a, y, mask))
+        if progress is not None:
+            progress(j + 1, k)
+    if k == 1:
+        return fills[0], None, []
+    st = np.stack(fills)
+    return _keep_known(st.mean(0), y, mask), st.std(0).astype(np.float32), fills
+
+
+def _keep_known(fill: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Known pixels exactly as given (float64, as :func:`as_float` reads them); filled pixels clipped to [0, 1]."""
+    mm = mask if y.ndim == 2 else mask[..., None]
+    return np.where(mm, np.clip(fill, 0.0, 1.0), y)
+
+
+# ----------------------------------------------------------------------------- any generative VAE
+@torch.no_grad()
+def latent_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, iters: int = 100):
+    """Fill ``mask`` with a generative VAE of the image's own domain and size (e.g. mnist-vae, 28x28).
+
+    Pseudo-Gibbs: x_hole <- mean of p(x | z), z ~ q(z | x), repeated ``iters`` times from a
+    push-pull start; ``samples=1`` uses z = the posterior mean (deterministic).  Returns
+    (estimate, std, fills) as :func:`vae_inpaint`."""
+    from ..models.inpainter import push_pull
+
+    y = as_float(image)
+    shape = tuple(getattr(model, "image_shape", ()) or ())
+    want = (1 if y.ndim == 2 else 3, *y.shape[:2])
+    if shape and tuple(shape) != want:
+        raise VaekitError(f"this model makes {shape[0]}-channel {shape[2]}x{shape[1]} images; the image is "
+                          f"{want[0]}-channel {want[2]}x{want[1]}")
+    t = _to_tensor(y)
+    m = torch.from_numpy(mask.astype(np.float32))[None, None]
+    k = max(int(samples), 1)
+    x = push_pull(t * (1 - m), m).repeat(k, 1, 1, 1)
+    known = t.expand_as(x)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for _ in range(int(iters)):
+            if k == 1:
+                dec = model.likelihood.mean(model.decode(model.encode(x)))
+            else:
+                dec = model.likelihood.mean(model._log_weights(x, 1)["params"])
+            x = torch.where(m > 0, dec.view_as(x), known)
+    fills = []
+    for i in range(k):
+        a = x[i].numpy()
+        a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+        fills.append(_keep_known(a, y, mask))
+    if k == 1:
+        return fills[0], None, []
+    st = np.stack(fills)
+    return _keep_known(st.mean(0), y, mask), st.std(0).astype(np.float32), fills
+
+
+# ----------------------------------------------------------------------------- scratch detection
+def _line_footprint(length: int, angle: float) -> np.ndarray:
+    from skimage.draw import line
+
+    c = length // 2
+    dx, dy = c * np.cos(angle), c * np.sin(angle)
+    fp = np.zeros((2 * c + 1, 2 * c + 1), bool)
+    rr, cc = line(int(round(c - dy)), int(round(c - dx)), int(round(c + dy)), int(round(c + dx)))
+    fp[rr, cc] = True
+    return fp
+
+
+def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contrast: float = 0.12,
+                     length: float = 0.08, polarity: str = "both") -> np.ndarray:
+    """A mask of thin, long, bright and/or dark lines (scratches, hairs, cracks on scanned photos).
+
+    1. luminance; white top-hat (bright lines) and black top-hat (dark lines) with a disk of
+       radius ``width`` (default: 0.6% of the short side, at least 2 px): lines thinner than the
+       disk survive, smooth content and wide structures do not;
+    2. the larger response is opened with straight line segments ``length`` x the short side long
+       at 24 orientations (the maximum over orientations): a pixel survives only if it lies on a
+       straight run that long, which removes texture (fur, foliage) and dots;
+    3. threshold at median + ``k`` x 1.4826 x MAD of the top-hat response (a robust, noise-scaled bar),
+       and at least ``contrast`` (image units): a scratch stands out from what it crosses;
+    4. dilate by one pixel so the fill covers the line's soft edges.
+    """
+    from scipy import ndimage
+    from skimage import morphology
+
+    if polarity not in ("both", "bright", "dark"):
+        raise VaekitError(f"polarity must be both, bright or dark, not {polarity!r}")
+    y = as_float(image)
+    lum = y if y.ndim == 2 else y @ np.array([0.299, 0.587, 0.114])
+    short = min(lum.shape)
+    r = int(width) if width else max(2, round(0.006 * short))
+    fp = morphology.disk(r)
+    resp = np.zeros_like(lum)
+    if polarity in ("both", "bright"):
+        resp = np.maximum(resp, morphology.white_tophat(lum, fp))
+    if polarity in ("both", "dark"):
+        resp = np.maximum(resp, morphology.black_tophat(lum, fp))
+    L = max(5, int(round(length * short)) | 1)
+    lines = np.zeros_like(resp)
+    for ang in np.arange(24) * np.pi / 24:
+        lines = np.maximum(lines, ndimage.grey_opening(resp, footprint=_line_footprint(L, ang)))
+    med = np.median(resp)
+    bar = max(med + k * 1.4826 * np.median(np.abs(resp - med)), contrast)
+    hit = lines > bar
+    return ndimage.binary_dilation(hit, morphology.disk(1)) if hit.any() else hit
+
+
+# ----------------------------------------------------------------------------- the API
+def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, seed: int = 0, tile: int = 512,
+            iters: int = 100, details: bool = False, progress=None):
+    """Fill the pixels of ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1]) where
+    ``mask`` (H x W, True/nonzero = missing) is set.
+
+    ``method``: "vae" (the shipped inpainter, or ``model``: an inpaint-vae run or any generative
+    VAE of the image's domain, e.g. "mnist-vae") or a classical one ("telea", "ns", "biharmonic",
+    "mean").  ``samples``: 1 gives one estimate (the VAE's prior-mean pass); N > 1 draws N fills
+    and returns their mean (the fills and their per-pixel std with ``details=True``).
+
+    Known pixels are returned exactly as given; filled ones are clipped to [0, 1]."""
+    y = as_float(image)
+    mask = np.asarray(mask)
+    if mask.shape != y.shape[:2]:
+        raise VaekitError(f"the mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the image "
+                          f"is {y.shape[1]}x{y.shape[0]}")
+    mask = mask.astype(bool)
+    degrade.check_mask(mask)
+    if int(samples) < 1:
+        raise VaekitError(f"samples must be 1 or more, not {samples}")
+    t0 = time.perf_counter()
+    std, fills = None, []
+    if method == "vae":
+        m = load_inpainter(model)
+        if _is_generative(m):
+            est, std, fills = latent_inpaint(m, y, mask, samples=samples, seed=seed, iters=iters)
+            name = "vae-latent"
+        else:
+            est, std, fills = vae_inpaint(m, y, mask, samples=samples, seed=seed, tile=tile, progress=progress)
+            name = "vae"
+    else:
+        from .. import baselines
+
+        est = _keep_known(baselines.get_inpaint(method)(y, mask), y, mask)
+        name = method
+    r = Inpainted(est, mask, std, fills, name, time.perf_counter() - t0)
+    return r if details else r.image
+
+
+# ----------------------------------------------------------------------------- the CLI's work
+def parse_box(text: str, shape) -> np.ndarray:
+    """``x0,y0,x1,y1`` (end exclusive, pixels) -> a mask of that box, checked against the image size."""
+    try:
+        x0, y0, x1, y1 = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise VaekitError(f"--box must be x0,y0,x1,y1 in whole pixels, not {text!r}") from None
+    h, w = shape[:2]
+    if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
+        raise VaekitError(f"--box {text} does not fit the {w}x{h} image (need 0 <= x0 < x1 <= {w}, "
+                          f"0 <= y0 < y1 <= {h})")
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
+    from pathlib import Path
+
+    from ..data import IMAGE_SUFFIXES
+
+    given = [a is not None for a in (mask, mask_dir, box, detect)]
+    if sum(given) != 1:
+        raise VaekitError("say what is missing with exactly one of --mask, --mask-dir, --box or --detect scratches")
+    if mask is not None:
+        return degrade.read_mask(mask, img.shape)
+    if box is not None:
+        return parse_box(box, img.shape)
+    if detect is not None:
+        if detect != "scratches":
+            raise VaekitError(f"--detect knows only 'scratches', not {detect!r}")
+        return detect_scratches(img)
+    rel = Path(f).relative_to(inp) if Path(inp).is_dir() else Path(Path(f).name)
+    for cand in [Path(mask_dir) / rel] + [Path(mask_dir) / rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES)]:
+        if cand.is_file():
+            return degrade.read_mask(cand, img.shape)
+    raise VaekitError(f"no mask for {f} in {mask_dir} (looked for {rel.with_suffix('.*')})")
+
+
+def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=None, save_mask=None, samples=1,
+                  method="vae", model=None, seed=0, tile=512, iters=100, progress=None, max_pixels=None) -> list[dict]:
+    """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
+    image gets a folder of fills (``output`` itself for a single image)."""
+    from pathlib import Path
+
+    from ..data import find_images
+    from ..io import read_array, write_image
+    from .denoise import write_sample_set
+
+    inp, output = Path(inp), Path(output)
+    if mask_dir is not None and not Path(mask_dir).is_dir():
+        raise VaekitError(f"--mask-dir {mask_dir} is not a folder")
+    files = find_images(inp)
+    if not files:
+        raise VaekitError(f"no images found under {inp}")
+    m_loaded = load_inpainter(model) if method == "vae" else None
+    rows = []
+    for i, f in enumerate(files):
+        img = read_array(f, max_pixels=max_pixels)
+        mk = _mask_for(f, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect)
+        rel = f.relative_to(inp) if inp.is_dir() else None
+        if save_mask is not None:
+            write_image(Path(save_mask) / rel.with_suffix(".png") if rel else Path(save_mask), mk.astype(np.float32))
+        if not mk.any():
+            raise VaekitError(f"{f}: no scratch found (the detector's mask is empty): nothing to fill")
+        r = inpaint(img, mk, samples, method=method, model=m_loaded, seed=seed, tile=tile, iters=iters, details=True)
+        dest = (output / rel.with_suffix("" if samples > 1 else ".png")) if rel else output
+        if samples > 1:
+            write_sample_set(dest, r, model_name=str(model or SHIPPED_INPAINTER), seed=seed,
+                             extra={"hole_fraction": float(mk.mean()),
+                                    "pairwise_hole_rmse": pairwise_distance(r.samples, mk)})
+        else:
+            write_image(dest, r.image)
+        rows.append({"input": str(f), "output": str(dest), "hole_fraction": float(mk.mean()), "method": r.method,
+                     "seconds": r.seconds})
+        if progress is not None:
+            progress(i + 1, len(files))
+    return rows
+
+
+def pairwise_distance(fills, mask) -> float | None:
+    """Mean RMSE (image units) between every pair of fills, inside the hole: how different the samples are."""
+    if len(fills) < 2:
+        return None
+    vals = [f[mask] for f in fills]
+    d = [float(np.sqrt(np.mean((vals[i] - vals[j]) ** 2))) for i in range(len(vals)) for j in range(i + 1, len(vals))]
+    return float(np.mean(d))

@@ -1,0 +1,237 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from vaekit import create_model, degrade
+from vaekit.cli import main
+from vaekit.errors import VaekitError
+from vaekit.models.inpainter import push_pull
+from vaekit.pretrained import load_model, save_model
+from vaekit.tasks.inpaint import detect_scratches, inpaint, latent_inpaint, pairwise_distance, vae_inpaint
+
+from test_denoise import smooth_image
+
+
+def tiny_inpainter(seed=0, radius=6, perturb=True):
+    """A small untrained inpaint-vae whose output layer is random (so the latent matters)."""
+    torch.manual_seed(seed)
+    m = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, fill_radius=radius)
+    if perturb:
+        with torch.no_grad():
+            m.out.weight.normal_(0, 1.0)
+            m.prior_head.bias[2:].fill_(0.0)  # prior log-variance 0: unit-spread draws
+    return m.eval()
+
+
+def u8(a):
+    return np.clip(np.round(np.asarray(a) * 255), 0, 255).astype(np.uint8)
+
+
+def test_push_pull_keeps_known_pixels_and_fills_constant_and_smooth_images():
+    m = torch.from_numpy(degrade.mask_box((40, 56))).float()[None, None]
+    flat = torch.full((1, 3, 40, 56), 0.3)
+    assert torch.allclose(push_pull(flat * (1 - m), m), flat, atol=1e-6)
+    ramp = torch.linspace(0, 1, 56).expand(1, 1, 40, 56).contiguous()
+    out = push_pull(ramp * (1 - m), m)
+    assert torch.equal(out[m == 0], ramp[m == 0])
+    hole_err = (out - ramp).abs()[m > 0].mean()
+    assert hole_err < (ramp[m > 0] - ramp[m == 0].mean()).abs().mean()  # better than the mean fill
+
+
+def test_inpainting_vae_trains_and_its_masks_are_seeded():
+    m = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, free_bits=0.05)
+    a = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
+    b = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == (6, 1, 32, 40)
+    assert all(0 < float(a[i].mean()) < 1 for i in range(6))
+    x = torch.rand(6, 3, 32, 40)
+    out = m(x)
+    assert torch.equal(out["x_hat"][out["mask"].expand_as(x) == 0], x[out["mask"].expand_as(x) == 0])
+    loss = m.loss(x, out)
+    loss["loss"].backward()
+    assert np.isfinite(float(loss["loss"].detach())) and float(loss["kl"]) >= 0
+    assert all(p.grad is not None for p in m.parameters())
+    kl, npos = m.latent_stats(x, a)
+    assert kl.shape == (6, 2) and npos == 4 * 5
+
+
+def test_vae_inpaint_keeps_known_pixels_goes_coarse_to_fine_and_samples_differ():
+    img = smooth_image(72, 100, c=3)
+    mask = degrade.mask_box(img.shape)  # 18 px deep: beyond the radius 6, so the pyramid is used
+    model = tiny_inpainter()
+    one, std, fills = vae_inpaint(model, img, mask)
+    assert std is None and fills == []
+    assert np.array_equal(u8(one)[~mask], u8(img)[~mask])
+    est, std, fills = vae_inpaint(model, img, mask, samples=4, seed=3)
+    assert len(fills) == 4 and std.shape == img.shape
+    for f in fills:
+        assert np.array_equal(u8(f)[~mask], u8(img)[~mask])  # known pixels identical in every sample
+    assert pairwise_distance(fills, mask) > 1e-5 and float(std[mask].mean()) > 0  # untrained: small, not 0
+    assert np.all(std[~mask] == 0)
+    again = vae_inpaint(model, img, mask, samples=4, seed=3)[0]
+    assert np.array_equal(est, again)  # seeded
+    # gray images go through the colour model as three equal channels
+    g = vae_inpaint(model, img.mean(2), mask)[0]
+    assert g.shape == mask.shape and np.array_equal(u8(g)[~mask], u8(img.mean(2))[~mask])
+
+
+def test_vae_inpaint_tiles_large_images():
+    img = smooth_image(150, 170, c=3)
+    mask = degrade.mask_strokes(img.shape, "medium", seed=2)
+    model = tiny_inpainter(perturb=False)  # zero residual: the output is the push-pull pre-fill
+    whole = vae_inpaint(model, img, mask, tile=512)[0]
+    tiled = vae_inpaint(model, img, mask, tile=64, overlap=16)[0]
+    assert np.array_equal(u8(tiled)[~mask], u8(img)[~mask])
+    err_w, err_t = (np.abs(a - img)[mask].mean() for a in (whole, tiled))
+    assert err_t < 1.5 * err_w + 0.01  # tiling costs little
+
+
+def test_latent_inpainting_with_a_generative_vae():
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 12, 12), hidden=[32], latent_dim=4).eval()
+    img = smooth_image(12, 12)
+    mask = np.zeros((12, 12), bool)
+    mask[3:9, 3:9] = True
+    est, std, fills = latent_inpaint(vae, img, mask, samples=3, iters=5)
+    assert len(fills) == 3 and np.array_equal(u8(est)[~mask], u8(img)[~mask])
+    with pytest.raises(VaekitError, match="12x12"):
+        latent_inpaint(vae, smooth_image(16, 16), np.ones((16, 16), bool))
+    out = inpaint(img, mask, model=vae, iters=5)
+    assert out.shape == img.shape
+
+
+def scratched(seed=0):
+    img = smooth_image(160, 200, c=3)
+    im = Image.new("L", (200, 160), 0)
+    d = ImageDraw.Draw(im)
+    rng = np.random.default_rng(seed)
+    for _ in range(3):
+        x0 = rng.uniform(20, 180)
+        d.line([(x0, 0), (x0 + rng.uniform(-25, 25), 159)], fill=255, width=2)
+    truth = np.asarray(im) > 127
+    out = img.copy()
+    out[truth] = 0.97
+    return img, out, truth
+
+
+def test_scratch_detection_finds_long_thin_lines_only():
+    from scipy.ndimage import binary_dilation
+
+    clean, img, truth = scratched()
+    m = detect_scratches(img)
+    assert (m & truth).sum() / truth.sum() > 0.9
+    assert (m & binary_dilation(truth, iterations=2)).sum() / m.sum() > 0.9
+    assert detect_scratches(clean).mean() < 0.005
+    dots = clean.copy()
+    dots[::20, ::20] = 1.0  # isolated bright dots are not scratches
+    assert detect_scratches(dots).mean() < 0.005
+
+
+def test_inpaint_api_validates_its_input():
+    img = smooth_image(32, 40, c=3)
+    with pytest.raises(VaekitError, match="mask"):
+        inpaint(img, np.zeros((31, 40), bool), method="telea")
+    with pytest.raises(VaekitError, match="no pixel"):
+        inpaint(img, np.zeros((32, 40), bool), method="telea")
+    with pytest.raises(VaekitError, match="every pixel"):
+        inpaint(img, np.ones((32, 40), bool), method="telea")
+    with pytest.raises(VaekitError, match="samples"):
+        inpaint(img, degrade.mask_box(img.shape), 0, method="telea")
+
+
+@pytest.fixture
+def files(tmp_path):
+    img = smooth_image(64, 80, c=3)
+    Image.fromarray(u8(img)).save(tmp_path / "a.png")
+    mask = degrade.mask_box(img.shape)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    Image.fromarray(np.zeros((10, 10), np.uint8)).save(tmp_path / "small.png")
+    Image.fromarray(np.zeros((64, 80), np.uint8)).save(tmp_path / "empty.png")
+    Image.fromarray(np.full((64, 80), 255, np.uint8)).save(tmp_path / "full.png")
+    (tmp_path / "text.png").write_text("not an image")
+    save_model(tiny_inpainter(), tmp_path / "model", {"name": "tiny"})
+    return tmp_path, img, mask
+
+
+def test_cli_inpaint_files_samples_and_folders(files, capsys):
+    d, img, mask = files
+    assert main(["inpaint", str(d / "a.png"), "--mask", str(d / "m.png"), "--model", str(d / "model"),
+                 "-o", str(d / "r.png")]) == 0
+    out = np.asarray(Image.open(d / "r.png"))
+    assert np.array_equal(out[~mask], u8(img)[~mask])
+    assert main(["inpaint", str(d / "a.png"), "--mask", str(d / "m.png"), "--model", str(d / "model"),
+                 "--samples", "3", "-o", str(d / "fills")]) == 0
+    meta = json.loads((d / "fills" / "samples.json").read_text())
+    assert meta["N"] == 3 and meta["pairwise_hole_rmse"] > 0
+    assert {p.name for p in (d / "fills").iterdir()} >= {"mean.png", "std.png", "sample_000.png", "sample_002.png"}
+    assert main(["inpaint", str(d / "a.png"), "--box", "10,10,30,20", "--method", "telea", "-o", str(d / "b.png")]) == 0
+    # folders: masks matched by name
+    (d / "in").mkdir()
+    (d / "masks").mkdir()
+    Image.fromarray(u8(img)).save(d / "in" / "x.png")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(d / "masks" / "x.png")
+    assert main(["inpaint", str(d / "in"), "--mask-dir", str(d / "masks"), "--method", "ns", "-o", str(d / "out"),
+                 "--quiet"]) == 0
+    assert (d / "out" / "x.png").is_file()
+    # scratch detection with the mask saved for inspection
+    _, sc, truth = scratched()
+    Image.fromarray(u8(sc)).save(d / "sc.png")
+    assert main(["inpaint", str(d / "sc.png"), "--detect", "scratches", "--save-mask", str(d / "sm.png"),
+                 "--method", "telea", "-o", str(d / "fixed.png")]) == 0
+    saved = np.asarray(Image.open(d / "sm.png")) > 127
+    assert (saved & truth).sum() / truth.sum() > 0.9
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--mask", "small.png"], "10x10"),
+    (["--mask", "empty.png"], "no pixel"),
+    (["--mask", "full.png"], "every pixel"),
+    (["--mask", "text.png"], "not an image"),
+    (["--box", "0,0,500,10"], "does not fit"),
+    (["--box", "1,2,3"], "x0,y0,x1,y1"),
+    ([], "exactly one of"),
+    (["--mask", "m.png", "--method", "nope"], "unknown inpainting method"),
+])
+def test_cli_inpaint_bad_input_is_one_line_and_exit_2(files, capsys, args, words):
+    d, _, _ = files
+    fixed = [a if not a.endswith(".png") else str(d / a) for a in args]
+    rc = main(["inpaint", str(d / "a.png"), "--method", "telea", *fixed, "-o", str(d / "r.png")])  # a later --method wins
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and words in err and len(err.splitlines()) == 1
+    assert not (d / "r.png").exists()
+
+
+def test_a_run_that_is_still_training_loads_from_its_checkpoint(tmp_path):
+    m = tiny_inpainter()
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"model": m.state_dict(), "step": 7, "config": {"model": "inpaint-vae", "model_args": m.arch_args}},
+               run / "checkpoint.pt")
+    back = load_model(run)
+    assert back.card["checkpoint_step"] == 7
+    assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+
+
+def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
+    d, img, _ = files
+    root = tmp_path / "data"
+    (root / "kodak").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(u8(smooth_image(48, 64, c=3, seed=i)[:, ::(1 if i == 0 else -1)])).save(
+            root / "kodak" / f"k{i}.png")
+    out = tmp_path / "results"
+    assert main(["bench", "inpaint", "--data-root", str(root), "--sets", "kodak", "--masks", "box,pixels0.5",
+                 "--methods", "vae,vae-8,telea,mean", "--model", str(d / "model"), "-o", str(out), "--quiet"]) == 0
+    res = json.loads((out / "inpaint-kodak.json").read_text())
+    s = res["summary"]
+    assert set(s) == {"box", "pixels0.5"} and s["box"]["best_classical"] in ("telea", "mean")
+    assert s["pixels0.5"]["telea"]["hole_psnr"] > s["pixels0.5"]["mean"]["hole_psnr"]
+    assert s["box"]["vae-8"]["pairwise_hole_rmse"] > 0 and "sample_hole_psnr" in s["box"]["vae-8"]
+    assert abs(s["pixels0.5"]["hole_fraction"] - 0.5) < 0.05
+    shas = {(r["image"], r["mask"]): r["mask_sha256"] for r in res["per_image"]}
+    assert shas["k0.png", "pixels0.5"] != shas["k1.png", "pixels0.5"]  # seeded per image
+    assert shas["k0.png", "box"] == shas["k1.png", "box"]  # the centred box of a same-size image
+    assert (out / "inpaint-kodak.md").is_file() and (out / "inpaint-kodak.png").is_file()
