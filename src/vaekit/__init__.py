@@ -10,6 +10,8 @@ The functions here mirror the CLI::
     variants = vaekit.augment(digits, n=10, strength=0.5)           # (B, 10, 1, 28, 28)
     fixed, info = vaekit.compensate(dark_photo)                     # exposure, gamma, colour cast
     clean = vaekit.denoise(noisy, sigma=25)                         # None: the level is estimated
+    repaired = vaekit.inpaint(photo, mask)                          # mask True = missing; known pixels kept
+    fills = vaekit.inpaint(photo, mask, samples=8, details=True)    # .image (mean), .samples, .std
 """
 __version__ = "0.1.0"
 
@@ -23,6 +25,7 @@ from .tasks.compensate import compensate
 from .tasks.compress import compress, decompress
 from .tasks.denoise import denoise
 from .tasks.generate import evaluate, generate, interpolate
+from .tasks.inpaint import detect_scratches, inpaint
 
 
 def train(config, output, *, overrides=(), resume=False, quiet=False):
@@ -36,4 +39,4 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
 
 __all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
            "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image",
-           "augment", "enhance", "compensate", "denoise", "degrade"]
+           "augment", "enhance", "compensate", "denoise", "inpaint", "detect_scratches", "degrade"]

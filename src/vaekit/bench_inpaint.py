@@ -32,7 +32,7 @@ from .bench import provenance, write_results
 from .bench_denoise import Cache, load_set, to_u8
 from .errors import VaekitError
 
-SETS = ("cbsd68", "kodak")
+SETS = ("cbsd68", "kodak", "bsd68")  # bsd68 (gray): the classical anchors of ../shared/ANCHORS.md (first 10)
 MASKS = ("box", "pixels0.5", "pixels0.8", "strokes-thin", "strokes-medium", "strokes-thick")
 VAE_METHODS = ("vae", "vae-8")
 CLASSICAL = ("telea", "ns", "biharmonic", "mean")
@@ -104,7 +104,7 @@ def bench_inpaint(args) -> dict:
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payloads = {}
     for set_name in sets:
-        images = load_set(root / set_name, "RGB")
+        images = load_set(root / set_name, "L" if set_name == "bsd68" else "RGB")
         if args.limit:
             images = images[: args.limit]
         rows = []
@@ -115,7 +115,7 @@ def bench_inpaint(args) -> dict:
                 msha = hashlib.sha256(np.packbits(mask).tobytes()).hexdigest()[:16]
                 row = {"image": name, "mask": kind, "mask_seed": seed, "mask_sha256": msha,
                        "hole_fraction": float(mask.mean())}
-                pics = {"clean": clean, "input": np.where(mask[..., None], 1.0, clean)}
+                pics = {"clean": clean, "input": np.where(mask if clean.ndim == 2 else mask[..., None], 1.0, clean)}
                 for m in methods:
                     key = json.dumps([m, model_sha if m in VAE_METHODS else None, set_name, name, msha])
                     hit = None if args.fresh else cache.get(key)
@@ -217,7 +217,7 @@ def _picture(path: Path, pics: dict, methods, row, kind) -> None:
     names = ["clean", "input"] + [m for m in methods if m in pics]
     fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.4))
     for ax, n in zip(np.atleast_1d(axes), names):
-        ax.imshow(np.clip(pics[n], 0, 1))
+        ax.imshow(np.clip(pics[n], 0, 1), cmap="gray" if pics[n].ndim == 2 else None, vmin=0, vmax=1)
         sub = "" if n == "clean" else (f"\n{kind}" if n == "input" else f"\n{row[n]['hole_psnr']:.2f} dB in hole")
         ax.set_title(n + sub, fontsize=8)
         ax.axis("off")

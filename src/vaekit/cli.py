@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bsub.add_parser("inpaint", help="VAE and classical inpainting on CBSD68/Kodak, hole PSNR/SSIM")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
-    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak")
+    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak (colour); bsd68 (gray: the anchors)")
     b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
                    help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
     b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, mean)")
