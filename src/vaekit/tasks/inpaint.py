@@ -208,11 +208,15 @@ def latent_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, iters
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for _ in range(int(iters)):
-            if k == 1:
-                dec = model.likelihood.mean(model.decode(model.encode(x)))
-            else:
-                dec = model.likelihood.mean(model._log_weights(x, 1)["params"])
-            x = torch.where(m > 0, dec.view_as(x), known)
+            try:
+                if k == 1:
+                    dec = model.likelihood.mean(model.decode(model.encode(x)))
+                else:
+                    dec = model.likelihood.mean(model._log_weights(x, 1)["params"])
+                x = torch.where(m > 0, dec.view_as(x), known)
+            except (RuntimeError, ValueError) as e:
+                raise VaekitError(f"this model cannot take a {want[2]}x{want[1]} {want[0]}-channel image "
+                                  f"({str(e).splitlines()[0]})") from None
     fills = []
     for i in range(k):
         a = x[i].numpy()
