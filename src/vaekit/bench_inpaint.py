@@ -32,7 +32,8 @@ from .bench import provenance, write_results
 from .bench_denoise import Cache, load_set, to_u8
 from .errors import VaekitError
 
-SETS = ("cbsd68", "kodak", "bsd68")  # bsd68 (gray): the classical anchors of ../shared/ANCHORS.md (first 10)
+SETS = ("cbsd68", "kodak", "bsd68", "mnist")  # bsd68 (gray): the classical anchors of ../shared/ANCHORS.md
+# (first 10); mnist: the first 500 test digits, repaired by a generative VAE (mnist-vae) by latent inpainting
 MASKS = ("box", "pixels0.5", "pixels0.8", "strokes-thin", "strokes-medium", "strokes-thick")
 VAE_METHODS = ("vae", "vae-8")
 CLASSICAL = ("telea", "ns", "biharmonic", "mean")
@@ -94,19 +95,28 @@ def bench_inpaint(args) -> dict:
     for m in methods:
         if m not in VAE_METHODS + CLASSICAL:
             raise VaekitError(f"unknown method {m!r}; known: {', '.join(VAE_METHODS + CLASSICAL)}")
-    model = load_inpainter(args.model) if any(m in VAE_METHODS for m in methods) else None
-    card = getattr(model, "card", {}) or {}
-    model_sha = card.get("sha256") or (hashlib.sha256(b"".join(
-        p.detach().numpy().tobytes() for p in model.parameters())).hexdigest() if model is not None else None)
     out_dir = Path(args.output)
     cache = Cache(out_dir / ".cache" / "inpaint.jsonl")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payloads = {}
     for set_name in sets:
-        images = load_set(root / set_name, "L" if set_name == "bsd68" else "RGB")
-        if args.limit:
-            images = images[: args.limit]
+        model = None
+        if any(m in VAE_METHODS for m in methods):  # MNIST: a generative VAE, by latent inpainting
+            model = load_inpainter(args.model or ("mnist-vae" if set_name == "mnist" else None))
+        card = getattr(model, "card", {}) or {}
+        model_sha = card.get("sha256") or (hashlib.sha256(b"".join(
+            p.detach().numpy().tobytes() for p in model.parameters())).hexdigest() if model is not None else None)
+        if set_name == "mnist":
+            from .data import mnist_tensors
+
+            x, _ = mnist_tensors(root / "mnist", "test")
+            n = args.limit or 500
+            images = [(f"test{i:05d}", x[i, 0].double().numpy()) for i in range(min(n, x.shape[0]))]
+        else:
+            images = load_set(root / set_name, "L" if set_name == "bsd68" else "RGB")
+            if args.limit:
+                images = images[: args.limit]
         rows = []
         for kind in masks:
             for i, (name, clean) in enumerate(images):
