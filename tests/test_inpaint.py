@@ -224,12 +224,14 @@ def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
             root / "kodak" / f"k{i}.png")
     out = tmp_path / "results"
     assert main(["bench", "inpaint", "--data-root", str(root), "--sets", "kodak", "--masks", "box,pixels0.5",
-                 "--methods", "vae,vae-8,telea,mean", "--model", str(d / "model"), "-o", str(out), "--quiet"]) == 0
+                 "--methods", "vae,vae-8,telea,mean", "--model", str(d / "model"), "-o", str(out), "--quiet",
+                 "--samples-limit", "1"]) == 0
     res = json.loads((out / "inpaint-kodak.json").read_text())
     s = res["summary"]
     assert set(s) == {"box", "pixels0.5"} and s["box"]["best_classical"] in ("telea", "mean")
     assert s["pixels0.5"]["telea"]["hole_psnr"] > s["pixels0.5"]["mean"]["hole_psnr"]
     assert s["box"]["vae-8"]["pairwise_hole_rmse"] > 0 and "sample_hole_psnr" in s["box"]["vae-8"]
+    assert s["box"]["vae-8"]["n_images"] == 1 and s["box"]["vae"]["n_images"] == 2  # --samples-limit 1
     assert abs(s["pixels0.5"]["hole_fraction"] - 0.5) < 0.05
     shas = {(r["image"], r["mask"]): r["mask_sha256"] for r in res["per_image"]}
     assert shas["k0.png", "pixels0.5"] != shas["k1.png", "pixels0.5"]  # seeded per image

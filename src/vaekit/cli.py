@@ -221,11 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bsub.add_parser("inpaint", help="VAE and classical inpainting on CBSD68/Kodak, hole PSNR/SSIM")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
-    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak (colour); bsd68 (gray: the anchors)")
+    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak (colour); bsd68 (gray: the anchors); "
+                   "mnist (first 500 test digits, latent inpainting)")
     b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
                    help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
     b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, mean)")
-    b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color)")
+    b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color; mnist: "
+                   "mnist-vae)")
+    b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "
+                   "images only")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="recompute cached results (timings from this run)")
