@@ -130,7 +130,8 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     page = (tmp_path / "demo" / "index.html").read_text()
     for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png",
               "augment_variants.png", "compensate_degraded.png", "compensate_gray-world.png",
-              "denoise_gray_noisy.png", "denoise_gray_vae.png"):
+              "denoise_gray_noisy.png", "denoise_gray_vae.png", "inpaint_scratches_vae.png", "inpaint_box_vae.png",
+              "inpaint_box_sample0.png"):
         assert f in page and (tmp_path / "demo" / f).is_file()
 
 

@@ -149,7 +149,8 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     """Fill ``mask`` (bool H x W, True = missing) in ``image`` with an inpaint-vae.
 
     Returns (estimate, std, fills): ``samples=1`` is one pass with the prior means (std None,
-    no fills); ``samples=N>1`` draws N fills, and the estimate is their mean."""
+    no fills); ``samples=N>1`` draws N fills, the estimate is their mean, and the std combines their spread
+    with the decoder's scale inside the hole (0 on known pixels)."""
     y = as_float(image)
     gray = y.ndim == 2
     if model.channels == 3 and gray:
@@ -175,7 +176,11 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     if k == 1:
         return fills[0], None, []
     st = np.stack(fills)
-    return _keep_known(st.mean(0), y, mask), st.std(0).astype(np.float32), fills
+    # the predictive std inside the hole: the spread of the fills combined with the decoder's own scale
+    scale = float(model.log_scale.detach().clamp(-9.0, 0.0).exp())
+    mm = mask if st.ndim == 3 else mask[..., None]
+    std = np.where(mm, np.sqrt(st.var(0) + scale**2), 0.0).astype(np.float32)
+    return _keep_known(st.mean(0), y, mask), std, fills
 
 
 def _keep_known(fill: np.ndarray, y: np.ndarray, mask: np.ndarray) -> np.ndarray:
