@@ -40,6 +40,51 @@ def provenance(seeds: dict, weights_sha256: str | None = None) -> dict:
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def single_threaded(threads: int) -> None:
+    """The benchmarks' thread rule: torch and OpenCV get the same ``threads`` (default 1)."""
+    torch.set_num_threads(threads)
+    try:
+        import cv2
+
+        cv2.setNumThreads(threads)
+    except ImportError:
+        pass
+
+
+def parse_sets(text: str, known) -> list[str]:
+    """``--sets a,b`` checked against the ``known`` set names."""
+    sets = [s.strip() for s in text.split(",") if s.strip()]
+    for s in sets:
+        if s not in known:
+            raise VaekitError(f"unknown set {s!r}; known: {', '.join(known)}")
+    return sets
+
+
+def picture_row(path: Path, panels, *, width: float = 2.0, dpi: int = 110) -> None:
+    """One row of images with a title under each (``panels``: (title, H x W [x 3] array in [0, 1])), written
+    as PNG atomically."""
+    import os
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 2.4))
+    for ax, (title, img) in zip(np.atleast_1d(axes), panels):
+        img = np.clip(img, 0, 1)
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> None:
     from .io import atomic_write_text
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import statistics
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import provenance, write_results
+from .bench import parse_sets, picture_row, provenance, single_threaded, write_results
 from .degrade import add_noise
 from .errors import VaekitError
 
@@ -153,23 +152,12 @@ def _run(method, y, cond, models, seed):
 
 
 def bench_denoise(args) -> dict:
-    import torch
-
     from . import baselines as B
     from .tasks.denoise import load_denoiser
 
-    torch.set_num_threads(args.threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(args.threads)
-    except ImportError:
-        pass
+    single_threaded(args.threads)
     root = Path(args.data_root)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    for s in sets:
-        if s not in GRAY_SETS + COLOR_SETS:
-            raise VaekitError(f"unknown set {s!r}; known: {', '.join(GRAY_SETS + COLOR_SETS)}")
+    sets = parse_sets(args.sets, GRAY_SETS + COLOR_SETS)
     conds = parse_conditions(args.sigmas, args.noises)
     methods = [m.strip() for m in args.methods.split(",")] if args.methods else \
         ["vae", "vae-8", "vae-blind", *[m for m in CLASSICAL if m in B.available()]]  # vae-selfsup: ask for it
@@ -353,26 +341,10 @@ def _table(set_name, summary, methods, commands) -> str:
 
 def _picture(path: Path, pics: dict, methods, row) -> None:
     """One 128-pixel crop of the first image across methods, PSNR under each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     clean = pics["clean"]
     h, w = clean.shape[:2]
     c = min(128, h, w)
     top, left = (h - c) // 2, (w - c) // 2
     names = ["clean", "noisy"] + [m for m in methods if m in pics]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.0 * len(names), 2.4))
-    for ax, n in zip(np.atleast_1d(axes), names):
-        crop = np.clip(pics[n][top:top + c, left:left + c], 0, 1)
-        ax.imshow(crop, cmap="gray" if crop.ndim == 2 else None, vmin=0, vmax=1)
-        sub = "" if n == "clean" else f"\n{row[n]['psnr']:.2f} dB"
-        ax.set_title(n + sub, fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    picture_row(path, [(n + ("" if n == "clean" else f"\n{row[n]['psnr']:.2f} dB"), pics[n][top:top + c, left:left + c])
+                       for n in names])

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shlex
 import statistics
 import time
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import provenance, write_results
+from .bench import parse_sets, picture_row, provenance, single_threaded, write_results
 from .bench_denoise import Cache, load_set, to_u8
 from .errors import VaekitError
 
@@ -70,24 +69,13 @@ def measure(est, clean, mask) -> dict:
 
 
 def bench_inpaint(args) -> dict:
-    import torch
-
     from .tasks.inpaint import inpaint, load_inpainter
 
-    torch.set_num_threads(args.threads)
-    try:
-        import cv2
-
-        cv2.setNumThreads(args.threads)
-    except ImportError:
-        pass
+    single_threaded(args.threads)
     from . import degrade
 
     root = Path(args.data_root)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    for s in sets:
-        if s not in SETS:
-            raise VaekitError(f"unknown set {s!r}; known: {', '.join(SETS)}")
+    sets = parse_sets(args.sets, SETS)
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     for k in masks:
         degrade.make_mask(k, (16, 16), 0)  # validates the name
@@ -228,21 +216,6 @@ def _table(set_name, summary, methods, masks, command) -> str:
 
 def _picture(path: Path, pics: dict, methods, row, kind) -> None:
     """The first image with its first mask across methods, hole PSNR under each."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = ["clean", "input"] + [m for m in methods if m in pics]
-    fig, axes = plt.subplots(1, len(names), figsize=(2.6 * len(names), 2.4))
-    for ax, n in zip(np.atleast_1d(axes), names):
-        ax.imshow(np.clip(pics[n], 0, 1), cmap="gray" if pics[n].ndim == 2 else None, vmin=0, vmax=1)
-        sub = "" if n == "clean" else (f"\n{kind}" if n == "input" else f"\n{row[n]['hole_psnr']:.2f} dB in hole")
-        ax.set_title(n + sub, fontsize=8)
-        ax.axis("off")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    picture_row(path, [(n + ("" if n == "clean" else f"\n{kind}" if n == "input" else
+                             f"\n{row[n]['hole_psnr']:.2f} dB in hole"), pics[n]) for n in names], width=2.6, dpi=100)

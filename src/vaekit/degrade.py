@@ -123,7 +123,7 @@ def mask_strokes(shape, width: str = "medium", seed: int = 0) -> np.ndarray:
     """Random brush strokes (free-form masks in the style of LaMa's thin/medium/thick): polylines of 4-8
     segments with round joints, brush width ``STROKE_WIDTHS[width]`` x min(H, W) (at least 1 pixel),
     drawn until ``STROKE_TARGETS[width]`` of the image is covered."""
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     if width not in STROKE_WIDTHS:
         raise VaekitError(f"stroke width must be one of {', '.join(STROKE_WIDTHS)}, not {width!r}")
@@ -131,20 +131,30 @@ def mask_strokes(shape, width: str = "medium", seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     bw = max(1, round(STROKE_WIDTHS[width] * min(h, w)))
     im = Image.new("L", (w, h), 0)
+    draw_strokes(im, rng, bw, STROKE_TARGETS[width])
+    return np.asarray(im) > 127
+
+
+def draw_strokes(im, rng, width: int, target: float, segments=(4, 9), step=(0.05, 0.2), tries: int = 10_000) -> None:
+    """Draw random brush polylines of ``width`` pixels on the "L" image ``im`` until ``target`` of it is
+    covered (or ``tries`` strokes): each starts at a uniform point and has ``segments`` (low, high exclusive)
+    segments of uniform direction and length ``step`` x the long side, clipped to the image."""
+    from PIL import ImageDraw
+
+    w, h = im.size
     draw = ImageDraw.Draw(im)
-    for _ in range(10_000):
+    for _ in range(tries):
         x, y = rng.uniform(0, w), rng.uniform(0, h)
         pts = [(x, y)]
-        for _ in range(int(rng.integers(4, 9))):
+        for _ in range(int(rng.integers(*segments))):
             ang = rng.uniform(0, 2 * np.pi)
-            step = rng.uniform(0.05, 0.2) * max(h, w)
-            x = float(np.clip(x + step * np.cos(ang), 0, w - 1))
-            y = float(np.clip(y + step * np.sin(ang), 0, h - 1))
+            length = rng.uniform(*step) * max(h, w)
+            x = float(np.clip(x + length * np.cos(ang), 0, w - 1))
+            y = float(np.clip(y + length * np.sin(ang), 0, h - 1))
             pts.append((x, y))
-        draw.line(pts, fill=255, width=bw, joint="curve")
-        if np.asarray(im).mean() / 255 >= STROKE_TARGETS[width]:
+        draw.line(pts, fill=255, width=width, joint="curve")
+        if np.asarray(im).mean() / 255 >= target:
             break
-    return np.asarray(im) > 127
 
 
 def mask_text(shape, seed: int = 0, lines: int = 6) -> np.ndarray:

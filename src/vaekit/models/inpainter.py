@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LOG2PI
+from ..degrade import draw_strokes
 from .denoiser import _conv
 
 MSE_FLOOR = 1e-4  # (0-1 units)²: 40 dB; bounds the weight of a nearly solved crop
@@ -188,18 +189,7 @@ class InpaintingVAE(nn.Module):
             draw = ImageDraw.Draw(im)
             if kind == 1:  # brush strokes
                 bw = int(rng.integers(2, 29))
-                target = rng.uniform(0.05, 0.4)
-                for _ in range(50):
-                    x, yy = rng.uniform(0, w), rng.uniform(0, h)
-                    pts = [(x, yy)]
-                    for _ in range(int(rng.integers(2, 6))):
-                        ang = rng.uniform(0, 2 * np.pi)
-                        step = rng.uniform(0.1, 0.5) * max(h, w)
-                        x, yy = float(np.clip(x + step * np.cos(ang), 0, w - 1)), float(np.clip(yy + step * np.sin(ang), 0, h - 1))
-                        pts.append((x, yy))
-                    draw.line(pts, fill=255, width=bw, joint="curve")
-                    if np.asarray(im).mean() / 255 >= target:
-                        break
+                draw_strokes(im, rng, bw, rng.uniform(0.05, 0.4), segments=(2, 6), step=(0.1, 0.5), tries=50)
             elif kind == 2:  # one or two boxes
                 for _ in range(int(rng.integers(1, 3))):
                     bh, bwid = min(int(rng.integers(8, 57)), int(0.6 * h)), min(int(rng.integers(8, 57)), int(0.6 * w))
