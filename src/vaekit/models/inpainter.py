@@ -23,7 +23,8 @@ to the benchmark's masks on 321-768 px images: random pixels (rate 0.3-0.9), bru
 (2-28 px wide), boxes (8-56 px sides), text-like clusters of short strokes.  Holes wider than the model
 was trained on are handled coarse-to-fine in :mod:`vaekit.tasks.inpaint`.
 
-Posterior samples at inference give diverse fills; their mean is the estimate.
+Posterior samples at inference are meant to give diverse fills, their mean the estimate; the shipped
+``inpaint-color`` learned to ignore its latent (its fills are alike), which is an open problem.
 """
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LOG2PI
 from ..degrade import draw_strokes
+from .base import LOG2PI
 from .denoiser import _conv
 
 MSE_FLOOR = 1e-4  # (0-1 units)²: 40 dB; bounds the weight of a nearly solved crop

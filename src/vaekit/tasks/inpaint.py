@@ -9,8 +9,9 @@ Two VAE routes, both real:
   the image and mask are halved (a coarse pixel is missing if any of its four is) until
   the hole fits, filled there, and each finer level takes the upsampled coarse fill for
   its pixels deeper than the radius and lets the model fill the band between them and the
-  known pixels.  Each posterior draw runs the whole pyramid with its own latent draws, so
-  samples differ in structure as well as in detail.  Large images are cut into
+  known pixels.  Each posterior draw runs the whole pyramid with its own latent draws, so a
+  model that uses its latent gives fills that differ in structure as well as in detail (the
+  shipped one does not use it yet: its fills are alike).  Large images are cut into
   overlapping tiles (blended linearly); tiles without a hole are not run.
 * :func:`latent_inpaint` -- any generative VAE of the package (e.g. ``mnist-vae``) repairs
   images of its own domain by pseudo-Gibbs sampling (Rezende et al. 2014): fill the
@@ -44,7 +45,8 @@ class Inpainted:
     """What :func:`inpaint` returns with ``details=True``."""
     image: np.ndarray  # the estimate: known pixels as given, the hole filled (mean of the fills)
     mask: np.ndarray  # bool (H, W), True where pixels were missing
-    std: np.ndarray | None = None  # per-pixel spread of the fills (0 on known pixels)
+    std: np.ndarray | None = None  # per-pixel std (samples > 1; 0 on known pixels): inpaint-vae, the fills' spread
+    # combined with the decoder's scale; a generative VAE, the spread of its chains
     samples: list = field(default_factory=list)  # the individual fills (samples > 1)
     method: str = "vae"
     seconds: float = 0.0
