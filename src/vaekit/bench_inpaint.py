@@ -69,7 +69,7 @@ def measure(est, clean, mask) -> dict:
 
 
 def bench_inpaint(args) -> dict:
-    from .tasks.inpaint import inpaint, load_inpainter
+    from .tasks.inpaint import inpaint, load_inpainter, pairwise_distance
 
     single_threaded(args.threads)
     from . import degrade
@@ -132,8 +132,6 @@ def bench_inpaint(args) -> dict:
                     if r.samples:
                         cu = to_u8(clean)
                         res["sample_hole_psnr"] = statistics.mean(hole_psnr(to_u8(s), cu, mask) for s in r.samples)
-                        from .tasks.inpaint import pairwise_distance
-
                         res["pairwise_hole_rmse"] = 255.0 * pairwise_distance(r.samples, mask)
                     row[m] = res
                     pics[m] = r.image

@@ -46,6 +46,25 @@ def _block(cin, cout, n=2, stride=1):
     return nn.Sequential(*layers)
 
 
+def gaussian_kl(qm, qlv, pm, plv):
+    """Elementwise KL(N(qm, e^qlv) || N(pm, e^plv)) of two diagonal Gaussians (the conditional VAEs' KL)."""
+    return 0.5 * (plv - qlv + ((qlv.exp() + (qm - pm) ** 2) * torch.exp(-plv)) - 1.0)
+
+
+def prior_draws(decode, pm, plv, samples: int, temperature: float = 1.0, generator=None):
+    """Decode ``samples`` draws z ~ N(pm, temperature² e^plv): returns (mean, variance, draws) of the decodings."""
+    draws = []
+    s = s2 = 0.0
+    for _ in range(int(samples)):
+        eps = torch.randn(pm.shape, generator=generator, dtype=pm.dtype, device=pm.device)
+        d = decode(pm + temperature * eps * (0.5 * plv).exp())
+        draws.append(d)
+        s = s + d
+        s2 = s2 + d * d
+    mean = s / samples
+    return mean, (s2 / samples - mean * mean).clamp_min(0), draws
+
+
 class DenoisingVAE(nn.Module):
     """Conditional VAE denoiser for ``channels``-channel images (1 gray, 3 RGB).
 
@@ -150,7 +169,7 @@ class DenoisingVAE(nn.Module):
         npix = x[0].numel()
         sq = (x - mean).pow(2).flatten(1).sum(1)
         log_px = -0.5 * sq * torch.exp(-2 * ls) - npix * (ls + 0.5 * LOG2PI)
-        kl_c = 0.5 * (plv - qlv + ((qlv.exp() + (qm - pm) ** 2) * torch.exp(-plv)) - 1.0).flatten(2).sum(2)
+        kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
         kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
         return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
                 "sigma": sigma, "noisy": y, "mse": sq / npix}
@@ -178,17 +197,7 @@ class DenoisingVAE(nn.Module):
         if samples <= 0:
             mean = self.decode(pm, skips, y)
             return mean, scale2.sqrt().expand_as(mean).clone(), []
-        draws = []
-        s = torch.zeros_like(y)
-        s2 = torch.zeros_like(y)
-        for _ in range(int(samples)):
-            eps = torch.randn(pm.shape, generator=generator, dtype=pm.dtype, device=pm.device)
-            d = self.decode(pm + temperature * eps * (0.5 * plv).exp(), skips, y)
-            draws.append(d)
-            s += d
-            s2 += d * d
-        mean = s / samples
-        var = (s2 / samples - mean * mean).clamp_min(0)
+        mean, var, draws = prior_draws(lambda z: self.decode(z, skips, y), pm, plv, samples, temperature, generator)
         return mean, (var + scale2).sqrt(), draws
 
     @torch.no_grad()
@@ -197,5 +206,5 @@ class DenoisingVAE(nn.Module):
         y, sigma = self.simulate(x, sigma)
         skips, (pm, plv) = self.context(y, sigma)
         qm, qlv = self.posterior(x, skips[2])
-        kl = 0.5 * (plv - qlv + ((qlv.exp() + (qm - pm) ** 2) * torch.exp(-plv)) - 1.0)
+        kl = gaussian_kl(qm, qlv, pm, plv)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])

@@ -175,11 +175,16 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
         fills.append(_keep_known(a, y, mask))
         if progress is not None:
             progress(j + 1, k)
-    if k == 1:
+    # the predictive std inside the hole: the spread of the fills combined with the decoder's own scale
+    return _summarize(fills, y, mask, float(model.log_scale.detach().clamp(-9.0, 0.0).exp()))
+
+
+def _summarize(fills, y, mask, scale: float = 0.0):
+    """(estimate, std, fills) from the fills: one fill is the estimate; several give their mean and a std
+    inside the hole (their spread combined with ``scale``; 0 on known pixels)."""
+    if len(fills) == 1:
         return fills[0], None, []
     st = np.stack(fills)
-    # the predictive std inside the hole: the spread of the fills combined with the decoder's own scale
-    scale = float(model.log_scale.detach().clamp(-9.0, 0.0).exp())
     mm = mask if st.ndim == 3 else mask[..., None]
     std = np.where(mm, np.sqrt(st.var(0) + scale**2), 0.0).astype(np.float32)
     return _keep_known(st.mean(0), y, mask), std, fills
@@ -229,10 +234,7 @@ def latent_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, iters
         a = x[i].numpy()
         a = a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
         fills.append(_keep_known(a, y, mask))
-    if k == 1:
-        return fills[0], None, []
-    st = np.stack(fills)
-    return _keep_known(st.mean(0), y, mask), st.std(0).astype(np.float32), fills
+    return _summarize(fills, y, mask)
 
 
 # ----------------------------------------------------------------------------- scratch detection
