@@ -114,9 +114,11 @@ def test_bench_augment_pieces_on_synthetic_digits():
     torch.manual_seed(0)
     vae = create_model("mlp-vae", image_shape=(1, 28, 28), hidden=[32], latent_dim=4)
     per_seed, summary = run(vae, x, labels, x[200:], labels[200:], seeds=[0, 1], per_class=3, steps=12,
-                            variants=2, strength=0.5, pool=200, generated=50, log=lambda *a: None)
+                            variants=2, strength=0.5, pool=200, generated=50, neighbours=3, prior_pool=40,
+                            log=lambda *a: None)
     assert len(per_seed) == 2 and summary["none"]["mean"] > 50  # the toy problem is learnt
-    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "gen", "gen+classical", "vae+classical - classical", "gen - none"}
+    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "gen", "gen+classical", "nbr",
+                            "vae+classical - classical", "gen - none", "nbr - none"}
     assert all(0 <= r["gen_kept"] <= 50 for r in per_seed)
     assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1
 
@@ -130,6 +132,10 @@ def test_api_augment_tensor_labels_and_paths(tmp_path):
     v = vaekit.augment(x, 3, strength=1.0, model=vae, seed=5)
     assert v.shape == (2, 3, 1, 8, 8) and torch.equal(v, vaekit.augment(x, 3, strength=1.0, model=vae, seed=5))
     assert not torch.equal(v[:, 0], v[:, 1])  # the variants differ from each other
+    nb = vaekit.augment(x, 2, model=vae, method="neighbours", pool=50, seed=1)
+    assert nb.shape == (2, 2, 1, 8, 8) and not torch.equal(nb[:, 0], nb[:, 1])
+    with pytest.raises(VaekitError, match="unknown augmentation method"):
+        vaekit.augment(x, 2, model=vae, method="mixup")
     cvae = create_model("cvae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3, num_classes=4)
     a = vaekit.augment(x, 2, model=cvae, labels=[0, 3], seed=1)
     b = vaekit.augment(x, 2, model=cvae, labels=[1, 2], seed=1)
@@ -139,6 +145,62 @@ def test_api_augment_tensor_labels_and_paths(tmp_path):
     with pytest.raises(VaekitError, match="output"):
         vaekit.augment(tmp_path, 2, model=vae)
     assert callable(vaekit.enhance.apply_ops) and callable(vaekit.compensate)
+
+
+def test_prior_pool_finds_the_nearest_samples_in_latent_space():
+    from vaekit.tasks.augment import PriorPool, latent_neighbours
+
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=4)
+    state = torch.random.get_rng_state()
+    pool = PriorPool(vae, 300, seed=3, chunk=128)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
+    assert len(pool) == 300 and pool.images.dtype == torch.uint8 and pool.images.shape == (300, 1, 8, 8)
+    assert torch.equal(pool.images, PriorPool(vae, 300, seed=3).images)  # seeded, whatever the chunking
+    # a sample of the pool, queried, finds itself first; the rest come in decreasing similarity
+    q = torch.stack([pool.images[17], pool.images[250]]).float() / 255
+    imgs, sim, idx = pool.nearest(vae, q, 5)
+    assert imgs.shape == (2, 5, 1, 8, 8) and idx[:, 0].tolist() == [17, 250]
+    assert torch.allclose(sim[:, 0], torch.ones(2), atol=1e-5) and bool((sim[:, :-1] >= sim[:, 1:]).all())
+    assert torch.equal(imgs[0, 0], q[0])
+    # brute force agrees: cosine similarity of the centred posterior means
+    z = vae.posterior(q)[0] - pool.centre
+    brute = torch.nn.functional.cosine_similarity(z[:, None], pool.latents[None] - pool.centre, dim=2)
+    assert torch.equal(brute.topk(5, dim=1).indices, idx)
+    assert latent_neighbours(vae, q, 2, pool=300, seed=3).shape == (2, 2, 1, 8, 8)
+    with pytest.raises(VaekitError, match="larger than the prior pool"):
+        pool.nearest(vae, q, 301)
+    cvae = create_model("cvae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3, num_classes=4)
+    with pytest.raises(VaekitError, match="unconditional"):
+        PriorPool(cvae, 10)
+
+
+def test_neighbours_keep_the_folder_label_with_an_unconditional_vae(tmp_path, capsys):
+    import json
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("17")
+    write_image(tmp_path / "in" / "1" / "a.png", d[0])
+    write_image(tmp_path / "in" / "7" / "b.png", d[1])
+    out = tmp_path / "out"
+    assert main(["augment", str(tmp_path / "in"), "-o", str(out), "-n", "3", "--keep-label", "--method",
+                 "neighbours", "--pool", "2000", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [("1", "1")] * 3 + [("7", "7")] * 3
+    assert all(r["method"] == "neighbours" and r["pool"] == 2000 and 0 <= r["pool_index"] < 2000 for r in rows)
+    sims = [r["similarity"] for r in rows if r["label"] == "1"]
+    assert sims == sorted(sims, reverse=True) and len({r["pool_index"] for r in rows if r["label"] == "1"}) == 3
+    capsys.readouterr()
+    for argv in (["augment", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--method", "neighbours",
+                  "--pool", "5", "-n", "6"],
+                 ["augment", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--method", "neighbours", "--pool", "0"]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_augment_enhance_compensate_and_bad_input(tmp_path, capsys):

@@ -17,6 +17,10 @@ images per class drawn with each of 5 seeds; the same small CNN
                  100 labelled ones and the VAE's weights is used),
 * ``gen+classical`` the same with the ``classical`` classifier as the labeller
                  and a random affine on every draw;
+* ``nbr``        the 100 images plus, for each, its ``neighbours`` nearest of
+                 ``pool`` VAE prior samples in latent space, labelled as it
+                 (``tasks.augment.PriorPool``: no classifier, no image beyond
+                 the 100 and the VAE's weights);
 
 test accuracy over all 10,000 test images; mean +- std over the seeds and the
 paired difference per seed.  The VAE (default the shipped ``mnist-vae``) was
@@ -38,7 +42,7 @@ from torch import nn
 from .bench import provenance, write_results
 from .errors import VaekitError
 
-ARMS = ("none", "classical", "vae", "vae+classical", "gen", "gen+classical")
+ARMS = ("none", "classical", "vae", "vae+classical", "gen", "gen+classical", "nbr")
 GEN_CONFIDENCE = 0.9
 
 
@@ -113,7 +117,7 @@ def vae_pool(model, x: np.ndarray, y: np.ndarray, variants: int, strength: float
 
 
 PAIRS = (("vae+classical", "classical"), ("vae", "none"), ("gen+classical", "classical"), ("gen", "none"),
-         ("classical", "none"))
+         ("nbr", "none"), ("classical", "none"))
 
 
 @torch.no_grad()
@@ -129,8 +133,17 @@ def generated_pool(model, teacher, n: int, seed: int, confidence: float = GEN_CO
     return xs.numpy()[keep], lab.numpy()[keep].astype(np.int64)
 
 
+def neighbour_pool(model, x: np.ndarray, y: np.ndarray, neighbours: int, pool: int, seed: int):
+    """The labelled images plus their ``neighbours`` nearest prior samples each, labelled as them."""
+    from .tasks.augment import PriorPool
+
+    found = PriorPool(model, pool, seed=seed).nearest(model, torch.from_numpy(x), neighbours)[0].numpy()
+    nx = found.reshape((-1,) + x.shape[1:])
+    return np.concatenate([x, nx]).astype(np.float32), np.concatenate([y, np.repeat(y, neighbours)])
+
+
 def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, variants, strength, pool,
-        generated: int = 20000, arms=ARMS, log=print):
+        generated: int = 20000, neighbours: int = 10, prior_pool: int = 50000, arms=ARMS, log=print):
     per_seed = []
     for seed in seeds:
         idx = few_label_subset(train_y, per_class, seed, pool)
@@ -141,7 +154,10 @@ def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, var
         for arm in arms:
             t0 = time.perf_counter()
             classical = arm.endswith("classical")
-            if arm.startswith("gen"):
+            if arm == "nbr":
+                net = train_classifier(*neighbour_pool(model, x, y, neighbours, prior_pool, seed), steps=steps,
+                                       seed=seed, classical=False)
+            elif arm.startswith("gen"):
                 teacher = nets["classical" if classical else "none"]
                 gx, gy = generated_pool(model, teacher, generated, seed)
                 row[f"{arm}_kept"] = int(len(gx))
@@ -189,7 +205,7 @@ def bench_augment(args):
         f"{args.variants} VAE variants/image at strength {args.strength}, eval on {len(eval_x)} {args.split} images")
     per_seed, summary = run(model, train_x, train_y, eval_x, eval_y, seeds=seeds, per_class=args.per_class,
                             steps=args.steps, variants=args.variants, strength=args.strength, pool=pool,
-                            generated=args.generated, log=log)
+                            generated=args.generated, neighbours=args.neighbours, prior_pool=args.pool, log=log)
     card = getattr(model, "card", {}) or {}
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payload = {"task": "augment", "set": f"mnist-{args.split}", "command": command,
@@ -200,6 +216,8 @@ def bench_augment(args):
                             "gen": f"{args.generated} prior samples of the VAE labelled by the same seed's none / "
                                    f"classical classifier, kept at softmax confidence > {GEN_CONFIDENCE}; half of "
                                    "every batch",
+                            "nbr": f"each labelled image plus its {args.neighbours} nearest of {args.pool} VAE prior "
+                                   "samples (cosine similarity of centred posterior means), labelled as it",
                             "vae_training": "the VAE saw MNIST training images without labels",
                             "eval_images": len(eval_x)},
                "model": args.model, "model_data": card.get("data"),
@@ -215,7 +233,8 @@ def bench_augment(args):
            f"{len(eval_x)} {args.split} images. The VAE ({args.model}) was trained without labels. "
            f"vae: {args.variants} latent variants of each labelled image at strength {args.strength}; "
            f"gen: {args.generated} VAE prior samples labelled by that seed's none/classical classifier "
-           f"(kept at confidence > {GEN_CONFIDENCE}), half of each batch.",
+           f"(kept at confidence > {GEN_CONFIDENCE}), half of each batch; nbr: each labelled image plus its "
+           f"{args.neighbours} nearest of {args.pool} VAE prior samples in latent space, labelled as it.",
            "", f"Reproduce: `{command}`", ""]
     out_dir = Path(args.output)
     stem = f"augment-mnist{'-val' if args.split == 'val' else ''}"

@@ -99,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="mnist-vae", help="a generative VAE (shipped name, run folder)")
     p.add_argument("--keep-label", action="store_true", help="class-conditional model: decode with the class")
     p.add_argument("--classical", action="store_true", help="also a seeded random affine on every variant")
+    p.add_argument("--method", choices=("variants", "neighbours"), default="variants",
+                   help="variants: posterior noise x strength; neighbours: the nearest prior samples in latent "
+                        "space (with --keep-label an unconditional VAE keeps the folder's class)")
+    p.add_argument("--pool", type=int, default=50000, help="prior samples searched by --method neighbours")
     _common(p)
 
     p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
@@ -187,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--variants", type=int, default=10, help="VAE variants per labelled image")
     b.add_argument("--strength", type=float, default=0.5)
     b.add_argument("--generated", type=int, default=20000, help="VAE prior samples offered to the gen arms")
+    b.add_argument("--neighbours", type=int, default=10, help="nbr arm: nearest prior samples per labelled image")
+    b.add_argument("--pool", type=int, default=50000, help="nbr arm: prior samples searched")
     b.add_argument("--split", choices=("test", "val"), default="test", help="val: last 10,000 training images")
     b.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     b.add_argument("-o", "--output", default="results")
@@ -454,7 +460,8 @@ def cmd_augment(args):
 
     progress, close = _folder_bar(args, "images")
     rows = augment_paths(args.input, args.output, n=args.n, strength=args.strength, model=args.model,
-                         seed=args.seed, keep_label=args.keep_label, classical=args.classical, progress=progress)
+                         seed=args.seed, keep_label=args.keep_label, classical=args.classical,
+                         method=args.method, pool=args.pool, progress=progress)
     close()
     print(f"wrote {len(rows)} variants and manifest.jsonl into {args.output}")
 

@@ -4,7 +4,11 @@
 scaled by the posterior's own standard deviation times ``strength``, and
 decodes: strength 0 is the reconstruction, 1 a draw from the posterior, larger
 values wander further.  ``interpolate_pair`` mixes two images of the same
-class in latent space.  Optionally each variant also gets a seeded classical
+class in latent space.  ``latent_neighbours`` goes further afield: it draws a
+pool of samples from the VAE's prior and returns, for each image, the samples
+whose posterior means lie nearest to its own (cosine similarity of the
+centred means) -- other plausible images of the model that sit beside it in
+latent space, which an unconditional VAE can offer as same-label variants.  Optionally each variant also gets a seeded classical
 random affine (``classical=True``), the two kinds of augmentation combined.
 """
 from __future__ import annotations
@@ -38,16 +42,21 @@ def latent_variants(model, x: torch.Tensor, n: int, *, strength: float = 0.5, se
     out = model.likelihood.mean(model.decode(z)).clamp(0, 1)
     out = out.view((n, x.shape[0]) + tuple(out.shape[1:])).transpose(0, 1).contiguous()
     if classical:
-        from ..enhance import random_affine
-
-        rng = np.random.default_rng(seed + 1)
-        arr = out.cpu().numpy()
-        for b in range(arr.shape[0]):
-            for i in range(arr.shape[1]):
-                img = arr[b, i].transpose(1, 2, 0)
-                arr[b, i] = np.atleast_3d(random_affine(img[..., 0] if img.shape[2] == 1 else img, rng)).transpose(2, 0, 1)
-        out = torch.from_numpy(arr).to(x.device)
+        out = _affine_each(out, seed + 1)
     return out
+
+
+def _affine_each(images: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded classical random affine on every image of (..., C, H, W)."""
+    from ..enhance import random_affine
+
+    rng = np.random.default_rng(seed)
+    arr = images.cpu().numpy().copy()
+    flat = arr.reshape((-1,) + arr.shape[-3:])
+    for k in range(flat.shape[0]):
+        img = flat[k].transpose(1, 2, 0)
+        flat[k] = np.atleast_3d(random_affine(img[..., 0] if img.shape[2] == 1 else img, rng)).transpose(2, 0, 1)
+    return torch.from_numpy(flat.reshape(arr.shape)).to(images.device)
 
 
 @torch.no_grad()
@@ -57,6 +66,58 @@ def interpolate_pair(model, a: torch.Tensor, b: torch.Tensor, t: float) -> torch
     za = model.posterior(a.unsqueeze(0))[0]
     zb = model.posterior(b.unsqueeze(0))[0]
     return model.likelihood.mean(model.decode((1 - t) * za + t * zb))[0].clamp(0, 1)
+
+
+class PriorPool:
+    """``size`` decoded prior samples of a generative VAE with their posterior means.
+
+    Samples are drawn in chunks under their own seed (the global RNG is left
+    alone) and kept as 8-bit images; memory is ``size`` x (pixels + latent
+    dims x 4) bytes (50,000 MNIST samples: about 60 MB)."""
+
+    @torch.no_grad()
+    def __init__(self, model, size: int = 50000, *, seed: int = 0, chunk: int = 5000):
+        if size < 1:
+            raise VaekitError(f"the prior pool needs at least one sample, got {size}")
+        if not (hasattr(model, "prior_sample") and hasattr(model, "posterior")):
+            raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} cannot sample its prior")
+        if getattr(model, "conditional", False):
+            raise VaekitError("latent neighbours need an unconditional VAE (a class-conditional one keeps the "
+                              "label by itself: use it without --method neighbours)")
+        model.eval()
+        images, latents = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for i in range(0, size, chunk):
+                x8 = (model.sample(min(chunk, size - i)).clamp(0, 1).float() * 255).round()
+                latents.append(model.posterior(x8 / 255)[0].flatten(1))  # the image as stored, as a query sees it
+                images.append(x8.to(torch.uint8))
+        self.images = torch.cat(images)
+        self.latents = torch.cat(latents)
+        self.centre = self.latents.mean(0)
+        self.unit = torch.nn.functional.normalize(self.latents - self.centre, dim=1)
+        self.seed = seed
+
+    def __len__(self):
+        return len(self.images)
+
+    @torch.no_grad()
+    def nearest(self, model, x: torch.Tensor, n: int):
+        """x: (B, C, H, W) -> (images (B, n, C, H, W) in [0, 1], similarity (B, n), pool index (B, n))."""
+        if n < 1:
+            raise VaekitError(f"the number of variants must be at least 1, got {n}")
+        if n > len(self):
+            raise VaekitError(f"-n {n} is larger than the prior pool ({len(self)} samples)")
+        model.eval()
+        q = torch.nn.functional.normalize(model.posterior(x)[0].flatten(1) - self.centre, dim=1)
+        sim, idx = (q @ self.unit.T).topk(n, dim=1)
+        return self.images[idx].float() / 255, sim, idx
+
+
+def latent_neighbours(model, x: torch.Tensor, n: int, *, pool: int = 50000, seed: int = 0):
+    """For each image of x (B, C, H, W), the ``n`` of ``pool`` prior samples nearest in latent space:
+    (B, n, C, H, W) in [0, 1].  See ``PriorPool``."""
+    return PriorPool(model, pool, seed=seed).nearest(model, x, n)[0]
 
 
 def _model_size(model):
@@ -80,11 +141,17 @@ def _load_for_model(path, model):
     return x
 
 
+METHODS = ("variants", "neighbours")
+
+
 def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-vae", seed: int = 0,
-                  keep_label: bool = False, classical: bool = False, progress=None) -> list[dict]:
+                  keep_label: bool = False, classical: bool = False, method: str = "variants",
+                  pool: int = 50000, progress=None) -> list[dict]:
     """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders),
     with ``dst/manifest.jsonl``: one row per generated image (output, source, strength, seed,
-    variant, label)."""
+    variant, label).  ``method="neighbours"``: the variants are the image's nearest prior samples
+    in latent space (``PriorPool`` of ``pool`` samples drawn with ``seed``); with ``keep_label``
+    they take the class of the source's folder, so an unconditional VAE can keep labels."""
     import json
     from pathlib import Path
 
@@ -95,13 +162,24 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
     if n < 1:
         raise VaekitError(f"-n must be at least 1, got {n}")
     _check_strength(strength)
+    if method not in METHODS:
+        raise VaekitError(f"unknown augmentation method {method!r}; choose one of {', '.join(METHODS)}")
     src, dst = Path(src), Path(dst)
     files = find_images(src)
     if not files:
         raise VaekitError(f"no images found under {src}")
     m = load_model(model) if isinstance(model, (str, Path)) else model
     classes = None
-    if keep_label:
+    neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None
+    if neighbours is not None and n > len(neighbours):
+        raise VaekitError(f"-n {n} is larger than the prior pool ({len(neighbours)} samples)")
+    if keep_label and neighbours is not None:
+        if src.is_file():
+            raise VaekitError("--keep-label reads a folder with one subfolder per class")
+        classes = sorted({f.relative_to(src).parts[0] for f in files if len(f.relative_to(src).parts) > 1})
+        if not classes:
+            raise VaekitError(f"{src}: with --keep-label images must sit in one subfolder per class")
+    elif keep_label:
         if not getattr(m, "conditional", False):
             raise VaekitError("--keep-label needs a class-conditional model (arch cvae), e.g. one trained with "
                               "configs/cvae-mnist.yaml")
@@ -118,16 +196,29 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
                 raise VaekitError(f"{f}: with --keep-label images must sit in a class folder named one of "
                                   f"{', '.join(classes)}")
             label = classes.index(rel.parts[0])
-            m.condition(torch.tensor([label]))
+            if neighbours is None:
+                m.condition(torch.tensor([label]))
         img_seed = seed * 1_000_003 + i
         x = _load_for_model(f, m).unsqueeze(0)
-        variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
+        extra = [{}] * n
+        if neighbours is None:
+            variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
+        else:
+            found, sim, idx = neighbours.nearest(m, x, n)
+            variants = found[0]
+            if classical:
+                variants = _affine_each(variants, img_seed)
+            extra = [{"method": "neighbours", "pool": len(neighbours), "pool_seed": seed,
+                      "pool_index": int(idx[0, j]), "similarity": round(float(sim[0, j]), 4)} for j in range(n)]
         for j in range(n):
             out = (dst / rel).with_name(f"{rel.stem}_aug{j:03d}.png")
             write_image(out, variants[j])
-            rows.append({"output": str(out.relative_to(dst)), "source": str(f), "strength": strength,
-                         "seed": img_seed, "variant": j, "classical": classical,
-                         **({"label": classes[label]} if label is not None else {})})
+            row = {"output": str(out.relative_to(dst)), "source": str(f), "strength": strength,
+                   "seed": img_seed, "variant": j, "classical": classical,
+                   **({"label": classes[label]} if label is not None else {}), **extra[j]}
+            if neighbours is not None:
+                del row["strength"]
+            rows.append(row)
         if progress:
             progress(i + 1, len(files))
     dst.mkdir(parents=True, exist_ok=True)
@@ -136,13 +227,15 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
 
 
 def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", seed: int = 0,
-            classical: bool = False, labels=None, output=None, keep_label: bool = False):
+            classical: bool = False, labels=None, output=None, keep_label: bool = False,
+            method: str = "variants", pool: int = 50000):
     """Latent variants of images (the API behind ``vaekit augment``).
 
     ``images``: a (B, C, H, W) tensor in [0, 1] -> (B, n, C, H, W) variants; ``labels``
-    (B,) conditions a class-conditional model.  Or a file / folder path with
-    ``output``: writes the variants and ``manifest.jsonl`` there and returns the
-    manifest rows."""
+    (B,) conditions a class-conditional model.  ``method="neighbours"``: the n nearest
+    of ``pool`` prior samples in latent space instead (``latent_neighbours``).  Or a
+    file / folder path with ``output``: writes the variants and ``manifest.jsonl``
+    there and returns the manifest rows."""
     from pathlib import Path
 
     from ..pretrained import load_model
@@ -151,9 +244,14 @@ def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", se
         if output is None:
             raise VaekitError("augment(path, ...) needs output=FOLDER")
         return augment_paths(images, output, n=n, strength=strength, model=model, seed=seed,
-                             keep_label=keep_label, classical=classical)
+                             keep_label=keep_label, classical=classical, method=method, pool=pool)
+    if method not in METHODS:
+        raise VaekitError(f"unknown augmentation method {method!r}; choose one of {', '.join(METHODS)}")
     m = load_model(model) if isinstance(model, (str, Path)) else model
     x = torch.as_tensor(images, dtype=torch.float32)
+    if method == "neighbours":
+        out = PriorPool(m, pool, seed=seed).nearest(m, x, n)[0]
+        return _affine_each(out, seed + 1) if classical else out
     if labels is not None:
         if not getattr(m, "conditional", False):
             raise VaekitError("labels need a class-conditional model (arch cvae)")
