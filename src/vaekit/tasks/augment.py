@@ -8,8 +8,9 @@ class in latent space.  ``latent_neighbours`` goes further afield: it draws a
 pool of samples from the VAE's prior and returns, for each image, the samples
 whose posterior means lie nearest to its own (cosine similarity of the
 centred means) -- other plausible images of the model that sit beside it in
-latent space, which an unconditional VAE can offer as same-label variants.  Optionally each variant also gets a seeded classical
-random affine (``classical=True``), the two kinds of augmentation combined.
+latent space, which an unconditional VAE can offer as same-label variants.
+Optionally each variant also gets a seeded classical random affine
+(``classical=True``), the two kinds of augmentation combined.
 """
 from __future__ import annotations
 
