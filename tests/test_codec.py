@@ -301,8 +301,26 @@ def test_shipped_codec_on_the_sample_photo():
     for q in (1, 4, 8):
         data = compress(img, q)  # the shipped codec by default, decoded by its model id
         rec = decompress(data)
-        assert container.unpack(data, 10**8)[0].model_id == 1
+        assert container.unpack(data, 10**8)[0].model_id == 2
         sizes.append(len(data))
         psnrs.append(10 * np.log10(255**2 / np.mean((rec.astype(float) - img) ** 2)))
     assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2]
     assert psnrs[1] > 28
+
+
+def test_files_of_the_first_codec_release_still_decode():
+    """Retrained weights get a new model id; the first release (id 1) stays shipped and decodes its files."""
+    from vaekit.pretrained import SHIPPED
+    from vaekit.samples import sample_photo
+
+    if "codec-hyperprior-r1" not in SHIPPED:
+        pytest.skip("no codec shipped in this build")
+    img = sample_photo("chelsea")[:128, :192]
+    old = compress(img, 3, model="codec-hyperprior-r1")
+    new = compress(img, 3)
+    assert container.unpack(old, 10**8)[0].model_id == 1 and container.unpack(new, 10**8)[0].model_id == 2
+    assert old != new
+    rec_old, rec_new = decompress(old), decompress(new)  # each found by the id in its header
+    assert rec_old.shape == rec_new.shape == img.shape and not np.array_equal(rec_old, rec_new)
+    with pytest.raises(VaekitError, match="written with weights"):
+        decompress(old, model="codec-hyperprior")

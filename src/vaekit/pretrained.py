@@ -23,7 +23,8 @@ from .registry import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> file stem in WEIGHTS_DIR.  Names are stable public identifiers.
-SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "compensate-vae": "compensate-vae",
+SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "codec-hyperprior-r1": "codec-hyperprior-r1",
+           "compensate-vae": "compensate-vae",
            "cvae-mnist": "cvae-mnist", "denoise-gray": "denoise-gray", "denoise-color": "denoise-color",
            "inpaint-color": "inpaint-color"}
 

@@ -36,8 +36,10 @@ from ..errors import VaekitError
 
 MAGIC = b"\x89VKC"
 VERSION = 1
-# Stable ids of shipped codecs.  Never renumber; append only.
-MODEL_IDS = {1: "codec-hyperprior"}
+# Stable ids of shipped codec weights.  Never renumber; append only.  Retrained weights get a new
+# id, and the old ones stay shipped under their own name so that every file written decodes.
+MODEL_IDS = {1: "codec-hyperprior-r1",  # the first release (22k steps), named codec-hyperprior until it was superseded
+             2: "codec-hyperprior"}
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
 MAX_SIDE = 1 << 20
