@@ -147,7 +147,7 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
     import numpy as np
 
     from .enhance import apply_ops, random_affine
-    from .tasks.augment import latent_variants
+    from .tasks.augment import PriorPool, latent_variants
 
     src = digits[:8]
     rows = [src.cpu()]
@@ -156,6 +156,9 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
         v = latent_variants(model, src, 1, strength=strength, seed=seed + k)[:, 0].cpu()
         rows.append(v)
         captions.append(f"latent variant at strength {strength}")
+    near = PriorPool(model, 20000, seed=seed).nearest(model, src, 2)[0]
+    rows += [near[:, 0].cpu(), near[:, 1].cpu()]
+    captions.append("the two nearest of 20,000 prior samples in latent space (--method neighbours)")
     rng = np.random.default_rng(seed)
     arr = src.cpu().numpy()[:, 0]
     rows.append(torch.from_numpy(np.stack([random_affine(a, rng) for a in arr]))[:, None].float())
@@ -165,7 +168,8 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
     write_image(out / "augment_variants.png", upscale(grid(torch.cat(rows).clamp(0, 1), nrow=len(src))))
     return ("<h2>Augmentation</h2><p>Rows, top to bottom: " + html.escape("; ".join(captions)) + ". Variants "
             "come from <b>mnist-vae</b>: the posterior mean plus noise of the posterior's own spread times the "
-            "strength, decoded. <code>vaekit bench augment</code> measures what they are worth to a classifier "
+            "strength, decoded; neighbours are the model's own samples whose latent codes lie closest to the "
+            "source's. <code>vaekit bench augment</code> measures what they are worth to a classifier "
             "(README).</p><img src='augment_variants.png' style='image-rendering:pixelated'>")
 
 
