@@ -201,9 +201,9 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
                 m.condition(torch.tensor([label]))
         img_seed = seed * 1_000_003 + i
         x = _load_for_model(f, m).unsqueeze(0)
-        extra = [{}] * n
         if neighbours is None:
             variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
+            extra = [{"strength": strength}] * n
         else:
             found, sim, idx = neighbours.nearest(m, x, n)
             variants = found[0]
@@ -214,12 +214,9 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
         for j in range(n):
             out = (dst / rel).with_name(f"{rel.stem}_aug{j:03d}.png")
             write_image(out, variants[j])
-            row = {"output": str(out.relative_to(dst)), "source": str(f), "strength": strength,
-                   "seed": img_seed, "variant": j, "classical": classical,
-                   **({"label": classes[label]} if label is not None else {}), **extra[j]}
-            if neighbours is not None:
-                del row["strength"]
-            rows.append(row)
+            rows.append({"output": str(out.relative_to(dst)), "source": str(f), **extra[j], "seed": img_seed,
+                         "variant": j, "classical": classical,
+                         **({"label": classes[label]} if label is not None else {})})
         if progress:
             progress(i + 1, len(files))
     dst.mkdir(parents=True, exist_ok=True)
@@ -251,6 +248,8 @@ def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", se
     m = load_model(model) if isinstance(model, (str, Path)) else model
     x = torch.as_tensor(images, dtype=torch.float32)
     if method == "neighbours":
+        if labels is not None:
+            raise VaekitError("labels are not used by method='neighbours' (it searches an unconditional VAE's samples)")
         out = PriorPool(m, pool, seed=seed).nearest(m, x, n)[0]
         return _affine_each(out, seed + 1) if classical else out
     if labels is not None:
