@@ -171,9 +171,7 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
         raise VaekitError(f"no images found under {src}")
     m = load_model(model) if isinstance(model, (str, Path)) else model
     classes = None
-    neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None
-    if neighbours is not None and n > len(neighbours):
-        raise VaekitError(f"-n {n} is larger than the prior pool ({len(neighbours)} samples)")
+    neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None  # nearest() checks n
     if keep_label and neighbours is not None:
         if src.is_file():
             raise VaekitError("--keep-label reads a folder with one subfolder per class")
