@@ -228,60 +228,129 @@ def test_bench_denoise_tiny(tmp_path, tiny_run):
     assert res2["summary"]["sigma25"]["gaussian"]["runs"] == [1] and "tv" not in res2["summary"]["sigma15"]
 
 
-def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys):
-    """A short self-supervised fit: the Gaussian noise model is the likelihood; the fitted run then
-    works as --model for vaekit denoise (draws averaged)."""
+TINY_DIVNOISING = dict(model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2}, patch_size=32,
+                       batch_size=8, patches_per_image=4, eval_every=3, ckpt_every=3, samples=3)
+TINY_R2R = dict(model_args={"widths": [8, 8, 8], "latent_channels": 2, "alpha_range": [1.0, 1.0], "free_bits": 0.05,
+                            "test_recorruptions": 2, "test_alpha": 1.0, "test_flips": True},
+                patch_size=32, batch_size=8, patches_per_image=4, eval_every=3, ckpt_every=3)
+
+
+@pytest.fixture
+def tiny_selfsup():
+    """Shrink the frozen self-supervised settings for a test; restored afterwards."""
+    from vaekit.tasks import selfsup
+
+    old = dict(selfsup.SETTINGS), dict(selfsup.SETTINGS_R2R)
+    selfsup.SETTINGS.update(TINY_DIVNOISING)
+    selfsup.SETTINGS_R2R.update(TINY_R2R)
+    yield
+    for d, o in zip((selfsup.SETTINGS, selfsup.SETTINGS_R2R), old):
+        d.clear()
+        d.update(o)
+
+
+@pytest.mark.parametrize("method", ["r2r", "divnoising"])
+def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys, tiny_selfsup, method):
+    """A short self-supervised fit with the blind-estimated Gaussian level as its noise model; the fitted
+    run then works as --model for vaekit denoise (draws averaged).  r2r is the default for Gaussian noise."""
     from vaekit.io import write_image
     from vaekit.pretrained import load_model
-    from vaekit.tasks.selfsup import SETTINGS
 
     for i in range(3):
         write_image(tmp_path / "noisy" / f"{i}.png", np.clip(degrade.gaussian(smooth_image(48, 48), 25, seed=i), 0, 1))
-    old = dict(SETTINGS)
-    SETTINGS.update(model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2}, patch_size=32,
-                    batch_size=8, patches_per_image=4, eval_every=3, ckpt_every=3, samples=3)
-    try:
-        assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "run"), "--steps", "6",
-                     "--quiet"]) == 0
-        out = capsys.readouterr().out
-        assert "noise model: Gaussian sigma" in out
-        m = load_model(tmp_path / "run")
-        assert m.likelihood.sigma * 255 == pytest.approx(float(out.split("sigma ")[1].split(";")[0]), abs=0.01)
-        assert 15 < m.likelihood.sigma * 255 < 35  # estimated blind from the noisy images
-        assert main(["denoise", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "d"), "--model",
-                     str(tmp_path / "run"), "--samples", "2", "--quiet"]) == 0
-        assert json.loads((tmp_path / "d" / "samples.json").read_text())["method"] == "vae-selfsup"
-        assert main(["denoise-fit", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "r2")]) == 2
-        assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "r3"), "--peak", "3"]) == 2
-    finally:
-        SETTINGS.clear()
-        SETTINGS.update(old)
+    extra = ["--method", "divnoising"] if method == "divnoising" else []
+    assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "run"), "--steps", "6",
+                 "--quiet", *extra]) == 0
+    out = capsys.readouterr().out
+    assert "noise model: Gaussian sigma" in out
+    m = load_model(tmp_path / "run")
+    level = m.likelihood.sigma * 255 if method == "divnoising" else m.noisy_sigma
+    assert type(m).__name__ == ("ConvVAE" if method == "divnoising" else "SelfSupervisedDenoisingVAE")
+    assert level == pytest.approx(float(out.split("sigma ")[1].split(";")[0]), abs=0.01)
+    assert 15 < level < 35  # estimated blind from the noisy images
+    assert main(["denoise", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "d"), "--model",
+                 str(tmp_path / "run"), "--samples", "2", "--quiet"]) == 0
+    meta = json.loads((tmp_path / "d" / "samples.json").read_text())
+    assert meta["method"] == "vae-selfsup" and meta["sigma"] == pytest.approx(level)
+    assert len(list((tmp_path / "d").glob("sample_*.png"))) == 2
+    assert main(["denoise-fit", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "r2")]) == 2
+    assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "r3"), "--peak", "3"]) == 2
+    assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "r4"), "--noise", "poisson",
+                 "--peak", "30", "--method", "r2r"]) == 2  # r2r is Gaussian only
 
 
-def test_bench_denoise_selfsup_fits_on_the_noisy_set_once(tmp_path):
+def test_recorrupted_pairs_have_independent_noises_of_the_stated_levels():
+    """R2R: input and target noise (against the clean image) are uncorrelated, at s0*sqrt(1+a^2) and
+    s0*sqrt(1+1/a^2) -- what makes the target an unbiased, independent view of the clean image."""
+    from vaekit.models.denoiser import SelfSupervisedDenoisingVAE
+
+    m = SelfSupervisedDenoisingVAE(1, widths=(8, 8, 8), latent_channels=2, noisy_sigma=30.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 256, 256, generator=g)
+    y = x + torch.randn(x.shape, generator=g) * 30 / 255
+    y_in, y_out, lev, var = m.recorrupt(y, alpha=0.5, generator=g)
+    e_in, e_out = (y_in - x).flatten(), (y_out - x).flatten()
+    s0 = 30 / 255
+    assert float(e_in.std()) == pytest.approx(s0 * (1 + 0.25) ** 0.5, rel=0.02)
+    assert float(e_out.std()) == pytest.approx(s0 * (1 + 4) ** 0.5, rel=0.02)
+    corr = float(((e_in - e_in.mean()) * (e_out - e_out.mean())).mean() / (e_in.std() * e_out.std()))
+    assert abs(corr) < 0.01
+    assert float(lev) == pytest.approx(30 * 1.25 ** 0.5) and float(var) == pytest.approx(s0 ** 2 * 5)
+    with pytest.raises(ValueError):
+        SelfSupervisedDenoisingVAE(1, noisy_sigma=0)
+
+
+def test_r2r_fit_on_noisy_images_alone_removes_noise():
+    """Trained on nothing but noisy copies (no clean pixel reaches the loss), the conditional VAE denoises."""
+    from vaekit.bench_denoise import psnr_u8
+    from vaekit.models.denoiser import SelfSupervisedDenoisingVAE
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    clean = [smooth_image(64, 64, seed=i) for i in range(6)]
+    noisy = torch.stack([torch.from_numpy(degrade.gaussian(c, 25, seed=10 + i).astype(np.float32))[None]
+                         for i, c in enumerate(clean)])
+    m = SelfSupervisedDenoisingVAE(1, widths=(16, 16, 16), latent_channels=2, noisy_sigma=25.0)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    for _ in range(300):
+        out = m(noisy[torch.randint(0, 6, (4,))])
+        loss = m.loss(None, out)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    before = np.mean([psnr_u8(noisy[i, 0].numpy(), c) for i, c in enumerate(clean)])
+    after = np.mean([psnr_u8(vae_denoise(m, noisy[i, 0].numpy(), None)[0], c) for i, c in enumerate(clean)])
+    assert after > before + 4, (before, after)
+    m.test_recorruptions, m.test_flips = 8, True  # the mean of 8 recorrupted passes, each rotated/flipped
+    y = noisy[0, 0, :, :56].numpy()  # not square: the rotations swap height and width
+    ens = vae_denoise(m, y, None, seed=3)[0]
+    assert ens.shape == y.shape and np.array_equal(ens, vae_denoise(m, y, None, seed=3)[0])
+    assert psnr_u8(ens, clean[0][:, :56]) > psnr_u8(y, clean[0][:, :56]) + 4
+
+
+def test_bench_denoise_selfsup_fits_on_the_noisy_set_once(tmp_path, tiny_selfsup):
     from vaekit.io import write_image
-    from vaekit.tasks.selfsup import SETTINGS
+    from vaekit.tasks import selfsup
 
     for i in range(2):
         write_image(tmp_path / "data" / "bsd68" / f"{i:02d}.png", smooth_image(48, 48))
-    old = dict(SETTINGS)
-    SETTINGS.update(model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2}, patch_size=32,
-                    batch_size=4, patches_per_image=4, max_steps=4, eval_every=2, ckpt_every=2, samples=2)
-    try:
-        args = ["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sets", "bsd68", "--sigmas", "25",
-                "--methods", "vae-selfsup,tv", "-o", str(tmp_path / "res"), "--quiet"]
-        assert main(args) == 0
-        res = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())
-        fit = res["selfsup_fits"]["sigma25"]
-        assert fit["steps"] == 4 and "vae-selfsup" in res["summary"]["sigma25"]
-        fitted = list((tmp_path / "res" / ".cache").glob("selfsup-bsd68-sigma25-n2/noisy/*.npy"))
-        assert len(fitted) == 2  # the noisy inputs, never the clean images
-        assert main(args) == 0  # the second run reuses the fit
-        again = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())["selfsup_fits"]["sigma25"]
-        assert again["this_run_s"] < fit["this_run_s"] + 1 and again["fit_wall_s"] == fit["fit_wall_s"]
-    finally:
-        SETTINGS.clear()
-        SETTINGS.update(old)
+    selfsup.SETTINGS.update(batch_size=4, max_steps=4, eval_every=2, ckpt_every=2, samples=2)
+    selfsup.SETTINGS_R2R.update(batch_size=4, max_steps=4, eval_every=2, ckpt_every=2)
+    args = ["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sets", "bsd68", "--sigmas", "25",
+            "--methods", "vae-selfsup,vae-divnoising,tv", "-o", str(tmp_path / "res"), "--quiet"]
+    assert main(args) == 0
+    res = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())
+    fits = res["selfsup_fits"]
+    assert fits["sigma25/vae-selfsup"]["method"] == "r2r" and fits["sigma25/vae-divnoising"]["method"] == "divnoising"
+    assert all(f["steps"] == 4 for f in fits.values())
+    assert {"vae-selfsup", "vae-divnoising"} <= set(res["summary"]["sigma25"])
+    fitted = list((tmp_path / "res" / ".cache").glob("noisy-bsd68-sigma25-n2/*.npy"))
+    assert len(fitted) == 2  # the noisy inputs, never the clean images
+    assert main(args) == 0  # the second run reuses the fits
+    again = json.loads((tmp_path / "res" / "denoise-bsd68.json").read_text())["selfsup_fits"]
+    for k, f in fits.items():
+        assert again[k]["this_run_s"] < f["this_run_s"] + 1 and again[k]["fit_wall_s"] == f["fit_wall_s"]
 
 
 def test_shipped_gray_denoiser_beats_nl_means_on_the_sample_photo():

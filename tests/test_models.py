@@ -21,7 +21,8 @@ SMALL = {
 def test_every_registered_model_has_small_args():
     from test_codec import CODECS  # the compression family has its own tests
 
-    denoisers = {"denoise-vae", "inpaint-vae"}  # conditional on the degraded image: test_denoise.py, test_inpaint.py
+    # conditional on the degraded image: test_denoise.py, test_inpaint.py
+    denoisers = {"denoise-vae", "denoise-vae-selfsup", "inpaint-vae"}
     assert set(list_models()) == set(SMALL) | set(CODECS) | denoisers
 
 

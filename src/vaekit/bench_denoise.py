@@ -30,7 +30,9 @@ from .errors import VaekitError
 
 GRAY_SETS = ("set12", "bsd68")
 COLOR_SETS = ("cbsd68", "mcmaster")
-VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup")
+VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup", "vae-divnoising")
+# self-supervised rows: the method each fits (None: r2r for Gaussian noise, divnoising for Poisson)
+SELFSUP = {"vae-selfsup": None, "vae-divnoising": "divnoising"}
 CLASSICAL = ("bm3d", "nlm", "tv", "opencv-nlm", "wavelet", "gaussian", "median")
 
 
@@ -134,8 +136,8 @@ def _run(method, y, cond, models, seed):
     from .tasks import denoise as T
 
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
-    if method == "vae-selfsup":
-        return T.vae_denoise(models["selfsup"], y, None, seed=seed)[0], None
+    if method in SELFSUP:
+        return T.vae_denoise(models[method], y, None, seed=seed)[0], None
     if method.startswith("vae"):
         model = models["gray" if y.ndim == 2 else "color"]
         k = 8 if method == "vae-8" else 0
@@ -188,8 +190,10 @@ def bench_denoise(args) -> dict:
             seeds = [_seed(set_name, i, cond) for i in range(len(images))]
             noisy = [add_noise(clean, cond["noise"], sigma=cond.get("sigma"), peak=cond.get("peak"),
                                amount=cond.get("amount"), seed=seed) for (_, clean), seed in zip(images, seeds)]
-            if "vae-selfsup" in methods and cond["noise"] != "salt-pepper":
-                models["selfsup"], fits[cond["tag"]] = _fit_selfsup(out_dir, set_name, cond, images, noisy, args)
+            for m in SELFSUP:
+                if m in methods and cond["noise"] != "salt-pepper":
+                    models[m], fits[f"{cond['tag']}/{m}"] = _fit_selfsup(out_dir, set_name, cond, images, noisy,
+                                                                         args, SELFSUP[m])
             for i, (name, clean) in enumerate(images):
                 seed, y = seeds[i], noisy[i]
                 sha = hashlib.sha256(np.ascontiguousarray(y).tobytes()).hexdigest()
@@ -199,7 +203,7 @@ def bench_denoise(args) -> dict:
                 for m in methods:
                     if m == "median" and cond["noise"] != "salt-pepper":
                         continue  # the median filter is the salt-and-pepper baseline only
-                    if m == "vae-selfsup" and cond["noise"] == "salt-pepper":
+                    if m in SELFSUP and cond["noise"] == "salt-pepper":
                         continue  # no noise model to fit
                     k = Cache.key(m, cond, sha)
                     hit = None if m.startswith("vae") or args.fresh else cache.get(k)
@@ -246,7 +250,8 @@ def bench_denoise(args) -> dict:
                 summary[tag]["sigma_estimator"] = {"mean_error": statistics.mean(err),
                                                    "mean_abs_error": statistics.mean(abs(e) for e in err)}
         methods = all_methods
-        models.pop("selfsup", None)
+        for m in SELFSUP:
+            models.pop(m, None)
         model_info = {k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
                       for k, v in models.items()}
         payload = {"task": "denoise", "set": set_name, "n_images": len(images), "command": command,
@@ -288,36 +293,52 @@ def _merge(old: dict, rows: list, runs: list, fits: dict, n_images: int):
     return list(merged.values()), old["runs"] + runs, {**old.get("selfsup_fits", {}), **fits}
 
 
-def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args):
-    """Fit the self-supervised denoiser on this condition's noisy images (as float .npy; never a clean one),
-    once: the run folder under results/.cache is reused.  Returns (wrapped model, fit record)."""
+def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args, method=None):
+    """Fit a self-supervised denoiser (``method``: see :func:`vaekit.tasks.selfsup.fit_config`) on this
+    condition's noisy images (as float .npy; never a clean one), once: the run folder under results/.cache
+    is reused.  Returns (the denoiser, fit record)."""
     import torch
 
     from .pretrained import load_model
     from .tasks import selfsup
+    from .tasks.denoise import load_denoiser
 
-    folder = out_dir / ".cache" / f"selfsup-{set_name}-{cond['tag']}-n{len(images)}"
-    data = folder / "noisy"
-    data.mkdir(parents=True, exist_ok=True)
-    for (name, _), y in zip(images, noisy):
-        dest = data / (Path(name).stem + ".npy")
-        if not dest.is_file():
-            np.save(dest, y.astype(np.float32))
-    run = folder / "run"
-    cfg, _ = selfsup.fit_config(data, sigma=cond.get("sigma"), noise=cond["noise"], peak=cond.get("peak"),
-                                threads=args.threads)
+    cfg, _ = selfsup.fit_config(_noisy_folder(out_dir, set_name, cond, images, noisy), sigma=cond.get("sigma"),
+                                noise=cond["noise"], peak=cond.get("peak"), threads=args.threads, method=method)
+    data = Path(cfg.data_dir)
+    kind = "r2r" if cfg.model == "denoise-vae-selfsup" else "divnoising"
+    run = out_dir / ".cache" / f"selfsup-{kind}-{set_name}-{cond['tag']}-n{len(images)}" / "run"
     done = (run / "checkpoint.pt").is_file() and \
         torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")["step"] >= cfg.max_steps
     t0 = time.perf_counter()
     if not done:
         selfsup.fit(data, run, sigma=cond.get("sigma"), noise=cond["noise"], peak=cond.get("peak"),
-                    threads=args.threads, quiet=True, command=f"(bench denoise fit on {set_name} {cond['tag']})")
+                    threads=args.threads, quiet=True, method=method,
+                    command=f"(bench denoise fit on {set_name} {cond['tag']})")
     ck = torch.load(run / "checkpoint.pt", weights_only=True, map_location="cpu")
     torch.set_num_threads(args.threads)
-    rec = {"steps": ck["step"], "best_step": ck["best_step"], "fit_wall_s": round(ck["wall_time_s"], 1),
-           "this_run_s": round(time.perf_counter() - t0, 1), "settings": selfsup.SETTINGS,
+    rec = {"method": kind, "steps": ck["step"], "best_step": ck["best_step"], "fit_wall_s": round(ck["wall_time_s"], 1),
+           "this_run_s": round(time.perf_counter() - t0, 1),
+           "settings": selfsup.SETTINGS_R2R if kind == "r2r" else selfsup.SETTINGS,
            "side_information": "the true sigma" if cond["noise"] == "gaussian" else "the peak"}
-    return selfsup.SelfSupervisedDenoiser(load_model(run).eval()), rec
+    model = load_model(run).eval()
+    if kind == "r2r":  # the test rule frozen now (a cached fit may predate it)
+        rule = {k: v for k, v in selfsup.SETTINGS_R2R["model_args"].items() if k.startswith("test_")}
+        for k, v in rule.items():
+            setattr(model, k, v)
+        rec["test_rule"] = rule
+    return (load_denoiser(model) if kind == "r2r" else selfsup.SelfSupervisedDenoiser(model)), rec
+
+
+def _noisy_folder(out_dir: Path, set_name: str, cond: dict, images, noisy) -> Path:
+    """The condition's noisy inputs as float .npy files (what the self-supervised fits read)."""
+    data = out_dir / ".cache" / f"noisy-{set_name}-{cond['tag']}-n{len(images)}"
+    data.mkdir(parents=True, exist_ok=True)
+    for (name, _), y in zip(images, noisy):
+        dest = data / (Path(name).stem + ".npy")
+        if not dest.is_file():
+            np.save(dest, y.astype(np.float32))
+    return data
 
 
 def _table(set_name, summary, methods, commands) -> str:

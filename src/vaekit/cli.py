@@ -151,13 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, device=False)
 
-    p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (DivNoising)")
+    p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (R2R or DivNoising)")
     p.add_argument("input", help="folder of noisy images (at least 2; one in ten held out for validation)")
     p.add_argument("-o", "--output", required=True, help="run folder (resumed if it holds a checkpoint)")
     p.add_argument("--sigma", type=float, default=None, help="Gaussian level, 0-255 scale (default: estimated)")
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson"))
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the frozen setting)")
+    p.add_argument("--method", default=None, choices=("r2r", "divnoising"),
+                   help="r2r: the conditional VAE on recorrupted pairs (Gaussian; the default for it); divnoising: "
+                        "a VAE with the noise model as its likelihood (Gaussian or Poisson; the default for Poisson)")
     _common(p, device=False)
 
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
@@ -213,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
     b.add_argument("--noises", default="", help="extra conditions, e.g. poisson30,sp0.1")
     b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, vae-blind and every "
-                   "classical method installed; vae-selfsup fits a self-supervised denoiser per set and noise)")
+                   "classical method installed; vae-selfsup and vae-divnoising fit a self-supervised denoiser per set "
+                   "and noise, from the noisy images only: r2r for Gaussian noise (DivNoising for Poisson), and "
+                   "DivNoising)")
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
     b.add_argument("--model-color", default=None, help="colour VAE denoiser (default: denoise-color)")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
@@ -526,7 +531,7 @@ def cmd_denoise_fit(args):
     if args.peak is not None and args.noise != "poisson":
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
     r = fit(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak, steps=args.steps,
-            threads=args.threads or 0, seed=args.seed, quiet=args.quiet,
+            threads=args.threads or 0, seed=args.seed, quiet=args.quiet, method=args.method,
             command="vaekit " + " ".join(shlex.quote(a) for a in args.argv))
     model = f"noise model: Gaussian sigma {r['sigma']:.2f}" if r["noise"] == "gaussian" else \
         f"noise model: Poisson peak {r['peak']:g}"

@@ -3,7 +3,7 @@ from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
-from .denoiser import DenoisingVAE
+from .denoiser import DenoisingVAE, SelfSupervisedDenoisingVAE
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
 from .vae import ConvVAE, MLPVAE
@@ -14,6 +14,8 @@ register("cvae", "class-conditional MLP VAE (label into encoder and decoder), fo
     ConditionalMLPVAE)
 register("denoise-vae", "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
          "any size (multiples of 8), gray or RGB")(DenoisingVAE)
+register("denoise-vae-selfsup", "the conditional VAE denoiser fitted on noisy images only (recorrupted-to-"
+         "recorrupted pairs, explicit Gaussian noise model as the likelihood)")(SelfSupervisedDenoisingVAE)
 register("inpaint-vae", "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
          "dilated U-Net context, spatial latent, any size (multiples of 8), gray or RGB")(InpaintingVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
@@ -24,4 +26,4 @@ register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 201
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
     lambda **kw: CompressionVAE(prior="mean-scale", **kw))
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "InpaintingVAE"]
+__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "SelfSupervisedDenoisingVAE", "InpaintingVAE"]
