@@ -241,10 +241,12 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
     a = 1 gives one level, sqrt(2)·s0): the input is *less* noisy than the training inputs, so the model
     errs on the side of smoothing.  With ``test_recorruptions=K`` the estimate instead averages K inputs
     recorrupted at ``test_alpha`` (the R2R paper's test rule); ``test_flips`` gives pass i the i-th of the
-    8 rotations/flips of the image (undone on the output: a self-ensemble at no extra cost).  A small ``a`` makes the input close to the
-    noisy image but the target very noisy (its variance grows as 1/a²): on a CPU budget a = 1 learned
-    far faster than a in [0.2, 1] (which barely moved in a few hundred steps); the rule in use was chosen
-    on noisy train400 images (scripts/tune_selfsup.py).
+    8 rotations/flips of the image (undone on the output: a self-ensemble at no extra cost).  The rule in
+    use was chosen on noisy train400 images (scripts/tune_selfsup.py).
+
+    A small ``a`` makes the input close to the noisy image but the target very noisy (its variance grows
+    as 1/a²): in a small trial on rendered images, a = 1 learned far faster than a drawn from [0.2, 1],
+    which barely moved in a few hundred steps.
     """
 
     def __init__(self, channels: int = 1, widths=(48, 96, 192), latent_channels: int = 8, noisy_sigma: float = 25.0,

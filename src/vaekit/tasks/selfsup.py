@@ -7,8 +7,9 @@ Two methods, both fitted on the noisy images alone (a fit never reads a clean im
   recorrupted-to-recorrupted pairs (Pang et al. 2021): each noisy patch is split
   by fresh noise into an input and a target whose noises are independent, and the
   likelihood of the target is the known Gaussian noise model convolved with the
-  decoder's Gaussian.  The estimate is that model's output (posterior draws
-  averaged with ``--samples``).
+  decoder's Gaussian.  The estimate is the mean of the model's output over
+  ``test_recorruptions`` freshly recorrupted copies of the image, each
+  rotated/flipped (the frozen test rule; ``--samples`` draws a latent per pass).
 * ``divnoising`` (Prakash et al. 2021; Gaussian or Poisson): a fully convolutional
   VAE (``conv-vae``) on the noisy patches with the **noise model as its
   likelihood**: ``p(y | z) = N(y; s(z), sigma^2)`` for Gaussian noise, or the
@@ -47,8 +48,8 @@ SETTINGS_R2R = {
     # thread): the noisy image as it is 26.28 dB; the mean of 8 recorrupted passes 26.80; with the 8
     # rotations/flips 26.95; 16 passes with flips 27.05 (chosen; about 1.3 s per 180x180 image).  A 6000-step
     # fit was worse (26.18 as it is, 26.45 with 8 passes) although its validation loss was lower: that loss
-    # decodes posterior draws, and the posterior sees the noisy target -- with free bits it learns to carry
-    # part of the target's noise, which the prior (used at test) cannot know
+    # decodes posterior draws, and the posterior sees the noisy target -- most likely its free bits carry
+    # part of the target's noise, which the prior (used at test) cannot know ("r2r-fb0" tries none)
     "model_args": {"widths": [48, 96, 192], "latent_channels": 8, "alpha_range": [1.0, 1.0], "free_bits": 0.05,
                    "test_recorruptions": 16, "test_alpha": 1.0, "test_flips": True},
     "patch_size": 64, "patches_per_image": 64, "batch_size": 32, "max_steps": 3000, "lr": 1e-3,
