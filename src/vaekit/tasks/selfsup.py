@@ -47,9 +47,8 @@ SETTINGS_R2R = {
     # small trial.  Test rule, on 200 noisy train400 images at sigma 25 after a 3000-step fit (39 min on one
     # thread): the noisy image as it is 26.28 dB; the mean of 8 recorrupted passes 26.80; with the 8
     # rotations/flips 26.95; 16 passes with flips 27.05 (chosen; about 1.3 s per 180x180 image).  A 6000-step
-    # fit was worse (26.18 as it is, 26.45 with 8 passes) although its validation loss was lower: that loss
-    # decodes posterior draws, and the posterior sees the noisy target -- most likely its free bits carry
-    # part of the target's noise, which the prior (used at test) cannot know ("r2r-fb0" tries none)
+    # fit was worse (26.18 as it is, 26.45 with 8 passes) although its validation loss (decoding posterior
+    # draws) was lower; a 3000-step fit without free bits ("r2r-fb0") was worse too: 25.78 as it is, KL ~ 0
     "model_args": {"widths": [48, 96, 192], "latent_channels": 8, "alpha_range": [1.0, 1.0], "free_bits": 0.05,
                    "test_recorruptions": 16, "test_alpha": 1.0, "test_flips": True},
     "patch_size": 64, "patches_per_image": 64, "batch_size": 32, "max_steps": 3000, "lr": 1e-3,
