@@ -304,9 +304,9 @@ def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args, 
     from .tasks import selfsup
     from .tasks.denoise import load_denoiser
 
-    cfg, _ = selfsup.fit_config(_noisy_folder(out_dir, set_name, cond, images, noisy), sigma=cond.get("sigma"),
-                                noise=cond["noise"], peak=cond.get("peak"), threads=args.threads, method=method)
-    data = Path(cfg.data_dir)
+    data = _noisy_folder(out_dir, set_name, cond, images, noisy)
+    cfg, _ = selfsup.fit_config(data, sigma=cond.get("sigma"), noise=cond["noise"], peak=cond.get("peak"),
+                                threads=args.threads, method=method)
     kind = "r2r" if cfg.model == "denoise-vae-selfsup" else "divnoising"
     run = out_dir / ".cache" / f"selfsup-{kind}-{set_name}-{cond['tag']}-n{len(images)}" / "run"
     done = (run / "checkpoint.pt").is_file() and \
