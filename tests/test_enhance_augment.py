@@ -6,7 +6,7 @@ import torch
 from vaekit import create_model, enhance
 from vaekit.errors import VaekitError
 from vaekit.tasks import compensate as comp
-from vaekit.tasks.augment import interpolate_pair, latent_variants
+from vaekit.tasks.augment import decoder_tangents, interpolate_pair, latent_variants, tangent_variants
 
 
 def photo(h=64, w=96, seed=0):
@@ -99,6 +99,43 @@ def test_vae_compensation_runs_and_returns_parameters():
     assert np.isclose(np.prod(params["cast"]), 1.0)
 
 
+def test_decoder_tangents_are_the_jacobians_top_singular_directions():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[32], latent_dim=6).eval()
+    z = torch.randn(3, 6)
+    V = decoder_tangents(m, z, k=2, iters=30)
+    assert V.shape == (3, 2, 6)
+    assert torch.allclose(V @ V.transpose(1, 2), torch.eye(2).expand(3, 2, 2), atol=1e-5)
+    for i in range(3):
+        J = torch.autograd.functional.jacobian(lambda v: m.likelihood.mean(m.decode(v[None])).flatten(), z[i])
+        _, S, Vh = torch.linalg.svd(J, full_matrices=False)
+        assert S[0] > 1.05 * S[1]  # a distinct top direction (this seed), so its sign-free match is meaningful
+        assert abs(float(Vh[0] @ V[i, 0])) > 0.999
+        assert float(torch.linalg.svdvals(Vh[:2] @ V[i].T).min()) > 0.99  # the same top-2 subspace
+
+
+def test_tangent_variants_follow_the_directions_that_move_the_image_most():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[32], latent_dim=6).eval()
+    x = torch.rand(4, 1, 8, 8)
+    t0 = tangent_variants(m, x, 3, strength=0.0, seed=2)
+    t1 = tangent_variants(m, x, 3, strength=1.0, seed=2, k=2)
+    assert t1.shape == (4, 3, 1, 8, 8) and 0 <= float(t1.min()) and float(t1.max()) <= 1
+    assert torch.allclose(t0[:, 0], t0[:, 2])  # strength 0: the reconstruction
+    assert torch.equal(t1, tangent_variants(m, x, 3, strength=1.0, seed=2, k=2))  # seeded
+    # a latent step of the same length moves the image further along the decoder's strongest directions
+    mu = m.posterior(x)[0].detach()
+    g = torch.Generator().manual_seed(0)
+    rand = torch.nn.functional.normalize(torch.randn(mu.shape, generator=g), dim=1)
+    top = decoder_tangents(m, mu, k=1)[:, 0]
+    dec = lambda z: m.likelihood.mean(m.decode(z))  # noqa: E731
+    with torch.no_grad():
+        moved = [float((dec(mu + 0.5 * d) - dec(mu)).pow(2).sum()) for d in (rand, top)]
+    assert moved[1] > 1.5 * moved[0]
+    with pytest.raises(VaekitError, match="strength"):
+        tangent_variants(m, x, 2, strength=3.5)
+
+
 def test_bench_augment_pieces_on_synthetic_digits():
     from vaekit.bench_augment import SmallCNN, accuracy, few_label_subset, run
 
@@ -117,8 +154,9 @@ def test_bench_augment_pieces_on_synthetic_digits():
                             variants=2, strength=0.5, pool=200, generated=50, neighbours=3, prior_pool=40,
                             log=lambda *a: None)
     assert len(per_seed) == 2 and summary["none"]["mean"] > 50  # the toy problem is learnt
-    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "gen", "gen+classical", "nbr",
-                            "vae+classical - classical", "gen - none", "nbr - none"}
+    assert set(summary) >= {"none", "classical", "vae", "vae+classical", "tangent", "tangent+classical", "gen",
+                            "gen+classical", "nbr", "vae+classical - classical", "tangent - none", "gen - none",
+                            "nbr - none"}
     assert all(0 <= r["gen_kept"] <= 50 for r in per_seed)
     assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1
 
@@ -186,6 +224,12 @@ def test_neighbours_keep_the_folder_label_with_an_unconditional_vae(tmp_path, ca
     write_image(tmp_path / "in" / "1" / "a.png", d[0])
     write_image(tmp_path / "in" / "7" / "b.png", d[1])
     out = tmp_path / "out"
+    assert main(["augment", str(tmp_path / "in"), "-o", str(tmp_path / "tan"), "-n", "2", "--keep-label",
+                 "--method", "tangent", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (tmp_path / "tan" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [("1", "1")] * 2 + [("7", "7")] * 2
+    assert all(r["method"] == "tangent" and r["strength"] == 3.0 for r in rows)
+    assert (tmp_path / "tan" / rows[0]["output"]).is_file()
     assert main(["augment", str(tmp_path / "in"), "-o", str(out), "-n", "3", "--keep-label", "--method",
                  "neighbours", "--pool", "2000", "--quiet"]) == 0
     rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]

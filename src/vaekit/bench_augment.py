@@ -17,6 +17,12 @@ images per class drawn with each of 5 seeds; the same small CNN
                  100 labelled ones and the VAE's weights is used),
 * ``gen+classical`` the same with the ``classical`` classifier as the labeller
                  and a random affine on every draw;
+* ``tangent``    the 100 images plus ``tangent_variants`` moves of each along random mixes of
+                 the decoder's ``tangent_k`` strongest latent directions at its
+                 posterior mean, ``tangent_strength`` prior standard deviations per
+                 direction (``tasks.augment.tangent_variants``: the VAE's own modes of
+                 variation around the image);
+* ``tangent+classical`` that pool, each draw then given a random affine;
 * ``nbr``        the 100 images plus, for each, its ``neighbours`` nearest of
                  ``pool`` VAE prior samples in latent space, labelled as it
                  (``tasks.augment.PriorPool``: no classifier, no image beyond
@@ -42,7 +48,14 @@ from torch import nn
 from .bench import provenance, write_results
 from .errors import VaekitError
 
-ARMS = ("none", "classical", "vae", "vae+classical", "gen", "gen+classical", "nbr")
+ARMS = ("none", "classical", "vae", "vae+classical", "tangent", "tangent+classical", "gen", "gen+classical", "nbr")
+# chosen on the val split in exploratory runs (first 5,000 of the last 10,000 training images; mean gain over
+# none): 10 variants at strength 2 +3.3 points (seeds 0-1), 3 +5.9 (seeds 0-2), 4 +7.3 (seeds 0-1; outside the
+# CLI's 0-3); at strength 3, 10 / 20 / 40 variants per image +4.8 / +6.3 / +7.7 (seeds 0-2); a fresh move for
+# every draw, as the classical arm makes, was no better than 40 (seeds 0-1)
+TANGENT_STRENGTH = 3.0
+TANGENT_K = 10
+TANGENT_VARIANTS = 40
 GEN_CONFIDENCE = 0.9
 
 
@@ -116,8 +129,16 @@ def vae_pool(model, x: np.ndarray, y: np.ndarray, variants: int, strength: float
     return np.concatenate([x, vx]).astype(np.float32), np.concatenate([y, vy])
 
 
-PAIRS = (("vae+classical", "classical"), ("vae", "none"), ("gen+classical", "classical"), ("gen", "none"),
-         ("nbr", "none"), ("classical", "none"))
+def tangent_pool(model, x: np.ndarray, y: np.ndarray, variants: int, strength: float, k: int, seed: int):
+    from .tasks.augment import tangent_variants
+
+    v = tangent_variants(model, torch.from_numpy(x), variants, strength=strength, k=k, seed=seed).numpy()
+    return (np.concatenate([x, v.reshape((-1,) + x.shape[1:])]).astype(np.float32),
+            np.concatenate([y, np.repeat(y, variants)]))
+
+
+PAIRS = (("vae+classical", "classical"), ("vae", "none"), ("tangent+classical", "classical"), ("tangent", "none"),
+         ("gen+classical", "classical"), ("gen", "none"), ("nbr", "none"), ("classical", "none"))
 
 
 @torch.no_grad()
@@ -143,12 +164,15 @@ def neighbour_pool(model, x: np.ndarray, y: np.ndarray, neighbours: int, pool: i
 
 
 def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, variants, strength, pool,
-        generated: int = 20000, neighbours: int = 10, prior_pool: int = 50000, arms=ARMS, log=print):
+        generated: int = 20000, neighbours: int = 10, prior_pool: int = 50000, tangent_strength=TANGENT_STRENGTH,
+        tangent_k=TANGENT_K, tangent_variants=TANGENT_VARIANTS, arms=ARMS, log=print):
     per_seed = []
     for seed in seeds:
         idx = few_label_subset(train_y, per_class, seed, pool)
         x, y = train_x[idx], train_y[idx]
         px, py = vae_pool(model, x, y, variants, strength, seed)
+        tx_, ty_ = (tangent_pool(model, x, y, tangent_variants, tangent_strength, tangent_k, seed)
+                    if any(a.startswith("tangent") for a in arms) else (None, None))
         row = {"seed": seed, "indices": idx.tolist()}
         nets = {}
         for arm in arms:
@@ -163,7 +187,7 @@ def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, var
                 row[f"{arm}_kept"] = int(len(gx))
                 net = train_classifier(x, y, steps=steps, seed=seed, classical=classical, extra=(gx, gy))
             else:
-                data = (x, y) if arm in ("none", "classical") else (px, py)
+                data = (x, y) if arm in ("none", "classical") else (tx_, ty_) if arm.startswith("tangent") else (px, py)
                 net = train_classifier(*data, steps=steps, seed=seed, classical=classical)
             if arm in ("none", "classical"):
                 nets[arm] = net
@@ -186,7 +210,19 @@ def run(model, train_x, train_y, eval_x, eval_y, *, seeds, per_class, steps, var
 def bench_augment(args):
     from . import data as vd
     from .pretrained import load_model
+    from .tasks.augment import _check_strength
 
+    if getattr(args, "tangent_strength", None) is None:
+        args.tangent_strength = TANGENT_STRENGTH
+    if getattr(args, "tangent_k", None) is None:
+        args.tangent_k = TANGENT_K
+    if getattr(args, "tangent_variants", None) is None:
+        args.tangent_variants = TANGENT_VARIANTS
+    if args.tangent_variants < 1:
+        raise VaekitError(f"--tangent-variants must be at least 1, got {args.tangent_variants}")
+    _check_strength(args.tangent_strength)
+    if args.tangent_k < 1:
+        raise VaekitError(f"--tangent-k must be at least 1, got {args.tangent_k}")
     data_dir = Path(args.data_dir)
     tx, ty = vd.mnist_tensors(data_dir, "train")
     train_x, train_y = tx.numpy().astype(np.float32), ty.numpy().astype(np.int64)
@@ -205,7 +241,9 @@ def bench_augment(args):
         f"{args.variants} VAE variants/image at strength {args.strength}, eval on {len(eval_x)} {args.split} images")
     per_seed, summary = run(model, train_x, train_y, eval_x, eval_y, seeds=seeds, per_class=args.per_class,
                             steps=args.steps, variants=args.variants, strength=args.strength, pool=pool,
-                            generated=args.generated, neighbours=args.neighbours, prior_pool=args.pool, log=log)
+                            generated=args.generated, neighbours=args.neighbours, prior_pool=args.pool,
+                            tangent_strength=args.tangent_strength, tangent_k=args.tangent_k,
+                            tangent_variants=args.tangent_variants, log=log)
     card = getattr(model, "card", {}) or {}
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payload = {"task": "augment", "set": f"mnist-{args.split}", "command": command,
@@ -213,6 +251,9 @@ def bench_augment(args):
                             "optimizer": "Adam 1e-3", "cnn": "conv32-conv64-maxpool-dropout0.25-fc128-dropout0.5-fc10",
                             "classical": "random affine +-15 deg, +-2 px, scale 0.9-1.1, fresh per draw",
                             "vae": f"{args.variants} latent variants per labelled image, strength {args.strength}",
+                            "tangent": f"{args.tangent_variants} moves per labelled image along random mixes of the "
+                                       f"decoder's {args.tangent_k} strongest latent directions at the posterior "
+                                       f"mean, {args.tangent_strength} prior std per direction",
                             "gen": f"{args.generated} prior samples of the VAE labelled by the same seed's none / "
                                    f"classical classifier, kept at softmax confidence > {GEN_CONFIDENCE}; half of "
                                    "every batch",
@@ -232,6 +273,8 @@ def bench_augment(args):
     md += ["", f"MNIST, {args.per_class} labelled images per class; {args.steps} steps of batch 100; "
            f"{len(eval_x)} {args.split} images. The VAE ({args.model}) was trained without labels. "
            f"vae: {args.variants} latent variants of each labelled image at strength {args.strength}; "
+           f"tangent: {args.tangent_variants} moves of each along random mixes of the decoder's "
+           f"{args.tangent_k} strongest latent directions, {args.tangent_strength} prior std each; "
            f"gen: {args.generated} VAE prior samples labelled by that seed's none/classical classifier "
            f"(kept at confidence > {GEN_CONFIDENCE}), half of each batch; nbr: each labelled image plus its "
            f"{args.neighbours} nearest of {args.pool} VAE prior samples in latent space, labelled as it.",

@@ -95,13 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image or folder (recursive; with --keep-label: one subfolder per class)")
     p.add_argument("-o", "--output", required=True, help="folder for the variants and manifest.jsonl")
     p.add_argument("-n", type=int, default=10, help="variants per image")
-    p.add_argument("--strength", type=float, default=0.5, help="latent noise in posterior std units, 0..3")
+    p.add_argument("--strength", type=float, default=None,
+                   help="0..3; variants: latent noise in posterior std units (default 0.5); tangent: prior std "
+                        "per decoder direction (default 3)")
     p.add_argument("--model", default="mnist-vae", help="a generative VAE (shipped name, run folder)")
     p.add_argument("--keep-label", action="store_true", help="class-conditional model: decode with the class")
     p.add_argument("--classical", action="store_true", help="also a seeded random affine on every variant")
-    p.add_argument("--method", choices=("variants", "neighbours"), default="variants",
-                   help="variants: posterior noise x strength; neighbours: the nearest prior samples in latent "
-                        "space (with --keep-label an unconditional VAE keeps the folder's class)")
+    p.add_argument("--method", choices=("variants", "tangent", "neighbours"), default="variants",
+                   help="variants: posterior noise x strength; tangent: moves along the decoder's strongest latent "
+                        "directions; neighbours: the nearest prior samples in latent space (with --keep-label, "
+                        "tangent and neighbours keep the folder's class with an unconditional VAE)")
     p.add_argument("--pool", type=int, default=50000, help="prior samples searched by --method neighbours")
     _common(p)
 
@@ -193,6 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=300, help="classifier steps (batch 100)")
     b.add_argument("--variants", type=int, default=10, help="VAE variants per labelled image")
     b.add_argument("--strength", type=float, default=0.5)
+    b.add_argument("--tangent-strength", type=float, default=None,
+                   help="tangent arms: prior std per decoder direction (default: the val-chosen 3)")
+    b.add_argument("--tangent-k", type=int, default=None, help="tangent arms: decoder directions mixed (default 10)")
+    b.add_argument("--tangent-variants", type=int, default=None, help="tangent arms: moves per image (default 40)")
     b.add_argument("--generated", type=int, default=20000, help="VAE prior samples offered to the gen arms")
     b.add_argument("--neighbours", type=int, default=10, help="nbr arm: nearest prior samples per labelled image")
     b.add_argument("--pool", type=int, default=50000, help="nbr arm: prior samples searched")

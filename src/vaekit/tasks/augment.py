@@ -47,6 +47,67 @@ def latent_variants(model, x: torch.Tensor, n: int, *, strength: float = 0.5, se
     return out
 
 
+def decoder_tangents(model, z: torch.Tensor, k: int = 10, iters: int = 8, seed: int = 0) -> torch.Tensor:
+    """The ``k`` latent directions along which the decoder's image moves most, at each latent of ``z``.
+
+    For the map g(z) = likelihood mean of decode(z), these are the top-k right singular vectors of its
+    Jacobian J (image pixels x latent dims), found per example by subspace iteration on JᵀJ over 2k
+    vectors (oversampled, then the best k kept by Rayleigh-Ritz), with forward- and reverse-mode products:
+    about 4·k·iters decoder passes on the batch; J is never formed.  Returns (B, k, *z.shape[1:]) unit
+    vectors, orthonormal per example, strongest first."""
+    from torch.func import jvp, vjp
+
+    B = z.shape[0]
+    d = z[0].numel()
+    k = min(int(k), d)
+    width = min(2 * k, d)
+
+    def g(v):
+        return model.likelihood.mean(model.decode(v.view_as(z))).flatten(1)
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    V = torch.linalg.qr(torch.randn(B, d, width, generator=gen).to(z))[0]  # (B, d, width)
+    zf = z.detach().flatten(1)
+    _, pullback = vjp(g, zf)
+    for _ in range(max(int(iters), 1)):
+        W = torch.stack([pullback(jvp(g, (zf,), (V[..., i],))[1])[0] for i in range(width)], 2)  # JᵀJ V
+        V = torch.linalg.qr(W)[0]
+    JV = torch.stack([jvp(g, (zf,), (V[..., i],))[1] for i in range(width)], 2)  # (B, pixels, width)
+    _, R = torch.linalg.eigh(JV.transpose(1, 2) @ JV)  # ascending gains
+    V = V @ R.flip(-1)[..., :k]
+    return V.transpose(1, 2).reshape((B, k) + tuple(z.shape[1:])).detach()
+
+
+@torch.no_grad()
+def tangent_variants(model, x: torch.Tensor, n: int, *, strength: float = 2.0, seed: int = 0, k: int = 10,
+                     classical: bool = False) -> torch.Tensor:
+    """x: (B, C, H, W) in [0, 1] -> (B, n, C, H, W): moves of ``strength`` latent units along random mixes
+    of the decoder's ``k`` strongest directions at the posterior mean (``decoder_tangents``), decoded.
+
+    Where posterior noise (``latent_variants``) moves the latent in the directions the encoder is unsure
+    of -- mostly ones the decoder ignores -- these are the directions in which the image changes most:
+    the model's own modes of variation around the image (on MNIST: slant, width, stroke thickness)."""
+    if n < 1:
+        raise VaekitError(f"the number of variants must be at least 1, got {n}")
+    _check_strength(strength)
+    if not hasattr(model, "posterior"):
+        raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} has no posterior to move from")
+    if getattr(model, "conditional", False):
+        raise VaekitError("tangent variants need an unconditional VAE")
+    model.eval()
+    mu = model.posterior(x)[0]
+    with torch.enable_grad():
+        V = decoder_tangents(model, mu, k, seed=seed)  # (B, k, ...)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    c = torch.randn((n, mu.shape[0], V.shape[1]) + (1,) * (mu.dim() - 1), generator=g).to(mu)
+    z = (mu.unsqueeze(0) + strength * (c * V.unsqueeze(0)).sum(2)).reshape((n * mu.shape[0],) + tuple(mu.shape[1:]))
+    out = model.likelihood.mean(model.decode(z)).clamp(0, 1)
+    out = out.view((n, x.shape[0]) + tuple(out.shape[1:])).transpose(0, 1).contiguous()
+    if classical:
+        out = _affine_each(out, seed + 1)
+    return out
+
+
 def _affine_each(images: torch.Tensor, seed: int) -> torch.Tensor:
     """A seeded classical random affine on every image of (..., C, H, W)."""
     from ..enhance import random_affine
@@ -142,17 +203,26 @@ def _load_for_model(path, model):
     return x
 
 
-METHODS = ("variants", "neighbours")
+METHODS = ("variants", "tangent", "neighbours")
+DEFAULT_STRENGTH = {"variants": 0.5, "tangent": 3.0, "neighbours": 0.0}  # neighbours ignores it
 
 
-def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-vae", seed: int = 0,
+def default_strength(method: str, strength=None) -> float:
+    if method not in METHODS:
+        raise VaekitError(f"unknown augmentation method {method!r}; choose one of {', '.join(METHODS)}")
+    return DEFAULT_STRENGTH[method] if strength is None else float(strength)
+
+
+def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model="mnist-vae", seed: int = 0,
                   keep_label: bool = False, classical: bool = False, method: str = "variants",
                   pool: int = 50000, progress=None) -> list[dict]:
     """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders),
     with ``dst/manifest.jsonl``: one row per generated image (output, source, strength, seed,
     variant, label).  ``method="neighbours"``: the variants are the image's nearest prior samples
-    in latent space (``PriorPool`` of ``pool`` samples drawn with ``seed``); with ``keep_label``
-    they take the class of the source's folder, so an unconditional VAE can keep labels."""
+    in latent space (``PriorPool`` of ``pool`` samples drawn with ``seed``); ``method="tangent"``:
+    moves along the decoder's strongest directions (``tangent_variants``).  With ``keep_label`` these two
+    take the class of the source's folder, so an unconditional VAE can keep labels.  ``strength``
+    None: the method's default (``DEFAULT_STRENGTH``)."""
     import json
     from pathlib import Path
 
@@ -162,9 +232,8 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
 
     if n < 1:
         raise VaekitError(f"-n must be at least 1, got {n}")
+    strength = default_strength(method, strength)
     _check_strength(strength)
-    if method not in METHODS:
-        raise VaekitError(f"unknown augmentation method {method!r}; choose one of {', '.join(METHODS)}")
     src, dst = Path(src), Path(dst)
     files = find_images(src)
     if not files:
@@ -172,7 +241,8 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
     m = load_model(model) if isinstance(model, (str, Path)) else model
     classes = None
     neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None  # nearest() checks n
-    if keep_label and neighbours is not None:
+    folder_labels = method in ("neighbours", "tangent")  # an unconditional VAE: the folder gives the class
+    if keep_label and folder_labels:
         if src.is_file():
             raise VaekitError("--keep-label reads a folder with one subfolder per class")
         classes = sorted({f.relative_to(src).parts[0] for f in files if len(f.relative_to(src).parts) > 1})
@@ -195,13 +265,16 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
                 raise VaekitError(f"{f}: with --keep-label images must sit in a class folder named one of "
                                   f"{', '.join(classes)}")
             label = classes.index(rel.parts[0])
-            if neighbours is None:
+            if not folder_labels:
                 m.condition(torch.tensor([label]))
         img_seed = seed * 1_000_003 + i
         x = _load_for_model(f, m).unsqueeze(0)
-        if neighbours is None:
+        if method == "variants":
             variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
             extra = [{"strength": strength}] * n
+        elif method == "tangent":
+            variants = tangent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
+            extra = [{"method": "tangent", "strength": strength}] * n
         else:
             found, sim, idx = neighbours.nearest(m, x, n)
             variants = found[0]
@@ -222,14 +295,16 @@ def augment_paths(src, dst, *, n: int = 10, strength: float = 0.5, model="mnist-
     return rows
 
 
-def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", seed: int = 0,
+def augment(images, n: int = 10, *, strength: float | None = None, model="mnist-vae", seed: int = 0,
             classical: bool = False, labels=None, output=None, keep_label: bool = False,
             method: str = "variants", pool: int = 50000):
     """Latent variants of images (the API behind ``vaekit augment``).
 
     ``images``: a (B, C, H, W) tensor in [0, 1] -> (B, n, C, H, W) variants; ``labels``
     (B,) conditions a class-conditional model.  ``method="neighbours"``: the n nearest
-    of ``pool`` prior samples in latent space instead (``latent_neighbours``).  Or a
+    of ``pool`` prior samples in latent space instead (``latent_neighbours``);
+    ``method="tangent"``: moves along the decoder's strongest directions
+    (``tangent_variants``).  ``strength`` None: the method's default.  Or a
     file / folder path with ``output``: writes the variants and ``manifest.jsonl``
     there and returns the manifest rows."""
     from pathlib import Path
@@ -241,10 +316,13 @@ def augment(images, n: int = 10, *, strength: float = 0.5, model="mnist-vae", se
             raise VaekitError("augment(path, ...) needs output=FOLDER")
         return augment_paths(images, output, n=n, strength=strength, model=model, seed=seed,
                              keep_label=keep_label, classical=classical, method=method, pool=pool)
-    if method not in METHODS:
-        raise VaekitError(f"unknown augmentation method {method!r}; choose one of {', '.join(METHODS)}")
+    strength = default_strength(method, strength)
     m = load_model(model) if isinstance(model, (str, Path)) else model
     x = torch.as_tensor(images, dtype=torch.float32)
+    if method == "tangent":
+        if labels is not None:
+            raise VaekitError("labels are not used by method='tangent' (it moves an unconditional VAE's latent)")
+        return tangent_variants(m, x, n, strength=strength, seed=seed, classical=classical)
     if method == "neighbours":
         if labels is not None:
             raise VaekitError("labels are not used by method='neighbours' (it searches an unconditional VAE's samples)")
