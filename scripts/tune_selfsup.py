@@ -34,6 +34,10 @@ CANDIDATES = {  # divnoising candidates update SETTINGS, r2r ones SETTINGS_R2R
              "patch_size": 48, "batch_size": 16, "max_steps": 1500},
     "r2r": {"method": "r2r", "max_steps": 3000},
     "r2r-6k": {"method": "r2r", "max_steps": 6000},
+    "r2r-pp": {"method": "r2r", "max_steps": 3000,  # the test path (z = prior mean) also scored in training
+               "model_args": {"widths": [48, 96, 192], "latent_channels": 8, "alpha_range": [1.0, 1.0],
+                              "free_bits": 0.05, "test_recorruptions": 16, "test_alpha": 1.0, "test_flips": True,
+                              "prior_path_weight": 1.0}},
     "r2r-fb0": {"method": "r2r", "max_steps": 3000,  # no free bits (25.78 dB as it is, against 26.28 with them)
                 "model_args": {"widths": [48, 96, 192], "latent_channels": 8, "alpha_range": [1.0, 1.0],
                                "free_bits": 0.0, "test_recorruptions": 16, "test_alpha": 1.0, "test_flips": True}},

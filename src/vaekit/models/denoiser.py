@@ -251,7 +251,8 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
 
     def __init__(self, channels: int = 1, widths=(48, 96, 192), latent_channels: int = 8, noisy_sigma: float = 25.0,
                  alpha_range=(1.0, 1.0), free_bits: float = 0.05, test_recorruptions: int = 0,
-                 test_alpha: float = 1.0, test_flips: bool = False, scale_ref: float = 0.03):
+                 test_alpha: float = 1.0, test_flips: bool = False, scale_ref: float = 0.03,
+                 prior_path_weight: float = 0.0):
         s0 = float(noisy_sigma)
         if not 0 < s0 <= 255:
             raise ValueError(f"noisy_sigma must lie in (0, 255], not {s0}")
@@ -262,6 +263,9 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
                          scale_ref=scale_ref, free_bits=free_bits)
         self.noisy_sigma = s0
         self.alpha_range = (lo, hi)
+        if not prior_path_weight >= 0:
+            raise ValueError(f"prior_path_weight must be >= 0, not {prior_path_weight}")
+        self.prior_path_weight = float(prior_path_weight)
         self.test_recorruptions = int(test_recorruptions)
         self.test_alpha = float(test_alpha)
         self.test_flips = bool(test_flips)
@@ -299,16 +303,29 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         log_py = -0.5 * sq / var - 0.5 * npix * (torch.log(var) + LOG2PI)
         kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
         kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
-        return {"x_hat": mean, "log_px": log_py, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
-                "sigma": lev, "noisy": y_in, "mse": sq / npix}
+        out = {"x_hat": mean, "log_px": log_py, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
+               "sigma": lev, "noisy": y_in, "mse": sq / npix}
+        if self.prior_path_weight:
+            # the test path -- z at the prior mean, no look at the target -- scored by the same likelihood
+            # (the "hybrid" CVAE objective of Sohn et al. 2015): without it the decoder comes to lean on what the
+            # posterior carries from the target, a second noisy view of the image, which the prior cannot supply
+            sq_p = (y_out - self.decode(pm, skips, y_in)).pow(2).flatten(1).sum(1)
+            out["log_py_prior"] = -0.5 * sq_p / var - 0.5 * npix * (torch.log(var) + LOG2PI)
+            out["mse_prior"] = sq_p / npix
+        return out
 
     def loss(self, x, out, kl_weight: float = 1.0):
         # the plain ELBO: the target's noise variance already weighs each example (no reweighting by level)
         per = -(out["log_px"] - kl_weight * out["kl_train"])
+        if "log_py_prior" in out:
+            per = per - self.prior_path_weight * out["log_py_prior"]
         elbo = out["log_px"] - out["kl"]
-        return {"loss": per.mean(), "elbo": elbo.mean().detach(), "rec": out["mse"].mean().detach(),
-                "kl": out["kl"].mean().detach(),
-                "psnr": (-10 * torch.log10(out["mse"].clamp_min(1e-10))).mean().detach()}
+        res = {"loss": per.mean(), "elbo": elbo.mean().detach(), "rec": out["mse"].mean().detach(),
+               "kl": out["kl"].mean().detach(),
+               "psnr": (-10 * torch.log10(out["mse"].clamp_min(1e-10))).mean().detach()}
+        if "mse_prior" in out:  # the test path's error against the independent noisy target
+            res["rec_prior"] = out["mse_prior"].mean().detach()
+        return res
 
     @torch.no_grad()
     def denoise(self, y, sigma=None, samples: int = 0, temperature: float = 1.0, generator=None):

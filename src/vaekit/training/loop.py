@@ -128,8 +128,9 @@ def validate(model, ds, batch_size, device, seed) -> dict:
         for i in range(0, len(ds), batch_size):
             x, out = _forward(model, model, ds, list(range(i, min(i + batch_size, len(ds)))), device)
             m = model.loss(x, out)
-            for k in tot:
-                tot[k] += float(m[k]) * x.shape[0]
+            for k in m:  # elbo, rec, kl and any extra figure a model reports (e.g. rec_prior)
+                if k not in ("loss", "psnr"):
+                    tot[k] = tot.get(k, 0.0) + float(m[k]) * x.shape[0]
             n += x.shape[0]
         model.train()
     return {k: v / n for k, v in tot.items()}
