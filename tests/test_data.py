@@ -89,6 +89,19 @@ def test_image_folder_and_patches(tmp_path):
         vd.RandomPatches(ds.files, size=64)
 
 
+def test_patches_of_float_arrays_keep_their_noise_unclipped(tmp_path):
+    """Noisy .npy images (values below 0 and above 1, as the DnCNN protocol leaves them) reach training as
+    they are: an 8-bit copy would clip them -- or, cast from negative floats, wrap them round to white."""
+    rng = np.random.default_rng(1)
+    y = (0.5 + rng.normal(0, 0.4, (32, 32))).astype(np.float32)
+    assert (y < 0).any() and (y > 1).any()
+    np.save(tmp_path / "a.npy", y)
+    p = vd.RandomPatches([tmp_path / "a.npy"], size=32, patches_per_image=4, mode="L", seed=0, flip=False)
+    assert p[0].dtype == torch.float32 and torch.equal(p[0][0], torch.from_numpy(y))
+    p[0].zero_()  # items are copies
+    assert torch.equal(p[0][0], torch.from_numpy(y))
+
+
 def test_split_file_separates_validation_and_refuses_unlisted(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)

@@ -303,7 +303,7 @@ def split_by_file(files, split_file) -> tuple[list, list]:
 class RandomPatches(Dataset):
     """Random ``size`` x ``size`` crops of natural images, for patch training.
 
-    Images are decoded once and kept in memory (uint8).  Item ``i`` of epoch
+    Images are decoded once and kept in memory (uint8; float32 for ``.npy`` arrays, unclipped).  Item ``i`` of epoch
     ``e`` is a crop position drawn from a generator seeded by
     ``(seed, e, i)``, so the data order is reproducible and resumable; random
     horizontal flips when ``flip``.
@@ -315,7 +315,11 @@ class RandomPatches(Dataset):
         self.size = int(size)
         self.images = []
         for f in files:
-            x = (read_image(f, mode=mode) * 255).round().to(torch.uint8)
+            x = read_image(f, mode=mode)
+            if Path(f).suffix.lower() != ".npy":  # 8-bit sources are kept as 8 bits (a quarter of the memory)
+                x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
+            # float arrays (.npy: e.g. noisy images, whose values run below 0 and above 1 -- the DnCNN protocol
+            # does not clip) are kept as they are: an 8-bit copy would clip their noise
             if min(x.shape[-2:]) < self.size:
                 raise VaekitError(f"{f} is smaller than the patch size {self.size}")
             self.images.append(x)
@@ -341,4 +345,4 @@ class RandomPatches(Dataset):
         crop = img[:, top : top + self.size, left : left + self.size]
         if self.flip and bool(torch.randint(0, 2, (1,), generator=g)):
             crop = crop.flip(-1)
-        return crop.float() / 255.0
+        return crop.float() / 255.0 if crop.dtype == torch.uint8 else crop.clone()
