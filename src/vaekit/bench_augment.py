@@ -293,11 +293,11 @@ def _plot(path, summary, per_seed):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     for i, arm in enumerate(ARMS):
         ax.bar(i, summary[arm]["mean"], yerr=summary[arm]["std"], capsize=4, color=f"C{i}")
         ax.scatter([i] * len(per_seed), [r[arm] * 100 for r in per_seed], color="k", s=8, zorder=3)
-    ax.set_xticks(range(len(ARMS)), ARMS)
+    ax.set_xticks(range(len(ARMS)), ARMS, rotation=30, ha="right")
     lo = min(r[a] for r in per_seed for a in ARMS) * 100
     ax.set_ylim(max(0, lo - 5), 100)
     ax.set_ylabel("test accuracy (%)")

@@ -147,7 +147,7 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
     import numpy as np
 
     from .enhance import apply_ops, random_affine
-    from .tasks.augment import PriorPool, latent_variants
+    from .tasks.augment import PriorPool, latent_variants, tangent_variants
 
     src = digits[:8]
     rows = [src.cpu()]
@@ -156,6 +156,9 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
         v = latent_variants(model, src, 1, strength=strength, seed=seed + k)[:, 0].cpu()
         rows.append(v)
         captions.append(f"latent variant at strength {strength}")
+    tan = tangent_variants(model, src, 2, strength=3.0, seed=seed)
+    rows += [tan[:, 0].cpu(), tan[:, 1].cpu()]
+    captions.append("two tangent variants at strength 3 (--method tangent)")
     near = PriorPool(model, 20000, seed=seed).nearest(model, src, 2)[0]
     rows += [near[:, 0].cpu(), near[:, 1].cpu()]
     captions.append("the two nearest of 20,000 prior samples in latent space (--method neighbours)")
@@ -168,7 +171,8 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
     write_image(out / "augment_variants.png", upscale(grid(torch.cat(rows).clamp(0, 1), nrow=len(src))))
     return ("<h2>Augmentation</h2><p>Rows, top to bottom: " + html.escape("; ".join(captions)) + ". Variants "
             "come from <b>mnist-vae</b>: the posterior mean plus noise of the posterior's own spread times the "
-            "strength, decoded; neighbours are the model's own samples whose latent codes lie closest to the "
+            "strength, decoded; tangent variants move along the decoder's strongest latent directions at the "
+            "source; neighbours are the model's own samples whose latent codes lie closest to the "
             "source's. <code>vaekit bench augment</code> measures what they are worth to a classifier "
             "(README).</p><img src='augment_variants.png' style='image-rendering:pixelated'>")
 
