@@ -307,8 +307,9 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
                "sigma": lev, "noisy": y_in, "mse": sq / npix}
         if self.prior_path_weight:
             # the test path -- z at the prior mean, no look at the target -- scored by the same likelihood
-            # (the "hybrid" CVAE objective of Sohn et al. 2015): without it the decoder comes to lean on what the
-            # posterior carries from the target, a second noisy view of the image, which the prior cannot supply
+            # (the "hybrid" CVAE objective of Sohn et al. 2015), so the decoder cannot lean on what the posterior
+            # carries from the target (a second noisy view of the image) that the prior cannot supply.  Off by
+            # default: not adopted (scripts/tune_selfsup.py, candidate r2r-pp)
             sq_p = (y_out - self.decode(pm, skips, y_in)).pow(2).flatten(1).sum(1)
             out["log_py_prior"] = -0.5 * sq_p / var - 0.5 * npix * (torch.log(var) + LOG2PI)
             out["mse_prior"] = sq_p / npix
