@@ -47,13 +47,14 @@ from torch import nn
 
 from .bench import provenance, write_results
 from .errors import VaekitError
+from .tasks.augment import DEFAULT_STRENGTH
 
 ARMS = ("none", "classical", "vae", "vae+classical", "tangent", "tangent+classical", "gen", "gen+classical", "nbr")
 # chosen on the val split in exploratory runs (first 5,000 of the last 10,000 training images; mean gain over
 # none): 10 variants at strength 2 +3.3 points (seeds 0-1), 3 +5.9 (seeds 0-2), 4 +7.3 (seeds 0-1; outside the
 # CLI's 0-3); at strength 3, 10 / 20 / 40 variants per image +4.8 / +6.3 / +7.7 (seeds 0-2); a fresh move for
 # every draw, as the classical arm makes, was no better than 40 (seeds 0-1)
-TANGENT_STRENGTH = 3.0
+TANGENT_STRENGTH = DEFAULT_STRENGTH["tangent"]  # 3.0
 TANGENT_K = 10
 TANGENT_VARIANTS = 40
 GEN_CONFIDENCE = 0.9

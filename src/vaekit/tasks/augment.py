@@ -79,7 +79,7 @@ def decoder_tangents(model, z: torch.Tensor, k: int = 10, iters: int = 8, seed: 
 
 
 @torch.no_grad()
-def tangent_variants(model, x: torch.Tensor, n: int, *, strength: float = 2.0, seed: int = 0, k: int = 10,
+def tangent_variants(model, x: torch.Tensor, n: int, *, strength: float = 3.0, seed: int = 0, k: int = 10,
                      classical: bool = False) -> torch.Tensor:
     """x: (B, C, H, W) in [0, 1] -> (B, n, C, H, W): moves of ``strength`` latent units along random mixes
     of the decoder's ``k`` strongest directions at the posterior mean (``decoder_tangents``), decoded.
@@ -204,7 +204,7 @@ def _load_for_model(path, model):
 
 
 METHODS = ("variants", "tangent", "neighbours")
-DEFAULT_STRENGTH = {"variants": 0.5, "tangent": 3.0, "neighbours": 0.0}  # neighbours ignores it
+DEFAULT_STRENGTH = {"variants": 0.5, "tangent": 3.0, "neighbours": 0.0}  # neighbours ignores it; tangent: bench_augment
 
 
 def default_strength(method: str, strength=None) -> float:
