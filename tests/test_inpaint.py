@@ -58,6 +58,19 @@ def test_inpainting_vae_trains_and_its_masks_are_seeded():
     assert kl.shape == (6, 2) and npos == 4 * 5
 
 
+def test_posterior_starts_at_its_initial_log_variance():
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    for v in (0.0, -6.0):
+        torch.manual_seed(0)
+        model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=v)
+        _, skips, _ = model.context(x * (1 - m), m)
+        _, lv = model.posterior(x, skips[2])
+        assert abs(float(lv.mean()) - v) < 0.5  # the head's weights add only a little at init
+    assert model.arch_args["q_init_logvar"] == -6.0
+
+
 def test_vae_inpaint_keeps_known_pixels_goes_coarse_to_fine_and_samples_differ():
     img = smooth_image(72, 100, c=3)
     mask = degrade.mask_box(img.shape)  # 18 px deep: beyond the radius 6, so the pyramid is used

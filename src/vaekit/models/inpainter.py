@@ -106,12 +106,17 @@ class InpaintingVAE(nn.Module):
     fill_radius : the largest distance (pixels) from a hole pixel to a known one that the training
         masks produce; inference goes coarse-to-fine beyond it
     harmonic_iters : Jacobi sweeps of the pre-fill after push-pull (:func:`harmonic_fill`)
+    q_init_logvar : initial log-variance of the posterior (its head's bias).  At 0 the posterior's draws
+        start as unit noise, which the decoder learns to ignore before they carry anything, and the latent
+        collapses; a low value (-6) gives the decoder a clean view of the hole from the first step.
+        Training only: it changes nothing in a trained model.
     """
 
     STRIDE = 8
 
     def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
-                 free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50):
+                 free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
+                 q_init_logvar: float = 0.0):
         super().__init__()
         self.harmonic_iters = int(harmonic_iters)
         self.channels = int(channels)
@@ -136,6 +141,9 @@ class InpaintingVAE(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(-3.0))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.q_init_logvar = float(q_init_logvar)
+        with torch.no_grad():
+            self.q_head[-1].bias[L:].fill_(self.q_init_logvar)
 
     # ------------------------------------------------------------------ pieces
     def _check(self, y, m):
