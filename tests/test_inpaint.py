@@ -71,6 +71,26 @@ def test_posterior_starts_at_its_initial_log_variance():
     assert model.arch_args["q_init_logvar"] == -6.0
 
 
+def test_coarse_posterior_reads_only_block_means():
+    torch.manual_seed(0)
+    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_view="coarse")
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    base, skips, _ = model.context(x * (1 - m), m)
+    wiggle = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(16, 16) * 0.1  # zero mean in every 8x8 block
+    a = model.posterior(x, skips[2], base)
+    b = model.posterior(x + wiggle, skips[2], base)
+    assert all(torch.allclose(u, v, atol=1e-5) for u, v in zip(a, b))
+    c = model.posterior(x + 0.1, skips[2], base)  # a change of the block means moves it
+    assert not torch.allclose(a[0], c[0], atol=1e-4)
+    out = model(x)
+    model.loss(x, out)["loss"].backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ValueError, match="q_view"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_view="sharp")
+
+
 def test_vae_inpaint_keeps_known_pixels_goes_coarse_to_fine_and_samples_differ():
     img = smooth_image(72, 100, c=3)
     mask = degrade.mask_box(img.shape)  # 18 px deep: beyond the radius 6, so the pyramid is used

@@ -110,13 +110,18 @@ class InpaintingVAE(nn.Module):
         start as unit noise, which the decoder learns to ignore before they carry anything, and the latent
         collapses; a low value (-6) gives the decoder a clean view of the hole from the first step.
         Training only: it changes nothing in a trained model.
+    q_view : what of the complete image the posterior reads: ``"full"`` (every pixel, through two
+        strided convolutions) or ``"coarse"`` (its 8x8-block means only, one colour per latent
+        position).  With the full view the posterior can hand the decoder the hole's every pixel, which
+        the prior cannot match; the coarse view limits it to the hole's layout of colours -- what is
+        really uncertain in a large hole, and what makes fills differ.
     """
 
     STRIDE = 8
 
     def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
-                 q_init_logvar: float = 0.0):
+                 q_init_logvar: float = 0.0, q_view: str = "full"):
         super().__init__()
         self.harmonic_iters = int(harmonic_iters)
         self.channels = int(channels)
@@ -130,7 +135,13 @@ class InpaintingVAE(nn.Module):
         self.e3 = _block(w1, w2, 2, stride=2)
         self.dil = nn.ModuleList([nn.Conv2d(w2, w2, 3, padding=d, dilation=d) for d in (2, 4, 8)])
         self.prior_head = _conv(w2, 2 * L)
-        self.q_in = nn.Sequential(_conv(c4, 32, 2), nn.SiLU(inplace=True), _conv(32, 64, 2), nn.SiLU(inplace=True))
+        if q_view not in ("full", "coarse"):
+            raise ValueError(f"q_view must be 'full' or 'coarse', not {q_view!r}")
+        self.q_view = q_view
+        if q_view == "full":
+            self.q_in = nn.Sequential(_conv(c4, 32, 2), nn.SiLU(inplace=True), _conv(32, 64, 2), nn.SiLU(inplace=True))
+        else:  # block means of the image and of its pre-fill residual at 1/8 resolution
+            self.q_in = nn.Sequential(_conv(2 * self.channels, 64), nn.SiLU(inplace=True))
         self.q_head = nn.Sequential(_conv(64 + w2, w2), nn.SiLU(inplace=True), _conv(w2, 2 * L))
         self.d3 = _block(w2 + L, w2, 2)
         self.up2 = _conv(w2, 4 * w1)
@@ -168,8 +179,13 @@ class InpaintingVAE(nn.Module):
         mu, logvar = self.prior_head(e3).chunk(2, 1)
         return base, (e1, e2, e3), (mu, logvar.clamp(-12.0, 6.0))
 
-    def posterior(self, x, e3):
-        q = self.q_in(F.pixel_unshuffle(x, 2))
+    def posterior(self, x, e3, base=None):
+        if self.q_view == "full":
+            q = self.q_in(F.pixel_unshuffle(x, 2))
+        else:
+            xs = F.avg_pool2d(x, self.STRIDE)
+            bs = F.avg_pool2d(base, self.STRIDE) if base is not None else xs
+            q = self.q_in(torch.cat([xs, xs - bs], 1))
         mu, logvar = self.q_head(torch.cat([q, e3], 1)).chunk(2, 1)
         return mu, logvar.clamp(-12.0, 6.0)
 
@@ -227,7 +243,7 @@ class InpaintingVAE(nn.Module):
         m = m.to(x.dtype)
         y = x * (1 - m)
         base, skips, (pm, plv) = self.context(y, m)
-        qm, qlv = self.posterior(x, skips[2])
+        qm, qlv = self.posterior(x, skips[2], base)
         z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
         mean = self.decode(z, skips, base, m)
         nmiss = (m.flatten(1).sum(1) * self.channels).clamp_min(1)
@@ -275,7 +291,7 @@ class InpaintingVAE(nn.Module):
     def latent_stats(self, x, m):
         """KL per example and latent channel (B, L) on complete ``x`` with masks ``m``: for active units."""
         m = m.to(x.dtype)
-        _, skips, (pm, plv) = self.context(x * (1 - m), m)
-        qm, qlv = self.posterior(x, skips[2])
+        base, skips, (pm, plv) = self.context(x * (1 - m), m)
+        qm, qlv = self.posterior(x, skips[2], base)
         kl = gaussian_kl(qm, qlv, pm, plv)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])

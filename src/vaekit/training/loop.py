@@ -187,6 +187,8 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)  # subnormal floats cost x86 CPUs many times a normal one
     info = D.setup(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
