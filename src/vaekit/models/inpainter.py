@@ -115,13 +115,16 @@ class InpaintingVAE(nn.Module):
         position).  With the full view the posterior can hand the decoder the hole's every pixel, which
         the prior cannot match; the coarse view limits it to the hole's layout of colours -- what is
         really uncertain in a large hole, and what makes fills differ.
+    min_logvar : floor of the prior's and the posterior's log-variance.  At -12 a prior that has become
+        sure of a latent (std 0.0025) charges ~80,000 nats for a unit of mismatch: two runs whose latent
+        was used blew up this way at the end of the learning-rate warm-up.
     """
 
     STRIDE = 8
 
     def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
-                 q_init_logvar: float = 0.0, q_view: str = "full"):
+                 q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0):
         super().__init__()
         self.harmonic_iters = int(harmonic_iters)
         self.channels = int(channels)
@@ -138,6 +141,7 @@ class InpaintingVAE(nn.Module):
         if q_view not in ("full", "coarse"):
             raise ValueError(f"q_view must be 'full' or 'coarse', not {q_view!r}")
         self.q_view = q_view
+        self.min_logvar = float(min_logvar)
         if q_view == "full":
             self.q_in = nn.Sequential(_conv(c4, 32, 2), nn.SiLU(inplace=True), _conv(32, 64, 2), nn.SiLU(inplace=True))
         else:  # block means of the image and of its pre-fill residual at 1/8 resolution
@@ -177,7 +181,7 @@ class InpaintingVAE(nn.Module):
         for conv in self.dil:
             e3 = e3 + F.silu(conv(e3))
         mu, logvar = self.prior_head(e3).chunk(2, 1)
-        return base, (e1, e2, e3), (mu, logvar.clamp(-12.0, 6.0))
+        return base, (e1, e2, e3), (mu, logvar.clamp(self.min_logvar, 6.0))
 
     def posterior(self, x, e3, base=None):
         if self.q_view == "full":
@@ -187,7 +191,7 @@ class InpaintingVAE(nn.Module):
             bs = F.avg_pool2d(base, self.STRIDE) if base is not None else xs
             q = self.q_in(torch.cat([xs, xs - bs], 1))
         mu, logvar = self.q_head(torch.cat([q, e3], 1)).chunk(2, 1)
-        return mu, logvar.clamp(-12.0, 6.0)
+        return mu, logvar.clamp(self.min_logvar, 6.0)
 
     def decode(self, z, skips, base, m):
         """The decoder mean: known pixels of ``base`` kept, missing ones = base + predicted residual."""
