@@ -1,6 +1,6 @@
 """Ship runs/inpaint-color as inpaint-color, with its VAE statistics on held-out training data.
 
-    python scripts/ship_inpainter.py [--run runs/inpaint-color] [--n 12]
+    python scripts/ship_inpainter.py [--run runs/inpaint-color] [--n 12] [--note "how the run went"]
 
 Statistics on the bsds400 'val' rows of SPLITS.tsv (never trained on; CBSD68/Kodak are not read):
 per mask kind, the KL term per image and per latent channel (active units), the hole PSNR of the
@@ -26,6 +26,10 @@ from vaekit.pretrained import load_from_files, ship, update_shipped_card
 from vaekit.tasks.inpaint import inpaint, pairwise_distance
 
 torch.set_num_threads(1)
+SHIPPED_NOTE = ("planned 5000 steps, cut to 4000 at step 2000 (vaekit train --resume runs/inpaint-color "
+                "max_steps=4000) to fit the session; 1 CPU thread beside other jobs. Two earlier runs were "
+                "discarded: with ReLU and the log-error objective layers died, and with free bits the posterior "
+                "leaked information the prior could not match")
 KINDS = ("box", "pixels0.5", "strokes-thin", "strokes-medium", "strokes-thick")
 
 
@@ -73,6 +77,8 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--run", default="runs/inpaint-color")
     ap.add_argument("--n", type=int, default=12)
+    ap.add_argument("--note", default=SHIPPED_NOTE, help="how the run went (the card's training note); the "
+                    "default is the shipped run's")
     a = ap.parse_args()
     run = Path(a.run)
     m = load_from_files(run / "model.safetensors", run / "model.json").eval()
@@ -84,12 +90,8 @@ if __name__ == "__main__":
                    "masks": "drawn inside the model: random pixels (rate 0.3-0.9), brush strokes 2-28 px wide, "
                             "boxes 8-56 px, text-like marks"},
              training={"command": "vaekit train configs/inpaint-color.yaml --data-dir ../shared/data/bsds400 "
-                                  "-o runs/inpaint-color --quiet",
-                       "note": "planned 5000 steps, cut to 4000 at step 2000 (vaekit train --resume "
-                               "runs/inpaint-color max_steps=4000) to fit the session; 1 CPU thread beside other "
-                               "jobs. Two earlier runs were discarded: with ReLU and the log-error objective "
-                               "layers died, and with free bits the posterior leaked information the prior could "
-                               "not match"},
+                                  f"-o {a.run} --quiet",
+                       "note": a.note},
              estimate="vaekit inpaint: one pass with the prior means (--samples 1, the default); --samples N: "
                       "N posterior fills, the estimate is their mean; holes deeper than fill_radius go coarse "
                       "to fine",

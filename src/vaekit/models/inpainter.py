@@ -106,18 +106,17 @@ class InpaintingVAE(nn.Module):
     fill_radius : the largest distance (pixels) from a hole pixel to a known one that the training
         masks produce; inference goes coarse-to-fine beyond it
     harmonic_iters : Jacobi sweeps of the pre-fill after push-pull (:func:`harmonic_fill`)
-    q_init_logvar : initial log-variance of the posterior (its head's bias).  At 0 the posterior's draws
-        start as unit noise, which the decoder learns to ignore before they carry anything, and the latent
-        collapses; a low value (-6) gives the decoder a clean view of the hole from the first step.
-        Training only: it changes nothing in a trained model.
+    q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
+        posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
+        (the shipped model).  At -6 or -4 the decoder sees the latent from the first step, but in four runs
+        of the 48/96/192 model the KL blew up at the end of the learning-rate warm-up (step ~220), and a
+        16/32/64 model that did not blow up collapsed all the same.
     q_view : what of the complete image the posterior reads: ``"full"`` (every pixel, through two
         strided convolutions) or ``"coarse"`` (its 8x8-block means only, one colour per latent
-        position).  With the full view the posterior can hand the decoder the hole's every pixel, which
-        the prior cannot match; the coarse view limits it to the hole's layout of colours -- what is
-        really uncertain in a large hole, and what makes fills differ.
-    min_logvar : floor of the prior's and the posterior's log-variance.  At -12 a prior that has become
-        sure of a latent (std 0.0025) charges ~80,000 nats for a unit of mismatch: two runs whose latent
-        was used blew up this way at the end of the learning-rate warm-up.
+        position, the hole's layout of colours: what is really uncertain in a large hole).  The coarse
+        view alone did not stop the collapse either.
+    min_logvar : floor of the prior's and the posterior's log-variance.  At -12 a prior sure of a latent
+        (std 0.0025) charges ~80,000 nats for a unit of mismatch; a floor of -6 did not stop the blow-up.
     """
 
     STRIDE = 8
