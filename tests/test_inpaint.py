@@ -65,14 +65,14 @@ def test_posterior_starts_at_its_initial_log_variance():
     for v in (0.0, -6.0):
         torch.manual_seed(0)
         model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=v)
-        _, skips, _ = model.context(x * (1 - m), m)
-        _, lv = model.posterior(x, skips[2])
+        base, skips, _ = model.context(x * (1 - m), m)
+        _, lv = model.posterior(x, skips[2], base)
         assert abs(float(lv.mean()) - v) < 0.5  # the head's weights add only a little at init
     assert model.arch_args["q_init_logvar"] == -6.0
     floored = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=-6.0,
                            min_logvar=-2.0)
-    _, skips, (_, plv) = floored.context(x * (1 - m), m)
-    assert float(floored.posterior(x, skips[2])[1].min()) == -2.0 and float(plv.min()) >= -2.0
+    base, skips, (_, plv) = floored.context(x * (1 - m), m)
+    assert float(floored.posterior(x, skips[2], base)[1].min()) == -2.0 and float(plv.min()) >= -2.0
 
 
 def test_coarse_posterior_reads_only_block_means():

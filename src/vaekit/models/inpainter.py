@@ -182,13 +182,13 @@ class InpaintingVAE(nn.Module):
         mu, logvar = self.prior_head(e3).chunk(2, 1)
         return base, (e1, e2, e3), (mu, logvar.clamp(self.min_logvar, 6.0))
 
-    def posterior(self, x, e3, base=None):
+    def posterior(self, x, e3, base):
+        """q(z | x, y, m) from the complete ``x``, the context's deepest skip ``e3`` and the pre-fill ``base``."""
         if self.q_view == "full":
             q = self.q_in(F.pixel_unshuffle(x, 2))
         else:
             xs = F.avg_pool2d(x, self.STRIDE)
-            bs = F.avg_pool2d(base, self.STRIDE) if base is not None else xs
-            q = self.q_in(torch.cat([xs, xs - bs], 1))
+            q = self.q_in(torch.cat([xs, xs - F.avg_pool2d(base, self.STRIDE)], 1))
         mu, logvar = self.q_head(torch.cat([q, e3], 1)).chunk(2, 1)
         return mu, logvar.clamp(self.min_logvar, 6.0)
 
