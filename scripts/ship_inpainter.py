@@ -1,13 +1,15 @@
-"""Ship runs/inpaint-color as inpaint-color, with its VAE statistics on held-out training data.
+"""Ship a run as inpaint-color, with its VAE statistics on held-out training data.
 
-    python scripts/ship_inpainter.py [--run runs/inpaint-color] [--n 12] [--note "how the run went"]
+    python scripts/ship_inpainter.py [--run runs/inpaint-color] [--config configs/inpaint-color.yaml]
+                                     [--n 12] [--note "how the run went"]
+    python scripts/ship_inpainter.py --card-figures    # after the benchmark: results/inpaint-*.json -> card
 
 Statistics on the bsds400 'val' rows of SPLITS.tsv (never trained on; CBSD68/Kodak are not read):
 per mask kind, the KL term per image and per latent channel (active units), the hole PSNR of the
 one-pass estimate and of the mean of 8 posterior fills, the per-fill hole PSNR, the mean pairwise
 RMSE between fills inside the hole, and the calibration of the fills' spread (how often
-|error of the mean| <= 2 std inside the hole).  The benchmark figures are added afterwards with
-update_shipped_card (see the README's Inpainting section).
+|error of the mean| <= 2 std inside the hole).  The benchmark figures are copied afterwards from
+results/inpaint-<set>.json by ``--card-figures`` (nothing is measured then; the weights are not touched).
 """
 import argparse
 import json
@@ -73,13 +75,48 @@ def stats(model, images, draws=8):
     return res
 
 
+def card_figures():
+    """The shipped card's per-set benchmark block, from results/inpaint-<set>.json (CBSD68 and Kodak)."""
+    sha = json.load(open(Path("src/vaekit/weights/inpaint-color.json")))["sha256"]
+    block = {}
+    for name in ("cbsd68", "kodak"):
+        path = Path("results") / f"inpaint-{name}.json"
+        if not path.exists():
+            continue
+        r = json.load(open(path))
+        if r["model"]["sha256"] != sha:
+            print(f"{path}: measured another inpaint-color (sha256 {r['model']['sha256'][:12]}); skipped")
+            continue
+        su = r["summary"]
+        f = {"hole_psnr_vae": {k: round(v["vae"]["hole_psnr"], 2) for k, v in su.items() if "vae" in v},
+             "hole_psnr_vae_minus_best_classical": {k: round(v["vae"]["margin_over_best_classical"], 2)
+                                                    for k, v in su.items() if "vae" in v},
+             "seconds_median_vae": round(statistics.median(v["vae"]["seconds_median"] for v in su.values()
+                                                           if "vae" in v), 2),
+             "command": r["command"]}
+        eight = {k: v["vae-8"] for k, v in su.items() if "vae-8" in v}
+        if eight:
+            f["vae_8_fills"] = {k: {"n_images": v["n_images"], "hole_psnr_mean_fill": round(v["hole_psnr"], 2),
+                                    "hole_psnr_per_fill": round(v["sample_hole_psnr"], 2),
+                                    "pairwise_hole_rmse_grey_levels": round(v["pairwise_hole_rmse"], 2)}
+                                for k, v in eight.items()}
+        block[name] = f
+    update_shipped_card("inpaint-color", metrics=block)
+    print("inpaint-color card: " + ", ".join(block))
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
+    ap.add_argument("--card-figures", action="store_true", help="only copy results/inpaint-*.json into the card")
     ap.add_argument("--run", default="runs/inpaint-color")
+    ap.add_argument("--config", default="configs/inpaint-color.yaml", help="the run's recipe (for the card)")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--note", default=SHIPPED_NOTE, help="how the run went (the card's training note); the "
                     "default is the shipped run's")
     a = ap.parse_args()
+    if a.card_figures:
+        card_figures()
+        raise SystemExit(0)
     run = Path(a.run)
     m = load_from_files(run / "model.safetensors", run / "model.json").eval()
     card = json.load(open(run / "model.json"))
@@ -89,8 +126,7 @@ if __name__ == "__main__":
                    "validation": "the 32 'val' rows",
                    "masks": "drawn inside the model: random pixels (rate 0.3-0.9), brush strokes 2-28 px wide, "
                             "boxes 8-56 px, text-like marks"},
-             training={"command": "vaekit train configs/inpaint-color.yaml --data-dir ../shared/data/bsds400 "
-                                  f"-o {a.run} --quiet",
+             training={"command": f"vaekit train {a.config} --data-dir ../shared/data/bsds400 -o {a.run} --quiet",
                        "note": a.note},
              estimate="vaekit inpaint: one pass with the prior means (--samples 1, the default); --samples N: "
                       "N posterior fills, the estimate is their mean; holes deeper than fill_radius go coarse "

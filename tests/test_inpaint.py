@@ -1,3 +1,4 @@
+import math
 import json
 
 import numpy as np
@@ -93,6 +94,23 @@ def test_coarse_posterior_reads_only_block_means():
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="q_view"):
         create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_view="sharp")
+
+
+def test_posterior_skip_carries_the_block_mean_residual_from_the_start():
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    torch.manual_seed(0)
+    plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse")
+    torch.manual_seed(0)
+    skip = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse", q_skip=10.0)
+    base, skips, _ = skip.context(x * (1 - m), m)
+    res = torch.nn.functional.avg_pool2d(x - base, 8)
+    diff = skip.posterior(x, skips[2], base)[0] - plain.posterior(x, skips[2], base)[0]
+    assert torch.allclose(diff[:, :3], 10.0 * res, atol=1e-5) and float(diff[:, 3].abs().max()) == 0.0
+    assert float(res[..., 1:3, 1:3].abs().mean()) > 0.01  # inside the hole the residual is not nothing
+    with pytest.raises(ValueError, match="q_skip"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_skip=10.0)  # needs the coarse view
 
 
 def test_vae_inpaint_keeps_known_pixels_goes_coarse_to_fine_and_samples_differ():
@@ -274,3 +292,51 @@ def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
     assert shas["k0.png", "pixels0.5"] != shas["k1.png", "pixels0.5"]  # seeded per image
     assert shas["k0.png", "box"] == shas["k1.png", "box"]  # the centred box of a same-size image
     assert (out / "inpaint-kodak.md").is_file() and (out / "inpaint-kodak.png").is_file()
+
+
+def test_kl_balancing_weights_the_posteriors_pull_only():
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    grads = {}
+    for w in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_kl_weight=w)
+        torch.manual_seed(1)
+        out = model(x, m)
+        out["kl_train"].sum().backward()  # the training KL alone
+        grads[w] = ({k: p.grad.clone() for k, p in model.named_parameters() if k.startswith("q_")},
+                    {k: p.grad.clone() for k, p in model.named_parameters() if k.startswith("prior_head")},
+                    out["kl_train"].detach(), out["kl"].detach())
+    (q1, p1, t1, k1), (q2, p2, t2, k2) = grads[1.0], grads[0.1]
+    assert torch.allclose(t1, k1) and torch.allclose(t2, k2) and torch.allclose(k1, k2)  # its value: the true KL
+    assert all(torch.allclose(q2[k], 0.1 * q1[k], atol=1e-6) for k in q1)  # the posterior's pull, x0.1
+    assert all(torch.allclose(p2[k], p1[k], atol=1e-6) for k in p1)  # the prior's, in full
+    with pytest.raises(ValueError, match="q_kl_weight"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_kl_weight=0.0)
+
+
+def test_hybrid_objective_trains_the_decoder_from_the_prior_mean():
+    x = torch.rand(2, 3, 32, 32)
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    outs = {}
+    for g in (0.0, 0.5):
+        torch.manual_seed(0)
+        model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, gsnn_weight=g)
+        with torch.no_grad():
+            model.out.weight.normal_(0, 0.5)  # the latent changes the fill ...
+            model.d3[0].weight[:, 16:] *= 100.0  # ... strongly ...
+            model.q_head[-1].bias[:2].fill_(3.0)  # ... and the posterior's draws are far from the prior's mean
+        torch.manual_seed(1)
+        out = model(x, m)
+        one = model.inpaint(x, m)[0]  # the one-pass estimate: decoded from the prior's mean
+        n = 16 * 16 * 3  # missing values per example
+        ll = -0.5 * n * (torch.log(((x - one) * m).pow(2).flatten(1).sum(1) / n + 1e-4)
+                               + 1 + math.log(2 * math.pi))
+        outs[g] = (out["rec_train"].detach(), out["log_px"].detach(), ll)
+    assert torch.equal(outs[0.0][0], outs[0.0][1])  # off: the ELBO's reconstruction alone
+    rec, log_px, ll = outs[0.5]
+    assert torch.allclose(rec, 0.5 * log_px + 0.5 * ll, rtol=1e-4) and not torch.allclose(rec, log_px)
+    with pytest.raises(ValueError, match="gsnn_weight"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], gsnn_weight=1.0)

@@ -115,3 +115,40 @@ def test_conditional_vae_trains_on_labels(tiny_mnist, tmp_path):
     assert summary["steps"] == 30
     m = load_model(tmp_path / "c")
     assert m.sample_class([0, 3, 9]).shape == (3, 1, 28, 28)
+
+
+def test_init_from_starts_a_run_from_other_weights(tiny_mnist, tmp_path):
+    train(tiny_config(tiny_mnist, max_steps=10), tmp_path / "a", quiet=True)
+    src = load_file(str(tmp_path / "a" / "model.safetensors"))
+    cfg = tiny_config(tiny_mnist, max_steps=1, lr=1e-12, init_from=str(tmp_path / "a" / "model.safetensors"))
+    train(cfg, tmp_path / "b", quiet=True)
+    got = load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.allclose(got[k], src[k], atol=1e-6) for k in src)  # one step at lr 1e-12 moves nothing
+    first = sorted(src)[0]
+    cfg = tiny_config(tiny_mnist, max_steps=1, lr=1e-12, init_from=str(tmp_path / "a" / "model.safetensors"),
+                      init_exclude=[first])
+    train(cfg, tmp_path / "e", quiet=True)
+    got = load_file(str(tmp_path / "e" / "model.safetensors"))
+    assert not torch.allclose(got[first], src[first]) and all(torch.allclose(got[k], src[k], atol=1e-6)
+                                                             for k in src if k != first)
+    bad = tiny_config(tiny_mnist, max_steps=1, init_from=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(VaekitError, match="neither a shipped model"):
+        train(bad, tmp_path / "c", quiet=True)
+    other = tiny_config(tiny_mnist, max_steps=1, model="hvae",
+                        model_args={"hidden1": [8], "hidden2": [8], "latent_dims": [2, 2]},
+                        init_from=str(tmp_path / "a" / "model.safetensors"))
+    with pytest.raises(VaekitError, match="tensors match"):
+        train(other, tmp_path / "d", quiet=True)
+
+
+def test_every_shipped_recipe_loads_and_builds_its_model():
+    from pathlib import Path
+
+    from vaekit.registry import create_model
+
+    paths = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(paths) >= 8
+    for p in paths:
+        cfg = TrainConfig.load(p)
+        model = create_model(cfg.model, **cfg.model_args)
+        assert sum(t.numel() for t in model.parameters()) > 0, p.name

@@ -117,14 +117,32 @@ class InpaintingVAE(nn.Module):
         view alone did not stop the collapse either.
     min_logvar : floor of the prior's and the posterior's log-variance.  At -12 a prior sure of a latent
         (std 0.0025) charges ~80,000 nats for a unit of mismatch; a floor of -6 did not stop the blow-up.
+    q_skip : coarse view only: the gain of a 1x1 map from the block means of the residual (image minus
+        pre-fill) straight to the first ``channels`` latent means, initialised to ``q_skip`` x identity and
+        learned.  With it the posterior carries the hole's coarse colours from the first step, so the decoder
+        meets a latent worth reading before the KL can close it; 0 (default): no such path.
+    gsnn_weight : the hybrid objective of Sohn et al. (2015): the decoder is also trained, with this weight
+        (and the posterior's reconstruction with 1 - weight), to reconstruct from the prior's mean, which is
+        the one-pass estimate at inference; 0 (default): the plain ELBO's reconstruction only.
+    q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
+        with this weight and the prior towards the posterior with weight 1 (a stop-gradient on each side).
+        Below 1 the posterior may carry what the context cannot tell (the hole's colours) while the prior
+        still learns in full to cover it; 1 is the plain ELBO.  The reported KL and ELBO are the true ones.
     """
 
     STRIDE = 8
 
     def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
-                 q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0):
+                 q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
+                 q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0):
         super().__init__()
+        if not 0.0 <= float(gsnn_weight) < 1.0:
+            raise ValueError(f"gsnn_weight must be in [0, 1), not {gsnn_weight}")
+        self.gsnn_weight = float(gsnn_weight)
+        if not 0.0 < float(q_kl_weight) <= 1.0:
+            raise ValueError(f"q_kl_weight must be in (0, 1], not {q_kl_weight}")
+        self.q_kl_weight = float(q_kl_weight)
         self.harmonic_iters = int(harmonic_iters)
         self.channels = int(channels)
         self.widths = tuple(int(w) for w in widths)
@@ -146,6 +164,14 @@ class InpaintingVAE(nn.Module):
         else:  # block means of the image and of its pre-fill residual at 1/8 resolution
             self.q_in = nn.Sequential(_conv(2 * self.channels, 64), nn.SiLU(inplace=True))
         self.q_head = nn.Sequential(_conv(64 + w2, w2), nn.SiLU(inplace=True), _conv(w2, 2 * L))
+        self.q_skip = None
+        if q_skip:
+            if q_view != "coarse" or L < self.channels:
+                raise ValueError("q_skip needs q_view='coarse' and at least as many latent as image channels")
+            self.q_skip = nn.Conv2d(self.channels, L, 1, bias=False)
+            with torch.no_grad():
+                self.q_skip.weight.zero_()
+                self.q_skip.weight[:, :, 0, 0][: self.channels].copy_(float(q_skip) * torch.eye(self.channels))
         self.d3 = _block(w2 + L, w2, 2)
         self.up2 = _conv(w2, 4 * w1)
         self.d2 = _block(2 * w1, w1, 2)
@@ -188,8 +214,11 @@ class InpaintingVAE(nn.Module):
             q = self.q_in(F.pixel_unshuffle(x, 2))
         else:
             xs = F.avg_pool2d(x, self.STRIDE)
-            q = self.q_in(torch.cat([xs, xs - F.avg_pool2d(base, self.STRIDE)], 1))
+            res = xs - F.avg_pool2d(base, self.STRIDE)
+            q = self.q_in(torch.cat([xs, res], 1))
         mu, logvar = self.q_head(torch.cat([q, e3], 1)).chunk(2, 1)
+        if self.q_skip is not None:
+            mu = mu + self.q_skip(res)
         return mu, logvar.clamp(self.min_logvar, 6.0)
 
     def decode(self, z, skips, base, m):
@@ -250,22 +279,36 @@ class InpaintingVAE(nn.Module):
         z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
         mean = self.decode(z, skips, base, m)
         nmiss = (m.flatten(1).sum(1) * self.channels).clamp_min(1)
-        sq = ((x - mean) * m).pow(2).flatten(1).sum(1)
+
+        def log_lik(est):
+            # the likelihood's scale is per example, at its maximum-likelihood value sqrt(mse) (the profile
+            # likelihood): every crop counts by its log error, so near-solved crops (scattered pixels, thin
+            # strokes) are not drowned by the large errors inside big boxes
+            sq = ((x - est) * m).pow(2).flatten(1).sum(1)
+            return -0.5 * nmiss * (torch.log(sq / nmiss + MSE_FLOOR) + 1.0 + LOG2PI), sq
+
+        log_px, sq = log_lik(mean)
         mse = sq / nmiss
-        # the likelihood's scale is per example, at its maximum-likelihood value sqrt(mse) (the profile
-        # likelihood): every crop counts by its log error, so near-solved crops (scattered pixels, thin
-        # strokes) are not drowned by the large errors inside big boxes
-        log_px = -0.5 * nmiss * (torch.log(mse + MSE_FLOOR) + 1.0 + LOG2PI)
+        rec_train = log_px
+        if self.gsnn_weight > 0:  # the hybrid objective: also reconstruct from the prior's mean
+            g = self.gsnn_weight
+            rec_train = (1 - g) * log_px + g * log_lik(self.decode(pm, skips, base, m))[0]
         # the global scale (for the reported std) is fitted to the errors without moving the mean
         ls = self.log_scale.clamp(-9.0, 0.0)
         scale_nll = 0.5 * sq.detach() * torch.exp(-2 * ls) + nmiss * ls
         kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
-        kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
+        kl_t = kl_c
+        if self.q_kl_weight < 1.0:  # gradient: weight w on the posterior, 1 on the prior; value: the true KL
+            w = self.q_kl_weight
+            kl_t = (w * gaussian_kl(qm, qlv, pm.detach(), plv.detach())
+                    + gaussian_kl(qm.detach(), qlv.detach(), pm, plv)).flatten(2).sum(2)
+            kl_t = kl_t - (kl_t.detach() - kl_c.detach())
+        kl_train = kl_t.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_t.sum(1)
         return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "mask": m,
-                "mse_hole": mse, "scale_nll": scale_nll}
+                "mse_hole": mse, "scale_nll": scale_nll, "rec_train": rec_train}
 
     def loss(self, x, out, kl_weight: float = 1.0):
-        per = -(out["log_px"] - kl_weight * out.get("kl_train", out["kl"])) + out["scale_nll"]
+        per = -(out.get("rec_train", out["log_px"]) - kl_weight * out.get("kl_train", out["kl"])) + out["scale_nll"]
         elbo = out["log_px"] - out["kl"]
         mse = out["mse_hole"]
         return {"loss": per.mean() / (x[0].numel()), "elbo": elbo.mean().detach(), "rec": mse.mean().detach(),

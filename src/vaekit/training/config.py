@@ -44,6 +44,8 @@ class TrainConfig:
     tensorboard: bool = False
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
+    init_from: str | None = None  # fine-tune: start from a shipped model's name or a .safetensors file (tensors of matching shape)
+    init_exclude: list = field(default_factory=list)  # tensor-name prefixes that init_from leaves at their fresh values
 
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:
@@ -107,6 +109,8 @@ def _coerce(key, value, typ: str, source):
             return value if value is None else str(value)
         if typ == "dict" and isinstance(value, dict):
             return value
+        if typ == "list" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
     except (TypeError, ValueError):
         pass
     raise VaekitError(f"{source}: {key} must be of type {typ}, got {value!r}")

@@ -153,6 +153,35 @@ def _hardware(device: torch.device) -> str:
     return f"CPU {cpu_name()}, {torch.get_num_threads()} thread(s)"
 
 
+def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
+    """Copy into ``model`` the tensors of ``source`` (a shipped model's name or a .safetensors file) whose name and
+    shape match, except those whose name starts with one of ``exclude``; the others keep their fresh
+    initialisation.  Returns a one-line account.  Fewer than half of the
+    model's tensors matching is taken for a wrong source, and refused."""
+    from safetensors.torch import load_file
+
+    from ..pretrained import SHIPPED, WEIGHTS_DIR
+
+    path = WEIGHTS_DIR / (SHIPPED[source] + ".safetensors") if source in SHIPPED else Path(source)
+    if not path.is_file():
+        raise VaekitError(f"init_from: {source!r} is neither a shipped model ({', '.join(sorted(SHIPPED))}) "
+                          f"nor a weights file")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise VaekitError(f"init_from: cannot read {path}: {e}") from None
+    ref = model.state_dict()
+    fit = {k: v.to(ref[k].dtype) for k, v in state.items()
+           if k in ref and ref[k].shape == v.shape and not k.startswith(tuple(exclude))}
+    if 2 * len(fit) < len(ref):
+        raise VaekitError(f"init_from: only {len(fit)} of the model's {len(ref)} tensors match {path}: "
+                          f"not weights of this architecture")
+    model.load_state_dict(fit, strict=False)
+    fresh = sorted(k for k in ref if k not in fit)
+    return (f"init_from {source}: {len(fit)} of {len(ref)} tensors loaded"
+            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+
+
 def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
           command: str | None = None, stop_after: int | None = None, overrides: list[str] = ()) -> dict:
     """Train ``cfg`` into ``out_dir``; with ``resume`` continue the run there
@@ -204,6 +233,10 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
             raise VaekitError(f"checkpoint in {out_dir} does not fit model {cfg.model}: {str(e).splitlines()[0]}") from None
+    if ckpt is None and cfg.init_from:
+        note = init_weights(model, cfg.init_from, cfg.init_exclude)
+        if info.is_main and not quiet:
+            print(note, file=sys.stderr)
     ddp_model = model
     if info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
