@@ -340,3 +340,30 @@ def test_hybrid_objective_trains_the_decoder_from_the_prior_mean():
     assert torch.allclose(rec, 0.5 * log_px + 0.5 * ll, rtol=1e-4) and not torch.allclose(rec, log_px)
     with pytest.raises(ValueError, match="gsnn_weight"):
         create_model("inpaint-vae", channels=3, widths=[8, 8, 16], gsnn_weight=1.0)
+
+
+def test_latent_gate_keeps_the_latent_to_deep_blocks():
+    torch.manual_seed(0)
+    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, latent_gate=0.9)
+    with torch.no_grad():
+        model.out.weight.normal_(0, 0.5)
+        model.d3[0].weight[:, 16:] *= 100.0  # the latent moves the fill strongly where it lives
+    x = torch.rand(1, 3, 32, 32)
+    m = torch.zeros(1, 1, 32, 32)
+    m[..., 8:16, 8:16] = 1  # one whole 8x8 block missing ...
+    m[..., 24:32, 0:32:2] = 1  # ... and a row of half-missing blocks
+    assert model.gate(m)[0, 0].tolist() == [[0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    base, skips, (pm, plv) = model.context(x * (1 - m), m)
+    a = model.decode(pm, skips, base, m)
+    z = pm.clone()
+    z[..., 3, :] += 5.0  # a change of the latent in the half-missing row does nothing ...
+    assert torch.equal(model.decode(z, skips, base, m), a)
+    z[..., 1, 1] += 5.0  # ... in the missing block it does
+    assert not torch.allclose(model.decode(z, skips, base, m), a, atol=1e-3)
+    out = model(x, m)  # the KL counts the one live position only
+    qm, qlv = model.posterior(x, skips[2], base)
+    live = torch.nn.functional.pad(torch.ones(1, 1, 1, 1), (1, 2, 1, 2))
+    from vaekit.models.denoiser import gaussian_kl
+    assert torch.allclose(out["kl"], (gaussian_kl(qm, qlv, pm, plv) * live).sum((1, 2, 3)), rtol=1e-5)
+    with pytest.raises(ValueError, match="latent_gate"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_gate=1.5)

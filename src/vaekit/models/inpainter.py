@@ -124,6 +124,11 @@ class InpaintingVAE(nn.Module):
     gsnn_weight : the hybrid objective of Sohn et al. (2015): the decoder is also trained, with this weight
         (and the posterior's reconstruction with 1 - weight), to reconstruct from the prior's mean, which is
         the one-pass estimate at inference; 0 (default): the plain ELBO's reconstruction only.
+    latent_gate : where the latent lives: only at latent positions (8x8 blocks) at least this fraction
+        missing.  Elsewhere the decoder gets z = 0 and the posterior is the prior (no KL): near known pixels
+        the context decides the fill, and a latent there only taught the decoder to lean on what the prior
+        cannot supply (without the gate the diverse fine-tune lost 0.2-0.5 dB on scattered pixels and thin
+        strokes).  0 (default): everywhere.
     q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
         with this weight and the prior towards the posterior with weight 1 (a stop-gradient on each side).
         Below 1 the posterior may carry what the context cannot tell (the hole's colours) while the prior
@@ -135,8 +140,12 @@ class InpaintingVAE(nn.Module):
     def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
                  q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
-                 q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0):
+                 q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
+                 latent_gate: float = 0.0):
         super().__init__()
+        if not 0.0 <= float(latent_gate) <= 1.0:
+            raise ValueError(f"latent_gate must be in [0, 1], not {latent_gate}")
+        self.latent_gate = float(latent_gate)
         if not 0.0 <= float(gsnn_weight) < 1.0:
             raise ValueError(f"gsnn_weight must be in [0, 1), not {gsnn_weight}")
         self.gsnn_weight = float(gsnn_weight)
@@ -221,9 +230,17 @@ class InpaintingVAE(nn.Module):
             mu = mu + self.q_skip(res)
         return mu, logvar.clamp(self.min_logvar, 6.0)
 
+    def gate(self, m):
+        """(B,1,h,w) 1 at the latent positions where the latent lives (see ``latent_gate``), else 0."""
+        if self.latent_gate <= 0:
+            return torch.ones_like(m[:, :, :: self.STRIDE, :: self.STRIDE])
+        return (F.avg_pool2d(m, self.STRIDE) >= self.latent_gate - 1e-6).to(m.dtype)
+
     def decode(self, z, skips, base, m):
         """The decoder mean: known pixels of ``base`` kept, missing ones = base + predicted residual."""
         e1, e2, e3 = skips
+        if self.latent_gate > 0:
+            z = z * self.gate(m)
         h = self.d3(torch.cat([e3, z], 1))
         h = self.d2(torch.cat([F.silu(F.pixel_shuffle(self.up2(h), 2)), e2], 1))
         h = self.d1(torch.cat([F.silu(F.pixel_shuffle(self.up1(h), 2)), e1], 1))
@@ -296,12 +313,13 @@ class InpaintingVAE(nn.Module):
         # the global scale (for the reported std) is fitted to the errors without moving the mean
         ls = self.log_scale.clamp(-9.0, 0.0)
         scale_nll = 0.5 * sq.detach() * torch.exp(-2 * ls) + nmiss * ls
-        kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
+        gate = self.gate(m)  # where the latent is gated off, the posterior is the prior: no KL
+        kl_c = (gaussian_kl(qm, qlv, pm, plv) * gate).flatten(2).sum(2)
         kl_t = kl_c
         if self.q_kl_weight < 1.0:  # gradient: weight w on the posterior, 1 on the prior; value: the true KL
             w = self.q_kl_weight
-            kl_t = (w * gaussian_kl(qm, qlv, pm.detach(), plv.detach())
-                    + gaussian_kl(qm.detach(), qlv.detach(), pm, plv)).flatten(2).sum(2)
+            kl_t = ((w * gaussian_kl(qm, qlv, pm.detach(), plv.detach())
+                     + gaussian_kl(qm.detach(), qlv.detach(), pm, plv)) * gate).flatten(2).sum(2)
             kl_t = kl_t - (kl_t.detach() - kl_c.detach())
         kl_train = kl_t.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_t.sum(1)
         return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "mask": m,
@@ -339,5 +357,5 @@ class InpaintingVAE(nn.Module):
         m = m.to(x.dtype)
         base, skips, (pm, plv) = self.context(x * (1 - m), m)
         qm, qlv = self.posterior(x, skips[2], base)
-        kl = gaussian_kl(qm, qlv, pm, plv)
+        kl = gaussian_kl(qm, qlv, pm, plv) * self.gate(m)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])
