@@ -367,3 +367,34 @@ def test_latent_gate_keeps_the_latent_to_deep_blocks():
     assert torch.allclose(out["kl"], (gaussian_kl(qm, qlv, pm, plv) * live).sum((1, 2, 3)), rtol=1e-5)
     with pytest.raises(ValueError, match="latent_gate"):
         create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_gate=1.5)
+
+
+def test_refine_tail_starts_as_identity_and_trains_alone(tmp_path):
+    from vaekit.training.config import TrainConfig
+    from vaekit.training.loop import train
+
+    torch.manual_seed(0)
+    plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2)
+    torch.manual_seed(0)
+    tail = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, refine=[8, 3])
+    x = torch.rand(1, 3, 32, 32)
+    m = torch.from_numpy(degrade.mask_box((32, 32))).float()[None, None]
+    assert torch.equal(plain.inpaint(x, m)[0], tail.inpaint(x, m)[0])  # zero-initialised: no change yet
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    save_model(tail, tmp_path / "start", {"arch": "inpaint-vae"})
+    args = {"channels": 3, "widths": [8, 8, 16], "latent_channels": 2, "refine": [8, 3]}
+    cfg = TrainConfig.from_dict(dict(model="inpaint-vae", model_args=args, data="folder", data_dir=str(tmp_path),
+                                     patch_size=16, patches_per_image=4, batch_size=4, max_steps=3,
+                                     eval_every=3, ckpt_every=3, lr=1e-2, trainable=["refine."],
+                                     init_from=str(tmp_path / "start" / "model.safetensors")))
+    train(cfg, tmp_path / "run", quiet=True)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "start" / "model.safetensors")), load_file(str(tmp_path / "run" / "model.safetensors"))
+    moved = {k for k in a if not torch.equal(a[k], b[k])}
+    assert moved and all(k.startswith("refine.") for k in moved)
+    bad = TrainConfig.from_dict(dict(cfg.to_dict(), trainable=["nothing."]))
+    with pytest.raises(VaekitError, match="trainable"):
+        train(bad, tmp_path / "bad", quiet=True)

@@ -129,6 +129,11 @@ class InpaintingVAE(nn.Module):
         the context decides the fill, and a latent there only taught the decoder to lean on what the prior
         cannot supply (without the gate the diverse fine-tune lost 0.2-0.5 dB on scattered pixels and thin
         strokes).  0 (default): everywhere.
+    refine : ``(width, depth)`` of a full-resolution tail of the decoder: ``depth`` 3x3 convolutions of
+        ``width`` channels read the decoded image and the mask and add a residual inside the hole (zero at
+        initialisation, so a model fine-tuned with it starts where it was).  The U-Net sees the image only
+        pixel-unshuffled by 2; a plain 48x8 full-resolution CNN learned more about scattered pixels in 7
+        minutes than it had in 45.  ``None`` (default): no tail.
     q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
         with this weight and the prior towards the posterior with weight 1 (a stop-gradient on each side).
         Below 1 the posterior may carry what the context cannot tell (the hole's colours) while the prior
@@ -141,7 +146,7 @@ class InpaintingVAE(nn.Module):
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
                  q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
                  q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
-                 latent_gate: float = 0.0):
+                 latent_gate: float = 0.0, refine=None):
         super().__init__()
         if not 0.0 <= float(latent_gate) <= 1.0:
             raise ValueError(f"latent_gate must be in [0, 1], not {latent_gate}")
@@ -190,6 +195,18 @@ class InpaintingVAE(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(-3.0))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.refine = None
+        if refine:
+            rw, rd = (int(v) for v in refine)
+            if rw < 1 or rd < 2:
+                raise ValueError(f"refine must be (width >= 1, depth >= 2), not {refine}")
+            layers = [_conv(self.channels + 1, rw), nn.SiLU(inplace=True)]
+            for _ in range(rd - 2):
+                layers += [_conv(rw, rw), nn.SiLU(inplace=True)]
+            layers.append(_conv(rw, self.channels))
+            self.refine = nn.Sequential(*layers)
+            nn.init.zeros_(self.refine[-1].weight)
+            nn.init.zeros_(self.refine[-1].bias)
         self.q_init_logvar = float(q_init_logvar)
         with torch.no_grad():
             self.q_head[-1].bias[L:].fill_(self.q_init_logvar)
@@ -244,7 +261,10 @@ class InpaintingVAE(nn.Module):
         h = self.d3(torch.cat([e3, z], 1))
         h = self.d2(torch.cat([F.silu(F.pixel_shuffle(self.up2(h), 2)), e2], 1))
         h = self.d1(torch.cat([F.silu(F.pixel_shuffle(self.up1(h), 2)), e1], 1))
-        return base + m * F.pixel_shuffle(self.out(h), 2)
+        x = base + m * F.pixel_shuffle(self.out(h), 2)
+        if self.refine is not None:
+            x = x + m * self.refine(torch.cat([x, m], 1))
+        return x
 
     # ------------------------------------------------------------------ training masks
     @staticmethod

@@ -46,6 +46,7 @@ class TrainConfig:
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
     init_from: str | None = None  # fine-tune: start from a shipped model's name or a .safetensors file (tensors of matching shape)
     init_exclude: list = field(default_factory=list)  # tensor-name prefixes that init_from leaves at their fresh values
+    trainable: list = field(default_factory=list)  # parameter-name prefixes that train (the rest frozen); empty: all
 
     @classmethod
     def fields(cls) -> dict[str, dataclasses.Field]:

@@ -237,6 +237,12 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         note = init_weights(model, cfg.init_from, cfg.init_exclude)
         if info.is_main and not quiet:
             print(note, file=sys.stderr)
+    if cfg.trainable:  # the rest is frozen (before DDP wraps the model)
+        names = [k for k, _ in model.named_parameters() if k.startswith(tuple(cfg.trainable))]
+        if not names:
+            raise VaekitError(f"trainable: no parameter of {cfg.model} starts with {', '.join(cfg.trainable)}")
+        for k, p in model.named_parameters():
+            p.requires_grad_(k in names)
     ddp_model = model
     if info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -247,7 +253,8 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
     if steps_per_epoch == 0:
         raise VaekitError(f"the training set ({len(train_ds)} items) is smaller than one batch ({cfg.batch_size})")
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
 
     step, best, best_step, wall = 0, -math.inf, -1, 0.0
