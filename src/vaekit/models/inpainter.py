@@ -23,8 +23,11 @@ to the benchmark's masks on 321-768 px images: random pixels (rate 0.3-0.9), bru
 (2-28 px wide), boxes (8-56 px sides), text-like clusters of short strokes.  Holes wider than the model
 was trained on are handled coarse-to-fine in :mod:`vaekit.tasks.inpaint`.
 
-Posterior samples at inference are meant to give diverse fills, their mean the estimate; the shipped
-``inpaint-color`` learned to ignore its latent (its fills are alike), which is an open problem.
+Posterior samples at inference give diverse fills, their mean the estimate.  Trained by the plain ELBO
+the decoder learns to ignore the latent (the fills are alike); the shipped ``inpaint-color`` was then
+fine-tuned with KL balancing, a posterior that starts as the block-mean residual, and the latent
+confined to deep blocks (``q_kl_weight``, ``q_skip``, ``latent_gate``), so its fills differ where the
+hole is deep.
 """
 from __future__ import annotations
 
@@ -132,8 +135,10 @@ class InpaintingVAE(nn.Module):
     refine : ``(width, depth)`` of a full-resolution tail of the decoder: ``depth`` 3x3 convolutions of
         ``width`` channels read the decoded image and the mask and add a residual inside the hole (zero at
         initialisation, so a model fine-tuned with it starts where it was).  The U-Net sees the image only
-        pixel-unshuffled by 2; a plain 48x8 full-resolution CNN learned more about scattered pixels in 7
-        minutes than it had in 45.  ``None`` (default): no tail.
+        pixel-unshuffled by 2; a plain 48x8 full-resolution CNN trained from the harmonic pre-fill learned
+        more about scattered pixels in 7 minutes than the U-Net had in 45.  Trained alone on top of the
+        shipped model's stage 2, though, the tail changed nothing in 1,200 steps: a full-resolution path
+        trained with the U-Net from the start is still to be tried.  ``None`` (default): no tail.
     q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
         with this weight and the prior towards the posterior with weight 1 (a stop-gradient on each side).
         Below 1 the posterior may carry what the context cannot tell (the hole's colours) while the prior
