@@ -27,6 +27,13 @@ def tiny_inpainter(seed=0, radius=6, perturb=True):
     return m.eval()
 
 
+def box_batch():
+    """Two random 32x32 RGB images with the same 16x16 hole in the middle (1 = missing)."""
+    m = torch.zeros(2, 1, 32, 32)
+    m[..., 8:24, 8:24] = 1
+    return torch.rand(2, 3, 32, 32), m
+
+
 def u8(a):
     return np.clip(np.round(np.asarray(a) * 255), 0, 255).astype(np.uint8)
 
@@ -60,9 +67,7 @@ def test_inpainting_vae_trains_and_its_masks_are_seeded():
 
 
 def test_posterior_starts_at_its_initial_log_variance():
-    x = torch.rand(2, 3, 32, 32)
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:24] = 1
+    x, m = box_batch()
     for v in (0.0, -6.0):
         torch.manual_seed(0)
         model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=v)
@@ -79,9 +84,7 @@ def test_posterior_starts_at_its_initial_log_variance():
 def test_coarse_posterior_reads_only_block_means():
     torch.manual_seed(0)
     model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_view="coarse")
-    x = torch.rand(2, 3, 32, 32)
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:24] = 1
+    x, m = box_batch()
     base, skips, _ = model.context(x * (1 - m), m)
     wiggle = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(16, 16) * 0.1  # zero mean in every 8x8 block
     a = model.posterior(x, skips[2], base)
@@ -97,9 +100,7 @@ def test_coarse_posterior_reads_only_block_means():
 
 
 def test_posterior_skip_carries_the_block_mean_residual_from_the_start():
-    x = torch.rand(2, 3, 32, 32)
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:24] = 1
+    x, m = box_batch()
     torch.manual_seed(0)
     plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse")
     torch.manual_seed(0)
@@ -295,9 +296,7 @@ def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
 
 
 def test_kl_balancing_weights_the_posteriors_pull_only():
-    x = torch.rand(2, 3, 32, 32)
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:24] = 1
+    x, m = box_batch()
     grads = {}
     for w in (1.0, 0.1):
         torch.manual_seed(0)
@@ -317,9 +316,7 @@ def test_kl_balancing_weights_the_posteriors_pull_only():
 
 
 def test_hybrid_objective_trains_the_decoder_from_the_prior_mean():
-    x = torch.rand(2, 3, 32, 32)
-    m = torch.zeros(2, 1, 32, 32)
-    m[..., 8:24, 8:24] = 1
+    x, m = box_batch()
     outs = {}
     for g in (0.0, 0.5):
         torch.manual_seed(0)

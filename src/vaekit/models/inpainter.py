@@ -111,9 +111,10 @@ class InpaintingVAE(nn.Module):
     harmonic_iters : Jacobi sweeps of the pre-fill after push-pull (:func:`harmonic_fill`)
     q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
         posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
-        (the shipped model).  At -6 or -4 the decoder sees the latent from the first step, but in four runs
-        of the 48/96/192 model the KL blew up at the end of the learning-rate warm-up (step ~220), and a
-        16/32/64 model that did not blow up collapsed all the same.
+        (stage 1 of the shipped model).  At -6 or -4 alone the decoder sees the latent from the first step,
+        but in four runs of the 48/96/192 model the KL blew up at the end of the learning-rate warm-up (step
+        ~220), and a 16/32/64 model that did not blow up collapsed all the same; stage 2 uses -4 together
+        with ``q_skip`` and ``q_kl_weight``.
     q_view : what of the complete image the posterior reads: ``"full"`` (every pixel, through two
         strided convolutions) or ``"coarse"`` (its 8x8-block means only, one colour per latent
         position, the hole's layout of colours: what is really uncertain in a large hole).  The coarse
@@ -130,7 +131,7 @@ class InpaintingVAE(nn.Module):
     latent_gate : where the latent lives: only at latent positions (8x8 blocks) at least this fraction
         missing.  Elsewhere the decoder gets z = 0 and the posterior is the prior (no KL): near known pixels
         the context decides the fill, and a latent there only taught the decoder to lean on what the prior
-        cannot supply (without the gate the diverse fine-tune lost 0.2-0.5 dB on scattered pixels and thin
+        cannot supply (without the gate the diverse fine-tune lost 0.2-0.6 dB on scattered pixels and thin
         strokes).  0 (default): everywhere.
     refine : ``(width, depth)`` of a full-resolution tail of the decoder: ``depth`` 3x3 convolutions of
         ``width`` channels read the decoded image and the mask and add a residual inside the hole (zero at
