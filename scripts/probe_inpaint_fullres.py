@@ -5,8 +5,8 @@
 
 ARCH: plainWxD (a full-resolution residual CNN over the harmonic pre-fill and the mask) or unetAxBxC (the
 inpaint-vae context U-Net and decoder, z = prior mean); a trailing r starts the last layer at N(0, 1e-3)
-instead of zeros.  LOSS: mse or log (the per-crop log error).  Then steps, lr, batch, crop size.  Trains on
-bsds400 train rows with pixel masks (rate 0.3-0.7) and prints the hole PSNR on 50% pixels of the first six
+instead of zeros.  LOSS: mse or log (the per-crop log error).  Then steps, lr, batch, crop size, and MASKS:
+pixels (rate 0.3-0.7, the default), mix (the inpainter's training mixture) or mix:P,S,B,T (its chances).  Trains on bsds400 train rows and prints the hole PSNR on 50% pixels of the first six
 'val' rows (seeded masks) four times.  Nothing is saved; CBSD68/Kodak are not read.
 """
 import sys, time, numpy as np, torch, csv, torch.nn as nn, torch.nn.functional as F
@@ -17,6 +17,7 @@ from vaekit.models.inpainter import harmonic_fill
 from vaekit.degrade import make_mask
 torch.set_num_threads(1); torch.set_flush_denormal(True)
 arch, lossk, steps, lr, bs, P = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+masks = sys.argv[7] if len(sys.argv) > 7 else 'pixels'
 root = Path('../shared/data/bsds400')
 rows = [r for r in csv.reader(open(root/'SPLITS.tsv'), delimiter='\t')][1:]
 train = [r[0] for r in rows if len(r) > 1 and r[1] != 'val']
@@ -73,7 +74,12 @@ t0 = time.time()
 print('params', sum(p.numel() for p in model.parameters()), 'step0', round(evaluate(), 3), flush=True)
 for s in range(steps):
     x = batch()
-    m = (torch.rand(bs, 1, P, P) < torch.empty(bs, 1, 1, 1).uniform_(0.3, 0.7)).float()
+    if masks.startswith('mix'):  # the inpainter's training mixture, or mix:P,S,B,T (pixels, strokes, boxes, text)
+        from vaekit.models.inpainter import InpaintingVAE
+        probs = tuple(float(v) for v in masks[4:].split(',')) if ':' in masks else InpaintingVAE.MASK_PROBS
+        m = InpaintingVAE.random_masks(bs, P, P, probs=probs)
+    else:
+        m = (torch.rand(bs, 1, P, P) < torch.empty(bs, 1, 1, 1).uniform_(0.3, 0.7)).float()
     o = model.fill(x * (1 - m), m)
     mse = ((o - x) ** 2 * m).flatten(1).sum(1) / (3 * m.flatten(1).sum(1))
     loss = torch.log(mse + 1e-4).mean() if lossk == 'log' else mse.mean()

@@ -54,6 +54,11 @@ def test_inpainting_vae_trains_and_its_masks_are_seeded():
     a = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
     b = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == (6, 1, 32, 40)
+    pix = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1), probs=(1, 0, 0, 0))
+    assert all(0.2 < float(pix[i].mean()) < 0.95 and float(pix[i, 0, :, 1:].ne(pix[i, 0, :, :-1]).float().mean()) > 0.2
+               for i in range(6))  # scattered pixels only: neighbours often differ
+    with pytest.raises(ValueError, match="mask_probs"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], mask_probs=[0.5, 0.5])
     assert all(0 < float(a[i].mean()) < 1 for i in range(6))
     x = torch.rand(6, 3, 32, 40)
     out = m(x)
