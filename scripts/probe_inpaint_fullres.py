@@ -14,6 +14,8 @@ from pathlib import Path
 from PIL import Image
 from vaekit import create_model
 from vaekit.models.inpainter import harmonic_fill
+from vaekit.bench_denoise import to_u8
+from vaekit.bench_inpaint import hole_psnr
 from vaekit.degrade import make_mask
 torch.set_num_threads(1); torch.set_flush_denormal(True)
 arch, lossk, steps, lr, bs, P = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
@@ -67,8 +69,7 @@ def evaluate():
         H, W = x.shape[:2]; h8, w8 = H - H % 8, W - W % 8
         xt = torch.from_numpy(x[:h8, :w8]).permute(2, 0, 1)[None]; mt = torch.from_numpy(m[:h8, :w8].astype(np.float32))[None, None]
         o = model.fill(xt * (1 - mt), mt)[0].permute(1, 2, 0).numpy()
-        a = np.round(np.clip(o, 0, 1) * 255); b = np.round(x[:h8, :w8] * 255); mm = np.broadcast_to(m[:h8, :w8, None], a.shape)
-        ps.append(10 * np.log10(255**2 / np.mean((a[mm] - b[mm])**2)))
+        ps.append(hole_psnr(to_u8(o), to_u8(x[:h8, :w8]), m[:h8, :w8]))
     return float(np.mean(ps))
 t0 = time.time()
 print('params', sum(p.numel() for p in model.parameters()), 'step0', round(evaluate(), 3), flush=True)

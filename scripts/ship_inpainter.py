@@ -24,7 +24,7 @@ from vaekit import degrade
 from vaekit.bench_inpaint import hole_psnr
 from vaekit.bench_denoise import to_u8
 from vaekit.io import read_array
-from vaekit.pretrained import load_from_files, ship, update_shipped_card
+from vaekit.pretrained import load_pretrained, ship, update_shipped_card
 from vaekit.tasks.inpaint import inpaint, pairwise_distance
 
 torch.set_num_threads(1)
@@ -123,8 +123,6 @@ if __name__ == "__main__":
         card_figures()
         raise SystemExit(0)
     run = Path(a.run)
-    m = load_from_files(run / "model.safetensors", run / "model.json").eval()
-    card = json.load(open(run / "model.json"))
     p = ship(run, "inpaint-color",  # the weights first (benchmarks can start), the statistics after
              data={"licence": "BSDS500 images (Berkeley): non-commercial research use; not redistributed",
                    "train": "bsds400 rows of SPLITS.tsv not marked 'val', random 96x96 crops with flips",
@@ -143,6 +141,6 @@ if __name__ == "__main__":
                     "colour at 1/8 resolution, not textures, and single fills can show a dotted seam where the latent "
                     "starts inside the hole's border.")
     print(p, flush=True)
-    st = stats(m, val_images(a.n))
+    st = stats(load_pretrained("inpaint-color"), val_images(a.n))  # what ships: the fp16 file
     update_shipped_card("inpaint-color", metrics={f"validation ({a.n} bsds400 'val' images, seeded masks; std and "
                                                   "coverage from 8 posterior fills)": st})
