@@ -3,7 +3,8 @@
     python scripts/probe_inpaint_fullres.py plain48x8r mse 3000 1e-3 16 48     # the README's 27.68 dB
     python scripts/probe_inpaint_fullres.py unet32x64x128r log 1200 1e-3 16 96  # the inpainter's U-Net alone
 
-ARCH: plainWxD (a full-resolution residual CNN over the harmonic pre-fill and the mask) or unetAxBxC (the
+ARCH: plainWxD (a full-resolution residual CNN over the harmonic pre-fill and the mask), tailWxD (the same CNN
+over the shipped inpaint-color's one-pass fill, which stays frozen) or unetAxBxC (the
 inpaint-vae context U-Net and decoder, z = prior mean); a trailing r starts the last layer at N(0, 1e-3)
 instead of zeros.  LOSS: mse or log (the per-crop log error).  Then steps, lr, batch, crop size, and MASKS:
 pixels (rate 0.3-0.7, the default), mix (the inpainter's training mixture) or mix:P,S,B,T (its chances).  Trains on bsds400 train rows and prints the hole PSNR on 50% pixels of the first six
@@ -45,13 +46,25 @@ class Unet(nn.Module):
     def fill(s, y, m):
         base, skips, (pm, plv) = s.v.context(y, m)
         return s.v.decode(pm, skips, base, m)
+class Tail(nn.Module):  # the plain CNN over the shipped inpaint-color's one-pass fill (kept frozen)
+    def __init__(s, w=48, n=8):
+        super().__init__()
+        from vaekit.pretrained import load_pretrained
+        s.v = [load_pretrained('inpaint-color').float().eval()]  # a list: not a submodule, not trained
+        s.net = Plain(w, n).net
+    def fill(s, y, m):
+        with torch.no_grad():
+            v = s.v[0]; base, skips, (pm, plv) = v.context(y, m); x = v.decode(pm, skips, base, m)
+        return x + m * s.net(torch.cat([x, m], 1))
 rinit = arch.endswith('r'); arch = arch.rstrip('r')
-if arch.startswith('plain'):
+if arch.startswith('tail'):
+    model = Tail(*map(int, arch[len('tail'):].split('x')))
+elif arch.startswith('plain'):
     model = Plain(*map(int, arch[len('plain'):].split('x')))
 else:
     model = Unet([int(v) for v in arch[len('unet'):].split('x')])
 if rinit:
-    last = model.v.out if hasattr(model, 'v') else model.net[-1]
+    last = model.v.out if isinstance(model, Unet) else model.net[-1]
     torch.nn.init.normal_(last.weight, 0, 1e-3)
 opt = torch.optim.Adam(model.parameters(), lr=lr)
 def batch():

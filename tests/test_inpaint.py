@@ -400,3 +400,32 @@ def test_refine_tail_starts_as_identity_and_trains_alone(tmp_path):
     bad = TrainConfig.from_dict(dict(cfg.to_dict(), trainable=["nothing."]))
     with pytest.raises(VaekitError, match="trainable"):
         train(bad, tmp_path / "bad", quiet=True)
+
+
+def test_near_weight_falls_linearly_from_reach_to_twice_reach():
+    from vaekit.models.inpainter import near_weight
+
+    m = torch.ones(1, 1, 3, 16)
+    m[..., 0] = 0  # one known column: distance to it = column index
+    w = near_weight(m, 3)[0, 0, 1]
+    assert torch.allclose(w, torch.tensor([1, 1, 1, 1, 0.75, 0.5, 0.25] + [0.0] * 9))
+
+
+def test_detail_path_changes_only_hole_pixels_near_known_ones():
+    torch.manual_seed(0)
+    plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2)
+    torch.manual_seed(0)
+    det = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, detail=[8, 3, 2])
+    with torch.no_grad():  # the same U-Net, with an output that is not the pre-fill
+        det.out.weight.normal_(0, 0.5)
+        plain.out.weight.copy_(det.out.weight)
+        det.detail[-1].weight.normal_(0, 0.5)
+    x = torch.rand(1, 3, 48, 48)
+    m = torch.zeros(1, 1, 48, 48)
+    m[..., 4:44, 4:44] = 1
+    a, b = plain.inpaint(x, m)[0], det.inpaint(x, m)[0]
+    assert torch.equal(b[..., m[0, 0] == 0], x[..., m[0, 0] == 0])  # known pixels kept
+    assert torch.equal(a[..., 9:39, 9:39], b[..., 9:39, 9:39])  # deeper than 2 * reach: the U-Net's fill
+    assert (a[..., 4:6, 4:44] - b[..., 4:6, 4:44]).abs().min() > 0  # near the border: the detail path
+    with pytest.raises(ValueError, match="detail"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], detail=[8, 3, 0])

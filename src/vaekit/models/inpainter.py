@@ -23,6 +23,10 @@ to the benchmark's masks on 321-768 px images: random pixels (rate 0.3-0.9), bru
 (2-28 px wide), boxes (8-56 px sides), text-like clusters of short strokes.  Holes wider than the model
 was trained on are handled coarse-to-fine in :mod:`vaekit.tasks.inpaint`.
 
+An optional full-resolution **detail** path (``detail``) takes over the hole pixels within a few pixels
+of known ones -- scattered pixels, thin strokes, hole borders -- from the U-Net, which sees the image only
+pixel-unshuffled by 2; deeper in the hole the U-Net's fill, and its latent, decide alone.
+
 Posterior samples at inference give diverse fills, their mean the estimate.  Trained by the plain ELBO
 the decoder learns to ignore the latent (the fills are alike); the shipped ``inpaint-color`` was then
 fine-tuned with KL balancing, a posterior that starts as the block-mean residual, and the latent
@@ -77,6 +81,19 @@ def push_pull(y, m):
         a = den.clamp(0, 1)
         fill = a * (num / den.clamp_min(1e-8)) + (1 - a) * up
     return y * w + fill * m
+
+
+def near_weight(m, reach: int):
+    """(B,1,H,W) 1 at pixels at most ``reach`` px (chessboard distance) from a known pixel (``m`` 0), falling
+    linearly to 0 at ``2 * reach + 1`` px; known pixels are at distance 0."""
+    known = 1 - m
+    covered = known.clone()  # how many of the 2*reach dilations (plus the pixel itself) reach each pixel
+    k = known
+    for _ in range(2 * reach):
+        k = F.max_pool2d(k, 3, stride=1, padding=1)
+        covered = covered + k
+    # a pixel at distance d (1 <= d <= 2*reach) is covered by the dilations d..2*reach: 2*reach - d + 1 of them
+    return (covered / (reach + 1)).clamp(0.0, 1.0)
 
 
 def harmonic_fill(y, m, iters: int = 50):
@@ -138,8 +155,17 @@ class InpaintingVAE(nn.Module):
         initialisation, so a model fine-tuned with it starts where it was).  The U-Net sees the image only
         pixel-unshuffled by 2; a plain 48x8 full-resolution CNN trained from the harmonic pre-fill learned
         more about scattered pixels in 7 minutes than the U-Net had in 45.  Trained alone on top of the
-        shipped model's stage 2, though, the tail changed nothing in 1,200 steps: a full-resolution path
-        trained with the U-Net from the start is still to be tried.  ``None`` (default): no tail.
+        shipped model's stage 2, though, the tail changed nothing in 1,200 steps (it starts from the U-Net's
+        fill, which it did not learn to improve; ``detail`` starts from the pre-fill and does).  ``None``
+        (default): no tail.
+    detail : ``(width, depth, reach)`` of a full-resolution detail path for hole pixels near known ones:
+        ``depth`` 3x3 convolutions of ``width`` channels read the harmonic pre-fill, the U-Net's decoded
+        image and the mask, and their residual over the pre-fill is the fill of every hole pixel at most
+        ``reach`` pixels (chessboard distance) from a known one; from ``reach`` to ``2 * reach`` it blends
+        linearly into the U-Net's fill, and deeper in the hole the U-Net's fill (and so its latent) alone
+        decides.  It is an expert for scattered pixels, thin strokes and hole borders, where the U-Net,
+        which sees the image pixel-unshuffled by 2, is weakest and its latent is gated off anyway; it is
+        meant to be trained alone (``trainable: [detail.]``) over a finished model.  ``None`` (default): none.
     mask_probs : the training masks' mixture: chances of random pixels, brush strokes, boxes and text-like
         marks (default 0.25, 0.35, 0.25, 0.15).  A probe (scripts/probe_inpaint_fullres.py) found a plain
         full-resolution CNN learns scattered pixels within 200 steps on pixel masks alone and not at all in 750
@@ -156,7 +182,7 @@ class InpaintingVAE(nn.Module):
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
                  q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
                  q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
-                 latent_gate: float = 0.0, refine=None, mask_probs=None):
+                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None):
         super().__init__()
         probs = self.MASK_PROBS if mask_probs is None else tuple(float(p) for p in mask_probs)
         if len(probs) != 4 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
@@ -221,6 +247,18 @@ class InpaintingVAE(nn.Module):
             self.refine = nn.Sequential(*layers)
             nn.init.zeros_(self.refine[-1].weight)
             nn.init.zeros_(self.refine[-1].bias)
+        self.detail, self.detail_reach = None, 0
+        if detail:
+            dw, dd, reach = (int(v) for v in detail)
+            if dw < 1 or dd < 2 or reach < 1:
+                raise ValueError(f"detail must be (width >= 1, depth >= 2, reach >= 1), not {detail}")
+            layers = [_conv(2 * self.channels + 1, dw), nn.SiLU(inplace=True)]
+            for _ in range(dd - 2):
+                layers += [_conv(dw, dw), nn.SiLU(inplace=True)]
+            layers.append(_conv(dw, self.channels))
+            self.detail, self.detail_reach = nn.Sequential(*layers), reach
+            nn.init.normal_(self.detail[-1].weight, 0.0, 1e-3)  # not zero: the first layers get a gradient at once
+            nn.init.zeros_(self.detail[-1].bias)
         self.q_init_logvar = float(q_init_logvar)
         with torch.no_grad():
             self.q_head[-1].bias[L:].fill_(self.q_init_logvar)
@@ -278,6 +316,9 @@ class InpaintingVAE(nn.Module):
         x = base + m * F.pixel_shuffle(self.out(h), 2)
         if self.refine is not None:
             x = x + m * self.refine(torch.cat([x, m], 1))
+        if self.detail is not None:
+            w = m * near_weight(m, self.detail_reach)
+            x = x + w * (base + self.detail(torch.cat([base, x, m], 1)) - x)
         return x
 
     # ------------------------------------------------------------------ training masks
