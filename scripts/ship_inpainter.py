@@ -1,6 +1,6 @@
 """Ship a run as inpaint-color, with its VAE statistics on held-out training data.
 
-    python scripts/ship_inpainter.py [--run runs/inpaint-color-s2g] [--config configs/inpaint-color-diverse.yaml]
+    python scripts/ship_inpainter.py [--run runs/inpaint-color-s3b] [--config configs/inpaint-color-detail2.yaml]
                                      [--n 12] [--note "how the run went"]
     python scripts/ship_inpainter.py --card-figures    # after the benchmark: results/inpaint-*.json -> card
 
@@ -28,15 +28,17 @@ from vaekit.pretrained import load_pretrained, ship, update_shipped_card
 from vaekit.tasks.inpaint import inpaint, pairwise_distance
 
 torch.set_num_threads(1)
-SHIPPED_NOTE = ('Stage 2 of 2. Stage 1: vaekit train configs/inpaint-color.yaml --data-dir ../shared/data/bsds400 -o '
-                'runs/inpaint-color (4000 steps, 45 min on 1 CPU thread; shipped alone until 2026-11-22, its latent '
-                'unused: fills did not differ). Stage 2 (this command, 3000 steps, 29 min on 1 CPU thread) starts '
-                "from stage 1's kept weights with a fresh posterior that reads 8x8-block means and starts out as the "
+SHIPPED_NOTE = ('Stage 3 of 3. Stage 1: vaekit train configs/inpaint-color.yaml --data-dir ../shared/data/bsds400 -o '
+                'runs/inpaint-color (4000 steps, 45 min on 1 CPU thread; its latent unused: fills did not differ). '
+                'Stage 2: configs/inpaint-color-diverse.yaml -> runs/inpaint-color-s2g (3000 steps, 29 min on 1 CPU '
+                "thread): stage 1's weights with a fresh posterior that reads 8x8-block means and starts out as the "
                 'block-mean residual (q_skip 10), KL balancing (q_kl_weight 0.1) and the latent gated to blocks at '
-                'least 90% missing (latent_gate 0.9). Tried in the same session and dropped: q_kl_weight 1 (the '
-                'latent collapsed again by step 500, val KL 0.2 nats), q_kl_weight 0.1 without the gate (fills '
-                'differ, but the one-pass fill lost 0.2-0.6 dB on scattered pixels and thin strokes on bsds400 val), '
-                'gsnn_weight 0.5 (collapsed, val KL 2 nats at step 500).')
+                'least 90% missing (latent_gate 0.9); shipped alone until 2026-11-22. Stage 3 trains only a '
+                'full-resolution detail path (detail 48x8, reach 6 px) over stage 2, everything else frozen: 3a, '
+                'configs/inpaint-color-detail.yaml -> runs/inpaint-color-s3 (2400 steps, 32 min on 2 CPU threads, '
+                'masks 60% pixels / 30% strokes), then 3b (this command: 3000 more steps on 85% pixels / 15% '
+                'strokes). Dropped in stage 2: q_kl_weight 1 (collapsed by step 500), no gate (one-pass fill -0.2 '
+                'to -0.6 dB on scattered pixels and thin strokes), gsnn_weight 0.5 (collapsed).')
 KINDS = ("box", "pixels0.5", "strokes-thin", "strokes-medium", "strokes-thick")
 
 
@@ -113,8 +115,8 @@ def card_figures():
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--card-figures", action="store_true", help="only copy results/inpaint-*.json into the card")
-    ap.add_argument("--run", default="runs/inpaint-color-s2g")
-    ap.add_argument("--config", default="configs/inpaint-color-diverse.yaml", help="the run's recipe (for the card)")
+    ap.add_argument("--run", default="runs/inpaint-color-s3b")
+    ap.add_argument("--config", default="configs/inpaint-color-detail2.yaml", help="the run's recipe (for the card)")
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--note", default=SHIPPED_NOTE, help="how the run went (the card's training note); the "
                     "default is the shipped run's")
@@ -125,10 +127,11 @@ if __name__ == "__main__":
     run = Path(a.run)
     p = ship(run, "inpaint-color",  # the weights first (benchmarks can start), the statistics after
              data={"licence": "BSDS500 images (Berkeley): non-commercial research use; not redistributed",
-                   "train": "bsds400 rows of SPLITS.tsv not marked 'val', random 96x96 crops with flips",
+                   "train": "bsds400 rows of SPLITS.tsv not marked 'val', random crops with flips (96x96 in "
+                            "stages 1-2, 64x64 in stage 3)",
                    "validation": "the 32 'val' rows",
                    "masks": "drawn inside the model: random pixels (rate 0.3-0.9), brush strokes 2-28 px wide, "
-                            "boxes 8-56 px, text-like marks"},
+                            "boxes 8-56 px, text-like marks (stages 1-2: 25/35/25/15%; stage 3: mostly pixels)"},
              training={"command": f"vaekit train {a.config} --data-dir ../shared/data/bsds400 -o {a.run} --quiet",
                        "note": a.note},
              estimate="vaekit inpaint: one pass with the prior means (--samples 1, the default); --samples N: "
