@@ -35,7 +35,7 @@ SHIPPED_NOTE = ('Stage 3 of 3. Stage 1: vaekit train configs/inpaint-color.yaml 
                 'block-mean residual (q_skip 10), KL balancing (q_kl_weight 0.1) and the latent gated to blocks at '
                 'least 90% missing (latent_gate 0.9); shipped alone until 2026-11-22. Stage 3 trains only a '
                 'full-resolution detail path (detail 48x8, reach 6 px) over stage 2, everything else frozen: 3a, '
-                'configs/inpaint-color-detail.yaml -> runs/inpaint-color-s3 (2400 steps, 32 min on 2 CPU threads, '
+                'configs/inpaint-color-detail.yaml -> runs/inpaint-color-s3 (2400 steps, 31 min on 2 CPU threads, '
                 'masks 60% pixels / 30% strokes), then 3b (this command: 3000 more steps on 85% pixels / 15% '
                 'strokes). Dropped in stage 2: q_kl_weight 1 (collapsed by step 500), no gate (one-pass fill -0.2 '
                 'to -0.6 dB on scattered pixels and thin strokes), gsnn_weight 0.5 (collapsed).')
