@@ -4,7 +4,7 @@
 
 Each MODEL is a shipped name, a run folder (its model.safetensors, or its latest checkpoint while it
 trains) or a .safetensors file.  Masks are the benchmark's, seeded by the image's index, so every model
-meets the same holes; the biharmonic baseline is printed alongside.  One thread.
+meets the same holes; classical methods (--baselines: biharmonic, Telea) are printed alongside.  One thread.
 """
 import argparse
 import csv
