@@ -4,7 +4,7 @@
     python scripts/probe_inpaint_fullres.py unet32x64x128r log 1200 1e-3 16 96  # the inpainter's U-Net alone
 
 ARCH: plainWxD (a full-resolution residual CNN over the harmonic pre-fill and the mask), tailWxD (the same CNN
-over the shipped inpaint-color's one-pass fill, which stays frozen) or unetAxBxC (the
+over the one-pass fill of inpaint-color's U-Net without its detail path, i.e. stage 2's, kept frozen) or unetAxBxC (the
 inpaint-vae context U-Net and decoder, z = prior mean); a trailing r starts the last layer at N(0, 1e-3)
 instead of zeros.  LOSS: mse or log (the per-crop log error).  Then steps, lr, batch, crop size, and MASKS:
 pixels (rate 0.3-0.7, the default), mix (the inpainter's training mixture) or mix:P,S,B,T (its chances).  Trains on bsds400 train rows and prints the hole PSNR on 50% pixels of the first six
@@ -46,11 +46,13 @@ class Unet(nn.Module):
     def fill(s, y, m):
         base, skips, (pm, plv) = s.v.context(y, m)
         return s.v.decode(pm, skips, base, m)
-class Tail(nn.Module):  # the plain CNN over the shipped inpaint-color's one-pass fill (kept frozen)
+class Tail(nn.Module):  # the plain CNN over stage 2's one-pass fill (kept frozen)
     def __init__(s, w=48, n=8):
         super().__init__()
         from vaekit.pretrained import load_pretrained
-        s.v = [load_pretrained('inpaint-color').float().eval()]  # a list: not a submodule, not trained
+        v = load_pretrained('inpaint-color').float().eval()
+        v.detail = None  # stage 3's U-Net is stage 2's, frozen: without the detail path this is stage 2's fill
+        s.v = [v]  # a list: not a submodule, not trained
         s.net = Plain(w, n).net
     def fill(s, y, m):
         with torch.no_grad():
