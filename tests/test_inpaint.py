@@ -9,7 +9,8 @@ from PIL import Image, ImageDraw
 from vaekit import create_model, degrade
 from vaekit.cli import main
 from vaekit.errors import VaekitError
-from vaekit.models.inpainter import push_pull
+from vaekit.baselines import laplace_solve
+from vaekit.models.inpainter import harmonic_fill, laplace_fill, push_pull
 from vaekit.pretrained import load_model, save_model
 from vaekit.tasks.inpaint import detect_scratches, inpaint, latent_inpaint, pairwise_distance, vae_inpaint
 
@@ -47,6 +48,62 @@ def test_push_pull_keeps_known_pixels_and_fills_constant_and_smooth_images():
     assert torch.equal(out[m == 0], ramp[m == 0])
     hole_err = (out - ramp).abs()[m > 0].mean()
     assert hole_err < (ramp[m > 0] - ramp[m == 0].mean()).abs().mean()  # better than the mean fill
+
+
+def test_laplace_solve_is_the_exact_membrane():
+    H, W = 60, 80
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    plane = np.stack([0.01 * xx + 0.005 * yy, 0.3 + 0 * xx, 1 - 0.008 * yy])  # linear: discrete-harmonic
+    mask = np.zeros((H, W), bool)
+    mask[10:50, 15:65] = True  # deep box, clear of the border
+    out = laplace_solve(np.where(mask, 0.0, plane), mask)
+    assert np.array_equal(out[:, ~mask], plane[:, ~mask])
+    assert np.abs(out - plane).max() < 1e-9  # a plane is reproduced exactly, however deep the hole
+    # a hole on the border: every missing pixel is the mean of its neighbours inside the image
+    rng = np.random.default_rng(0)
+    vals = rng.random((2, H, W))
+    mask2 = np.zeros((H, W), bool)
+    mask2[:30, :45] = True
+    mask2 |= rng.random((H, W)) < 0.3
+    out2 = laplace_solve(vals, mask2)
+    pad = np.pad(out2, ((0, 0), (1, 1), (1, 1)), constant_values=np.nan)
+    nb = np.stack([pad[:, :-2, 1:-1], pad[:, 2:, 1:-1], pad[:, 1:-1, :-2], pad[:, 1:-1, 2:]])
+    assert np.abs(np.nanmean(nb, 0) - out2)[:, mask2].max() < 1e-9
+    assert np.array_equal(laplace_solve(vals, np.zeros((H, W), bool)), vals)
+    assert np.all(laplace_solve(vals, np.ones((H, W), bool)) == 0.5)
+
+
+def test_exact_prefill_converges_where_the_jacobi_sweeps_do_not():
+    ramp = torch.linspace(0, 1, 96).expand(1, 3, 64, 96).contiguous()
+    big = torch.zeros(1, 1, 64, 96)
+    big[..., 8:56, 12:84] = 1
+    y = ramp * (1 - big)
+    assert (laplace_fill(y, big) - ramp).abs().max() < 1e-5
+    assert (harmonic_fill(y, big, 50) - ramp).abs().max() > 0.02  # 50 sweeps: far from the membrane
+    small = (torch.rand(1, 1, 64, 96, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    y = torch.rand(1, 3, 64, 96) * (1 - small)
+    assert (laplace_fill(y, small) - harmonic_fill(y, small, 50)).abs().max() < 1e-3  # scattered: both converge
+    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, prefill="exact")
+    base, _, _ = model.context(ramp * (1 - big), big)
+    assert (base - ramp).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="prefill"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], prefill="multigrid")
+
+
+def test_ship_can_change_an_inference_setting_but_no_tensor(tmp_path, monkeypatch):
+    import vaekit.pretrained as P
+
+    run = tmp_path / "run"
+    save_model(tiny_inpainter(), run, {"name": "run"})
+    monkeypatch.setattr(P, "WEIGHTS_DIR", tmp_path / "weights")
+    P.ship(run, "tiny-inpainter", arch_args={"prefill": "exact"})
+    stem = tmp_path / "weights" / "tiny-inpainter"
+    back = P.load_from_files(stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+    assert back.prefill == "exact" and back.card["arch_args"]["prefill"] == "exact"
+    ref = tiny_inpainter()
+    assert all(torch.equal(v, ref.state_dict()[k].half().float()) for k, v in back.state_dict().items())
+    with pytest.raises(RuntimeError):  # an override that changes a tensor's shape is refused
+        P.ship(run, "tiny-inpainter", arch_args={"latent_channels": 3})
 
 
 def test_inpainting_vae_trains_and_its_masks_are_seeded():

@@ -35,7 +35,7 @@ SETS = ("cbsd68", "kodak", "bsd68", "mnist")  # bsd68 (gray): the classical anch
 # (first 10); mnist: the first 500 test digits, repaired by a generative VAE (mnist-vae) by latent inpainting
 MASKS = ("box", "pixels0.5", "pixels0.8", "strokes-thin", "strokes-medium", "strokes-thick")
 VAE_METHODS = ("vae", "vae-8")
-CLASSICAL = ("telea", "ns", "biharmonic", "mean")
+CLASSICAL = ("telea", "ns", "biharmonic", "harmonic", "mean")  # harmonic: the inpaint-vae's own pre-fill, exact
 
 
 def _seed(set_name: str, index: int, kind: str) -> int:

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect", default=None, choices=("scratches",), help="find the holes: thin bright/dark lines")
     p.add_argument("--save-mask", default=None, help="write the mask used (a file; a folder for folder input)")
     p.add_argument("--samples", type=int, default=1, help="N > 1: N posterior fills, mean.png, sample_*.png, std.png")
-    p.add_argument("--method", default="vae", help="vae, or a classical one: telea, ns, biharmonic, mean")
+    p.add_argument("--method", default="vae", help="vae, or a classical one: telea, ns, biharmonic, harmonic, mean")
     p.add_argument("--model", default=None, help="inpaint-color (default), an inpaint-vae run folder, or a "
                    "generative VAE of the image's domain (e.g. mnist-vae)")
     p.add_argument("--iters", type=int, default=100, help="pseudo-Gibbs iterations (generative VAEs)")
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "mnist (first 500 test digits, latent inpainting)")
     b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
                    help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
-    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, mean)")
+    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, harmonic, mean)")
     b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color; mnist: "
                    "mnist-vae)")
     b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "

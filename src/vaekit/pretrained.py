@@ -156,13 +156,20 @@ def available_models(models_root: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def ship(run_dir: str | Path, name: str, **card_updates) -> Path:
+def ship(run_dir: str | Path, name: str, arch_args: dict | None = None, **card_updates) -> Path:
     """Copy a run's best weights into the package as fp16 ``name`` (maintainers).
 
+    ``arch_args`` overrides architecture arguments that change no tensor (inference settings chosen on
+    validation data after training, e.g. an inpainter's ``prefill``); the weights must load unchanged.
     ``card_updates`` are merged into the card one level deep (e.g.
     ``data={"licence": ...}``)."""
     run_dir = Path(run_dir)
     model = load_from_files(run_dir / "model.safetensors", run_dir / "model.json")
+    if arch_args:
+        rebuilt = create_model(model.arch, **{**model.arch_args, **arch_args})
+        rebuilt.load_state_dict(model.state_dict())  # strict: an override that changes a tensor fails here
+        rebuilt.card = model.card
+        model = rebuilt
     card = dict(model.card, name=name)
     for k in ("weights_file", "sha256", "parameters", "weights_dtype"):
         card.pop(k, None)

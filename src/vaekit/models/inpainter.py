@@ -114,6 +114,19 @@ def harmonic_fill(y, m, iters: int = 50):
     return x
 
 
+def laplace_fill(y, m):
+    """The membrane of :func:`harmonic_fill` solved exactly (a sparse direct solve per example, on the CPU in
+    float64; :func:`vaekit.baselines.laplace_solve`).  50 Jacobi sweeps after push-pull leave a box of 160 x 240
+    px tens of grey levels short of the membrane; this is exact at any size, and about as fast."""
+    from ..baselines import laplace_solve
+
+    out = torch.empty_like(y)
+    for i in range(y.shape[0]):
+        sol = laplace_solve(y[i].detach().cpu().double().numpy(), m[i, 0].detach().cpu().numpy() > 0.5)
+        out[i] = torch.from_numpy(sol).to(y.dtype)
+    return out
+
+
 class InpaintingVAE(nn.Module):
     """Conditional VAE inpainter for ``channels``-channel images (1 gray, 3 RGB).
 
@@ -126,6 +139,13 @@ class InpaintingVAE(nn.Module):
     fill_radius : the largest distance (pixels) from a hole pixel to a known one that the training
         masks produce; inference goes coarse-to-fine beyond it
     harmonic_iters : Jacobi sweeps of the pre-fill after push-pull (:func:`harmonic_fill`)
+    prefill : how the harmonic pre-fill is computed: ``"jacobi"`` (default; push-pull + ``harmonic_iters``
+        sweeps, as every shipped stage was trained) or ``"exact"`` (:func:`laplace_fill`).  The sweeps converge
+        within holes a few tens of pixels deep (all the training crops) but not inside large boxes or thick
+        strokes, where the coarse-to-fine levels meet them.  Switched to exact at inference, the shipped
+        inpainter gained on the first six bsds400 val images 0.53 dB of hole PSNR on the centred box, 1.02 on
+        thick strokes and 0.26 on medium ones, and nothing changed by more than 0.01 dB on scattered pixels
+        and thin strokes (session 12 notes).
     q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
         posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
         (stage 1 of the shipped model).  At -6 or -4 alone the decoder sees the latent from the first step,
@@ -182,8 +202,11 @@ class InpaintingVAE(nn.Module):
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
                  q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
                  q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
-                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None):
+                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None, prefill: str = "jacobi"):
         super().__init__()
+        if prefill not in ("jacobi", "exact"):
+            raise ValueError(f"prefill must be 'jacobi' or 'exact', not {prefill!r}")
+        self.prefill = prefill
         probs = self.MASK_PROBS if mask_probs is None else tuple(float(p) for p in mask_probs)
         if len(probs) != 4 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ValueError(f"mask_probs must be 4 non-negative chances that sum to 1, not {mask_probs}")
@@ -276,7 +299,7 @@ class InpaintingVAE(nn.Module):
         """The pre-filled image, the skips (e1, e2, e3) and the prior's (mu, logvar)."""
         self._check(y, m)
         m = m.to(y.dtype)
-        base = harmonic_fill(y, m, self.harmonic_iters)
+        base = laplace_fill(y, m) if self.prefill == "exact" else harmonic_fill(y, m, self.harmonic_iters)
         h = torch.cat([F.pixel_unshuffle(base, 2), F.pixel_unshuffle(m, 2)], 1)
         e1 = self.e1(h)
         e2 = self.e2(e1)

@@ -295,7 +295,7 @@ def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, s
     ``mask`` (H x W, True/nonzero = missing) is set.
 
     ``method``: "vae" (the shipped inpainter, or ``model``: an inpaint-vae run or any generative
-    VAE of the image's domain, e.g. "mnist-vae") or a classical one ("telea", "ns", "biharmonic",
+    VAE of the image's domain, e.g. "mnist-vae") or a classical one ("telea", "ns", "biharmonic", "harmonic",
     "mean").  ``samples``: 1 gives one estimate (the VAE's prior-mean pass); N > 1 draws N fills
     and returns their mean (the fills and their per-pixel std with ``details=True``).
 
