@@ -1,6 +1,7 @@
 """One-pass hole PSNR of inpainters on the first N bsds400 'val' images (validation: never a test set).
 
     python scripts/eval_inpaint_val.py inpaint-color runs/inpaint-color-s3 [--n 6] [--masks box,pixels0.5,...]
+    python scripts/eval_inpaint_val.py runs/inpaint-color-s3b --prefill jacobi --masks box,strokes-thick --baselines harmonic
 
 Each MODEL is a shipped name, a run folder (its model.safetensors, or its latest checkpoint while it
 trains) or a .safetensors file.  Masks are the benchmark's, seeded by the image's index, so every model
@@ -27,6 +28,8 @@ ap.add_argument("--data", default="../shared/data/bsds400")
 ap.add_argument("--n", type=int, default=6)
 ap.add_argument("--masks", default="pixels0.5,strokes-thin,strokes-medium,box")
 ap.add_argument("--baselines", default="biharmonic,telea", help="classical methods to print alongside ('': none)")
+ap.add_argument("--prefill", choices=("jacobi", "exact"), default=None,
+                help="override every model's pre-fill (default: each model's own)")
 a = ap.parse_args()
 torch.set_num_threads(1)
 root = Path(a.data)
@@ -38,6 +41,8 @@ masks = {k: [make_mask(k, x.shape, seed=i) for i, x in enumerate(imgs)] for k in
 fills = {b: INPAINT_METHODS[b] for b in a.baselines.split(",") if b}
 for spec in a.models:
     model = load_model(spec).float().eval()
+    if a.prefill:
+        model.prefill = a.prefill
     fills[spec] = lambda y, m, model=model: vae_inpaint(model, y, m, samples=1)[0]
 print("model".ljust(32), " ".join(k.rjust(15) for k in kinds))
 for name, fill in fills.items():

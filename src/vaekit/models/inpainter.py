@@ -143,9 +143,9 @@ class InpaintingVAE(nn.Module):
         sweeps, as every shipped stage was trained) or ``"exact"`` (:func:`laplace_fill`).  The sweeps converge
         within holes a few tens of pixels deep (all the training crops) but not inside large boxes or thick
         strokes, where the coarse-to-fine levels meet them.  Switched to exact at inference, the shipped
-        inpainter gained on the first six bsds400 val images 0.53 dB of hole PSNR on the centred box, 1.02 on
-        thick strokes and 0.26 on medium ones, and nothing changed by more than 0.01 dB on scattered pixels
-        and thin strokes (session 12 notes).
+        inpainter (stage 3b) gained on the first six bsds400 val images 0.53 dB of hole PSNR on the centred
+        box, 1.0 on thick strokes and 0.26 on medium ones, and nothing changed by more than 0.01 dB on
+        scattered pixels and thin strokes (``scripts/eval_inpaint_val.py --prefill jacobi|exact``).
     q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
         posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
         (stage 1 of the shipped model).  At -6 or -4 alone the decoder sees the latent from the first step,
