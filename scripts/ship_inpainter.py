@@ -148,8 +148,8 @@ if __name__ == "__main__":
              estimate="vaekit inpaint: one pass with the prior means (--samples 1, the default); --samples N: "
                       "N posterior fills, the estimate is their mean; holes deeper than fill_radius go coarse "
                       "to fine",
-             limits="Trained on 96x96 crops of natural photos (its detail path on 64x64): fills are smooth continuations of the "
-                    "surroundings, not hallucinated objects; boxes much larger than ~50 px are filled coarse "
+             limits="Trained on 96x96 crops of natural photos (its detail path on 64x64): fills are smooth "
+                    "continuations of the surroundings, not hallucinated objects; boxes much larger than ~50 px are filled coarse "
                     "to fine and come out blurry.  Not for faces, text or other content it never saw.  Its fills "
                     "differ only where the hole is deep (8x8 blocks at least 90% missing): they are blurry layouts of "
                     "colour at 1/8 resolution, not textures, and single fills can show a dotted seam where the latent "

@@ -243,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "mnist (first 500 test digits, latent inpainting)")
     b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
                    help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
-    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, telea, ns, biharmonic, harmonic, mean)")
+    b.add_argument("--methods", default=None,
+                   help="comma list (default: vae, vae-8, telea, ns, biharmonic, harmonic, mean)")
     b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color; mnist: "
                    "mnist-vae)")
     b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "
