@@ -486,3 +486,28 @@ def test_detail_path_changes_only_hole_pixels_near_known_ones():
     assert (a[..., 4:6, 4:44] - b[..., 4:6, 4:44]).abs().min() > 0  # near the border: the detail path
     with pytest.raises(ValueError, match="detail"):
         create_model("inpaint-vae", channels=3, widths=[8, 8, 16], detail=[8, 3, 0])
+
+
+def test_detail_blocks_deepen_a_trained_detail_path_without_changing_it(tmp_path):
+    from vaekit.training.loop import init_weights
+
+    torch.manual_seed(0)
+    args = dict(channels=3, widths=[8, 8, 16], latent_channels=2, detail=[8, 4, 2])
+    old = create_model("inpaint-vae", **args)
+    with torch.no_grad():  # a "trained" detail path: its output is not the pre-fill
+        old.detail[-1].weight.normal_(0, 0.5)
+    save_model(old, tmp_path / "old", {"arch": "inpaint-vae"})
+    deep = create_model("inpaint-vae", detail_blocks=2, **args)
+    note = init_weights(deep, str(tmp_path / "old" / "model.safetensors"))
+    assert "fresh: detail_res.0.0.bias" in note and "detail.0" not in note.split("fresh:")[1]
+    x = torch.rand(1, 3, 32, 32)
+    m = (torch.rand(1, 1, 32, 32) < 0.5).float()
+    a = old.eval().inpaint(x, m)[0]
+    assert torch.equal(a, deep.eval().inpaint(x, m)[0])  # the blocks start as the identity
+    with torch.no_grad():
+        deep.detail_res[1][-1].weight.normal_(0, 0.5)
+    b = deep.inpaint(x, m)[0]
+    assert (a - b)[..., m[0, 0] > 0].abs().max() > 1e-3  # once trained, they change the fill...
+    assert torch.equal(b[..., m[0, 0] == 0], x[..., m[0, 0] == 0])  # ...of hole pixels only
+    with pytest.raises(ValueError, match="detail_blocks"):
+        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], detail_blocks=2)

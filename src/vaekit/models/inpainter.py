@@ -186,6 +186,10 @@ class InpaintingVAE(nn.Module):
         decides.  It is an expert for scattered pixels, thin strokes and hole borders, where the U-Net,
         which sees the image pixel-unshuffled by 2, is weakest and its latent is gated off anyway; it is
         meant to be trained alone (``trainable: [detail.]``) over a finished model.  ``None`` (default): none.
+    detail_blocks : residual blocks (two 3x3 convolutions of the detail path's width each) inserted in the
+        middle of the detail path, their last convolution zero at initialisation: a path deepened from a
+        trained one starts by computing exactly what it computed (tensor names ``detail_res.*``, so
+        ``init_from`` loads the old path and leaves the blocks fresh).  0 (default): none.
     mask_probs : the training masks' mixture: chances of random pixels, brush strokes, boxes and text-like
         marks (default 0.25, 0.35, 0.25, 0.15).  A probe (scripts/probe_inpaint_fullres.py) found a plain
         full-resolution CNN learns scattered pixels within 200 steps on pixel masks alone and not at all in 750
@@ -202,7 +206,8 @@ class InpaintingVAE(nn.Module):
                  free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
                  q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
                  q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
-                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None, prefill: str = "jacobi"):
+                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None, prefill: str = "jacobi",
+                 detail_blocks: int = 0):
         super().__init__()
         if prefill not in ("jacobi", "exact"):
             raise ValueError(f"prefill must be 'jacobi' or 'exact', not {prefill!r}")
@@ -282,6 +287,16 @@ class InpaintingVAE(nn.Module):
             self.detail, self.detail_reach = nn.Sequential(*layers), reach
             nn.init.normal_(self.detail[-1].weight, 0.0, 1e-3)  # not zero: the first layers get a gradient at once
             nn.init.zeros_(self.detail[-1].bias)
+        self.detail_res = None
+        if int(detail_blocks) < 0 or (detail_blocks and self.detail is None):
+            raise ValueError(f"detail_blocks must be >= 0 and needs detail, not {detail_blocks}")
+        if detail_blocks:
+            self.detail_res = nn.ModuleList()
+            for _ in range(int(detail_blocks)):
+                blk = nn.Sequential(_conv(dw, dw), nn.SiLU(inplace=True), _conv(dw, dw))
+                nn.init.zeros_(blk[-1].weight)  # each block starts as the identity: a deepened path computes
+                nn.init.zeros_(blk[-1].bias)  # what the path it was loaded from did
+                self.detail_res.append(blk)
         self.q_init_logvar = float(q_init_logvar)
         with torch.no_grad():
             self.q_head[-1].bias[L:].fill_(self.q_init_logvar)
@@ -341,8 +356,18 @@ class InpaintingVAE(nn.Module):
             x = x + m * self.refine(torch.cat([x, m], 1))
         if self.detail is not None:
             w = m * near_weight(m, self.detail_reach)
-            x = x + w * (base + self.detail(torch.cat([base, x, m], 1)) - x)
+            x = x + w * (base + self.detail_residual(torch.cat([base, x, m], 1)) - x)
         return x
+
+    def detail_residual(self, h):
+        """The detail path on its input ``h``: its first half, the residual blocks (``detail_blocks``), the rest."""
+        if self.detail_res is None:
+            return self.detail(h)
+        k = 2 * ((len(self.detail) + 1) // 4)  # after the activation of convolution depth // 2
+        h = self.detail[:k](h)
+        for blk in self.detail_res:
+            h = h + blk(h)
+        return self.detail[k:](h)
 
     # ------------------------------------------------------------------ training masks
     MASK_PROBS = (0.25, 0.35, 0.25, 0.15)  # random pixels, brush strokes, boxes, text-like marks
