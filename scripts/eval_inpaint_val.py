@@ -3,6 +3,7 @@
     python scripts/eval_inpaint_val.py inpaint-color runs/inpaint-color-s3 [--n 6] [--masks box,pixels0.5,...]
     python scripts/eval_inpaint_val.py runs/inpaint-color-s3b --prefill jacobi --masks box,strokes-thick --baselines harmonic
     python scripts/eval_inpaint_val.py runs/inpaint-color-s3c --prefill exact --masks box --fill-radius 48
+    python scripts/eval_inpaint_val.py inpaint-color --masks pixels0.5,strokes-thin --ensemble 1,2,4,8
 
 Each MODEL is a shipped name, a run folder (its model.safetensors, or its latest checkpoint while it
 trains) or a .safetensors file.  Masks are the benchmark's, seeded by the image's index, so every model
@@ -33,6 +34,8 @@ ap.add_argument("--prefill", choices=("jacobi", "exact"), default=None,
                 help="override every model's pre-fill (default: each model's own)")
 ap.add_argument("--fill-radius", type=int, default=None,
                 help="override every model's fill_radius: holes deeper than this go coarse to fine (a huge value: never)")
+ap.add_argument("--ensemble", default="1",
+                help="comma list of self-ensemble sizes (1, 2, 4, 8): each model is scored at each")
 a = ap.parse_args()
 torch.set_num_threads(1)
 root = Path(a.data)
@@ -48,7 +51,8 @@ for spec in a.models:
         model.prefill = a.prefill
     if a.fill_radius is not None:
         model.fill_radius = a.fill_radius
-    fills[spec] = lambda y, m, model=model: vae_inpaint(model, y, m, samples=1)[0]
+    for n in (int(v) for v in a.ensemble.split(",")):
+        fills[spec + (f" x{n}" if n > 1 else "")] = lambda y, m, model=model, n=n: vae_inpaint(model, y, m, ensemble=n)[0]
 print("model".ljust(32), " ".join(k.rjust(15) for k in kinds))
 for name, fill in fills.items():
     row = []

@@ -207,6 +207,30 @@ def test_vae_inpaint_tiles_large_images():
     assert err_t < 1.5 * err_w + 0.01  # tiling costs little
 
 
+def test_self_ensemble_averages_flipped_and_turned_passes():
+    img = smooth_image(40, 56, c=3)  # not square: the quarter turns swap height and width
+    mask = degrade.mask_strokes(img.shape, "medium", seed=4)
+    model = tiny_inpainter(radius=24)  # untrained and random: not equivariant, so every pass differs
+    one = vae_inpaint(model, img, mask)[0]
+    flipped = vae_inpaint(model, img[:, ::-1], mask[:, ::-1])[0][:, ::-1]
+    assert np.abs(one - flipped)[mask].max() > 1e-3
+    two = vae_inpaint(model, img, mask, ensemble=2)[0]
+    inside = (one > 0) & (one < 1) & (flipped > 0) & (flipped < 1)  # each pass is clipped, the average once
+    assert inside[mask].mean() > 0.5 and np.allclose(two[inside], ((one + flipped) / 2)[inside], atol=1e-5)
+    turned = vae_inpaint(model, np.rot90(img), np.rot90(mask))[0]
+    four = vae_inpaint(model, img, mask, ensemble=4)[0]
+    assert not np.allclose(four, two, atol=1e-4) and np.abs(np.rot90(turned, -1) - one)[mask].max() > 1e-3
+    est, std, fills = vae_inpaint(model, img, mask, ensemble=8, samples=3, seed=1)
+    for f in (four, est, *fills):
+        assert f.shape == img.shape and np.array_equal(u8(f)[~mask], u8(img)[~mask])
+    assert pairwise_distance(fills, mask) > 0
+    with pytest.raises(VaekitError, match="ensemble must be one of"):
+        inpaint(img, mask, model=model, ensemble=3)
+    with pytest.raises(VaekitError, match="classical"):
+        inpaint(img, mask, method="telea", ensemble=2)
+    assert np.array_equal(inpaint(img, mask, model=model, ensemble=2), two)
+
+
 def test_latent_inpainting_with_a_generative_vae():
     torch.manual_seed(0)
     vae = create_model("mlp-vae", image_shape=(1, 12, 12), hidden=[32], latent_dim=4).eval()
@@ -312,6 +336,7 @@ def test_cli_inpaint_files_samples_and_folders(files, capsys):
     (["--box", "1,2,3"], "x0,y0,x1,y1"),
     ([], "exactly one of"),
     (["--mask", "m.png", "--method", "nope"], "unknown inpainting method"),
+    (["--mask", "m.png", "--ensemble", "3"], "ensemble must be one of"),
 ])
 def test_cli_inpaint_bad_input_is_one_line_and_exit_2(files, capsys, args, words):
     d, _, _ = files
@@ -342,7 +367,7 @@ def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
             root / "kodak" / f"k{i}.png")
     out = tmp_path / "results"
     assert main(["bench", "inpaint", "--data-root", str(root), "--sets", "kodak", "--masks", "box,pixels0.5",
-                 "--methods", "vae,vae-8,telea,mean", "--model", str(d / "model"), "-o", str(out), "--quiet",
+                 "--methods", "vae,vae-x2,vae-8,telea,mean", "--model", str(d / "model"), "-o", str(out), "--quiet",
                  "--samples-limit", "1"]) == 0
     res = json.loads((out / "inpaint-kodak.json").read_text())
     s = res["summary"]
@@ -350,6 +375,8 @@ def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
     assert s["pixels0.5"]["telea"]["hole_psnr"] > s["pixels0.5"]["mean"]["hole_psnr"]
     assert s["box"]["vae-8"]["pairwise_hole_rmse"] > 0 and "sample_hole_psnr" in s["box"]["vae-8"]
     assert s["box"]["vae-8"]["n_images"] == 1 and s["box"]["vae"]["n_images"] == 2  # --samples-limit 1
+    assert s["box"]["vae-x2"]["n_images"] == 2 and "margin_over_best_classical" in s["box"]["vae-x2"]
+    assert s["box"]["vae-x2"]["hole_psnr"] != s["box"]["vae"]["hole_psnr"]  # an untrained model: not equivariant
     assert abs(s["pixels0.5"]["hole_fraction"] - 0.5) < 0.05
     shas = {(r["image"], r["mask"]): r["mask_sha256"] for r in res["per_image"]}
     assert shas["k0.png", "pixels0.5"] != shas["k1.png", "pixels0.5"]  # seeded per image

@@ -8,6 +8,9 @@ averaged over the hole pixels of the SSIM map, and over the whole image.  Known 
 kept by every method (asserted).  One thread for every method, in-process, models loaded
 before the clock starts; median seconds per image.
 
+The rows ``vae-x2``/``vae-x4``/``vae-x8`` are the one-pass estimate averaged over 2/4/8 flipped and
+quarter-turned copies (the self-ensemble of :func:`vaekit.tasks.inpaint.vae_inpaint`).
+
 For the sampling row ``vae-8`` (eight posterior fills, the estimate is their mean) the
 mean fill's figures are the row's, and ``sample_hole_psnr`` (mean over fills of the hole
 PSNR of each) and ``pairwise_hole_rmse`` (mean RMSE between two fills inside the hole,
@@ -34,7 +37,8 @@ from .errors import VaekitError
 SETS = ("cbsd68", "kodak", "bsd68", "mnist")  # bsd68 (gray): the classical anchors of ../shared/ANCHORS.md
 # (first 10); mnist: the first 500 test digits, repaired by a generative VAE (mnist-vae) by latent inpainting
 MASKS = ("box", "pixels0.5", "pixels0.8", "strokes-thin", "strokes-medium", "strokes-thick")
-VAE_METHODS = ("vae", "vae-8")
+VAE_METHODS = ("vae", "vae-x2", "vae-x4", "vae-x8", "vae-8")  # vae-xN: one pass, self-ensemble of N; vae-8: 8 fills
+DEFAULT_VAE = ("vae", "vae-x4", "vae-8")
 CLASSICAL = ("telea", "ns", "biharmonic", "harmonic", "mean")  # harmonic: the inpaint-vae's own pre-fill, exact
 
 
@@ -79,16 +83,19 @@ def bench_inpaint(args) -> dict:
     masks = [m.strip() for m in args.masks.split(",") if m.strip()]
     for k in masks:
         degrade.make_mask(k, (16, 16), 0)  # validates the name
-    methods = [m.strip() for m in args.methods.split(",")] if args.methods else [*VAE_METHODS, *CLASSICAL]
-    for m in methods:
+    all_methods = [m.strip() for m in args.methods.split(",")] if args.methods else [*DEFAULT_VAE, *CLASSICAL]
+    for m in all_methods:
         if m not in VAE_METHODS + CLASSICAL:
             raise VaekitError(f"unknown method {m!r}; known: {', '.join(VAE_METHODS + CLASSICAL)}")
+    if args.methods and "mnist" in sets and any("-x" in m for m in all_methods):
+        raise VaekitError("the vae-xN rows (self-ensembles) are for the inpaint-vae, not MNIST's generative VAE")
     out_dir = Path(args.output)
     cache = Cache(out_dir / ".cache" / "inpaint.jsonl")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     command = "vaekit " + " ".join(shlex.quote(a) for a in getattr(args, "argv", []))
     payloads = {}
     for set_name in sets:
+        methods = [m for m in all_methods if not (set_name == "mnist" and "-x" in m)]
         model = None
         if any(m in VAE_METHODS for m in methods):  # MNIST: a generative VAE, by latent inpainting
             model = load_inpainter(args.model or ("mnist-vae" if set_name == "mnist" else None))
@@ -124,7 +131,9 @@ def bench_inpaint(args) -> dict:
                         continue
                     t0 = time.perf_counter()
                     if m in VAE_METHODS:
-                        r = inpaint(clean, mask, 8 if m == "vae-8" else 1, model=model, seed=seed, details=True)
+                        ens = int(m.split("-x")[1]) if "-x" in m else 1
+                        r = inpaint(clean, mask, 8 if m == "vae-8" else 1, model=model, seed=seed, details=True,
+                                    ensemble=ens)
                     else:
                         r = inpaint(clean, mask, method=m, details=True)
                     dt = time.perf_counter() - t0
@@ -168,7 +177,8 @@ def bench_inpaint(args) -> dict:
                                "the colour channels; estimate rounded to uint8; hole PSNR over the missing "
                                "pixels' RGB values, whole-image PSNR over all; SSIM map (Gaussian window 1.5) "
                                "averaged in the hole and over the image; one thread, in-process, models loaded; "
-                               "vae = one pass (prior means), vae-8 = mean of 8 posterior fills",
+                               "vae = one pass (prior means), vae-xN = one pass averaged over N flipped/turned "
+                               "copies, vae-8 = mean of 8 posterior fills",
                    "threads": args.threads, "model": {"name": card.get("name"), "sha256": model_sha},
                    "mask_widths": {"strokes": dict(degrade.STROKE_WIDTHS), "stroke_targets":
                                    dict(degrade.STROKE_TARGETS), "box": "centred h/2 x w/2"},

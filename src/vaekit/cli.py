@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "generative VAE of the image's domain (e.g. mnist-vae)")
     p.add_argument("--iters", type=int, default=100, help="pseudo-Gibbs iterations (generative VAEs)")
     p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
+    p.add_argument("--ensemble", type=int, default=1, help="VAE: average 2, 4 or 8 passes over flipped and turned "
+                   "copies (a little better, that many times slower)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, device=False)
 
@@ -244,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
                    help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
     b.add_argument("--methods", default=None,
-                   help="comma list (default: vae, vae-8, telea, ns, biharmonic, harmonic, mean)")
+                   help="comma list (default: vae, vae-x4, vae-8, telea, ns, biharmonic, harmonic, mean; also "
+                   "vae-x2, vae-x8)")
     b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color; mnist: "
                    "mnist-vae)")
     b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "
@@ -523,7 +526,7 @@ def cmd_inpaint(args):
     rows = inpaint_paths(args.input, args.output, mask=args.mask, mask_dir=args.mask_dir, box=args.box,
                          detect=args.detect, save_mask=args.save_mask, samples=args.samples, method=args.method,
                          model=args.model, seed=args.seed, tile=args.tile, iters=args.iters, progress=progress,
-                         max_pixels=args.max_pixels)
+                         max_pixels=args.max_pixels, ensemble=args.ensemble)
     close()
     for r in rows if len(rows) == 1 else []:
         print(f"{r['output']}: {r['method']}, {100 * r['hole_fraction']:.1f}% missing, {r['seconds']:.2f} s")

@@ -145,14 +145,41 @@ def _pyramid_fill(model, t, m, draw: bool, seed: int, tile: int, overlap: int, l
     return _tiled_fill(model, t2, m2, draw, _mix(seed, level), tile, overlap)
 
 
+ENSEMBLES = (1, 2, 4, 8)
+
+
+def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The ``k``-th (0-7) of the eight flips and quarter turns of the image plane of ``t`` (..., H, W): ``k % 4``
+    quarter turns, then a left-right flip if ``k >= 4``; ``inverse`` undoes it."""
+    if not inverse:
+        t = torch.rot90(t, k % 4, (-2, -1))
+        return t.flip(-1) if k >= 4 else t
+    t = t.flip(-1) if k >= 4 else t
+    return torch.rot90(t, -(k % 4), (-2, -1))
+
+
+def _ensemble_transforms(n: int) -> tuple:
+    """The transforms a self-ensemble of ``n`` passes averages: 1 none, 2 a flip, 4 the quarter turns, 8 all."""
+    return {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}[n]
+
+
 @torch.no_grad()
 def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: int = 512, overlap: int = 32,
-                progress=None):
+                progress=None, ensemble: int = 1):
     """Fill ``mask`` (bool H x W, True = missing) in ``image`` with an inpaint-vae.
 
     Returns (estimate, std, fills): ``samples=1`` is one pass with the prior means (std None,
     no fills); ``samples=N>1`` draws N fills, the estimate is their mean, and the std combines their spread
-    with the decoder's scale inside the hole (0 on known pixels)."""
+    with the decoder's scale inside the hole (0 on known pixels).
+
+    ``ensemble`` (1, 2, 4 or 8): each fill is the average of that many passes over flipped and quarter-turned
+    copies of the image, turned back (the self-ensemble of Lim et al. 2017): a convolutional inpainter's errors
+    differ between them, so the average is closer to the truth, at ``ensemble`` times the time.  On six bsds400
+    val images it gained the shipped model 0.09 dB of hole PSNR on scattered pixels (50%) and 0.14 on thin
+    strokes with 8 passes, 0.05 / 0.10 with 2 (``scripts/eval_inpaint_val.py --ensemble``)."""
+    if int(ensemble) not in ENSEMBLES:
+        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {ensemble}")
+    turns = _ensemble_transforms(int(ensemble))
     y = as_float(image)
     gray = y.ndim == 2
     if model.channels == 3 and gray:
@@ -167,7 +194,8 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     k = max(int(samples), 1)
     fills = []
     for j in range(k):
-        f = _pyramid_fill(model, t, m, k > 1, _mix(int(seed), j), tile, overlap)
+        f = sum(_dihedral(_pyramid_fill(model, _dihedral(t, r), _dihedral(m, r), k > 1, _mix(int(seed), j), tile,
+                                        overlap), r, inverse=True) for r in turns) / len(turns)
         a = f[0].numpy()
         a = a[0] if model.channels == 1 else a.transpose(1, 2, 0)
         if gray and a.ndim == 3:
@@ -290,14 +318,16 @@ def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contras
 
 # ----------------------------------------------------------------------------- the API
 def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, seed: int = 0, tile: int = 512,
-            iters: int = 100, details: bool = False, progress=None):
+            iters: int = 100, details: bool = False, progress=None, ensemble: int = 1):
     """Fill the pixels of ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1]) where
     ``mask`` (H x W, True/nonzero = missing) is set.
 
     ``method``: "vae" (the shipped inpainter, or ``model``: an inpaint-vae run or any generative
     VAE of the image's domain, e.g. "mnist-vae") or a classical one ("telea", "ns", "biharmonic", "harmonic",
     "mean").  ``samples``: 1 gives one estimate (the VAE's prior-mean pass); N > 1 draws N fills
-    and returns their mean (the fills and their per-pixel std with ``details=True``).
+    and returns their mean (the fills and their per-pixel std with ``details=True``).  ``ensemble`` (2, 4 or 8;
+    the inpaint-vae only): each fill averages that many passes over flipped and turned copies
+    (:func:`vae_inpaint`).
 
     Known pixels are returned exactly as given; filled ones are clipped to [0, 1]."""
     y = as_float(image)
@@ -309,19 +339,26 @@ def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, s
     degrade.check_mask(mask)
     if int(samples) < 1:
         raise VaekitError(f"samples must be 1 or more, not {samples}")
+    if int(ensemble) not in ENSEMBLES:
+        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {ensemble}")
     t0 = time.perf_counter()
     std, fills = None, []
     if method == "vae":
         m = load_inpainter(model)
         if _is_generative(m):
+            if int(ensemble) > 1:
+                raise VaekitError("ensemble is for the mask-aware inpainter (inpaint-vae), not a generative VAE")
             est, std, fills = latent_inpaint(m, y, mask, samples=samples, seed=seed, iters=iters)
             name = "vae-latent"
         else:
-            est, std, fills = vae_inpaint(m, y, mask, samples=samples, seed=seed, tile=tile, progress=progress)
+            est, std, fills = vae_inpaint(m, y, mask, samples=samples, seed=seed, tile=tile, progress=progress,
+                                          ensemble=ensemble)
             name = "vae"
     else:
         from .. import baselines
 
+        if int(ensemble) > 1:
+            raise VaekitError(f"ensemble is for the VAE inpainter, not the classical method {method!r}")
         est = _keep_known(baselines.get_inpaint(method)(y, mask), y, mask)
         name = method
     r = Inpainted(est, mask, std, fills, name, time.perf_counter() - t0)
@@ -368,7 +405,8 @@ def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
 
 
 def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=None, save_mask=None, samples=1,
-                  method="vae", model=None, seed=0, tile=512, iters=100, progress=None, max_pixels=None) -> list[dict]:
+                  method="vae", model=None, seed=0, tile=512, iters=100, progress=None, max_pixels=None,
+                  ensemble=1) -> list[dict]:
     """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
     image gets a folder of fills (``output`` itself for a single image)."""
     from pathlib import Path
@@ -393,7 +431,8 @@ def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=Non
             write_image(Path(save_mask) / rel.with_suffix(".png") if rel else Path(save_mask), mk.astype(np.float32))
         if not mk.any():
             raise VaekitError(f"{f}: no scratch found (the detector's mask is empty): nothing to fill")
-        r = inpaint(img, mk, samples, method=method, model=m_loaded, seed=seed, tile=tile, iters=iters, details=True)
+        r = inpaint(img, mk, samples, method=method, model=m_loaded, seed=seed, tile=tile, iters=iters, details=True,
+                    ensemble=ensemble)
         dest = (output / rel.with_suffix("" if samples > 1 else ".png")) if rel else output
         if samples > 1:
             write_sample_set(dest, r, model_name=str(model or SHIPPED_INPAINTER), seed=seed,
