@@ -114,6 +114,14 @@ def card_figures():
              "seconds_median_vae": round(statistics.median(v["vae"]["seconds_median"] for v in su.values()
                                                            if "vae" in v), 2),
              "command": r["command"]}
+        for n in (2, 4, 8):  # the self-ensembles (--ensemble N), where the benchmark ran them
+            ens = {k: v[f"vae-x{n}"] for k, v in su.items() if f"vae-x{n}" in v}
+            if ens:
+                f[f"ensemble_{n}"] = {
+                    "hole_psnr": {k: round(v["hole_psnr"], 2) for k, v in ens.items()},
+                    "hole_psnr_minus_best_classical": {k: round(v["margin_over_best_classical"], 2)
+                                                       for k, v in ens.items()},
+                    "seconds_median": round(statistics.median(v["seconds_median"] for v in ens.values()), 2)}
         eight = {k: v["vae-8"] for k, v in su.items() if "vae-8" in v}
         if eight:
             f["vae_8_fills"] = {k: {"n_images": v["n_images"], "hole_psnr_mean_fill": round(v["hole_psnr"], 2),
