@@ -248,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--methods", default=None,
                    help="comma list (default: vae, vae-x4, vae-8, telea, ns, biharmonic, harmonic, mean; also "
                    "vae-x2, vae-x8)")
-    b.add_argument("--model", default=None, help="inpainter for vae / vae-8 (default: inpaint-color; mnist: "
+    b.add_argument("--model", default=None, help="inpainter for vae / vae-xN / vae-8 (default: inpaint-color; mnist: "
                    "mnist-vae)")
     b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "
                    "images only")

@@ -158,6 +158,11 @@ def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
     return torch.rot90(t, -(k % 4), (-2, -1))
 
 
+def _check_ensemble(n) -> None:
+    if int(n) not in ENSEMBLES:
+        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {n}")
+
+
 def _ensemble_transforms(n: int) -> tuple:
     """The transforms a self-ensemble of ``n`` passes averages: 1 none, 2 a flip, 4 the quarter turns, 8 all."""
     return {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}[n]
@@ -178,8 +183,7 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     val images it gained the shipped model 0.09 dB of hole PSNR on scattered pixels (50%) and 0.14 on thin
     strokes with 8 passes, 0.08 / 0.13 with 4, 0.05 / 0.10 with 2 (``scripts/eval_inpaint_val.py --ensemble
     1,2,4,8``); on CBSD68, with 4, 0.09 / 0.10 (``vaekit bench inpaint``'s ``vae-x4`` row)."""
-    if int(ensemble) not in ENSEMBLES:
-        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {ensemble}")
+    _check_ensemble(ensemble)
     turns = _ensemble_transforms(int(ensemble))
     y = as_float(image)
     gray = y.ndim == 2
@@ -340,8 +344,7 @@ def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, s
     degrade.check_mask(mask)
     if int(samples) < 1:
         raise VaekitError(f"samples must be 1 or more, not {samples}")
-    if int(ensemble) not in ENSEMBLES:
-        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {ensemble}")
+    _check_ensemble(ensemble)
     t0 = time.perf_counter()
     std, fills = None, []
     if method == "vae":
