@@ -182,7 +182,7 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     differ between them, so the average is closer to the truth, at ``ensemble`` times the time.  On six bsds400
     val images it gained the shipped model 0.09 dB of hole PSNR on scattered pixels (50%) and 0.14 on thin
     strokes with 8 passes, 0.08 / 0.13 with 4, 0.05 / 0.10 with 2 (``scripts/eval_inpaint_val.py --ensemble
-    1,2,4,8``); on CBSD68, with 4, 0.09 / 0.10 (``vaekit bench inpaint``'s ``vae-x4`` row)."""
+    1,2,4,8``); on CBSD68, with 4, 0.09 / 0.11 (``vaekit bench inpaint``'s ``vae-x4`` row)."""
     _check_ensemble(ensemble)
     turns = _ensemble_transforms(int(ensemble))
     y = as_float(image)
