@@ -410,3 +410,51 @@ def test_prior_path_term_scores_the_test_path_and_is_validated(tmp_path):
     train(cfg, tmp_path / "run", quiet=True)
     rows = [json.loads(r) for r in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert rows[-1]["val_rec_prior"] > 0
+
+
+def test_simulated_training_noise_has_the_levels_its_map_states():
+    torch.manual_seed(0)
+    x = torch.full((64, 3, 32, 32), 0.5)
+    y, smap = degrade.simulate_noise(x, 55.0, kinds=(1, 0, 0, 0))  # white Gaussian only
+    assert y.shape == smap.shape == x.shape and (smap >= 0).all() and (smap <= 55 / 255 + 1e-6).all()
+    # per example the residual's std matches its (uniform) map, clipping and 8-bit rounding aside
+    sd, level = (y - x).flatten(1).std(1), smap.flatten(1).mean(1)
+    ok = level > 3 / 255
+    assert torch.allclose(sd[ok], level[ok], rtol=0.1)
+    torch.manual_seed(0)
+    assert torch.equal(degrade.simulate_noise(x, 55.0, kinds=(1, 0, 0, 0))[0], y)  # reproducible from the seed
+    # Poisson-Gaussian: the level follows the signal
+    ramp = torch.linspace(0, 1, 32).expand(8, 3, 32, 32).contiguous()
+    _, smap = degrade.simulate_noise(ramp, 55.0, kinds=(0, 1, 0, 0))
+    assert (smap[..., -1] >= smap[..., 0]).all() and (smap[..., -1] > smap[..., 0]).any()
+    # camera-like: demosaicked and JPEG-compressed files are clipped to [0, 1]
+    y, _ = degrade.simulate_noise(ramp, 55.0, kinds=(0, 0, 0, 1))
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_multiscale_denoiser_objective_map_input_and_blind_estimate(tmp_path):
+    from vaekit.pretrained import load_from_files, save_model
+    from vaekit.registry import create_model
+
+    torch.manual_seed(0)
+    m = create_model("denoise-vae-ms", channels=3, widths=[8, 8, 8, 8], blocks=1, latent_channels=2,
+                     estimator_width=8)
+    x = torch.rand(2, 3, 32, 32)
+    out = m(x)
+    loss = m.loss(x, out)
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"]) and float(loss["kl"]) >= 0 and float(loss["est_l1"]) > 0
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    y = x + 0.1 * torch.randn_like(x)
+    a = m.denoise(y, 25.0)[0]
+    assert torch.allclose(a, m.denoise(y, torch.full_like(y, 25.0))[0])  # a number is a uniform map
+    mean, std, draws = m.denoise(y, None, samples=3, generator=torch.Generator().manual_seed(0))
+    assert len(draws) == 3 and mean.shape == y.shape and (std > 0).all()
+    est = m.estimate(y)
+    assert est.shape == y.shape and (est > 0).all()
+    save_model(m, tmp_path, {"name": "t"})
+    m2 = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json").eval()
+    assert torch.allclose(m2.denoise(y, 25.0)[0], a)
+    with pytest.raises(ValueError):
+        m.denoise(torch.rand(1, 3, 24, 32), 25.0)  # not a multiple of 16

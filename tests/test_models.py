@@ -22,7 +22,7 @@ def test_every_registered_model_has_small_args():
     from test_codec import CODECS  # the compression family has its own tests
 
     # conditional on the degraded image: test_denoise.py, test_inpaint.py
-    denoisers = {"denoise-vae", "denoise-vae-selfsup", "inpaint-vae"}
+    denoisers = {"denoise-vae", "denoise-vae-ms", "denoise-vae-selfsup", "inpaint-vae"}
     assert set(list_models()) == set(SMALL) | set(CODECS) | denoisers
 
 

@@ -306,10 +306,11 @@ class RandomPatches(Dataset):
     Images are decoded once and kept in memory (uint8; float32 for ``.npy`` arrays, unclipped).  Item ``i`` of epoch
     ``e`` is a crop position drawn from a generator seeded by
     ``(seed, e, i)``, so the data order is reproducible and resumable; random
-    horizontal flips when ``flip``.
+    horizontal flips when ``flip``.  ``downscale`` k > 1 area-averages each 8-bit source over k x k blocks
+    first, so JPEG blocking and sensor noise in the sources average out of clean training targets.
     """
 
-    def __init__(self, files, size=64, patches_per_image=16, mode="RGB", seed=0, flip=True):
+    def __init__(self, files, size=64, patches_per_image=16, mode="RGB", seed=0, flip=True, downscale: int = 1):
         from .io import read_image
 
         self.size = int(size)
@@ -317,6 +318,8 @@ class RandomPatches(Dataset):
         for f in files:
             x = read_image(f, mode=mode)
             if Path(f).suffix.lower() != ".npy":  # 8-bit sources are kept as 8 bits (a quarter of the memory)
+                if downscale > 1:
+                    x = torch.nn.functional.avg_pool2d(x[None], int(downscale))[0]
                 x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
             # float arrays (.npy: e.g. noisy images, whose values run below 0 and above 1 -- the DnCNN protocol
             # does not clip) are kept as they are: an 8-bit copy would clip their noise

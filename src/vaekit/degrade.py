@@ -217,3 +217,95 @@ def check_mask(m: np.ndarray, what: str = "the mask") -> None:
         raise VaekitError(f"{what} marks no pixel as missing (pixels > 127 are missing): nothing to fill")
     if m.all():
         raise VaekitError(f"{what} marks every pixel as missing: there is nothing to fill from")
+
+
+# ----------------------------------------------------------------------------- training noise (torch, batched)
+def _smooth_field(b: int, h: int, w: int, cells: int) -> "torch.Tensor":
+    """(B, 1, H, W) random field in [0, 1], bilinear over a ``cells`` x ``cells`` grid: slowly varying levels."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.rand(b, 1, cells, cells)
+    return F.interpolate(g, size=(h, w), mode="bilinear", align_corners=True)
+
+
+def _bayer_roundtrip(y: "torch.Tensor") -> "torch.Tensor":
+    """Sample ``y`` (B, 3, H, W) on an RGGB Bayer mosaic and demosaick it bilinearly: the camera's spatially
+    and cross-channel correlated noise."""
+    import torch
+    import torch.nn.functional as F
+
+    B, C, H, W = y.shape
+    m = torch.zeros(1, 3, H, W, dtype=y.dtype)
+    m[:, 0, 0::2, 0::2] = 1
+    m[:, 1, 0::2, 1::2] = 1
+    m[:, 1, 1::2, 0::2] = 1
+    m[:, 2, 1::2, 1::2] = 1
+    k = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], dtype=y.dtype)
+    k = k.expand(3, 1, 3, 3)
+    num = F.conv2d(F.pad(y * m, (1, 1, 1, 1), mode="reflect"), k, groups=3)
+    den = F.conv2d(F.pad(m.expand(B, -1, -1, -1), (1, 1, 1, 1), mode="reflect"), k, groups=3)
+    return torch.where(m.bool(), y, num / den)
+
+
+def _jpeg_roundtrip(y: "torch.Tensor", quality: int) -> "torch.Tensor":
+    """One image (C, H, W) in [0, 1] through an 8-bit JPEG at ``quality`` (4:2:0 for colour, as cameras write)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    a = (y.clamp(0, 1) * 255).round().to(torch.uint8)
+    a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="JPEG", quality=int(quality))
+    out = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
+    t = torch.from_numpy(out)
+    return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
+
+
+def simulate_noise(x: "torch.Tensor", sigma_max: float = 55.0, kinds=(0.35, 0.2, 0.2, 0.25)):
+    """Noisy copies of clean ``x`` (B, C, H, W) in [0, 1] and their per-pixel noise levels (B, C, H, W, 0–1 units).
+
+    Each example draws one kind, with probabilities ``kinds``:
+
+    * white Gaussian, one level σ ~ U(0, ``sigma_max``)/255;
+    * Poisson–Gaussian, variance ``a·x + b²`` (the sensor model; the level map follows the signal);
+    * Gaussian whose level varies slowly across the image (a random smooth field);
+    * camera-like: Poisson–Gaussian on a Bayer mosaic, demosaicked, then 8-bit and JPEG (q 60–95) for most.
+
+    The first three are clipped to [0, 1] and quantized to 8 bits for half the examples (what files carry),
+    and left as floats otherwise (the DnCNN protocol).  The map is the level *before* clipping, demosaicking
+    and JPEG: the σ a user would state.  Draws come from torch's global generator (reproducible with the
+    training loop's seed)."""
+    import torch
+
+    B, C, H, W = x.shape
+    y = torch.empty_like(x)
+    smap = torch.empty_like(x)
+    p = torch.tensor(kinds, dtype=torch.float64)
+    kind = torch.multinomial(p / p.sum(), B, replacement=True)
+    smax = sigma_max / 255.0
+    for i in range(B):
+        xi, k = x[i : i + 1], int(kind[i])
+        if k == 0:
+            s = torch.rand(()) * smax * torch.ones_like(xi)
+        elif k in (1, 3):
+            a = 10 ** (-4.0 + 2.5 * torch.rand(()))  # 1/a: 3 to 10,000 photons at white
+            b = torch.rand(()) * 0.4 * smax
+            s = torch.sqrt(a * xi.clamp(0, 1) + b * b).clamp_max(smax)
+        else:
+            lo, hi = sorted((torch.rand(2) * smax).tolist())
+            s = (lo + (hi - lo) * _smooth_field(1, H, W, int(torch.randint(2, 5, ())))).expand_as(xi).clone()
+        yi = xi + torch.randn_like(xi) * s
+        if k == 3:
+            if C == 3:
+                yi = _bayer_roundtrip(yi)
+            yi = yi.clamp(0, 1)
+            yi = (_jpeg_roundtrip(yi[0], int(torch.randint(60, 96, ())))[None] if torch.rand(()) < 0.75
+                  else (yi * 255).round() / 255)
+        elif torch.rand(()) < 0.5:
+            yi = (yi.clamp(0, 1) * 255).round() / 255
+        y[i : i + 1] = yi
+        smap[i : i + 1] = s
+    return y, smap

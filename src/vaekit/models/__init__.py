@@ -3,7 +3,7 @@ from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
-from .denoiser import DenoisingVAE, SelfSupervisedDenoisingVAE
+from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoisingVAE
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
 from .vae import ConvVAE, MLPVAE
@@ -14,6 +14,8 @@ register("cvae", "class-conditional MLP VAE (label into encoder and decoder), fo
     ConditionalMLPVAE)
 register("denoise-vae", "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
          "any size (multiples of 8), gray or RGB")(DenoisingVAE)
+register("denoise-vae-ms", "conditional VAE denoiser p(clean | noisy, level map): four-scale residual U-Net, "
+         "per-pixel noise map, blind level estimator, any size (multiples of 16), gray or RGB")(MultiScaleDenoisingVAE)
 register("denoise-vae-selfsup", "the conditional VAE denoiser fitted on noisy images only (recorrupted-to-"
          "recorrupted pairs, explicit Gaussian noise model as the likelihood)")(SelfSupervisedDenoisingVAE)
 register("inpaint-vae", "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
@@ -26,4 +28,4 @@ register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 201
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
     lambda **kw: CompressionVAE(prior="mean-scale", **kw))
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "SelfSupervisedDenoisingVAE", "InpaintingVAE"]
+__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "MultiScaleDenoisingVAE", "SelfSupervisedDenoisingVAE", "InpaintingVAE"]

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LOG2PI
+from .layers import ResBlock, conv3
 
 
 def _conv(cin, cout, stride=1):
@@ -356,3 +357,174 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         spread = (acc2 / n_pass - mean * mean).clamp_min(0)
         scale2 = torch.exp(2 * self.log_scale(torch.full((y.shape[0],), lev))).view(-1, 1, 1, 1)
         return mean, (spread + scale2).sqrt(), (draws if samples else [])
+
+
+class MultiScaleDenoisingVAE(nn.Module):
+    """Conditional VAE denoiser with a per-pixel noise map, four scales and a blind noise estimator.
+
+        p(x | y, m) = ∫ p(x | z, y, m) p(z | y, m) dz        (y noisy, m the per-pixel, per-channel level map)
+
+    * the context is a residual U-Net (widths at 1/2, 1/4, 1/8, 1/16 of the resolution, ``blocks``
+      residual blocks per level and side, additive skips) on the pixel-unshuffled noisy image and map, as
+      FFDNet conditions on its map: one model for uniform, signal-dependent and spatially varying noise;
+      the 1/16 level gives the receptive field that repeated structure (buildings, textures) needs;
+    * the prior p(z | y, m) and the posterior q(z | x, y, m) are diagonal Gaussians over a latent at 1/16;
+    * the decoder mirrors the context and predicts a residual on ``y``; its Gaussian scale is a learned
+      function of the local level;
+    * the **estimator** is a small separate network that predicts the level map (log scale, per channel,
+      smooth) from ``y`` alone: blind denoising feeds its map to the same model.  It is trained on the true
+      maps of :func:`vaekit.degrade.simulate_noise`, and a fraction ``blind_prob`` of the training examples
+      give the denoiser the estimator's map instead of the true one, so the pair is tuned together.
+
+    The loss is the conditional ELBO with the same per-example level reweighting and free bits as
+    :class:`DenoisingVAE`, plus the estimator's L1 error in log σ (under-estimates cost ``under_cost`` times
+    more: too low a level leaves noise, too high only smooths).
+    """
+
+    STRIDE = 16
+
+    def __init__(self, channels: int = 3, widths=(48, 96, 192, 256), blocks: int = 2, latent_channels: int = 8,
+                 sigma_max: float = 55.0, free_bits: float = 0.05, scale_ref: float = 0.03,
+                 estimator_width: int = 32, blind_prob: float = 0.2, under_cost: float = 2.0):
+        super().__init__()
+        self.channels, self.latent_channels = int(channels), int(latent_channels)
+        self.widths = tuple(int(w) for w in widths)
+        if len(self.widths) != 4:
+            raise ValueError(f"widths must give four levels, not {widths}")
+        self.sigma_max, self.free_bits, self.scale_ref = float(sigma_max), float(free_bits), float(scale_ref)
+        self.blind_prob, self.under_cost = float(blind_prob), float(under_cost)
+        C4, L, w = 4 * self.channels, self.latent_channels, self.widths
+        self.head = conv3(2 * C4, w[0])
+        self.enc = nn.ModuleList(nn.Sequential(*[ResBlock(c) for _ in range(blocks)]) for c in w)
+        self.down = nn.ModuleList(conv3(w[i], w[i + 1], stride=2) for i in range(3))
+        self.prior_head = conv3(w[3], 2 * L)
+        self.q_in = nn.Sequential(conv3(C4, 32, 2), nn.ReLU(inplace=True), conv3(32, 64, 2), nn.ReLU(inplace=True),
+                                  conv3(64, 64, 2), nn.ReLU(inplace=True))
+        self.q_head = nn.Sequential(conv3(64 + w[3], w[3]), nn.ReLU(inplace=True), conv3(w[3], 2 * L))
+        self.dec_in = conv3(w[3] + L, w[3])
+        self.dec = nn.ModuleList(nn.Sequential(*[ResBlock(c) for _ in range(blocks)]) for c in w)
+        self.up = nn.ModuleList(conv3(w[i + 1], 4 * w[i]) for i in range(3))
+        self.tail = conv3(w[0], C4)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+        self.scale_net = nn.Sequential(nn.Conv2d(1, 16, 1), nn.Tanh(), nn.Conv2d(16, 1, 1))
+        e = int(estimator_width)
+        self.estimator = nn.Sequential(conv3(C4, e), nn.ReLU(inplace=True), conv3(e, e, 2), nn.ReLU(inplace=True),
+                                       conv3(e, e), nn.ReLU(inplace=True), conv3(e, e, 2), nn.ReLU(inplace=True),
+                                       conv3(e, e), nn.ReLU(inplace=True), conv3(e, self.channels))
+
+    # ------------------------------------------------------------------ pieces
+    def _check(self, y):
+        if y.dim() != 4 or y.shape[1] != self.channels:
+            raise ValueError(f"expected (B, {self.channels}, H, W) images, got {tuple(y.shape)}")
+        if y.shape[-1] % self.STRIDE or y.shape[-2] % self.STRIDE:
+            raise ValueError(f"height and width must be multiples of {self.STRIDE}, got {tuple(y.shape[-2:])}")
+
+    def level_map(self, sigma, y):
+        """A (B, C, H, W) level map in 0–1 units from ``sigma``: a number or (B,) on the 0–255 scale, or a map
+        broadcastable to ``y`` (0–255 scale as well)."""
+        s = torch.as_tensor(sigma, dtype=y.dtype, device=y.device) / 255.0
+        if s.dim() == 1:
+            s = s.view(-1, 1, 1, 1)
+        return s.expand_as(y)
+
+    def estimate(self, y):
+        """The estimator's level map (B, C, H, W), 0–1 units, for noisy ``y``."""
+        self._check(y)
+        ls = self.estimator(F.pixel_unshuffle(y, 2)) - 4.0
+        ls = F.interpolate(ls, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return ls.clamp(math.log(0.1 / 255), math.log(self.sigma_max * 1.5 / 255)).exp()
+
+    def log_scale(self, smap):
+        """Per-pixel log of the decoder's scale (0–1 units) for level map ``smap`` (0–1 units)."""
+        B, C, H, W = smap.shape
+        s = (smap * (255.0 / 55.0)).reshape(B * C, 1, H, W)
+        return (self.scale_net(s) - 3.5).clamp(-9.0, 0.0).reshape(B, C, H, W)
+
+    def context(self, y, smap):
+        """Encoder features per level and the prior's (mu, logvar)."""
+        self._check(y)
+        h = self.head(torch.cat([F.pixel_unshuffle(y, 2), F.pixel_unshuffle(smap, 2)], 1))
+        skips = []
+        for i in range(4):
+            h = self.enc[i](h if i == 0 else self.down[i - 1](F.relu(h)))
+            skips.append(h)
+        mu, logvar = self.prior_head(F.relu(h)).chunk(2, 1)
+        return skips, (mu, logvar.clamp(-12.0, 6.0))
+
+    def posterior(self, x, bottom):
+        mu, logvar = self.q_head(torch.cat([self.q_in(F.pixel_unshuffle(x, 2)), F.relu(bottom)], 1)).chunk(2, 1)
+        return mu, logvar.clamp(-12.0, 6.0)
+
+    def decode(self, z, skips, y):
+        h = self.dec[3](self.dec_in(torch.cat([F.relu(skips[3]), z], 1)))
+        for i in (2, 1, 0):
+            h = self.dec[i](F.pixel_shuffle(self.up[i](F.relu(h)), 2) + skips[i])
+        return y + F.pixel_shuffle(self.tail(F.relu(h)), 2)
+
+    # ------------------------------------------------------------------ training objective
+    def forward(self, x, sigma=None):
+        """The ELBO's terms on clean ``x``: noise from :func:`vaekit.degrade.simulate_noise` (or Gaussian at
+        ``sigma``), the denoiser given the true map or, for ``blind_prob`` of the examples, the estimated one."""
+        from ..degrade import simulate_noise
+
+        if sigma is None:
+            y, smap = simulate_noise(x, self.sigma_max)
+        else:
+            smap = self.level_map(sigma, x)
+            y = x + torch.randn_like(x) * smap
+        est = self.estimate(y)
+        blind = (torch.rand(x.shape[0], device=x.device) < self.blind_prob).view(-1, 1, 1, 1)
+        given = torch.where(blind, est.detach(), smap)
+        skips, (pm, plv) = self.context(y, given)
+        qm, qlv = self.posterior(x, skips[3])
+        z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
+        mean = self.decode(z, skips, y)
+        ls = self.log_scale(given)
+        npix = x[0].numel()
+        d2 = (x - mean).pow(2)
+        log_px = (-0.5 * d2 * torch.exp(-2 * ls) - ls - 0.5 * LOG2PI).flatten(1).sum(1)
+        kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
+        kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
+        floor = 0.5 / 255
+        err = torch.log(est.clamp_min(floor)) - torch.log(smap.clamp_min(floor))
+        est_l1 = torch.where(err < 0, -self.under_cost * err, err).flatten(1).mean(1)
+        return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
+                "noisy": y, "mse": d2.flatten(1).sum(1) / npix, "est_l1": est_l1}
+
+    def loss(self, x, out, kl_weight: float = 1.0):
+        w = (out["log_scale"].detach().mul(2).exp().flatten(1).mean(1) / self.scale_ref**2)
+        per = -(out["log_px"] - kl_weight * out["kl_train"])
+        elbo = out["log_px"] - out["kl"]
+        mse = out["mse"]
+        # the estimator shares no parameter with the VAE: its term's weight only matters to gradient clipping
+        loss = (w * per).mean() + x[0].numel() * out["est_l1"].mean()
+        return {"loss": loss, "elbo": elbo.mean().detach(), "rec": mse.mean().detach(),
+                "kl": out["kl"].mean().detach(), "est_l1": out["est_l1"].mean().detach(),
+                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def denoise(self, y, sigma=None, samples: int = 0, temperature: float = 1.0, generator=None):
+        """Estimate the clean image from noisy ``y`` (B, C, H, W; sizes multiples of 16).
+
+        ``sigma``: a number, (B,) or a level map, on the 0–255 scale; None estimates the map (blind).
+        Returns ``(mean, std, draws)`` as :meth:`DenoisingVAE.denoise` does."""
+        smap = self.estimate(y) if sigma is None else self.level_map(sigma, y)
+        skips, (pm, plv) = self.context(y, smap)
+        scale2 = torch.exp(2 * self.log_scale(smap))
+        if samples <= 0:
+            mean = self.decode(pm, skips, y)
+            return mean, scale2.sqrt(), []
+        mean, var, draws = prior_draws(lambda z: self.decode(z, skips, y), pm, plv, samples, temperature, generator)
+        return mean, (var + scale2).sqrt(), draws
+
+    @torch.no_grad()
+    def latent_stats(self, x, sigma):
+        """KL per example and per latent channel (B, L) on clean ``x`` with Gaussian noise at ``sigma``."""
+        smap = self.level_map(sigma, x)
+        y = x + torch.randn_like(x) * smap
+        skips, (pm, plv) = self.context(y, smap)
+        qm, qlv = self.posterior(x, skips[3])
+        kl = gaussian_kl(qm, qlv, pm, plv)
+        return kl.mean((2, 3)), math.prod(kl.shape[2:])

@@ -26,6 +26,7 @@ class TrainConfig:
     image_mode: str = "RGB"  # folder data: "L" or "RGB"
     split_file: str | None = None  # folder data: TSV (file, split) under data_dir; rows "val" validate, others train
     val_patches_per_image: int = 0  # folder data: crops per validation image; 0: patches_per_image
+    downscale: int = 1  # folder data: area-downscale 8-bit sources by this integer factor (JPEG blocking averages out)
     # optimisation
     batch_size: int = 128  # global batch (split across DDP processes)
     epochs: int = 10
@@ -93,6 +94,8 @@ class TrainConfig:
             bad("batch_size, epochs, max_steps and lr must be positive")
         if self.device not in ("cpu", "cuda", "auto"):
             bad(f"device must be cpu, cuda or auto, not {self.device!r}")
+        if self.downscale < 1:
+            bad(f"downscale must be 1 or more, not {self.downscale}")
         if not isinstance(self.model_args, dict):
             bad("model_args must be a mapping")
 

@@ -68,8 +68,9 @@ def build_datasets(cfg: TrainConfig):
         n_val = max(1, min(len(files) // 10, cfg.val_size))
         train_files, val_files = files[:-n_val], files[-n_val:]
     val_ppi = cfg.val_patches_per_image or cfg.patches_per_image
-    return (vd.RandomPatches(train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed),
-            vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1))
+    return (vd.RandomPatches(train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed,
+                             downscale=cfg.downscale),
+            vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1, downscale=cfg.downscale))
 
 
 def fetch(ds, idx, labels: bool = False):
