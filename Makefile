@@ -14,6 +14,9 @@ demo: $(BIN)/vaekit
 	$(BIN)/vaekit demo -o demo
 
 test: $(BIN)/vaekit
+	$(BIN)/ruff check src tests scripts examples
+	$(BIN)/ruff format --check src tests scripts examples
+	$(BIN)/python scripts/benchmarks_doc.py --check
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -1,4 +1,5 @@
 """Shared by the examples: arguments, MNIST loading (real or tiny synthetic) and printing."""
+
 from __future__ import annotations
 
 import argparse

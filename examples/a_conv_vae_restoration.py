@@ -9,6 +9,7 @@ fill it, encode, decode, put the decoded pixels back into the hole only, and
 repeat (known pixels never change).  Prints PSNR against the clean digits,
 with a median filter and a Gaussian filter on the same inputs.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -41,15 +42,29 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     out = Path(args.output)
-    data_dir = (write_idx_images(out / "tiny-mnist", *mnist(args, "train", 600), *mnist(args, "test", 100))
-                if args.tiny else args.data_dir)
-    cfg = TrainConfig.from_dict({
-        "model": "conv-vae", "model_args": {"in_channels": 1, "channels": [32, 64], "blocks": 1,
-                                            "latent_channels": 8, "image_size": 28},
-        "data": "mnist", "data_dir": str(data_dir), "binarize": True, "batch_size": 128,
-        "epochs": 1 if args.tiny else 2, "max_steps": 10 if args.tiny else 0, "lr": 2e-3, "min_lr": 1e-4,
-        "kl_warmup_steps": 5 if args.tiny else 200, "seed": args.seed, "val_size": 100 if args.tiny else 10000,
-        "eval_every": 10 if args.tiny else 0})
+    data_dir = (
+        write_idx_images(out / "tiny-mnist", *mnist(args, "train", 600), *mnist(args, "test", 100))
+        if args.tiny
+        else args.data_dir
+    )
+    cfg = TrainConfig.from_dict(
+        {
+            "model": "conv-vae",
+            "model_args": {"in_channels": 1, "channels": [32, 64], "blocks": 1, "latent_channels": 8, "image_size": 28},
+            "data": "mnist",
+            "data_dir": str(data_dir),
+            "binarize": True,
+            "batch_size": 128,
+            "epochs": 1 if args.tiny else 2,
+            "max_steps": 10 if args.tiny else 0,
+            "lr": 2e-3,
+            "min_lr": 1e-4,
+            "kl_warmup_steps": 5 if args.tiny else 200,
+            "seed": args.seed,
+            "val_size": 100 if args.tiny else 10000,
+            "eval_every": 10 if args.tiny else 0,
+        }
+    )
     vaekit.train(cfg, out / "conv-vae-run", quiet=True)
     model = vaekit.load_model(out / "conv-vae-run").eval()
     x, _ = mnist(args, "test", 64 if args.tiny else 1000)
@@ -59,12 +74,19 @@ def main(argv=None):
     hole[..., 10:18, 10:18] = True
     holed = torch.where(hole, torch.zeros_like(x), x)
     results = {
-        "denoise": {"noisy": noisy, "vae": model.reconstruct(noisy),
-                    "median 3x3": torch.from_numpy(ndimage.median_filter(noisy.numpy(), size=(1, 1, 3, 3))),
-                    "gaussian filter": torch.from_numpy(ndimage.gaussian_filter(noisy.numpy(), (0, 0, 1, 1)))},
-        "repair": {"holed": holed, "vae": repair(model, x, hole),
-                   "median 3x3": torch.where(hole, torch.from_numpy(ndimage.median_filter(holed.numpy(),
-                                                                                            size=(1, 1, 9, 9))), x)},
+        "denoise": {
+            "noisy": noisy,
+            "vae": model.reconstruct(noisy),
+            "median 3x3": torch.from_numpy(ndimage.median_filter(noisy.numpy(), size=(1, 1, 3, 3))),
+            "gaussian filter": torch.from_numpy(ndimage.gaussian_filter(noisy.numpy(), (0, 0, 1, 1))),
+        },
+        "repair": {
+            "holed": holed,
+            "vae": repair(model, x, hole),
+            "median 3x3": torch.where(
+                hole, torch.from_numpy(ndimage.median_filter(holed.numpy(), size=(1, 1, 9, 9))), x
+            ),
+        },
     }
     figures = {}
     for task, outs in results.items():

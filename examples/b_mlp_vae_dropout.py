@@ -6,6 +6,7 @@ Trains `mlp-vae` (784-512-256-32, dropout 0.2, Bernoulli likelihood) with the
 package's training loop for a few epochs, then prints the test ELBO and the
 reconstruction PSNR and writes reconstructions and prior samples.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -31,12 +32,24 @@ def main(argv=None):
         data_dir = write_idx_images(out / "tiny-mnist", *mnist(args, "train", 600), *mnist(args, "test", 100))
     else:
         data_dir = args.data_dir
-    cfg = TrainConfig.from_dict({
-        "model": "mlp-vae", "model_args": {"hidden": [512, 256], "latent_dim": 32, "dropout": 0.2},
-        "data": "mnist", "data_dir": str(data_dir), "binarize": True, "batch_size": 128,
-        "epochs": 1 if args.tiny else 5, "max_steps": 20 if args.tiny else 0, "lr": 1e-3, "min_lr": 1e-4,
-        "kl_warmup_steps": 10 if args.tiny else 2000, "seed": args.seed, "val_size": 100 if args.tiny else 10000,
-        "eval_every": 20 if args.tiny else 0})
+    cfg = TrainConfig.from_dict(
+        {
+            "model": "mlp-vae",
+            "model_args": {"hidden": [512, 256], "latent_dim": 32, "dropout": 0.2},
+            "data": "mnist",
+            "data_dir": str(data_dir),
+            "binarize": True,
+            "batch_size": 128,
+            "epochs": 1 if args.tiny else 5,
+            "max_steps": 20 if args.tiny else 0,
+            "lr": 1e-3,
+            "min_lr": 1e-4,
+            "kl_warmup_steps": 10 if args.tiny else 2000,
+            "seed": args.seed,
+            "val_size": 100 if args.tiny else 10000,
+            "eval_every": 20 if args.tiny else 0,
+        }
+    )
     vaekit.train(cfg, out / "mlp-vae-run", quiet=True)
     model = vaekit.load_model(out / "mlp-vae-run")
     x, _ = mnist(args, "test", 100 if args.tiny else 1000)
@@ -45,8 +58,10 @@ def main(argv=None):
     rec = model.reconstruct(x[:16])
     write_image(out / "b_reconstructions.png", upscale(grid(torch.cat([x[:16], rec]), nrow=16), 2))
     write_image(out / "b_samples.png", upscale(grid(vaekit.generate(model, 64, seed=args.seed), nrow=8), 2))
-    print(f"test ELBO {stats['elbo']:.2f} nats, KL {stats['kl']:.2f}, active units {stats['active_units']}, "
-          f"reconstruction PSNR {stats['psnr']:.2f} dB on {len(x)} images; {time.perf_counter() - t0:.0f} s")
+    print(
+        f"test ELBO {stats['elbo']:.2f} nats, KL {stats['kl']:.2f}, active units {stats['active_units']}, "
+        f"reconstruction PSNR {stats['psnr']:.2f} dB on {len(x)} images; {time.perf_counter() - t0:.0f} s"
+    )
     return stats
 
 

@@ -8,6 +8,7 @@ the shipped `mnist-vae`, decode the posterior mean, and measure the error to
 the clean digit; the same damaged inputs go through a median and a Gaussian
 filter (scipy).  Prints PSNR per damage and method.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -46,10 +47,12 @@ def main(argv=None):
     table, pictures = {}, []
     for kind in ("gaussian", "salt-pepper", "block"):
         bad = damage(x, kind, rng)
-        outs = {"damaged": bad,
-                "vae": model.reconstruct(bad),
-                "median 3x3": torch.from_numpy(ndimage.median_filter(bad.numpy(), size=(1, 1, 3, 3))),
-                "gaussian filter": torch.from_numpy(ndimage.gaussian_filter(bad.numpy(), sigma=(0, 0, 1, 1)))}
+        outs = {
+            "damaged": bad,
+            "vae": model.reconstruct(bad),
+            "median 3x3": torch.from_numpy(ndimage.median_filter(bad.numpy(), size=(1, 1, 3, 3))),
+            "gaussian filter": torch.from_numpy(ndimage.gaussian_filter(bad.numpy(), sigma=(0, 0, 1, 1))),
+        }
         table[kind] = {k: float(psnr(v, x).mean()) for k, v in outs.items()}
         print(f"{kind:12s} " + "  ".join(f"{k} {v:.2f} dB" for k, v in table[kind].items()))
         pictures.append(torch.cat([x[:8], *(v[:8] for v in outs.values())]))

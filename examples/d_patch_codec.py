@@ -9,6 +9,7 @@ file size: JPEG (the highest quality that is no larger) and PNG (lossless,
 for the size).  Prints bpp and PSNR; file sizes include every header, which
 is what hurts JPEG most on tiny images.
 """
+
 import io
 import sys
 import time
@@ -69,12 +70,24 @@ def main(argv=None):
     t0 = time.perf_counter()
     out = Path(args.output)
     photos = synthetic_photos(out / "tiny-photos") if args.tiny else Path(args.patches)
-    cfg = TrainConfig.from_dict({
-        "model": "codec-factorized", "model_args": {"N": 32, "M": 48, "lambdas": [0.004, 0.016, 0.064]},
-        "data": "folder", "data_dir": str(photos), "patch_size": 32, "patches_per_image": 8,
-        "batch_size": 32, "max_steps": 10 if args.tiny else args.steps, "lr": 1e-3, "min_lr": 1e-5,
-        "grad_clip": 1.0, "seed": args.seed, "eval_every": 10 if args.tiny else 1000,
-        "val_patches_per_image": 2})
+    cfg = TrainConfig.from_dict(
+        {
+            "model": "codec-factorized",
+            "model_args": {"N": 32, "M": 48, "lambdas": [0.004, 0.016, 0.064]},
+            "data": "folder",
+            "data_dir": str(photos),
+            "patch_size": 32,
+            "patches_per_image": 8,
+            "batch_size": 32,
+            "max_steps": 10 if args.tiny else args.steps,
+            "lr": 1e-3,
+            "min_lr": 1e-5,
+            "grad_clip": 1.0,
+            "seed": args.seed,
+            "eval_every": 10 if args.tiny else 1000,
+            "val_patches_per_image": 2,
+        }
+    )
     vaekit.train(cfg, out / "patch-codec-run", quiet=True)
     model = vaekit.load_model(out / "patch-codec-run")
     files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in (".png", ".jpg"))[-4:]
@@ -97,14 +110,27 @@ def main(argv=None):
             Image.fromarray(p).save(buf, format="PNG", optimize=True)
             rows.append((len(data), psnr(p, rec), len(jpg), psnr(p, jrec), buf.tell()))
         r = np.mean(rows, axis=0)
-        figures[q] = {"vkc_bpp": r[0] * 8 / 1024, "vkc_psnr": r[1], "jpeg_bpp": r[2] * 8 / 1024, "jpeg_psnr": r[3],
-                      "png_bpp": r[4] * 8 / 1024}
+        figures[q] = {
+            "vkc_bpp": r[0] * 8 / 1024,
+            "vkc_psnr": r[1],
+            "jpeg_bpp": r[2] * 8 / 1024,
+            "jpeg_psnr": r[3],
+            "png_bpp": r[4] * 8 / 1024,
+        }
         f = figures[q]
-        print(f"quality {q}: vaekit {f['vkc_bpp']:.2f} bpp {f['vkc_psnr']:.2f} dB | JPEG at that size "
-              f"{f['jpeg_bpp']:.2f} bpp {f['jpeg_psnr']:.2f} dB | PNG (lossless) {f['png_bpp']:.2f} bpp")
-    write_image(out / "d_patches.png", np.concatenate([np.concatenate(patches[:8], 1),
-                                                       np.concatenate([decompress(compress(p, 2, model=model),
-                                                                                  model=model) for p in patches[:8]], 1)]))
+        print(
+            f"quality {q}: vaekit {f['vkc_bpp']:.2f} bpp {f['vkc_psnr']:.2f} dB | JPEG at that size "
+            f"{f['jpeg_bpp']:.2f} bpp {f['jpeg_psnr']:.2f} dB | PNG (lossless) {f['png_bpp']:.2f} bpp"
+        )
+    write_image(
+        out / "d_patches.png",
+        np.concatenate(
+            [
+                np.concatenate(patches[:8], 1),
+                np.concatenate([decompress(compress(p, 2, model=model), model=model) for p in patches[:8]], 1),
+            ]
+        ),
+    )
     print(f"{len(patches)} held-out 32x32 patches; {time.perf_counter() - t0:.0f} s")
     return figures
 

@@ -7,6 +7,7 @@ posterior's own spread times a strength (0, 0.5, 1, 2), decodes, and prints
 how far the variants move (pixel spread) and how much they stay themselves
 (PSNR to the reconstruction).  Writes one grid row per strength.
 """
+
 import sys
 import time
 from pathlib import Path
@@ -43,8 +44,10 @@ def main(argv=None):
         print(f"strength {s:.1f}: variant spread {spread:.4f}, PSNR to the reconstruction {fidelity:.2f} dB")
     out = Path(args.output)
     write_image(out / "e_variants.png", upscale(grid(torch.cat(rows), nrow=16), 2))
-    print(f"wrote {out / 'e_variants.png'} (rows: strengths {', '.join(map(str, STRENGTHS))}); "
-          f"{time.perf_counter() - t0:.0f} s")
+    print(
+        f"wrote {out / 'e_variants.png'} (rows: strengths {', '.join(map(str, STRENGTHS))}); "
+        f"{time.perf_counter() - t0:.0f} s"
+    )
     return figures
 
 

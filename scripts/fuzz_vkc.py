@@ -7,6 +7,7 @@ Four kinds of damage, in turn: truncation; 1-4 random bytes changed; and the
 same with the CRC recomputed, so the damage gets past the checksum into the
 header checks and the range decoder.
 """
+
 import argparse
 import random
 import struct
@@ -56,8 +57,10 @@ def main():
     data = (GOLDEN / "golden.vkc").read_bytes()
     t = time.perf_counter()
     c = fuzz(data, model, args.n, args.seed)  # any other exception propagates: a failure
-    print(f"{args.n} damaged files: {c['refused']} refused cleanly, {c['decoded']} decoded "
-          f"to some image (damage behind a recomputed checksum), none crashed; {time.perf_counter() - t:.1f} s")
+    print(
+        f"{args.n} damaged files: {c['refused']} refused cleanly, {c['decoded']} decoded "
+        f"to some image (damage behind a recomputed checksum), none crashed; {time.perf_counter() - t:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ The picture is the shipped sample photo tiled and jittered to the size asked
 (no data-set image).  Tiles are coded independently, so the peak memory is the
 image itself (uint8 + one float copy) plus one tile's activations.
 """
+
 import argparse
 import resource
 import sys
@@ -43,18 +44,30 @@ def main():
     t_dec = time.perf_counter() - t
     mse = float(np.mean((rec.astype(np.float64) - img) ** 2))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    line = (f"{w}x{h} ({w * h / 1e6:.1f} MP), {info['tiles']} tiles, quality {args.quality}: "
-            f"{info['bpp']:.3f} bpp, PSNR {10 * np.log10(255**2 / mse):.2f} dB; encode {t_enc:.0f} s, "
-            f"decode {t_dec:.0f} s ({args.threads} threads); peak RSS {peak_gb:.2f} GB")
+    line = (
+        f"{w}x{h} ({w * h / 1e6:.1f} MP), {info['tiles']} tiles, quality {args.quality}: "
+        f"{info['bpp']:.3f} bpp, PSNR {10 * np.log10(255**2 / mse):.2f} dB; encode {t_enc:.0f} s, "
+        f"decode {t_dec:.0f} s ({args.threads} threads); peak RSS {peak_gb:.2f} GB"
+    )
     from pathlib import Path
 
-    from vaekit.bench import provenance, write_results
+    from vaekit.bench.common import provenance, write_results
 
     command = "python scripts/large_image.py " + " ".join(sys.argv[1:])
-    payload = {"task": "compress-large-image", "command": command, "width": w, "height": h,
-               "tiles": info["tiles"], "quality": args.quality, "bpp": info["bpp"],
-               "psnr": 10 * np.log10(255**2 / mse), "encode_s": t_enc, "decode_s": t_dec, "peak_rss_gb": peak_gb,
-               "provenance": provenance({"jitter": 0}, (getattr(model, "card", {}) or {}).get("sha256"))}
+    payload = {
+        "task": "compress-large-image",
+        "command": command,
+        "width": w,
+        "height": h,
+        "tiles": info["tiles"],
+        "quality": args.quality,
+        "bpp": info["bpp"],
+        "psnr": 10 * np.log10(255**2 / mse),
+        "encode_s": t_enc,
+        "decode_s": t_dec,
+        "peak_rss_gb": peak_gb,
+        "provenance": provenance({"jitter": 0}, (getattr(model, "card", {}) or {}).get("sha256")),
+    }
     write_results(Path(args.output), "compress-large-image", payload, f"{line}\n\nReproduce: `{command}`\n")
     print(line)
 

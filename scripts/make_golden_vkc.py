@@ -4,6 +4,7 @@ A tiny mean-scale codec with seeded random weights codes a rendered image; the
 test decodes the committed file and must get the committed pixels, so a later
 change to the format, the tables or the integer path cannot pass silently.
 """
+
 import sys
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def main():
         sys.exit(f"{OUT} exists; old golden files must stay (pass --force only for a new format version)")
     torch.manual_seed(0)
     model = create_model("codec-mean-scale-hyperprior", **ARGS).eval()
-    save_model(model, OUT, {"name": "golden-tiny", "note": "random weights, seed 0; test fixture only"},
-               stem="tiny-codec")
+    save_model(
+        model, OUT, {"name": "golden-tiny", "note": "random weights, seed 0; test fixture only"}, stem="tiny-codec"
+    )
     from vaekit.pretrained import load_from_files
 
     model = load_from_files(OUT / "tiny-codec.safetensors", OUT / "tiny-codec.json")

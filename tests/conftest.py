@@ -45,8 +45,29 @@ def _threads():
 def tiny_config(data_dir, **over):
     from vaekit.training.config import TrainConfig
 
-    d = dict(model="mlp-vae", model_args={"hidden": [32], "latent_dim": 4}, data="mnist", data_dir=str(data_dir),
-             binarize=True, val_size=100, batch_size=50, max_steps=30, lr=1e-3, seed=3, ckpt_every=10,
-             eval_every=10, kl_warmup_steps=5, grad_clip=50.0)
+    d = dict(
+        model="mlp-vae",
+        model_args={"hidden": [32], "latent_dim": 4},
+        data="mnist",
+        data_dir=str(data_dir),
+        binarize=True,
+        val_size=100,
+        batch_size=50,
+        max_steps=30,
+        lr=1e-3,
+        seed=3,
+        ckpt_every=10,
+        eval_every=10,
+        kl_warmup_steps=5,
+        grad_clip=50.0,
+    )
     d.update(over)
     return TrainConfig.from_dict(d)
+
+
+# small arguments for the compression family (tests/tasks/test_compress.py; the registry test reads them)
+CODECS = {
+    "codec-factorized": dict(N=8, M=8, lambdas=[0.003, 0.03]),
+    "codec-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
+    "codec-mean-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
+}

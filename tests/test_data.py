@@ -3,9 +3,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_DIR, write_idx
 from PIL import Image
 
-from conftest import MNIST_DIR, write_idx
 from vaekit import data as vd
 from vaekit.errors import VaekitError
 
@@ -72,7 +72,9 @@ def test_image_folder_and_patches(tmp_path):
     for cls in ("cats", "dogs"):
         (tmp_path / cls / "deep").mkdir(parents=True)
         for i in range(2):
-            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / cls / "deep" / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(
+                tmp_path / cls / "deep" / f"{i}.png"
+            )
     (tmp_path / "cats" / "notes.txt").write_text("skip me")
     ds = vd.ImageFolder(tmp_path, labels="subfolder")
     assert len(ds) == 4 and ds.classes == ["cats", "dogs"]

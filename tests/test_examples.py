@@ -1,4 +1,5 @@
 """Every example runs in its tiny configuration and prints its figures."""
+
 import importlib.util
 from pathlib import Path
 
@@ -14,8 +15,10 @@ def load(name):
     return mod
 
 
-@pytest.mark.parametrize("name", ["a_conv_vae_restoration", "b_mlp_vae_dropout", "c_repair_pipeline", "d_patch_codec",
-                                  "e_latent_noise_enhancement"])
+@pytest.mark.parametrize(
+    "name",
+    ["a_conv_vae_restoration", "b_mlp_vae_dropout", "c_repair_pipeline", "d_patch_codec", "e_latent_noise_enhancement"],
+)
 def test_example_tiny(name, tmp_path, capsys):
     figures = load(name).main(["--tiny", "-o", str(tmp_path), "--threads", "1"])
     assert figures

@@ -20,7 +20,7 @@ def test_gray_rgb_palette_and_16bit(tmp_path):
     assert read_image(tmp_path / "g.png", mode="RGB").shape == (3, 5, 7)
     Image.fromarray(rgb).convert("P").save(tmp_path / "p.png")
     assert read_image(tmp_path / "p.png").shape == (3, 5, 7)
-    g16 = (np.arange(35, dtype=np.uint16).reshape(5, 7) * 1800)
+    g16 = np.arange(35, dtype=np.uint16).reshape(5, 7) * 1800
     Image.fromarray(g16).save(tmp_path / "d.png")
     t16 = read_image(tmp_path / "d.png")
     assert torch.allclose(t16[0], torch.from_numpy(g16.astype(np.float32) / 65535), atol=1e-6)

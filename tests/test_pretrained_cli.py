@@ -1,5 +1,5 @@
 """The shipped model, generation, evaluation and the CLI contract."""
-import json
+
 import shutil
 import subprocess
 import sys
@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_DIR
 from PIL import Image
 
 import vaekit
-from conftest import MNIST_DIR
+from vaekit.bench.common import read_results
 from vaekit.cli import main
 from vaekit.errors import VaekitError
 from vaekit.pretrained import WEIGHTS_DIR, load_from_files
@@ -59,9 +60,8 @@ def test_interpolation_ends_are_the_reconstructions(model):
 
 
 def test_shipped_model_explains_rendered_digits_better_than_noise(model):
-    from vaekit.samples import rendered_digits
-
     from vaekit.data import binarize
+    from vaekit.samples import rendered_digits
 
     digits = binarize(rendered_digits(), 0)
     noise = binarize(torch.full_like(digits, 0.15), 0)
@@ -76,13 +76,16 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "vaekit", *args], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["generate", "no-such-model", "-o", "x.png"], "unknown model"),
-    (["eval", "mnist-vae", "--data-dir", "/no/such/dir"], "does not exist"),
-    (["train", "/no/such.yaml", "-o", "r"], "does not exist"),
-    (["generate", "mnist-vae", "--interpolate", "a.png", "b.png", "-o", "p.png"], "does not exist"),
-    (["generate", "mnist-vae", "--bogus"], "unrecognized"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["generate", "no-such-model", "-o", "x.png"], "unknown model"),
+        (["eval", "mnist-vae", "--data-dir", "/no/such/dir"], "does not exist"),
+        (["train", "/no/such.yaml", "-o", "r"], "does not exist"),
+        (["generate", "mnist-vae", "--interpolate", "a.png", "b.png", "-o", "p.png"], "does not exist"),
+        (["generate", "mnist-vae", "--bogus"], "unrecognized"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run_cli(*args)
@@ -95,18 +98,54 @@ def test_bad_input_is_one_line_and_exit_2(args, needle, tmp_path, monkeypatch):
 def test_non_image_and_oversized_inputs(tmp_path, capsys):
     (tmp_path / "a.png").write_text("hello")
     Image.fromarray(np.zeros((60, 60), np.uint8)).save(tmp_path / "b.png")
-    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
-                 "-o", str(tmp_path / "p.png")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "mnist-vae",
+                "--interpolate",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "b.png"),
+                "-o",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 2
+    )
     assert "a.png" in capsys.readouterr().err
-    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "b.png"), str(tmp_path / "b.png"),
-                 "--max-pixels", "1000", "-o", str(tmp_path / "p.png")]) == 2
+    assert (
+        main(
+            [
+                "generate",
+                "mnist-vae",
+                "--interpolate",
+                str(tmp_path / "b.png"),
+                str(tmp_path / "b.png"),
+                "--max-pixels",
+                "1000",
+                "-o",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 2
+    )
     assert "megapixels" in capsys.readouterr().err
     assert not (tmp_path / "p.png").exists()
 
 
 def test_every_command_has_help():
-    for cmd in (["models"], ["train"], ["eval"], ["generate"], ["bench"], ["bench", "generate"], ["demo"],
-                ["compress"], ["decompress"], ["bench", "compress"]):
+    for cmd in (
+        ["models"],
+        ["train"],
+        ["eval"],
+        ["generate"],
+        ["bench"],
+        ["bench", "generate"],
+        ["demo"],
+        ["compress"],
+        ["decompress"],
+        ["bench", "compress"],
+    ):
         r = run_cli(*cmd, "--help")
         assert r.returncode == 0 and "usage" in r.stdout
 
@@ -120,39 +159,97 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     d = rendered_digits("17")
     write_image(tmp_path / "a.png", d[0])
     write_image(tmp_path / "b.png", d[1])
-    assert main(["generate", "mnist-vae", "--interpolate", str(tmp_path / "a.png"), str(tmp_path / "b.png"),
-                 "--steps", "10", "-o", str(tmp_path / "p.png")]) == 0
+    assert (
+        main(
+            [
+                "generate",
+                "mnist-vae",
+                "--interpolate",
+                str(tmp_path / "a.png"),
+                str(tmp_path / "b.png"),
+                "--steps",
+                "10",
+                "-o",
+                str(tmp_path / "p.png"),
+            ]
+        )
+        == 0
+    )
     assert Image.open(tmp_path / "p.png").size == (10 * 30 + 2, 32)
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-vae" in listing and "codec-hyperprior" in listing
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
-    for f in ("samples.png", "reconstructions.png", "interpolation.png", "compress_vkc_q4.png", "compress_jpeg_q4.png",
-              "augment_variants.png", "compensate_degraded.png", "compensate_gray-world.png",
-              "denoise_gray_noisy.png", "denoise_gray_vae.png", "inpaint_scratches_vae.png", "inpaint_box_vae.png",
-              "inpaint_box_sample0.png"):
+    for f in (
+        "samples.png",
+        "reconstructions.png",
+        "interpolation.png",
+        "compress_vkc_q4.png",
+        "compress_jpeg_q4.png",
+        "augment_variants.png",
+        "compensate_degraded.png",
+        "compensate_gray-world.png",
+        "denoise_gray_noisy.png",
+        "denoise_gray_vae.png",
+        "inpaint_scratches_vae.png",
+        "inpaint_box_vae.png",
+        "inpaint_box_sample0.png",
+    ):
         assert f in page and (tmp_path / "demo" / f).is_file()
 
 
 def test_local_models_dir_and_run_folder(tiny_mnist, tmp_path, capsys):
     from conftest import tiny_config
+
     from vaekit.training.loop import train
 
     train(tiny_config(tiny_mnist, max_steps=20), tmp_path / "models" / "mine", quiet=True)
     assert main(["models", "--models-dir", str(tmp_path / "models")]) == 0
     assert "mine" in capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "models" / "mine"), "--data-dir", str(tiny_mnist), "-k", "5", "--quiet",
-                 "-o", str(tmp_path / "e.json")]) == 0
-    res = json.loads((tmp_path / "e.json").read_text())
+    assert (
+        main(
+            [
+                "eval",
+                str(tmp_path / "models" / "mine"),
+                "--data-dir",
+                str(tiny_mnist),
+                "-k",
+                "5",
+                "--quiet",
+                "-o",
+                str(tmp_path / "e.json"),
+            ]
+        )
+        == 0
+    )
+    res = read_results(tmp_path / "e.json")
     assert res["n"] == 100 and res["nll"] > 0
 
 
 @pytest.mark.skipif(not MNIST_DIR.is_dir(), reason="../shared/data/mnist not present")
 def test_bench_generate_small(tmp_path):
-    assert main(["bench", "generate", "--data-dir", str(MNIST_DIR), "--limit", "50", "-k", "20",
-                 "--throughput-steps", "20", "-o", str(tmp_path), "--quiet"]) == 0
-    res = json.loads((tmp_path / "generate-mnist.json").read_text())
+    assert (
+        main(
+            [
+                "bench",
+                "generate",
+                "--data-dir",
+                str(MNIST_DIR),
+                "--limit",
+                "50",
+                "-k",
+                "20",
+                "--throughput-steps",
+                "20",
+                "-o",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    res = read_results(tmp_path / "generate-mnist.json")
     assert res["metrics"]["n"] == 50 and len(res["per_image_nll"]) == 50
     assert res["command"].startswith(f"vaekit bench generate --data-dir {MNIST_DIR}")
     assert res["provenance"]["weights_sha256"] and res["throughput"]["ratio"] > 0

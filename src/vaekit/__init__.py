@@ -13,13 +13,14 @@ The functions here mirror the CLI::
     repaired = vaekit.inpaint(photo, mask)                          # mask True = missing; known pixels kept
     fills = vaekit.inpaint(photo, mask, samples=8, details=True)    # .image (mean), .samples, .std
 """
+
 __version__ = "0.1.0"
 
+from . import degrade, enhance  # modules: degrade.gaussian(...), enhance.apply_ops(img, "contrast,sharpen"), ...
 from .errors import VaekitError
 from .io import read_image, write_image
 from .pretrained import load_model, load_pretrained
 from .registry import create_model, list_models
-from . import degrade, enhance  # modules: degrade.gaussian(...), enhance.apply_ops(img, "contrast,sharpen"), ...
 from .tasks.augment import augment
 from .tasks.compensate import compensate
 from .tasks.compress import compress, decompress
@@ -37,6 +38,26 @@ def train(config, output, *, overrides=(), resume=False, quiet=False):
     return _train(cfg, output, resume=resume, quiet=quiet)
 
 
-__all__ = ["__version__", "VaekitError", "create_model", "list_models", "load_pretrained", "load_model",
-           "generate", "interpolate", "evaluate", "train", "compress", "decompress", "read_image", "write_image",
-           "augment", "enhance", "compensate", "denoise", "inpaint", "detect_scratches", "degrade"]
+__all__ = [
+    "__version__",
+    "VaekitError",
+    "create_model",
+    "list_models",
+    "load_pretrained",
+    "load_model",
+    "generate",
+    "interpolate",
+    "evaluate",
+    "train",
+    "compress",
+    "decompress",
+    "read_image",
+    "write_image",
+    "augment",
+    "enhance",
+    "compensate",
+    "denoise",
+    "inpaint",
+    "detect_scratches",
+    "degrade",
+]

@@ -1,4 +1,5 @@
 """``python -m vaekit`` (and ``torchrun ... -m vaekit train ...``)."""
+
 import sys
 
 from .cli import main

@@ -4,6 +4,7 @@ Errors the user can fix are one line on stderr (``vaekit: error: ...``) and
 exit code 2 (bad input) or 1 (failure while running); ``--debug`` shows the
 traceback instead.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,6 +31,12 @@ def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
         p.add_argument("--seed", type=int, default=0)
 
 
+def _classical(task: str) -> list[str]:
+    from .baselines import BASELINES
+
+    return list(BASELINES[task])
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="vaekit", description="Variational autoencoders for real image work.")
     ap.add_argument("--version", action="version", version=f"vaekit {__import__('vaekit').__version__}")
@@ -39,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", default=None, help="folder of local models (default ~/.cache/vaekit/models)")
     p.add_argument("--archs", action="store_true", help="list the registered architectures instead")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--install",
+        default=None,
+        metavar="NAME=FILE",
+        help="install downloaded weights (e.g. codec-hyperprior-r1=codec-hyperprior-r1.safetensors)",
+    )
     p.add_argument("--debug", action="store_true")
 
     p = sub.add_parser("train", help="train a model from a YAML config (resumable; torchrun for DDP)")
@@ -46,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 model_args.latent_dims=[32,16]")
     p.add_argument("-o", "--output", default=None, help="run folder for checkpoints, weights and logs")
     p.add_argument("--data-dir", default=None, help="folder of the data set")
-    p.add_argument("--resume", metavar="RUN", default=None, help="continue the run in this folder exactly where it stopped")
+    p.add_argument(
+        "--resume", metavar="RUN", default=None, help="continue the run in this folder exactly where it stopped"
+    )
     _common(p, seed=False)
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
 
@@ -79,7 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", type=int, default=None, help="1 (smallest) .. 8 (best); default 4")
     g.add_argument("--target-bpp", type=float, default=None, help="largest quality whose file fits this bits/pixel")
-    p.add_argument("--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)")
+    p.add_argument(
+        "--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)"
+    )
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _common(p, seed=False)
@@ -95,32 +112,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image or folder (recursive; with --keep-label: one subfolder per class)")
     p.add_argument("-o", "--output", required=True, help="folder for the variants and manifest.jsonl")
     p.add_argument("-n", type=int, default=10, help="variants per image")
-    p.add_argument("--strength", type=float, default=None,
-                   help="0..3; variants: latent noise in posterior std units (default 0.5); tangent: prior std "
-                        "per decoder direction (default 3)")
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="0..3; variants: latent noise in posterior std units (default 0.5); tangent: prior std "
+        "per decoder direction (default 3)",
+    )
     p.add_argument("--model", default="mnist-vae", help="a generative VAE (shipped name, run folder)")
     p.add_argument("--keep-label", action="store_true", help="class-conditional model: decode with the class")
     p.add_argument("--classical", action="store_true", help="also a seeded random affine on every variant")
-    p.add_argument("--method", choices=("variants", "tangent", "neighbours"), default="variants",
-                   help="variants: posterior noise x strength; tangent: moves along the decoder's strongest latent "
-                        "directions; neighbours: the nearest prior samples in latent space (with --keep-label, "
-                        "tangent and neighbours keep the folder's class with an unconditional VAE)")
+    p.add_argument(
+        "--method",
+        choices=("variants", "tangent", "neighbours"),
+        default="variants",
+        help="variants: posterior noise x strength; tangent: moves along the decoder's strongest latent "
+        "directions; neighbours: the nearest prior samples in latent space (with --keep-label, "
+        "tangent and neighbours keep the folder's class with an unconditional VAE)",
+    )
     p.add_argument("--pool", type=int, default=50000, help="prior samples searched by --method neighbours")
     _common(p)
 
     p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
     p.add_argument("input", help="image file")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
-    p.add_argument("--ops", required=True, help="comma list, applied in order: contrast, sharpen, denoise, erode, "
-                   "dilate, saturation, rotate, translate, scale")
+    p.add_argument(
+        "--ops",
+        required=True,
+        help="comma list, applied in order: contrast, sharpen, denoise, erode, "
+        "dilate, saturation, rotate, translate, scale",
+    )
     _common(p, device=False, seed=False)
 
     p = sub.add_parser("compensate", help="correct exposure, contrast and colour cast (VAE or classical)")
     p.add_argument("input", help="image file")
     p.add_argument("-o", "--output", required=True, help="PNG to write")
-    p.add_argument("--method", default="vae", choices=("vae", "percentile", "gray-world", "clahe"))
+    p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("compensate")))
     p.add_argument("--model", default="compensate-vae", help="the natural-image VAE for --method vae")
-    _common(p, device=False)
+    _common(p)
 
     p = sub.add_parser("denoise", help="remove Gaussian, Poisson or salt-and-pepper noise (VAE or classical)")
     p.add_argument("input", help="image file or folder (recursive)")
@@ -129,13 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson", "salt-pepper"))
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--amount", type=float, default=None, help="salt-pepper: fraction of hit pixels (informative)")
-    p.add_argument("--method", default="vae", help="vae, or a classical one: bm3d, nlm, opencv-nlm, tv, wavelet, "
-                   "gaussian, median")
+    p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("denoise")))
     p.add_argument("--model", default=None, help="denoise-gray / denoise-color (chosen by the image), a run folder")
-    p.add_argument("--samples", type=int, default=0, help="N posterior draws: mean.png, sample_*.png, std.png")
+    p.add_argument(
+        "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
+    )
     p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
-    _common(p, device=False)
+    _common(p)
 
     p = sub.add_parser("inpaint", help="fill holes, scratches and missing pixels (VAE fills, or classical)")
     p.add_argument("input", help="image file or folder (recursive)")
@@ -146,15 +176,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detect", default=None, choices=("scratches",), help="find the holes: thin bright/dark lines")
     p.add_argument("--save-mask", default=None, help="write the mask used (a file; a folder for folder input)")
     p.add_argument("--samples", type=int, default=1, help="N > 1: N posterior fills, mean.png, sample_*.png, std.png")
-    p.add_argument("--method", default="vae", help="vae, or a classical one: telea, ns, biharmonic, harmonic, mean")
-    p.add_argument("--model", default=None, help="inpaint-color (default), an inpaint-vae run folder, or a "
-                   "generative VAE of the image's domain (e.g. mnist-vae)")
+    p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("inpaint")))
+    p.add_argument(
+        "--model",
+        default=None,
+        help="inpaint-color (default), an inpaint-vae run folder, or a "
+        "generative VAE of the image's domain (e.g. mnist-vae)",
+    )
     p.add_argument("--iters", type=int, default=100, help="pseudo-Gibbs iterations (generative VAEs)")
     p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
-    p.add_argument("--ensemble", type=int, default=1, help="VAE: average 2, 4 or 8 passes over flipped and turned "
-                   "copies (a little better, that many times slower)")
+    p.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="VAE: average 2, 4 or 8 passes over flipped and turned copies (a little better, that many times slower)",
+    )
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
-    _common(p, device=False)
+    _common(p)
 
     p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (R2R or DivNoising)")
     p.add_argument("input", help="folder of noisy images (at least 2; one in ten held out for validation)")
@@ -163,9 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson"))
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: the frozen setting)")
-    p.add_argument("--method", default=None, choices=("r2r", "divnoising"),
-                   help="r2r: the conditional VAE on recorrupted pairs (Gaussian; the default for it); divnoising: "
-                        "a VAE with the noise model as its likelihood (Gaussian or Poisson; the default for Poisson)")
+    p.add_argument(
+        "--method",
+        default=None,
+        choices=("r2r", "divnoising"),
+        help="r2r: the conditional VAE on recorrupted pairs (Gaussian; the default for it); divnoising: "
+        "a VAE with the noise model as its likelihood (Gaussian or Poisson; the default for Poisson)",
+    )
     _common(p, device=False)
 
     p = sub.add_parser("bench", help="benchmarks that write results/<task>-<set>.{json,md,png}")
@@ -198,8 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--steps", type=int, default=300, help="classifier steps (batch 100)")
     b.add_argument("--variants", type=int, default=10, help="VAE variants per labelled image")
     b.add_argument("--strength", type=float, default=0.5)
-    b.add_argument("--tangent-strength", type=float, default=None,
-                   help="tangent arms: prior std per decoder direction (default: the val-chosen 3)")
+    b.add_argument(
+        "--tangent-strength",
+        type=float,
+        default=None,
+        help="tangent arms: prior std per decoder direction (default: the val-chosen 3)",
+    )
     b.add_argument("--tangent-k", type=int, default=None, help="tangent arms: decoder directions mixed (default 10)")
     b.add_argument("--tangent-variants", type=int, default=None, help="tangent arms: moves per image (default 40)")
     b.add_argument("--generated", type=int, default=20000, help="VAE prior samples offered to the gen arms")
@@ -224,34 +270,52 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sets", default="bsd68", help="comma list: set12, bsd68 (gray), cbsd68, mcmaster (colour)")
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
     b.add_argument("--noises", default="", help="extra conditions, e.g. poisson30,sp0.1")
-    b.add_argument("--methods", default=None, help="comma list (default: vae, vae-8, vae-blind and every "
-                   "classical method installed; vae-selfsup and vae-divnoising fit a self-supervised denoiser per set "
-                   "and noise, from the noisy images only: r2r for Gaussian noise (DivNoising for Poisson), and "
-                   "DivNoising)")
+    b.add_argument(
+        "--methods",
+        default=None,
+        help="comma list (default: vae, vae-8, vae-blind and every "
+        "classical method installed; vae-selfsup and vae-divnoising fit a self-supervised denoiser per set "
+        "and noise, from the noisy images only: r2r for Gaussian noise (DivNoising for Poisson), and "
+        "DivNoising)",
+    )
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
     b.add_argument("--model-color", default=None, help="colour VAE denoiser (default: denoise-color)")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
-    b.add_argument("--fresh-file", action="store_true", help="replace results/denoise-<set>.json instead of merging "
-                   "this run into it")
+    b.add_argument(
+        "--fresh-file",
+        action="store_true",
+        help="replace results/denoise-<set>.json instead of merging this run into it",
+    )
     b.add_argument("-o", "--output", default="results")
     b.add_argument("--debug", action="store_true", help="show tracebacks")
     b.add_argument("--quiet", action="store_true")
 
     b = bsub.add_parser("inpaint", help="VAE and classical inpainting on CBSD68/Kodak, hole PSNR/SSIM")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
-    b.add_argument("--sets", default="cbsd68", help="comma list: cbsd68, kodak (colour); bsd68 (gray: the anchors); "
-                   "mnist (first 500 test digits, latent inpainting)")
-    b.add_argument("--masks", default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
-                   help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)")
-    b.add_argument("--methods", default=None,
-                   help="comma list (default: vae, vae-x4, vae-8, telea, ns, biharmonic, harmonic, mean; also "
-                   "vae-x2, vae-x8)")
-    b.add_argument("--model", default=None, help="inpainter for vae / vae-xN / vae-8 (default: inpaint-color; mnist: "
-                   "mnist-vae)")
-    b.add_argument("--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N "
-                   "images only")
+    b.add_argument(
+        "--sets",
+        default="cbsd68",
+        help="comma list: cbsd68, kodak (colour); bsd68 (gray: the anchors); "
+        "mnist (first 500 test digits, latent inpainting)",
+    )
+    b.add_argument(
+        "--masks",
+        default="box,pixels0.5,pixels0.8,strokes-thin,strokes-medium,strokes-thick",
+        help="comma list of mask kinds (box, pixelsRATE, strokes-thin|medium|thick, text)",
+    )
+    b.add_argument(
+        "--methods",
+        default=None,
+        help="comma list (default: vae, vae-x4, vae-8, telea, ns, biharmonic, harmonic, mean; also vae-x2, vae-x8)",
+    )
+    b.add_argument(
+        "--model", default=None, help="inpainter for vae / vae-xN / vae-8 (default: inpaint-color; mnist: mnist-vae)"
+    )
+    b.add_argument(
+        "--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N images only"
+    )
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="recompute cached results (timings from this run)")
@@ -284,6 +348,14 @@ def cmd_models(args):
     from .pretrained import available_models
     from .registry import list_models
 
+    if args.install:
+        from .pretrained import install_weights
+
+        name, sep, path = args.install.partition("=")
+        if not sep:
+            raise VaekitError("--install takes NAME=FILE, e.g. codec-hyperprior-r1=codec-hyperprior-r1.safetensors")
+        print(f"installed {name}: {install_weights(name, path)}")
+        return
     if args.archs:
         for name, doc in list_models().items():
             print(f"{name:10s} {doc}")
@@ -295,12 +367,27 @@ def cmd_models(args):
     for r in rows:
         card = r["card"]
         m = card.get("metrics", {})
-        head = ", ".join(f"{k} {v}" for k, v in m.items() if isinstance(v, (int, float)) and k in
-                         ("test_nll_iwae", "test_elbo", "test_bits_per_dim", "val_elbo", "active_units",
-                          "kodak_bd_rate_vs_jpeg_pct", "kodak_bd_rate_vs_avif_pct",
-                          "kodak_gain_over_best_classical_db", "bsd68_sigma25_psnr", "cbsd68_sigma25_psnr"))
-        print(f"{r['name']:16s} {card['arch']:8s} {card.get('parameters', 0) / 1e6:.2f}M params  "
-              f"[{r['source']}]  {head}")
+        head = ", ".join(
+            f"{k} {v}"
+            for k, v in m.items()
+            if isinstance(v, (int, float))
+            and k
+            in (
+                "test_nll_iwae",
+                "test_elbo",
+                "test_bits_per_dim",
+                "val_elbo",
+                "active_units",
+                "kodak_bd_rate_vs_jpeg_pct",
+                "kodak_bd_rate_vs_avif_pct",
+                "kodak_gain_over_best_classical_db",
+                "bsd68_sigma25_psnr",
+                "cbsd68_sigma25_psnr",
+            )
+        )
+        print(
+            f"{r['name']:16s} {card['arch']:8s} {card.get('parameters', 0) / 1e6:.2f}M params  [{r['source']}]  {head}"
+        )
     if not rows:
         print("no models found")
 
@@ -347,37 +434,22 @@ def _load_model(args):
     return load_model(args.model, getattr(args, "models_dir", None)).to(_device(args))
 
 
-def load_eval_images(model, data_dir, split="test", limit=None, seed=0):
-    """The evaluation images for ``model``'s data kind, as the model sees them
-    (MNIST models trained on binarized data get a seeded binarization)."""
-    from . import data as vd
-
-    card = getattr(model, "card", {})
-    kind = card.get("data", {}).get("kind", "mnist")
-    if kind == "mnist":
-        x, _ = vd.mnist_tensors(data_dir, split)
-    elif kind == "cifar10":
-        import torch
-
-        xn, _ = vd.load_cifar10(data_dir, split)
-        x = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0)
-    else:
-        raise VaekitError(f"eval supports models trained on mnist or cifar10, not {kind!r}")
-    if limit:
-        x = x[:limit]
-    if card.get("data", {}).get("binarize"):
-        x = vd.binarize(x, seed)
-    return x
-
-
 def cmd_eval(args):
     from .tasks.generate import evaluate
 
     model = _load_model(args)
+    from .data import load_eval_images
+
     x = load_eval_images(model, args.data_dir, args.split, args.limit, args.seed).to(_device(args))
     bar = _bar(len(x), "images", args.quiet)
-    res = evaluate(model, x, k=args.k, batch_size=args.batch_size, seed=args.seed,
-                   progress=(lambda i, n: bar.update(i - bar.n)) if bar else None)
+    res = evaluate(
+        model,
+        x,
+        k=args.k,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=(lambda i, n: bar.update(i - bar.n)) if bar else None,
+    )
     if bar is not None:
         bar.close()
     res.pop("nll_per_example", None)
@@ -445,19 +517,32 @@ def cmd_compress(args):
     _max_pixels(args)
     quality = 4 if args.quality is None and args.target_bpp is None else args.quality
     progress, close = _folder_bar(args, "images")
-    rows = compress_paths(args.input, args.output, quality=quality, target_bpp=args.target_bpp, model=args.model,
-                          tile=args.tile, progress=progress, device=_device(args))
+    rows = compress_paths(
+        args.input,
+        args.output,
+        quality=quality,
+        target_bpp=args.target_bpp,
+        model=args.model,
+        tile=args.tile,
+        progress=progress,
+        device=_device(args),
+    )
     close()
     missed = [r for r in rows if r.get("target_met") is False]
     if missed:
-        print(f"vaekit: note: {len(missed)} image(s) do not fit {args.target_bpp} bpp even at quality 1; "
-              "written at quality 1", file=sys.stderr)
+        print(
+            f"vaekit: note: {len(missed)} image(s) do not fit {args.target_bpp} bpp even at quality 1; "
+            "written at quality 1",
+            file=sys.stderr,
+        )
     for r in rows if len(rows) == 1 else []:
         print(f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp")
     if len(rows) > 1:
         tot = sum(r["bytes"] for r in rows)
-        print(f"compressed {len(rows)} images into {args.output}: {tot} bytes, "
-              f"mean {sum(r['bpp'] for r in rows) / len(rows):.4f} bpp")
+        print(
+            f"compressed {len(rows)} images into {args.output}: {tot} bytes, "
+            f"mean {sum(r['bpp'] for r in rows) / len(rows):.4f} bpp"
+        )
 
 
 def cmd_decompress(args):
@@ -467,17 +552,30 @@ def cmd_decompress(args):
     progress, close = _folder_bar(args, "files")
     rows = decompress_paths(args.input, args.output, model=args.model, progress=progress, device=_device(args))
     close()
-    print(f"decoded {len(rows)} file(s) into {args.output}" if len(rows) > 1 else
-          f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}")
+    print(
+        f"decoded {len(rows)} file(s) into {args.output}"
+        if len(rows) > 1
+        else f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}"
+    )
 
 
 def cmd_augment(args):
     from .tasks.augment import augment_paths
 
     progress, close = _folder_bar(args, "images")
-    rows = augment_paths(args.input, args.output, n=args.n, strength=args.strength, model=args.model,
-                         seed=args.seed, keep_label=args.keep_label, classical=args.classical,
-                         method=args.method, pool=args.pool, progress=progress)
+    rows = augment_paths(
+        args.input,
+        args.output,
+        n=args.n,
+        strength=args.strength,
+        model=args.model,
+        seed=args.seed,
+        keep_label=args.keep_label,
+        classical=args.classical,
+        method=args.method,
+        pool=args.pool,
+        progress=progress,
+    )
     close()
     print(f"wrote {len(rows)} variants and manifest.jsonl into {args.output}")
 
@@ -495,11 +593,18 @@ def cmd_compensate(args):
     from .io import read_array, write_image
     from .tasks.compensate import compensate
 
-    out, info = compensate(read_array(args.input), method=args.method,
-                           **({"model": args.model, "seed": args.seed} if args.method == "vae" else {}))
+    r = compensate(
+        read_array(args.input), method=args.method, model=args.model, seed=args.seed, device=_device(args), details=True
+    )
+    out, info = r.image, r.info
     write_image(args.output, out)
-    extra = "" if args.method != "vae" else (f": gain {info['gain']:.3f}, gamma {info['gamma']:.3f}, cast "
-                                            + "/".join(f"{c:.3f}" for c in info["cast"]))
+    extra = (
+        ""
+        if args.method != "vae"
+        else (
+            f": gain {info['gain']:.3f}, gamma {info['gamma']:.3f}, cast " + "/".join(f"{c:.3f}" for c in info["cast"])
+        )
+    )
     print(f"{args.output} ({args.method}){extra}")
 
 
@@ -507,13 +612,29 @@ def cmd_denoise(args):
     from .tasks.denoise import denoise_paths
 
     progress, close = _folder_bar(args, "images")
-    rows = denoise_paths(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak,
-                         amount=args.amount, method=args.method, model=args.model, samples=args.samples,
-                         seed=args.seed, tile=args.tile, progress=progress, max_pixels=args.max_pixels)
+    rows = denoise_paths(
+        args.input,
+        args.output,
+        sigma=args.sigma,
+        noise=args.noise,
+        peak=args.peak,
+        amount=args.amount,
+        method=args.method,
+        model=args.model,
+        samples=args.samples or 1,
+        seed=args.seed,
+        tile=args.tile,
+        progress=progress,
+        max_pixels=args.max_pixels,
+        device=_device(args),
+    )
     close()
     for r in rows if len(rows) == 1 else []:
-        level = "" if r["sigma"] is None else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"]
-                                                                             else ""))
+        level = (
+            ""
+            if r["sigma"] is None
+            else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"] else ""))
+        )
         print(f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s")
     if len(rows) > 1:
         print(f"denoised {len(rows)} images into {args.output}")
@@ -523,10 +644,24 @@ def cmd_inpaint(args):
     from .tasks.inpaint import inpaint_paths
 
     progress, close = _folder_bar(args, "images")
-    rows = inpaint_paths(args.input, args.output, mask=args.mask, mask_dir=args.mask_dir, box=args.box,
-                         detect=args.detect, save_mask=args.save_mask, samples=args.samples, method=args.method,
-                         model=args.model, seed=args.seed, tile=args.tile, iters=args.iters, progress=progress,
-                         max_pixels=args.max_pixels, ensemble=args.ensemble)
+    rows = inpaint_paths(
+        args.input,
+        args.output,
+        mask=args.mask,
+        mask_dir=args.mask_dir,
+        box=args.box,
+        detect=args.detect,
+        save_mask=args.save_mask,
+        samples=args.samples,
+        method=args.method,
+        model=args.model,
+        seed=args.seed,
+        tile=args.tile,
+        iters=args.iters,
+        progress=progress,
+        max_pixels=args.max_pixels,
+        ensemble=args.ensemble,
+    )
     close()
     for r in rows if len(rows) == 1 else []:
         print(f"{r['output']}: {r['method']}, {100 * r['hole_fraction']:.1f}% missing, {r['seconds']:.2f} s")
@@ -541,41 +676,37 @@ def cmd_denoise_fit(args):
 
     if args.peak is not None and args.noise != "poisson":
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
-    r = fit(args.input, args.output, sigma=args.sigma, noise=args.noise, peak=args.peak, steps=args.steps,
-            threads=args.threads or 0, seed=args.seed, quiet=args.quiet, method=args.method,
-            command="vaekit " + " ".join(shlex.quote(a) for a in args.argv))
-    model = f"noise model: Gaussian sigma {r['sigma']:.2f}" if r["noise"] == "gaussian" else \
-        f"noise model: Poisson peak {r['peak']:g}"
-    print(f"fitted {args.output} ({model}; {r['steps']} steps, best validation ELBO {r['best_val_elbo']:.1f} "
-          f"at step {r['best_step']}); use it with: vaekit denoise IMAGE --model {args.output} -o OUT")
+    r = fit(
+        args.input,
+        args.output,
+        sigma=args.sigma,
+        noise=args.noise,
+        peak=args.peak,
+        steps=args.steps,
+        threads=args.threads or 0,
+        seed=args.seed,
+        quiet=args.quiet,
+        method=args.method,
+        command="vaekit " + " ".join(shlex.quote(a) for a in args.argv),
+    )
+    model = (
+        f"noise model: Gaussian sigma {r['sigma']:.2f}"
+        if r["noise"] == "gaussian"
+        else f"noise model: Poisson peak {r['peak']:g}"
+    )
+    print(
+        f"fitted {args.output} ({model}; {r['steps']} steps, best validation ELBO {r['best_val_elbo']:.1f} "
+        f"at step {r['best_step']}); use it with: vaekit denoise IMAGE --model {args.output} -o OUT"
+    )
 
 
 def cmd_bench(args):
-    if args.task == "generate":
-        from .bench import bench_generate
+    from .bench import BENCHES, defaults
 
-        return bench_generate(args)
-    if args.task == "augment":
-        from .bench_augment import bench_augment
-
-        return bench_augment(args)
-    if args.task == "compensate":
-        from .bench_compensate import bench_compensate
-
-        return bench_compensate(args)
-    if args.task == "denoise":
-        from .bench_denoise import bench_denoise
-
-        return bench_denoise(args)
-    if args.task == "inpaint":
-        from .bench_inpaint import bench_inpaint
-
-        return bench_inpaint(args)
-    if args.task == "compress":
-        from .bench_compress import bench_compress
-
-        return bench_compress(args)
-    raise VaekitError("bench needs a task: generate, compress, denoise, inpaint, augment or compensate")
+    if not args.task:
+        raise VaekitError(f"bench needs a task: {', '.join(BENCHES)}")
+    known = defaults(args.task)
+    return BENCHES[args.task](**{k: v for k, v in vars(args).items() if k in known})
 
 
 def cmd_demo(args):
@@ -584,10 +715,22 @@ def cmd_demo(args):
     run_demo(args.output, seed=args.seed, device=_device(args))
 
 
-COMMANDS = {"models": cmd_models, "train": cmd_train, "eval": cmd_eval, "generate": cmd_generate,
-            "compress": cmd_compress, "decompress": cmd_decompress, "augment": cmd_augment, "enhance": cmd_enhance,
-            "compensate": cmd_compensate, "denoise": cmd_denoise, "denoise-fit": cmd_denoise_fit, "inpaint": cmd_inpaint,
-            "bench": cmd_bench, "demo": cmd_demo}
+COMMANDS = {
+    "models": cmd_models,
+    "train": cmd_train,
+    "eval": cmd_eval,
+    "generate": cmd_generate,
+    "compress": cmd_compress,
+    "decompress": cmd_decompress,
+    "augment": cmd_augment,
+    "enhance": cmd_enhance,
+    "compensate": cmd_compensate,
+    "denoise": cmd_denoise,
+    "denoise-fit": cmd_denoise_fit,
+    "inpaint": cmd_inpaint,
+    "bench": cmd_bench,
+    "demo": cmd_demo,
+}
 
 
 def main(argv=None) -> int:

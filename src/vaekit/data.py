@@ -4,6 +4,7 @@ folders and random patches of natural images.
 Nothing here downloads unless :func:`download` is called explicitly; tests
 and benchmarks read local files (``--data-dir``).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,8 +58,10 @@ def read_idx(path: str | os.PathLike, expected_sha256: str | None = None) -> np.
     if not path.is_file():
         raise VaekitError(f"missing data file {path}")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise VaekitError(f"checksum mismatch for {path}: the file is corrupted or not the official one; "
-                          "delete it and download it again")
+        raise VaekitError(
+            f"checksum mismatch for {path}: the file is corrupted or not the official one; "
+            "delete it and download it again"
+        )
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
@@ -203,8 +206,9 @@ def write_idx(path, arr: np.ndarray) -> Path:
     """Write a uint8 array as an uncompressed IDX file (for synthetic MNIST-shaped data sets)."""
     arr = np.ascontiguousarray(arr, dtype=np.uint8)
     path = Path(path)
-    path.write_bytes(struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape)
-                     + arr.tobytes())
+    path.write_bytes(
+        struct.pack(">HBB", 0, 8, arr.ndim) + struct.pack(">" + "I" * arr.ndim, *arr.shape) + arr.tobytes()
+    )
     return path
 
 
@@ -349,3 +353,24 @@ class RandomPatches(Dataset):
         if self.flip and bool(torch.randint(0, 2, (1,), generator=g)):
             crop = crop.flip(-1)
         return crop.float() / 255.0 if crop.dtype == torch.uint8 else crop.clone()
+
+
+def load_eval_images(model, data_dir, split="test", limit=None, seed=0):
+    """The evaluation images for ``model``'s data kind, as the model sees them
+    (MNIST models trained on binarized data get a seeded binarization)."""
+    card = getattr(model, "card", {})
+    kind = card.get("data", {}).get("kind", "mnist")
+    if kind == "mnist":
+        x, _ = mnist_tensors(data_dir, split)
+    elif kind == "cifar10":
+        import torch
+
+        xn, _ = load_cifar10(data_dir, split)
+        x = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0)
+    else:
+        raise VaekitError(f"eval supports models trained on mnist or cifar10, not {kind!r}")
+    if limit:
+        x = x[:limit]
+    if card.get("data", {}).get("binarize"):
+        x = binarize(x, seed)
+    return x

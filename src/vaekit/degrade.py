@@ -1,6 +1,7 @@
 """Seeded degradations and the noise-level estimator.
 
-Images are float arrays in [0, 1], (H, W) or (H, W, C).  Every function takes
+Images follow the task contract (:func:`vaekit.io.as_float_image`): any dtype in, the same dtype and shape out
+(uint8 noise is rounded and clipped, as a file would hold it; float noise is not clipped).  Every function takes
 a ``seed`` and draws from its own ``numpy.random.default_rng(seed)``, so the
 same call gives byte-identical noisy images on any machine.
 
@@ -14,53 +15,66 @@ same call gives byte-identical noisy images on any machine.
   wavelet detail coefficients' median absolute deviation (Donoho), averaged
   over channels (scikit-image's ``estimate_sigma``).
 """
+
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from .errors import VaekitError
+from .io import as_float_image, restore_layout
 
 NOISES = ("gaussian", "poisson", "salt-pepper")
 
 
 def _check(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim not in (2, 3):
-        raise VaekitError(f"expected an (H, W) or (H, W, C) image, got shape {x.shape}")
-    return x
+    return as_float_image(x)[0]
+
+
+def _same_layout(noisy: np.ndarray, like) -> np.ndarray:
+    """``noisy`` (float, [0, 1] units) in the dtype and shape of ``like``: integers rounded and clipped (a file's
+    noise), floats kept unclipped."""
+    return restore_layout(noisy, as_float_image(like)[1], clip=False)
 
 
 def gaussian(x, sigma: float, seed: int = 0) -> np.ndarray:
-    """Additive white Gaussian noise, ``sigma`` on the 0–255 scale, not clipped (float64)."""
+    """Additive white Gaussian noise, ``sigma`` on the 0–255 scale (floats not clipped; the input's dtype)."""
     if not 0 <= sigma <= 255:
         raise VaekitError(f"sigma must lie in 0..255 (the 0–255 scale), not {sigma}")
-    x = _check(x)
-    return x + np.random.default_rng(seed).normal(0.0, sigma / 255.0, x.shape)
+    a = _check(x)
+    return _same_layout(a + np.random.default_rng(seed).normal(0.0, sigma / 255.0, a.shape), x)
 
 
 def poisson(x, peak: float, seed: int = 0) -> np.ndarray:
-    """Poisson (shot) noise with ``peak`` expected photons at value 1; result in [0, ∞) (float64)."""
+    """Poisson (shot) noise with ``peak`` expected photons at value 1 (the input's dtype; floats in [0, ∞))."""
     if not peak > 0:
         raise VaekitError(f"peak must be positive, not {peak}")
-    x = _check(x)
-    return np.random.default_rng(seed).poisson(np.clip(x, 0, 1) * peak) / float(peak)
+    a = _check(x)
+    return _same_layout(np.random.default_rng(seed).poisson(np.clip(a, 0, 1) * peak) / float(peak), x)
 
 
 def salt_pepper(x, amount: float, seed: int = 0) -> np.ndarray:
     """Impulse noise: ``amount`` of the pixel positions set to 0 or 1 (all channels alike)."""
     if not 0 <= amount <= 1:
         raise VaekitError(f"amount must lie in 0..1, not {amount}")
-    x = _check(x).copy()
+    a = _check(x).copy()
     rng = np.random.default_rng(seed)
-    hit = rng.random(x.shape[:2]) < amount
-    salt = rng.random(x.shape[:2]) < 0.5
-    x[hit & salt] = 1.0
-    x[hit & ~salt] = 0.0
-    return x
+    hit = rng.random(a.shape[:2]) < amount
+    salt = rng.random(a.shape[:2]) < 0.5
+    a[hit & salt] = 1.0
+    a[hit & ~salt] = 0.0
+    return _same_layout(a, x)
 
 
-def add_noise(x, noise: str = "gaussian", *, sigma: float | None = None, peak: float | None = None,
-              amount: float | None = None, seed: int = 0) -> np.ndarray:
+def add_noise(
+    x,
+    noise: str = "gaussian",
+    *,
+    sigma: float | None = None,
+    peak: float | None = None,
+    amount: float | None = None,
+    seed: int = 0,
+) -> np.ndarray:
     """Dispatch on ``noise``; the parameter that kind needs must be given."""
     if noise == "gaussian":
         if sigma is None:
@@ -108,7 +122,7 @@ def mask_box(shape) -> np.ndarray:
     """The centred box: h/2 x w/2 (25% of the area)."""
     h, w = shape[:2]
     m = np.zeros((h, w), bool)
-    m[h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = True
+    m[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2] = True
     return m
 
 
@@ -187,8 +201,10 @@ def make_mask(kind: str, shape, seed: int = 0) -> np.ndarray:
         return mask_strokes(shape, kind[8:], seed)
     if kind == "text":
         return mask_text(shape, seed)
-    raise VaekitError(f"unknown mask {kind!r}: use box, pixelsRATE (e.g. pixels0.5), strokes-thin, strokes-medium, "
-                      "strokes-thick or text")
+    raise VaekitError(
+        f"unknown mask {kind!r}: use box, pixelsRATE (e.g. pixels0.5), strokes-thin, strokes-medium, "
+        "strokes-thick or text"
+    )
 
 
 def read_mask(path, shape=None) -> np.ndarray:
@@ -220,19 +236,17 @@ def check_mask(m: np.ndarray, what: str = "the mask") -> None:
 
 
 # ----------------------------------------------------------------------------- training noise (torch, batched)
-def _smooth_field(b: int, h: int, w: int, cells: int) -> "torch.Tensor":
+def _smooth_field(b: int, h: int, w: int, cells: int) -> torch.Tensor:
     """(B, 1, H, W) random field in [0, 1], bilinear over a ``cells`` x ``cells`` grid: slowly varying levels."""
-    import torch
     import torch.nn.functional as F
 
     g = torch.rand(b, 1, cells, cells)
     return F.interpolate(g, size=(h, w), mode="bilinear", align_corners=True)
 
 
-def _bayer_roundtrip(y: "torch.Tensor") -> "torch.Tensor":
+def _bayer_roundtrip(y: torch.Tensor) -> torch.Tensor:
     """Sample ``y`` (B, 3, H, W) on an RGGB Bayer mosaic and demosaick it bilinearly: the camera's spatially
     and cross-channel correlated noise."""
-    import torch
     import torch.nn.functional as F
 
     B, C, H, W = y.shape
@@ -248,11 +262,10 @@ def _bayer_roundtrip(y: "torch.Tensor") -> "torch.Tensor":
     return torch.where(m.bool(), y, num / den)
 
 
-def _jpeg_roundtrip(y: "torch.Tensor", quality: int) -> "torch.Tensor":
+def _jpeg_roundtrip(y: torch.Tensor, quality: int) -> torch.Tensor:
     """One image (C, H, W) in [0, 1] through an 8-bit JPEG at ``quality`` (4:2:0 for colour, as cameras write)."""
     import io
 
-    import torch
     from PIL import Image
 
     a = (y.clamp(0, 1) * 255).round().to(torch.uint8)
@@ -264,7 +277,7 @@ def _jpeg_roundtrip(y: "torch.Tensor", quality: int) -> "torch.Tensor":
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
 
 
-def simulate_noise(x: "torch.Tensor", sigma_max: float = 55.0, kinds=(0.35, 0.2, 0.2, 0.25)):
+def simulate_noise(x: torch.Tensor, sigma_max: float = 55.0, kinds=(0.35, 0.2, 0.2, 0.25)):
     """Noisy copies of clean ``x`` (B, C, H, W) in [0, 1] and their per-pixel noise levels (B, C, H, W, 0–1 units).
 
     Each example draws one kind, with probabilities ``kinds``:
@@ -302,8 +315,11 @@ def simulate_noise(x: "torch.Tensor", sigma_max: float = 55.0, kinds=(0.35, 0.2,
             if C == 3:
                 yi = _bayer_roundtrip(yi)
             yi = yi.clamp(0, 1)
-            yi = (_jpeg_roundtrip(yi[0], int(torch.randint(60, 96, ())))[None] if torch.rand(()) < 0.75
-                  else (yi * 255).round() / 255)
+            yi = (
+                _jpeg_roundtrip(yi[0], int(torch.randint(60, 96, ())))[None]
+                if torch.rand(()) < 0.75
+                else (yi * 255).round() / 255
+            )
         elif torch.rand(()) < 0.5:
             yi = (yi.clamp(0, 1) * 255).round() / 255
         y[i : i + 1] = yi

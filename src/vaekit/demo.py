@@ -4,6 +4,7 @@ At this stage: samples, reconstructions and a latent interpolation from the
 shipped ``mnist-vae``, on digits rendered by the package itself (the MNIST
 images are not ours to ship).  Later tasks add their own sections.
 """
+
 from __future__ import annotations
 
 import html
@@ -40,18 +41,31 @@ def run_demo(out_dir: str | Path = "demo", *, seed: int = 0, device=None) -> Pat
         rec = model.reconstruct(digits)
     write_image(out / "digits.png", upscale(grid(digits.cpu(), nrow=10)))
     write_image(out / "reconstructions.png", upscale(grid(torch.cat([digits, rec]).cpu(), nrow=10)))
-    sections.append(("Reconstructions", "Top: digits rendered with Pillow's font (not MNIST). Bottom: the VAE's "
-                     "reconstruction (posterior mean, decoded).", "reconstructions.png"))
+    sections.append(
+        (
+            "Reconstructions",
+            "Top: digits rendered with Pillow's font (not MNIST). Bottom: the VAE's "
+            "reconstruction (posterior mean, decoded).",
+            "reconstructions.png",
+        )
+    )
 
     frames = interpolate(model, digits[3], digits[8], steps=10).cpu()
     write_image(out / "interpolation.png", upscale(grid(frames, nrow=10)))
-    sections.append(("Interpolation", "From a 3 to an 8 in 10 steps through the latent space (both ends included).",
-                     "interpolation.png"))
+    sections.append(
+        (
+            "Interpolation",
+            "From a 3 to an 8 in 10 steps through the latent space (both ends included).",
+            "interpolation.png",
+        )
+    )
 
     metrics = card.get("metrics", {})
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(v))}</td></tr>" for k, v in metrics.items())
-    body = "".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(d)}</p><img src='{f}' style='image-rendering:pixelated'>"
-                   for t, d, f in sections)
+    body = "".join(
+        f"<h2>{html.escape(t)}</h2><p>{html.escape(d)}</p><img src='{f}' style='image-rendering:pixelated'>"
+        for t, d, f in sections
+    )
     body += compression_section(out)
     body += augmentation_section(out, model, digits, seed)
     body += compensation_section(out, seed)
@@ -61,15 +75,17 @@ def run_demo(out_dir: str | Path = "demo", *, seed: int = 0, device=None) -> Pat
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>vaekit demo</title>
 <style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}} td{{padding:2px 10px}}</style></head><body>
 <h1>vaekit demo</h1>
-<p>Model <b>mnist-vae</b>: {html.escape(card['arch'])} ({card.get('parameters', 0) / 1e6:.2f} M parameters),
-trained on {html.escape(str(training.get('hardware')))} in {training.get('wall_time_s', 0) / 60:.0f} min.</p>
+<p>Model <b>mnist-vae</b>: {html.escape(card["arch"])} ({card.get("parameters", 0) / 1e6:.2f} M parameters),
+trained on {html.escape(str(training.get("hardware")))} in {training.get("wall_time_s", 0) / 60:.0f} min.</p>
 <table>{rows}</table>{body}
-<h2>Model card</h2><pre>{html.escape(json.dumps({k: v for k, v in card.items() if k != 'training'}, indent=1))}</pre>
+<h2>Model card</h2><pre>{html.escape(json.dumps({k: v for k, v in card.items() if k != "training"}, indent=1))}</pre>
 </body></html>
 """
     atomic_write_text(out / "index.html", page)
-    print(f"wrote the demo to {out}/: index.html, samples.png, samples_t0.7.png, reconstructions.png, interpolation.png, "
-          "compress_*.png, augment_*.png, compensate_*.png")
+    print(
+        f"wrote the demo to {out}/: index.html, samples.png, samples_t0.7.png, reconstructions.png, interpolation.png, "
+        "compress_*.png, augment_*.png, compensate_*.png"
+    )
     return out / "index.html"
 
 
@@ -131,15 +147,29 @@ def compression_section(out: Path, qualities=(2, 4, 7)) -> str:
         jq, jdata = _jpeg_at_size(img, len(data))
         jrec = np.asarray(Image.open(io.BytesIO(jdata)).convert("RGB"))
         write_image(out / f"compress_jpeg_q{q}.png", jrec)
-        cells.append((f"compress_vkc_q{q}.png", f"vaekit quality {q}: {len(data)} bytes, "
-                      f"{8 * len(data) / (h * w):.3f} bpp, PSNR {score(rec):.2f} dB"))
-        cells.append((f"compress_jpeg_q{q}.png", f"JPEG quality {jq} (Pillow 4:2:0), {len(jdata)} bytes, "
-                      f"{8 * len(jdata) / (h * w):.3f} bpp, PSNR {score(jrec):.2f} dB"))
-    figs = "".join(f"<figure style='display:inline-block;margin:4px'><img src='{f}'><figcaption>{html.escape(c)}"
-                   "</figcaption></figure>" for f, c in cells)
-    return ("<h2>Compression</h2><p>The shipped codec (<b>codec-hyperprior</b>, a mean-scale hyperprior VAE) on "
-            "a shipped photo (scikit-image's <i>chelsea</i>, CC0), each beside JPEG at the largest quality whose "
-            "file is no larger. Sizes are of the real files, header included.</p>" + figs)
+        cells.append(
+            (
+                f"compress_vkc_q{q}.png",
+                f"vaekit quality {q}: {len(data)} bytes, {8 * len(data) / (h * w):.3f} bpp, PSNR {score(rec):.2f} dB",
+            )
+        )
+        cells.append(
+            (
+                f"compress_jpeg_q{q}.png",
+                f"JPEG quality {jq} (Pillow 4:2:0), {len(jdata)} bytes, "
+                f"{8 * len(jdata) / (h * w):.3f} bpp, PSNR {score(jrec):.2f} dB",
+            )
+        )
+    figs = "".join(
+        f"<figure style='display:inline-block;margin:4px'><img src='{f}'><figcaption>{html.escape(c)}"
+        "</figcaption></figure>"
+        for f, c in cells
+    )
+    return (
+        "<h2>Compression</h2><p>The shipped codec (<b>codec-hyperprior</b>, a mean-scale hyperprior VAE) on "
+        "a shipped photo (scikit-image's <i>chelsea</i>, CC0), each beside JPEG at the largest quality whose "
+        "file is no larger. Sizes are of the real files, header included.</p>" + figs
+    )
 
 
 def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) -> str:
@@ -169,16 +199,19 @@ def augmentation_section(out: Path, model, digits: torch.Tensor, seed: int = 0) 
     rows.append(torch.from_numpy(np.stack([apply_ops(a, "dilate,contrast") for a in arr]))[:, None].float())
     captions.append("enhance ops dilate,contrast")
     write_image(out / "augment_variants.png", upscale(grid(torch.cat(rows).clamp(0, 1), nrow=len(src))))
-    return ("<h2>Augmentation</h2><p>Rows, top to bottom: " + html.escape("; ".join(captions)) + ". Variants "
-            "come from <b>mnist-vae</b>: the posterior mean plus noise of the posterior's own spread times the "
-            "strength, decoded; tangent variants move along the decoder's strongest latent directions at the "
-            "source; neighbours are the model's own samples whose latent codes lie closest to the "
-            "source's. <code>vaekit bench augment</code> measures what they are worth to a classifier "
-            "(README).</p><img src='augment_variants.png' style='image-rendering:pixelated'>")
+    return (
+        "<h2>Augmentation</h2><p>Rows, top to bottom: " + html.escape("; ".join(captions)) + ". Variants "
+        "come from <b>mnist-vae</b>: the posterior mean plus noise of the posterior's own spread times the "
+        "strength, decoded; tangent variants move along the decoder's strongest latent directions at the "
+        "source; neighbours are the model's own samples whose latent codes lie closest to the "
+        "source's. <code>vaekit bench augment</code> measures what they are worth to a classifier "
+        "(README).</p><img src='augment_variants.png' style='image-rendering:pixelated'>"
+    )
 
 
 def compensation_section(out: Path, seed: int = 0) -> str:
     """The shipped photo under a known exposure / colour-cast degradation, corrected by every method."""
+    from . import baselines
     from .errors import VaekitError
     from .metrics import psnr
     from .pretrained import SHIPPED
@@ -193,29 +226,45 @@ def compensation_section(out: Path, seed: int = 0) -> str:
     def score(a):
         return float(psnr(ref, torch.from_numpy(a).permute(2, 0, 1)[None].float(), 255.0)[0])
 
-    cells = [("compensate_original.png", img, "original"),
-             ("compensate_degraded.png", y, f"degraded: gain {params['gain']}, gamma {params['gamma']}, "
-                                              f"cast {params['cast']}, PSNR {score(y):.2f} dB")]
-    for m in C.CLASSICAL:
-        o = C.compensate(y, method=m)[0]
+    cells = [
+        ("compensate_original.png", img, "original"),
+        (
+            "compensate_degraded.png",
+            y,
+            f"degraded: gain {params['gain']}, gamma {params['gamma']}, cast {params['cast']}, PSNR {score(y):.2f} dB",
+        ),
+    ]
+    for m in baselines.BASELINES["compensate"]:
+        o = C.compensate(y, method=m)
         cells.append((f"compensate_{m}.png", o, f"{m}: PSNR {score(o):.2f} dB"))
     note = ""
     if "compensate-vae" in SHIPPED:
         try:
-            o, info = C.compensate(y, method="vae", seed=seed)
-            cells.append(("compensate_vae.png", o, f"vae: PSNR {score(o):.2f} dB (found gain {info['gain']:.2f}, "
-                                                   f"gamma {info['gamma']:.2f})"))
+            r = C.compensate(y, method="vae", seed=seed, details=True)
+            o, info = r.image, r.info
+            cells.append(
+                (
+                    "compensate_vae.png",
+                    o,
+                    f"vae: PSNR {score(o):.2f} dB (found gain {info['gain']:.2f}, gamma {info['gamma']:.2f})",
+                )
+            )
         except VaekitError as e:
             note = f"<p>VAE method unavailable: {html.escape(str(e))}</p>"
     else:
         note = "<p>No compensation VAE is shipped in this build.</p>"
     for f, a, _ in cells:
         write_image(out / f, a)
-    figs = "".join(f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='300'><figcaption>"
-                   f"{html.escape(c)}</figcaption></figure>" for f, _, c in cells)
-    return ("<h2>Exposure and colour compensation</h2><p>The shipped photo darkened, gamma-shifted and tinted, "
-            "then corrected by the classical methods and by the VAE method (the correction under which the image "
-            "is most likely for a VAE of well-exposed photos). PSNR against the original.</p>" + note + figs)
+    figs = "".join(
+        f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='300'><figcaption>"
+        f"{html.escape(c)}</figcaption></figure>"
+        for f, _, c in cells
+    )
+    return (
+        "<h2>Exposure and colour compensation</h2><p>The shipped photo darkened, gamma-shifted and tinted, "
+        "then corrected by the classical methods and by the VAE method (the correction under which the image "
+        "is most likely for a VAE of well-exposed photos). PSNR against the original.</p>" + note + figs
+    )
 
 
 def denoising_section(out: Path, seed: int = 0, sigma: float = 25.0) -> str:
@@ -223,24 +272,30 @@ def denoising_section(out: Path, seed: int = 0, sigma: float = 25.0) -> str:
     import time
 
     from . import baselines
-    from .bench_denoise import psnr_u8
     from .degrade import gaussian
+    from .metrics import psnr_u8
     from .pretrained import SHIPPED
     from .samples import sample_photo
     from .tasks.denoise import denoise
 
     rgb = sample_photo("chelsea").astype(np.float64) / 255.0
     rows = []
-    for kind, clean, model in (("gray", rgb @ np.array([0.299, 0.587, 0.114]), "denoise-gray"),
-                               ("colour", rgb, "denoise-color")):
+    for kind, clean, model in (
+        ("gray", rgb @ np.array([0.299, 0.587, 0.114]), "denoise-gray"),
+        ("colour", rgb, "denoise-color"),
+    ):
         if model not in SHIPPED:
             continue
         y = gaussian(clean, sigma, seed=seed)
-        cells = [(f"denoise_{kind}_clean.png", clean, "clean"),
-                 (f"denoise_{kind}_noisy.png", y, f"noisy, sigma {sigma:g}: {psnr_u8(y, clean):.2f} dB")]
-        classical = baselines.best_classical()
-        for name, method in (("VAE (one pass)", "vae"), (classical.upper() if classical == "bm3d" else
-                                                          "NL-means (BM3D extra not installed)", classical)):
+        cells = [
+            (f"denoise_{kind}_clean.png", clean, "clean"),
+            (f"denoise_{kind}_noisy.png", y, f"noisy, sigma {sigma:g}: {psnr_u8(y, clean):.2f} dB"),
+        ]
+        classical = baselines.denoise.best_classical()
+        for name, method in (
+            ("VAE (one pass)", "vae"),
+            (classical.upper() if classical == "bm3d" else "NL-means (BM3D extra not installed)", classical),
+        ):
             t0 = time.perf_counter()
             est = denoise(y, sigma, method=method)
             dt = time.perf_counter() - t0
@@ -252,11 +307,20 @@ def denoising_section(out: Path, seed: int = 0, sigma: float = 25.0) -> str:
     for cells in rows:
         for f, a, _ in cells:
             write_image(out / f, a)
-        figs += "<div>" + "".join(f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='260'>"
-                                  f"<figcaption>{html.escape(c)}</figcaption></figure>" for f, _, c in cells) + "</div>"
-    return ("<h2>Denoising</h2><p>The shipped photo with seeded Gaussian noise (sigma 25 on the 0-255 scale, not "
-            "clipped), denoised by the shipped VAE (the true sigma given) and by the best classical method "
-            "installed. PSNR against the clean image (DnCNN protocol), seconds on this machine.</p>" + figs)
+        figs += (
+            "<div>"
+            + "".join(
+                f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='260'>"
+                f"<figcaption>{html.escape(c)}</figcaption></figure>"
+                for f, _, c in cells
+            )
+            + "</div>"
+        )
+    return (
+        "<h2>Denoising</h2><p>The shipped photo with seeded Gaussian noise (sigma 25 on the 0-255 scale, not "
+        "clipped), denoised by the shipped VAE (the true sigma given) and by the best classical method "
+        "installed. PSNR against the clean image (DnCNN protocol), seconds on this machine.</p>" + figs
+    )
 
 
 def scratch_photo(img: np.ndarray, seed: int = 0, n: int = 6) -> tuple[np.ndarray, np.ndarray]:
@@ -283,9 +347,8 @@ def inpainting_section(out: Path, seed: int = 0) -> str:
     import time
 
     spread = 0.0
-    from .bench_denoise import to_u8
-    from .bench_inpaint import hole_psnr
     from .degrade import mask_box
+    from .metrics import hole_psnr, to_u8
     from .pretrained import SHIPPED
     from .samples import sample_photo
     from .tasks.inpaint import SHIPPED_INPAINTER, detect_scratches, inpaint, pairwise_distance
@@ -300,35 +363,58 @@ def inpainting_section(out: Path, seed: int = 0) -> str:
     def score(est, mask):  # the scratch case's known pixels are scratched where the detector missed: no assert
         return hole_psnr(to_u8(est), to_u8(clean), mask)
 
-    cases = [("scratches", scratched, found), ("box", np.where(mask_box(clean.shape)[..., None], 1.0, clean),
-                                                  mask_box(clean.shape))]
+    cases = [
+        ("scratches", scratched, found),
+        ("box", np.where(mask_box(clean.shape)[..., None], 1.0, clean), mask_box(clean.shape)),
+    ]
     figs = ""
     for name, shown, mask in cases:
-        cells = [(f"inpaint_{name}_input.png", np.where(mask[..., None], [1.0, 0.0, 0.0], shown)
-                  if name == "scratches" else shown,
-                  f"{name}: {100 * mask.mean():.1f}% missing" + (" (the detector's mask, red)" if name == "scratches"
-                                                                   else ""))]
-        for method, label in (("vae", "VAE (one pass)"), ("telea", "OpenCV Telea"), ("ns", "OpenCV Navier-Stokes"),
-                              ("biharmonic", "biharmonic")):
+        cells = [
+            (
+                f"inpaint_{name}_input.png",
+                np.where(mask[..., None], [1.0, 0.0, 0.0], shown) if name == "scratches" else shown,
+                f"{name}: {100 * mask.mean():.1f}% missing"
+                + (" (the detector's mask, red)" if name == "scratches" else ""),
+            )
+        ]
+        for method, label in (
+            ("vae", "VAE (one pass)"),
+            ("telea", "OpenCV Telea"),
+            ("ns", "OpenCV Navier-Stokes"),
+            ("biharmonic", "biharmonic"),
+        ):
             t0 = time.perf_counter()
             est = inpaint(shown, mask, method=method)
             dt = time.perf_counter() - t0
-            cells.append((f"inpaint_{name}_{method}.png", est,
-                          f"{label}: {score(est, mask):.2f} dB in the hole, {dt:.2f} s"))
+            cells.append(
+                (f"inpaint_{name}_{method}.png", est, f"{label}: {score(est, mask):.2f} dB in the hole, {dt:.2f} s")
+            )
         if name == "box":
             r = inpaint(shown, mask, 3, seed=seed, details=True)
             spread = 255 * pairwise_distance(r.samples, mask)
-            cells += [(f"inpaint_box_sample{i}.png", f, f"VAE fill {i + 1} of 3: "
-                       f"{score(f, mask):.2f} dB") for i, f in enumerate(r.samples)]
+            cells += [
+                (f"inpaint_box_sample{i}.png", f, f"VAE fill {i + 1} of 3: {score(f, mask):.2f} dB")
+                for i, f in enumerate(r.samples)
+            ]
         for f, a, _ in cells:
             write_image(out / f, a)
-        figs += "<div>" + "".join(f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='260'>"
-                                  f"<figcaption>{html.escape(c)}</figcaption></figure>" for f, _, c in cells) + "</div>"
-    return ("<h2>Inpainting</h2><p>The shipped photo with six rendered bright scratches, found by "
-            f"<code>detect_scratches</code> (it marks {100 * recall:.0f}% of the scratch pixels; the fill is "
-            "scored on the pixels it marked), and with the centred box (25% of the area). Filled by the shipped "
-            "VAE (one pass, coarse-to-fine for the box) and by the classical methods; PSNR inside the hole against "
-            "the clean photo, seconds on this machine. The last three are posterior fills of the box (known "
-            f"pixels untouched); they differ by {spread:.1f} grey levels RMS inside the hole"
-            + (" -- the shipped model barely uses its latent, so its fills are nearly alike" if spread < 2 else "")
-            + ".</p>" + figs)
+        figs += (
+            "<div>"
+            + "".join(
+                f"<figure style='display:inline-block;margin:4px'><img src='{f}' width='260'>"
+                f"<figcaption>{html.escape(c)}</figcaption></figure>"
+                for f, _, c in cells
+            )
+            + "</div>"
+        )
+    return (
+        "<h2>Inpainting</h2><p>The shipped photo with six rendered bright scratches, found by "
+        f"<code>detect_scratches</code> (it marks {100 * recall:.0f}% of the scratch pixels; the fill is "
+        "scored on the pixels it marked), and with the centred box (25% of the area). Filled by the shipped "
+        "VAE (one pass, coarse-to-fine for the box) and by the classical methods; PSNR inside the hole against "
+        "the clean photo, seconds on this machine. The last three are posterior fills of the box (known "
+        f"pixels untouched); they differ by {spread:.1f} grey levels RMS inside the hole"
+        + (" -- the shipped model barely uses its latent, so its fills are nearly alike" if spread < 2 else "")
+        + ".</p>"
+        + figs
+    )

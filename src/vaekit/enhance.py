@@ -6,6 +6,7 @@ random variants draw their parameters from a ``numpy.random.Generator`` so a
 seed reproduces them.  ``apply_ops`` runs a comma list such as
 ``"contrast,sharpen,denoise"`` with default strengths.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -81,8 +82,9 @@ def affine(img, *, degrees: float = 0.0, translate=(0.0, 0.0), scale: float = 1.
     centre = np.array([(h - 1) / 2, (w - 1) / 2])
     shift = np.array([translate[1], translate[0]])
     offset = centre - rot @ (centre + shift)
-    return _per_channel(lambda c: ndimage.affine_transform(c, rot, offset=offset, order=1, mode="constant",
-                                                           cval=fill), a).astype(np.float32)
+    return _per_channel(
+        lambda c: ndimage.affine_transform(c, rot, offset=offset, order=1, mode="constant", cval=fill), a
+    ).astype(np.float32)
 
 
 def rotate(img, *, degrees: float = 10.0, fill: float = 0.0) -> np.ndarray:
@@ -97,16 +99,37 @@ def scale(img, *, factor: float = 1.1, fill: float = 0.0) -> np.ndarray:
     return affine(img, scale=factor, fill=fill)
 
 
-def random_affine(img, rng: np.random.Generator, *, degrees: float = 15.0, shift: float = 2.0,
-                  scale_range=(0.9, 1.1), fill: float = 0.0) -> np.ndarray:
+def random_affine(
+    img,
+    rng: np.random.Generator,
+    *,
+    degrees: float = 15.0,
+    shift: float = 2.0,
+    scale_range=(0.9, 1.1),
+    fill: float = 0.0,
+) -> np.ndarray:
     """A random rotation in +-``degrees``, shift in +-``shift`` px and scale in ``scale_range``."""
-    return affine(img, degrees=float(rng.uniform(-degrees, degrees)),
-                  translate=(float(rng.uniform(-shift, shift)), float(rng.uniform(-shift, shift))),
-                  scale=float(rng.uniform(*scale_range)), fill=fill)
+    return affine(
+        img,
+        degrees=float(rng.uniform(-degrees, degrees)),
+        translate=(float(rng.uniform(-shift, shift)), float(rng.uniform(-shift, shift))),
+        scale=float(rng.uniform(*scale_range)),
+        fill=fill,
+    )
 
 
-OPS = {"contrast": contrast, "sharpen": sharpen, "erode": erode, "dilate": dilate, "saturation": saturation,
-       "color": saturation, "denoise": denoise, "rotate": rotate, "translate": translate, "scale": scale}
+OPS = {
+    "contrast": contrast,
+    "sharpen": sharpen,
+    "erode": erode,
+    "dilate": dilate,
+    "saturation": saturation,
+    "color": saturation,
+    "denoise": denoise,
+    "rotate": rotate,
+    "translate": translate,
+    "scale": scale,
+}
 
 
 def parse_ops(spec: str) -> list[str]:

@@ -4,7 +4,12 @@
 (gray, RGB, RGBA, palette, 8- or 16-bit, float TIFF) or a ``.npy`` float
 array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
 ``write_image`` writes PNG atomically (temp name, then rename).
+
+:func:`as_float_image` / :func:`restore_layout` are the one image-coercion contract of the task API: any
+numpy image (H x W, H x W x 1 or H x W x 3; uint8, uint16, 0..255 integers or float in [0, 1] units; a tensor is
+accepted) goes in as float64 in [0, 1] units, and a result goes back in the dtype and shape that came in.
 """
+
 from __future__ import annotations
 
 import os
@@ -35,8 +40,10 @@ def max_pixels_default() -> int:
 def _check_pixels(path, w, h, max_pixels):
     limit = max_pixels if max_pixels is not None else max_pixels_default()
     if w * h > limit:
-        raise VaekitError(f"{path} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
-                          f"{limit / 1e6:g} megapixels; raise it with --max-pixels or VAEKIT_MAX_PIXELS")
+        raise VaekitError(
+            f"{path} is {w}x{h} = {w * h / 1e6:.1f} megapixels, over the limit of "
+            f"{limit / 1e6:g} megapixels; raise it with --max-pixels or VAEKIT_MAX_PIXELS"
+        )
 
 
 def _to_float(arr: np.ndarray) -> np.ndarray:
@@ -104,9 +111,15 @@ def _decode_deep(path, fmt: str) -> np.ndarray:
 def _orient(arr: np.ndarray, im: Image.Image) -> np.ndarray:
     """Apply the EXIF orientation tag to an (H, W[, C]) array, as exif_transpose does."""
     o = im.getexif().get(0x0112, 1)
-    ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-           5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
-           8: lambda a: np.rot90(a, 1)}
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
     return np.ascontiguousarray(ops[o](arr)) if o in ops else arr
 
 
@@ -149,8 +162,9 @@ def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int 
         raise VaekitError(f"{path} is truncated or corrupted: {e}") from None
 
 
-def read_image(path: str | os.PathLike, *, mode: str | None = None, alpha: str = "drop",
-               max_pixels: int | None = None) -> torch.Tensor:
+def read_image(
+    path: str | os.PathLike, *, mode: str | None = None, alpha: str = "drop", max_pixels: int | None = None
+) -> torch.Tensor:
     """Read an image as a float32 tensor (C, H, W) in [0, 1].
 
     Parameters
@@ -184,6 +198,61 @@ def convert_channels(t: torch.Tensor, mode: str | None) -> torch.Tensor:
     raise ValueError(f"mode must be None, 'L' or 'RGB', not {mode!r}")
 
 
+class ImageLayout:
+    """What :func:`restore_layout` needs to give a result the caller's dtype and shape."""
+
+    __slots__ = ("dtype", "shape")
+
+    def __init__(self, dtype, shape):
+        self.dtype, self.shape = np.dtype(dtype), tuple(shape)
+
+
+def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np.ndarray, ImageLayout]:
+    """``img`` as float64 (H, W) or (H, W, C) in [0, 1] units (floats kept as they are, not clipped), and its
+    layout.  ``channels``: the channel counts the caller accepts (an H x W x 1 image counts as 1)."""
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+    a = np.asarray(img)
+    layout = ImageLayout(a.dtype, a.shape)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    c = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
+    if a.ndim not in (2, 3) or c not in channels or min(a.shape[:2]) < 1:
+        want = " or ".join("H x W" if k == 1 else f"H x W x {k}" for k in channels)
+        raise VaekitError(f"{what} must be {want}, not of shape {layout.shape}")
+    if a.dtype == np.uint8:
+        return a.astype(np.float64) / 255.0, layout
+    if a.dtype == np.uint16:
+        return a.astype(np.float64) / 65535.0, layout
+    if a.dtype == bool:
+        return a.astype(np.float64), layout
+    if np.issubdtype(a.dtype, np.integer):
+        if a.size and (a.min() < 0 or a.max() > 255):
+            raise VaekitError(f"integer images must hold 0..255 (or be uint16); {what} holds {a.min()}..{a.max()}")
+        return a.astype(np.float64) / 255.0, layout
+    if not np.issubdtype(a.dtype, np.floating):
+        raise VaekitError(f"{what} has the unsupported dtype {a.dtype}")
+    if not np.isfinite(a).all():
+        raise VaekitError(f"{what} holds NaN or infinite values")
+    return a.astype(np.float64), layout
+
+
+def restore_layout(a, layout: ImageLayout, *, clip: bool = True) -> np.ndarray:
+    """A float result in [0, 1] units back to the dtype and shape of the input ``layout`` describes (integers
+    rounded and clipped; floats clipped to [0, 1] unless ``clip=False``)."""
+    a = np.asarray(a, dtype=np.float64)
+    if len(layout.shape) == 3 and layout.shape[2] == 1 and a.ndim == 2:
+        a = a[..., None]
+    dt = layout.dtype
+    if dt == np.uint16:
+        return np.round(np.clip(a, 0, 1) * 65535.0).astype(np.uint16)
+    if dt == np.dtype(bool):
+        return np.clip(a, 0, 1) >= 0.5
+    if np.issubdtype(dt, np.integer):
+        return np.round(np.clip(a, 0, 1) * 255.0).astype(dt)
+    return (np.clip(a, 0, 1) if clip else a).astype(dt)
+
+
 def to_uint8(img) -> np.ndarray:
     """Tensor (C, H, W) / (B=1, ...) or array (H, W[, C]) in [0, 1] -> uint8 (H, W[, C])."""
     if isinstance(img, torch.Tensor):
@@ -207,7 +276,7 @@ def to_uint8(img) -> np.ndarray:
 def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write text (or bytes) under a temporary name, then rename: never a half-written file."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique: writers may race
     if isinstance(text, (bytes, bytearray)):
         tmp.write_bytes(text)
     else:

@@ -1,14 +1,17 @@
-"""Image and likelihood metrics.
+"""Image and likelihood metrics: the one home of PSNR, SSIM, hole metrics, bits/dim and BD-rate.
 
-Images are tensors (B, C, H, W) in [0, 1].  Likelihoods are in nats per
-example; bits/dim divides by (number of dimensions x ln 2).
+Tensor metrics take (B, C, H, W) in [0, 1]; the ``*_u8`` metrics take numpy images in [0, 1] units and score
+them as the 8-bit files a user would save (rounded and clipped), which is how the denoising and inpainting
+tables are scored.  SSIM is scikit-image's, with the Gaussian window of Wang et al. (sigma 1.5) everywhere.
+Likelihoods are in nats per example; bits/dim divides by (number of dimensions x ln 2).
 """
+
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-from pytorch_msssim import ssim as _ssim
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
@@ -17,12 +20,58 @@ def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
     return 10 * torch.log10(peak**2 / mse.clamp(min=1e-12))
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """SSIM per image (Gaussian window 11, sigma 1.5; pytorch-msssim): (B,).
+def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float) -> np.ndarray:
+    """scikit-image's SSIM map of two (H, W) or (H, W, C) arrays; images under 11 px get a narrower window."""
+    from skimage.metrics import structural_similarity
 
-    Images smaller than the window get a window that fits (odd, >= 3)."""
-    win = min(11, min(x.shape[-2:]) - (1 - min(x.shape[-2:]) % 2))
-    return _ssim(x.float(), y.float(), data_range=1.0, size_average=False, win_size=max(3, win))
+    side = min(a.shape[:2])
+    sigma = 1.5 if side >= 11 else max(side - 1, 2) / 7.0
+    _, smap = structural_similarity(
+        a,
+        b,
+        data_range=data_range,
+        gaussian_weights=True,
+        sigma=sigma,
+        use_sample_covariance=False,
+        full=True,
+        channel_axis=-1 if a.ndim == 3 else None,
+    )
+    return smap
+
+
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """SSIM per image of (B, C, H, W) tensors in [0, 1]: (B,)."""
+    a = x.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    b = y.detach().float().cpu().permute(0, 2, 3, 1).numpy()
+    return torch.tensor([float(_ssim_map(a[i], b[i], 1.0).mean()) for i in range(a.shape[0])])
+
+
+def to_u8(x) -> np.ndarray:
+    """[0, 1] units to uint8 (rounded, clipped): the file a user would save."""
+    return np.clip(np.round(np.asarray(x, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+
+
+def psnr_u8(est, clean) -> float:
+    """PSNR (dB) of the uint8-rounded estimate against the uint8 clean image, over all values."""
+    mse = np.mean((to_u8(est).astype(np.float64) - to_u8(clean).astype(np.float64)) ** 2)
+    return float(10 * np.log10(255.0**2 / max(mse, 1e-10)))
+
+
+def ssim_u8(est, clean) -> float:
+    """SSIM of the uint8-rounded estimate against the uint8 clean image."""
+    return float(_ssim_map(to_u8(est), to_u8(clean), 255).mean())
+
+
+def hole_psnr(est_u8, clean_u8, mask) -> float:
+    """PSNR (dB) over the missing pixels only (``mask`` True) of uint8 images."""
+    d = est_u8[mask].astype(np.float64) - clean_u8[mask].astype(np.float64)
+    return float(10 * np.log10(255.0**2 / max(float(np.mean(d * d)), 1e-10)))
+
+
+def ssim_pair(est_u8, clean_u8, mask) -> tuple[float, float]:
+    """(SSIM averaged inside the hole, SSIM of the whole image) from one SSIM map."""
+    smap = _ssim_map(est_u8, clean_u8, 255)
+    return float(smap[mask].mean()), float(smap.mean())
 
 
 def bits_per_dim(nll_nats: float, dims: int) -> float:

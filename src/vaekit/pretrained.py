@@ -6,12 +6,13 @@ training command, hardware, wall time, metrics, sha256 of the tensors file).
 Loading rebuilds the architecture from the card -- it never guesses shapes --
 and refuses a tensors file whose sha256 differs from the card's.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -23,10 +24,24 @@ from .registry import create_model
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 # name -> file stem in WEIGHTS_DIR.  Names are stable public identifiers.
-SHIPPED = {"mnist-vae": "mnist-vae", "codec-hyperprior": "codec-hyperprior", "codec-hyperprior-r1": "codec-hyperprior-r1",
-           "compensate-vae": "compensate-vae",
-           "cvae-mnist": "cvae-mnist", "denoise-gray": "denoise-gray", "denoise-color": "denoise-color",
-           "inpaint-color": "inpaint-color"}
+SHIPPED = {
+    "mnist-vae": "mnist-vae",
+    "codec-hyperprior": "codec-hyperprior",
+    "codec-hyperprior-r1": "codec-hyperprior-r1",
+    "compensate-vae": "compensate-vae",
+    "cvae-mnist": "cvae-mnist",
+    "denoise-gray": "denoise-gray",
+    "denoise-color": "denoise-color",
+    "inpaint-color": "inpaint-color",
+}
+
+
+# Weights that are not in the package but keep old files decoding: their cards ship (sha256 included), the
+# tensors are a download, installed once with ``vaekit models --install FILE`` (offline) or ``download(name)``.
+DOWNLOADS = {
+    "codec-hyperprior-r1": "https://github.com/vaekit/vaekit-weights/releases/download/r1/"
+    "codec-hyperprior-r1.safetensors"
+}
 
 
 def models_dir() -> Path:
@@ -37,8 +52,9 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_model(model: torch.nn.Module, directory: str | Path, card: dict, *, stem: str = "model",
-               dtype: torch.dtype | None = None) -> Path:
+def save_model(
+    model: torch.nn.Module, directory: str | Path, card: dict, *, stem: str = "model", dtype: torch.dtype | None = None
+) -> Path:
     """Write ``<stem>.safetensors`` and ``<stem>.json`` (the card) atomically.
 
     ``dtype=torch.float16`` stores floating tensors in half precision (the
@@ -58,9 +74,15 @@ def save_model(model: torch.nn.Module, directory: str | Path, card: dict, *, ste
     tmp = wpath.with_name(wpath.name + ".tmp")
     save_file(tensors, str(tmp), metadata={"arch": model.arch, "arch_args": json.dumps(model.arch_args)})
     os.chmod(tmp, 0o644)
-    card = dict(card, arch=model.arch, arch_args=model.arch_args, weights_file=wpath.name, sha256=_sha256(tmp),
-                parameters=sum(p.numel() for p in model.parameters()),
-                weights_dtype=str(dtype or torch.float32).replace("torch.", ""))
+    card = dict(
+        card,
+        arch=model.arch,
+        arch_args=model.arch_args,
+        weights_file=wpath.name,
+        sha256=_sha256(tmp),
+        parameters=sum(p.numel() for p in model.parameters()),
+        weights_dtype=str(dtype or torch.float32).replace("torch.", ""),
+    )
     ctmp = cpath.with_name(cpath.name + ".tmp")
     ctmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, wpath)
@@ -93,18 +115,69 @@ def load_from_files(weights: str | Path, card_path: str | Path, verify: bool = T
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise VaekitError(f"weights {weights} do not fit architecture {card['arch']}: {str(e).splitlines()[0]}") from None
+        raise VaekitError(
+            f"weights {weights} do not fit architecture {card['arch']}: {str(e).splitlines()[0]}"
+        ) from None
     model.card = card
     model.eval()
     return model
+
+
+def installed_weights(name: str) -> Path:
+    """Where the tensors of shipped model ``name`` are: in the package, or (downloads) under the models folder."""
+    packaged = (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".safetensors")
+    if packaged.is_file() or name not in DOWNLOADS:
+        return packaged
+    return models_dir() / "weights" / packaged.name
+
+
+def install_weights(name: str, source: str | Path) -> Path:
+    """Install the downloaded tensors of ``name`` from the file ``source`` after checking its sha256 against the
+    shipped card (no network)."""
+    if name not in DOWNLOADS:
+        raise VaekitError(f"{name!r} is not a downloadable model; downloadable: {', '.join(sorted(DOWNLOADS))}")
+    source = Path(source)
+    if not source.is_file():
+        raise VaekitError(f"{source} is not a file")
+    want = read_card((WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json"))["sha256"]
+    got = _sha256(source)
+    if got != want:
+        raise VaekitError(f"{source} is not the {name} weights (sha256 {got[:16]}..., expected {want[:16]}...)")
+    dest = installed_weights(name)
+    if dest.exists() and dest.resolve() == source.resolve():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest, source.read_bytes())
+    return dest
+
+
+def download(name: str) -> Path:
+    """Fetch and install the tensors of a downloadable model (needs the network; checked by sha256)."""
+    import tempfile
+    import urllib.request
+
+    if name not in DOWNLOADS:
+        raise VaekitError(f"{name!r} is not a downloadable model; downloadable: {', '.join(sorted(DOWNLOADS))}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{name}.safetensors"
+        try:
+            urllib.request.urlretrieve(DOWNLOADS[name], path)
+        except OSError as e:
+            raise VaekitError(f"could not download {DOWNLOADS[name]}: {e}") from None
+        return install_weights(name, path)
 
 
 def load_pretrained(name: str) -> torch.nn.Module:
     """A shipped model by name (e.g. ``"mnist-vae"``), ready for inference."""
     if name not in SHIPPED:
         raise VaekitError(f"unknown pretrained model {name!r}; shipped: {', '.join(sorted(SHIPPED))}")
-    stem = WEIGHTS_DIR / SHIPPED[name]
-    return load_from_files(stem.with_suffix(".safetensors"), stem.with_suffix(".json"))
+    weights = installed_weights(name)
+    if not weights.is_file():
+        raise VaekitError(
+            f"the weights of {name} are not installed (a separate download: {DOWNLOADS[name]}); "
+            f"install the file with: vaekit models --install {name}=FILE"
+        )
+    return load_from_files(weights, (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json"))
 
 
 def load_checkpoint(path: str | Path) -> torch.nn.Module:
@@ -117,8 +190,13 @@ def load_checkpoint(path: str | Path) -> torch.nn.Module:
         model.load_state_dict(ck["model"])
     except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
         raise VaekitError(f"cannot load the checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
-    model.card = {"name": path.parent.name, "arch": cfg["model"], "arch_args": cfg.get("model_args") or {},
-                  "checkpoint_step": int(ck["step"]), "sha256": None}
+    model.card = {
+        "name": path.parent.name,
+        "arch": cfg["model"],
+        "arch_args": cfg.get("model_args") or {},
+        "checkpoint_step": int(ck["step"]),
+        "sha256": None,
+    }
     return model.eval()
 
 
@@ -138,8 +216,10 @@ def load_model(spec: str | Path, models_root: str | Path | None = None) -> torch
     local = Path(models_root) if models_root else models_dir()
     if (local / spec_s / "model.safetensors").is_file():
         return load_from_files(local / spec_s / "model.safetensors", local / spec_s / "model.json")
-    raise VaekitError(f"unknown model {spec_s!r}: not a shipped model ({', '.join(sorted(SHIPPED))}), "
-                      f"not a run folder with model.safetensors, and not found under {local}")
+    raise VaekitError(
+        f"unknown model {spec_s!r}: not a shipped model ({', '.join(sorted(SHIPPED))}), "
+        f"not a run folder with model.safetensors, and not found under {local}"
+    )
 
 
 def available_models(models_root: str | Path | None = None) -> list[dict]:

@@ -1,8 +1,9 @@
 """One table from model name to builder: ``create_model`` and ``list_models``.
 
-Every name here gets the same generated tests (tests/test_models.py): shapes,
+Every name here gets the same generated tests (tests/models/test_registry.py): shapes,
 finite loss, backward, and a save/load round trip.
 """
+
 from __future__ import annotations
 
 from typing import Callable

@@ -1,4 +1,5 @@
 """Sample images the package may ship: rendered here, never copied from a data set."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,13 +20,15 @@ def rendered_digits(digits: str = "0123456789", size: int = 28, seed: int = 0) -
         draw = ImageDraw.Draw(canvas)
         draw.text((80, 80), d, fill=255, font=font, anchor="mm", stroke_width=int(rng.integers(1, 4)), stroke_fill=255)
         shear = float(rng.uniform(-0.25, 0.05))
-        canvas = canvas.transform(canvas.size, Image.Transform.AFFINE, (1, shear, -shear * 80, 0, 1, 0),
-                                  resample=Image.Resampling.BILINEAR)
+        canvas = canvas.transform(
+            canvas.size, Image.Transform.AFFINE, (1, shear, -shear * 80, 0, 1, 0), resample=Image.Resampling.BILINEAR
+        )
         box = canvas.getbbox()
         glyph = canvas.crop(box)
         scale = 20.0 / max(glyph.size)
-        glyph = glyph.resize((max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))),
-                             Image.Resampling.LANCZOS)
+        glyph = glyph.resize(
+            (max(1, round(glyph.width * scale)), max(1, round(glyph.height * scale))), Image.Resampling.LANCZOS
+        )
         g = np.asarray(glyph, dtype=np.float32) / 255.0
         ys, xs = np.indices(g.shape)
         cy, cx = (ys * g).sum() / g.sum(), (xs * g).sum() / g.sum()

@@ -7,10 +7,11 @@ from the rows alone.  Values outside a row's table are coded as the escape
 symbol followed by an Elias-gamma code of the value (uniform binary digits),
 so no value is ever clipped.
 """
+
 from __future__ import annotations
 
-import numpy as np
 import constriction
+import numpy as np
 
 from ..errors import VaekitError
 from .models import PRECISION

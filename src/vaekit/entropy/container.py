@@ -26,6 +26,7 @@ Every field is checked before it sizes anything: the image size against
 ``max_pixels``, the tile count against the bytes present, the payload lengths
 against the file length, and the CRC before any payload is decoded.
 """
+
 from __future__ import annotations
 
 import struct
@@ -38,8 +39,10 @@ MAGIC = b"\x89VKC"
 VERSION = 1
 # Stable ids of shipped codec weights.  Never renumber; append only.  Retrained weights get a new
 # id, and the old ones stay shipped under their own name so that every file written decodes.
-MODEL_IDS = {1: "codec-hyperprior-r1",  # the first release (22k steps), named codec-hyperprior until it was superseded
-             2: "codec-hyperprior"}
+MODEL_IDS = {
+    1: "codec-hyperprior-r1",  # the first release (22k steps), named codec-hyperprior until it was superseded
+    2: "codec-hyperprior",
+}
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
 MAX_SIDE = 1 << 20
@@ -77,8 +80,17 @@ def pack(header: Header, payloads: list[bytes]) -> bytes:
         raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT} below {TILE_UNIT << 16}")
     if len(payloads) != header.n_tiles():
         raise VaekitError("internal error: one payload per tile expected")
-    head = _HEAD.pack(MAGIC, VERSION, header.model_id, header.weights_id, header.quality, header.channels,
-                      header.height, header.width, header.tile // TILE_UNIT)
+    head = _HEAD.pack(
+        MAGIC,
+        VERSION,
+        header.model_id,
+        header.weights_id,
+        header.quality,
+        header.channels,
+        header.height,
+        header.width,
+        header.tile // TILE_UNIT,
+    )
     body = head + struct.pack(f"<{len(payloads)}I", *map(len, payloads)) + b"".join(payloads)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -98,8 +110,10 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
     if channels not in (1, 3):
         raise VaekitError(f"corrupted .vkc file: {channels} channels")
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE) or height * width > max_pixels:
-        raise VaekitError(f"corrupted or oversized .vkc file: {width}x{height} pixels "
-                          f"(limit {max_pixels}; raise VAEKIT_MAX_PIXELS to allow more)")
+        raise VaekitError(
+            f"corrupted or oversized .vkc file: {width}x{height} pixels "
+            f"(limit {max_pixels}; raise VAEKIT_MAX_PIXELS to allow more)"
+        )
     if tile_units == 0:
         raise VaekitError("corrupted .vkc file: tile size 0")
     header = Header(model_id, wid, quality, channels, height, width, tile_units * TILE_UNIT)

@@ -14,6 +14,7 @@ density into integer probability tables (``PRECISION`` bits, an escape symbol
 for values outside the table) once, when weights are finalised; the tables
 are stored in the weights file, so every machine codes with the same numbers.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Model families. Importing this module registers them with the registry."""
+
 from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
@@ -6,26 +7,52 @@ from .conditional import ConditionalMLPVAE
 from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoisingVAE
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
-from .vae import ConvVAE, MLPVAE
+from .vae import MLPVAE, ConvVAE
 
 register("mlp-vae", "fully connected VAE, optional dropout (any likelihood)")(MLPVAE)
 register("conv-vae", "fully convolutional ResNet VAE with a spatial latent, any size divisible by its stride")(ConvVAE)
 register("cvae", "class-conditional MLP VAE (label into encoder and decoder), for label-keeping augmentation")(
-    ConditionalMLPVAE)
-register("denoise-vae", "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
-         "any size (multiples of 8), gray or RGB")(DenoisingVAE)
-register("denoise-vae-ms", "conditional VAE denoiser p(clean | noisy, level map): four-scale residual U-Net, "
-         "per-pixel noise map, blind level estimator, any size (multiples of 16), gray or RGB")(MultiScaleDenoisingVAE)
-register("denoise-vae-selfsup", "the conditional VAE denoiser fitted on noisy images only (recorrupted-to-"
-         "recorrupted pairs, explicit Gaussian noise model as the likelihood)")(SelfSupervisedDenoisingVAE)
-register("inpaint-vae", "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
-         "dilated U-Net context, spatial latent, any size (multiples of 8), gray or RGB")(InpaintingVAE)
+    ConditionalMLPVAE
+)
+register(
+    "denoise-vae",
+    "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
+    "any size (multiples of 8), gray or RGB",
+)(DenoisingVAE)
+register(
+    "denoise-vae-ms",
+    "conditional VAE denoiser p(clean | noisy, level map): four-scale residual U-Net, "
+    "per-pixel noise map, blind level estimator, any size (multiples of 16), gray or RGB",
+)(MultiScaleDenoisingVAE)
+register(
+    "denoise-vae-selfsup",
+    "the conditional VAE denoiser fitted on noisy images only (recorrupted-to-"
+    "recorrupted pairs, explicit Gaussian noise model as the likelihood)",
+)(SelfSupervisedDenoisingVAE)
+register(
+    "inpaint-vae",
+    "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
+    "dilated U-Net context, spatial latent, any size (multiples of 8), gray or RGB",
+)(InpaintingVAE)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
 register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
-    lambda **kw: CompressionVAE(prior="factorized", **kw))
+    lambda **kw: CompressionVAE(prior="factorized", **kw)
+)
 register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 2018), GDN, variable rate")(
-    lambda **kw: CompressionVAE(prior="scale", **kw))
+    lambda **kw: CompressionVAE(prior="scale", **kw)
+)
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
-    lambda **kw: CompressionVAE(prior="mean-scale", **kw))
+    lambda **kw: CompressionVAE(prior="mean-scale", **kw)
+)
 
-__all__ = ["VAEBase", "MLPVAE", "ConvVAE", "HierarchicalVAE", "CompressionVAE", "DenoisingVAE", "MultiScaleDenoisingVAE", "SelfSupervisedDenoisingVAE", "InpaintingVAE"]
+__all__ = [
+    "VAEBase",
+    "MLPVAE",
+    "ConvVAE",
+    "HierarchicalVAE",
+    "CompressionVAE",
+    "DenoisingVAE",
+    "MultiScaleDenoisingVAE",
+    "SelfSupervisedDenoisingVAE",
+    "InpaintingVAE",
+]

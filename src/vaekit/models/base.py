@@ -11,6 +11,7 @@ A subclass supplies:
 Everything else -- ELBO, beta-ELBO, IWAE(k), reconstructions, samples -- is
 here, so the training loop only ever calls ``model(x)`` and ``model.loss``.
 """
+
 from __future__ import annotations
 
 import math
@@ -97,6 +98,11 @@ class VAEBase(nn.Module):
         else:
             loss = -(rec - self.beta * kl_weight * kl).mean()
         return {"loss": loss, "elbo": elbo.mean().detach(), "rec": rec.mean().detach(), "kl": kl.mean().detach()}
+
+    def terms(self, x, k: int = 1) -> dict:
+        """The per-sample terms of the bound (what ``_log_weights`` returns): log p(x|z), log p(z), log q(z|x),
+        the first sample's likelihood ``params``, the posterior statistics ``mu``/``logvar``."""
+        return self._log_weights(x, k)
 
     @torch.no_grad()
     def log_weights(self, x, k):

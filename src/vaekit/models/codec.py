@@ -16,18 +16,28 @@ hyper-synthesis runs on integers in an exact fixed-point path
 stored with the weights (``update()``).  Only ``g_s`` -- after the latents are
 known -- runs in float.
 """
+
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..entropy import coder as C
-from ..entropy.models import (SCALE_FRAC_BITS, SCALE_LEVELS, SCALE_MAX, SCALE_MIN, SCALE_STEP, SCALE_T0,
-                              FactorizedDensity, gaussian_likelihood, gaussian_tables, lower_bound)
+from ..entropy.models import (
+    SCALE_FRAC_BITS,
+    SCALE_LEVELS,
+    SCALE_MAX,
+    SCALE_MIN,
+    SCALE_STEP,
+    SCALE_T0,
+    FactorizedDensity,
+    gaussian_likelihood,
+    gaussian_tables,
+    lower_bound,
+)
 from ..errors import VaekitError
 
 DEFAULT_LAMBDAS = (0.0013, 0.0025, 0.0048, 0.0093, 0.018, 0.035, 0.067, 0.13)
@@ -96,9 +106,17 @@ class IntegerHyperSynthesis:
             if float(fan.max()) * cls.ACT_MAX + float(b_int.abs().max()) >= 2.0**53:
                 raise VaekitError("hyper-synthesis weights are too large for the exact integer path")
             shift = a + w_bits - cls.ACT_BITS
-            layers.append({"kind": kind, "weight": w_int.to(torch.int32), "bias": b_int.to(torch.int64),
-                           "shift": shift, "stride": m.stride[0], "padding": m.padding[0],
-                           "output_padding": getattr(m, "output_padding", (0,))[0]})
+            layers.append(
+                {
+                    "kind": kind,
+                    "weight": w_int.to(torch.int32),
+                    "bias": b_int.to(torch.int64),
+                    "shift": shift,
+                    "stride": m.stride[0],
+                    "padding": m.padding[0],
+                    "output_padding": getattr(m, "output_padding", (0,))[0],
+                }
+            )
             a = cls.ACT_BITS
         return cls(layers)
 
@@ -113,8 +131,9 @@ class IntegerHyperSynthesis:
             if L["kind"] == "conv":
                 v = F.conv2d(v, w, b, stride=L["stride"], padding=L["padding"])
             else:
-                v = F.conv_transpose2d(v, w, b, stride=L["stride"], padding=L["padding"],
-                                       output_padding=L["output_padding"])
+                v = F.conv_transpose2d(
+                    v, w, b, stride=L["stride"], padding=L["padding"], output_padding=L["output_padding"]
+                )
             s = L["shift"]
             v = torch.floor((v + 2.0 ** (s - 1)) / 2.0**s) if s > 0 else v * 2.0 ** (-s)
             v = v.clamp(-self.ACT_MAX, self.ACT_MAX)
@@ -131,8 +150,15 @@ class CompressionVAE(nn.Module):
 
     TABLES = ("z_table", "z_offsets", "z_lengths", "y_table", "y_offsets", "y_lengths")
 
-    def __init__(self, prior: str = "mean-scale", N: int = 96, M: int = 128, lambdas=DEFAULT_LAMBDAS,
-                 channels: int = 3, distortion: str = "mse"):
+    def __init__(
+        self,
+        prior: str = "mean-scale",
+        N: int = 96,
+        M: int = 128,
+        lambdas=DEFAULT_LAMBDAS,
+        channels: int = 3,
+        distortion: str = "mse",
+    ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
             raise VaekitError(f"unknown prior {prior!r}: factorized, scale or mean-scale")
@@ -145,8 +171,9 @@ class CompressionVAE(nn.Module):
         self.lambdas = tuple(float(v) for v in lambdas)
         Q = self.qualities = len(self.lambdas)
         self.g_a = nn.Sequential(conv(channels, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
-        self.g_s = nn.Sequential(deconv(M, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, N),
-                                 GDN(N, True), deconv(N, channels))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, N), GDN(N, True), deconv(N, channels)
+        )
         # gains: a larger gain is a finer quantizer; init so that step^2 ~ 1/lambda
         ref = math.log(self.lambdas[Q // 2])
         init = torch.tensor([0.5 * (math.log(v) - ref) for v in self.lambdas]).view(Q, 1).repeat(1, M)
@@ -159,8 +186,13 @@ class CompressionVAE(nn.Module):
             self.h_a = nn.Sequential(conv(M, N, 3, 1), act(), conv(N, N), act(), conv(N, N))
             out = 2 * M if prior == "mean-scale" else M
             mid = M * 3 // 2 if prior == "mean-scale" else N
-            self.h_s = nn.Sequential(deconv(N, M if prior == "mean-scale" else N), nn.ReLU(),
-                                     deconv(M if prior == "mean-scale" else N, mid), nn.ReLU(), conv(mid, out, 3, 1))
+            self.h_s = nn.Sequential(
+                deconv(N, M if prior == "mean-scale" else N),
+                nn.ReLU(),
+                deconv(M if prior == "mean-scale" else N, mid),
+                nn.ReLU(),
+                conv(mid, out, 3, 1),
+            )
             self.z_density = FactorizedDensity(N)
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
@@ -181,6 +213,10 @@ class CompressionVAE(nn.Module):
         """h_s(z_hat) -> (ln sigma, mean) in float (training)."""
         t, mu = self._split(self.h_s(z_hat))
         return t.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)), mu
+
+    def hyper_mean(self, y_g):
+        """The hyperprior's predicted latent mean for gained latents ``y_g`` (float, as in training)."""
+        return self._hyper(torch.round(self._analyse_hyper(y_g)))[1]
 
     def forward(self, x, quality=None):
         """x: (B, C, H, W) in [0, 1], H and W multiples of ``pad_unit`` -> x_hat, likelihoods, bpp, quality."""
@@ -230,8 +266,13 @@ class CompressionVAE(nn.Module):
         else:
             per = lam * 255**2 * mse + kl_weight * out["bpp"]
         loss = per.mean()
-        return {"loss": loss, "elbo": -loss.detach(), "rec": mse.mean().detach(), "kl": out["bpp"].mean().detach(),
-                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+        return {
+            "loss": loss,
+            "elbo": -loss.detach(),
+            "rec": mse.mean().detach(),
+            "kl": out["bpp"].mean().detach(),
+            "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach(),
+        }
 
     # ------------------------------------------------------------ coding tables
     @torch.no_grad()
@@ -280,7 +321,7 @@ class CompressionVAE(nn.Module):
     # ------------------------------------------------------------------ coding
     @torch.no_grad()
     def compress(self, x, quality: int, y=None):
-        """x: (1, C, H, W) in [0, 1], H, W multiples of ``pad_unit`` -> {"strings": [bytes], "shape", "bits", "latents"}.
+        """x: (1, C, H, W) in [0, 1], H, W multiples of ``pad_unit`` -> {"strings", "shape", "bits", "latents"}.
 
         ``y``: ``g_a(x)`` when the caller already has it (coding one image at several qualities)."""
         if not 0 <= quality < self.qualities:

@@ -5,13 +5,13 @@ variant decoded with the image's own label keeps it (``--keep-label``).  Set
 the label with :meth:`condition` (the training loop does it through
 ``forward(x, y)``); every other method is the MLP VAE's.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from .vae import MLPVAE, mlp
 
@@ -19,10 +19,24 @@ from .vae import MLPVAE, mlp
 class ConditionalMLPVAE(MLPVAE):
     conditional = True
 
-    def __init__(self, num_classes: int = 10, image_shape=(1, 28, 28), hidden=(512, 256), latent_dim=32,
-                 dropout=0.0, activation="relu", **vae_args):
-        super().__init__(image_shape=image_shape, hidden=hidden, latent_dim=latent_dim, dropout=dropout,
-                         activation=activation, **vae_args)
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape=(1, 28, 28),
+        hidden=(512, 256),
+        latent_dim=32,
+        dropout=0.0,
+        activation="relu",
+        **vae_args,
+    ):
+        super().__init__(
+            image_shape=image_shape,
+            hidden=hidden,
+            latent_dim=latent_dim,
+            dropout=dropout,
+            activation=activation,
+            **vae_args,
+        )
         self.num_classes = int(num_classes)
         d = math.prod(self.image_shape)
         hidden = list(hidden)

@@ -24,6 +24,7 @@ draws from the prior; ``samples=0`` is the one-pass special case (z = prior
 mean).  The per-pixel std combines the spread of those draws with the
 decoder's own scale, and is what ``--samples`` reports.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,14 +37,10 @@ from .base import LOG2PI
 from .layers import ResBlock, conv3
 
 
-def _conv(cin, cout, stride=1):
-    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
-
-
 def _block(cin, cout, n=2, stride=1):
-    layers = [_conv(cin, cout, stride), nn.ReLU(inplace=True)]
+    layers = [conv3(cin, cout, stride), nn.ReLU(inplace=True)]
     for _ in range(n - 1):
-        layers += [_conv(cout, cout), nn.ReLU(inplace=True)]
+        layers += [conv3(cout, cout), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -84,8 +81,15 @@ class DenoisingVAE(nn.Module):
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
 
-    def __init__(self, channels: int = 1, widths=(32, 64, 128), latent_channels: int = 8,
-                 sigma_range=(0.0, 55.0), scale_ref: float = 0.03, free_bits: float = 0.0):
+    def __init__(
+        self,
+        channels: int = 1,
+        widths=(32, 64, 128),
+        latent_channels: int = 8,
+        sigma_range=(0.0, 55.0),
+        scale_ref: float = 0.03,
+        free_bits: float = 0.0,
+    ):
         super().__init__()
         self.free_bits = float(free_bits)
         self.channels = int(channels)
@@ -98,17 +102,17 @@ class DenoisingVAE(nn.Module):
         self.e1 = _block(c4 + 1, w0, 2)
         self.e2 = _block(w0, w1, 3, stride=2)
         self.e3 = _block(w1, w2, 3, stride=2)
-        self.prior_head = _conv(w2, 2 * L)
+        self.prior_head = conv3(w2, 2 * L)
         # posterior: the clean image joins the context at 1/8
-        self.q_in = nn.Sequential(_conv(c4, 32, 2), nn.ReLU(inplace=True), _conv(32, 64, 2), nn.ReLU(inplace=True))
-        self.q_head = nn.Sequential(_conv(64 + w2, w2), nn.ReLU(inplace=True), _conv(w2, 2 * L))
+        self.q_in = nn.Sequential(conv3(c4, 32, 2), nn.ReLU(inplace=True), conv3(32, 64, 2), nn.ReLU(inplace=True))
+        self.q_head = nn.Sequential(conv3(64 + w2, w2), nn.ReLU(inplace=True), conv3(w2, 2 * L))
         # decoder
         self.d3 = _block(w2 + L, w2, 2)
-        self.up2 = _conv(w2, 4 * w1)
+        self.up2 = conv3(w2, 4 * w1)
         self.d2 = _block(2 * w1, w1, 2)
-        self.up1 = _conv(w1, 4 * w0)
+        self.up1 = conv3(w1, 4 * w0)
         self.d1 = _block(2 * w0, w0, 2)
-        self.out = _conv(w0, c4)
+        self.out = conv3(w0, c4)
         # log likelihood scale as a function of the noise level
         self.scale_net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
         nn.init.zeros_(self.out.weight)
@@ -172,17 +176,29 @@ class DenoisingVAE(nn.Module):
         log_px = -0.5 * sq * torch.exp(-2 * ls) - npix * (ls + 0.5 * LOG2PI)
         kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
         kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
-        return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
-                "sigma": sigma, "noisy": y, "mse": sq / npix}
+        return {
+            "x_hat": mean,
+            "log_px": log_px,
+            "kl": kl_c.sum(1),
+            "kl_train": kl_train,
+            "log_scale": ls,
+            "sigma": sigma,
+            "noisy": y,
+            "mse": sq / npix,
+        }
 
     def loss(self, x, out, kl_weight: float = 1.0):
         w = (out["log_scale"].detach().exp() / self.scale_ref) ** 2
         per = -(out["log_px"] - kl_weight * out.get("kl_train", out["kl"]))
         elbo = out["log_px"] - out["kl"]
         mse = out["mse"]
-        return {"loss": (w * per).mean(), "elbo": elbo.mean().detach(), "rec": mse.mean().detach(),
-                "kl": out["kl"].mean().detach(),
-                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+        return {
+            "loss": (w * per).mean(),
+            "elbo": elbo.mean().detach(),
+            "rec": mse.mean().detach(),
+            "kl": out["kl"].mean().detach(),
+            "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach(),
+        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -243,30 +259,42 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
     errs on the side of smoothing.  With ``test_recorruptions=K`` the estimate instead averages K inputs
     recorrupted at ``test_alpha`` (the R2R paper's test rule); ``test_flips`` gives pass i the i-th of the
     8 rotations/flips of the image (undone on the output: a self-ensemble at no extra cost).  The rule in
-    use was chosen on noisy train400 images (scripts/tune_selfsup.py).
+    use was chosen on noisy train400 images (docs/decisions.md).
 
     A small ``a`` makes the input close to the noisy image but the target very noisy (its variance grows
     as 1/a²): in a small trial on rendered images, a = 1 learned far faster than a drawn from [0.2, 1],
     which barely moved in a few hundred steps.
     """
 
-    def __init__(self, channels: int = 1, widths=(48, 96, 192), latent_channels: int = 8, noisy_sigma: float = 25.0,
-                 alpha_range=(1.0, 1.0), free_bits: float = 0.05, test_recorruptions: int = 0,
-                 test_alpha: float = 1.0, test_flips: bool = False, scale_ref: float = 0.03,
-                 prior_path_weight: float = 0.0):
+    def __init__(
+        self,
+        channels: int = 1,
+        widths=(48, 96, 192),
+        latent_channels: int = 8,
+        noisy_sigma: float = 25.0,
+        alpha_range=(1.0, 1.0),
+        free_bits: float = 0.05,
+        test_recorruptions: int = 0,
+        test_alpha: float = 1.0,
+        test_flips: bool = False,
+        scale_ref: float = 0.03,
+    ):
         s0 = float(noisy_sigma)
         if not 0 < s0 <= 255:
             raise ValueError(f"noisy_sigma must lie in (0, 255], not {s0}")
         lo, hi = float(alpha_range[0]), float(alpha_range[1])
         if not 0 < lo <= hi:
             raise ValueError(f"alpha_range must satisfy 0 < lo <= hi, not {alpha_range}")
-        super().__init__(channels, widths, latent_channels, sigma_range=(s0, s0 * math.sqrt(1 + hi * hi)),
-                         scale_ref=scale_ref, free_bits=free_bits)
+        super().__init__(
+            channels,
+            widths,
+            latent_channels,
+            sigma_range=(s0, s0 * math.sqrt(1 + hi * hi)),
+            scale_ref=scale_ref,
+            free_bits=free_bits,
+        )
         self.noisy_sigma = s0
         self.alpha_range = (lo, hi)
-        if not prior_path_weight >= 0:
-            raise ValueError(f"prior_path_weight must be >= 0, not {prior_path_weight}")
-        self.prior_path_weight = float(prior_path_weight)
         self.test_recorruptions = int(test_recorruptions)
         self.test_alpha = float(test_alpha)
         self.test_flips = bool(test_flips)
@@ -304,29 +332,29 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         log_py = -0.5 * sq / var - 0.5 * npix * (torch.log(var) + LOG2PI)
         kl_c = gaussian_kl(qm, qlv, pm, plv).flatten(2).sum(2)
         kl_train = kl_c.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_c.sum(1)
-        out = {"x_hat": mean, "log_px": log_py, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
-               "sigma": lev, "noisy": y_in, "mse": sq / npix}
-        if self.prior_path_weight:
-            # the test path -- z at the prior mean, no look at the target -- scored by the same likelihood
-            # (the "hybrid" CVAE objective of Sohn et al. 2015), so the decoder cannot lean on what the posterior
-            # carries from the target (a second noisy view of the image) that the prior cannot supply.  Off by
-            # default: not adopted (scripts/tune_selfsup.py, candidate r2r-pp)
-            sq_p = (y_out - self.decode(pm, skips, y_in)).pow(2).flatten(1).sum(1)
-            out["log_py_prior"] = -0.5 * sq_p / var - 0.5 * npix * (torch.log(var) + LOG2PI)
-            out["mse_prior"] = sq_p / npix
+        out = {
+            "x_hat": mean,
+            "log_px": log_py,
+            "kl": kl_c.sum(1),
+            "kl_train": kl_train,
+            "log_scale": ls,
+            "sigma": lev,
+            "noisy": y_in,
+            "mse": sq / npix,
+        }
         return out
 
     def loss(self, x, out, kl_weight: float = 1.0):
         # the plain ELBO: the target's noise variance already weighs each example (no reweighting by level)
         per = -(out["log_px"] - kl_weight * out["kl_train"])
-        if "log_py_prior" in out:
-            per = per - self.prior_path_weight * out["log_py_prior"]
         elbo = out["log_px"] - out["kl"]
-        res = {"loss": per.mean(), "elbo": elbo.mean().detach(), "rec": out["mse"].mean().detach(),
-               "kl": out["kl"].mean().detach(),
-               "psnr": (-10 * torch.log10(out["mse"].clamp_min(1e-10))).mean().detach()}
-        if "mse_prior" in out:  # the test path's error against the independent noisy target
-            res["rec_prior"] = out["mse_prior"].mean().detach()
+        res = {
+            "loss": per.mean(),
+            "elbo": elbo.mean().detach(),
+            "rec": out["mse"].mean().detach(),
+            "kl": out["kl"].mean().detach(),
+            "psnr": (-10 * torch.log10(out["mse"].clamp_min(1e-10))).mean().detach(),
+        }
         return res
 
     @torch.no_grad()
@@ -338,8 +366,9 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         K = self.test_recorruptions
         if K <= 0:
             lo, hi = (s * math.sqrt(1 + a * a) for a in self.alpha_range)
-            return super().denoise(y, min(max(s, lo), hi), samples=samples, temperature=temperature,
-                                   generator=generator)
+            return super().denoise(
+                y, min(max(s, lo), hi), samples=samples, temperature=temperature, generator=generator
+            )
         a = self.test_alpha
         lev = s * math.sqrt(1 + a * a)
         n_pass = max(int(samples), K)
@@ -347,8 +376,9 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         for i in range(n_pass):
             y_in = y + a * (s / 255.0) * torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
             k, flip = (i % 4, (i // 4) % 2 == 1) if self.test_flips else (0, False)
-            mean, std, d = super().denoise(_dihedral(y_in, k, flip), lev, samples=1 if samples else 0,
-                                           temperature=temperature, generator=generator)
+            mean, std, d = super().denoise(
+                _dihedral(y_in, k, flip), lev, samples=1 if samples else 0, temperature=temperature, generator=generator
+            )
             mean, d = _dihedral(mean, k, flip, inverse=True), [_dihedral(t, k, flip, inverse=True) for t in d]
             acc = acc + mean
             acc2 = acc2 + mean * mean
@@ -383,9 +413,19 @@ class MultiScaleDenoisingVAE(nn.Module):
 
     STRIDE = 16
 
-    def __init__(self, channels: int = 3, widths=(48, 96, 192, 256), blocks: int = 2, latent_channels: int = 8,
-                 sigma_max: float = 55.0, free_bits: float = 0.05, scale_ref: float = 0.03,
-                 estimator_width: int = 32, blind_prob: float = 0.2, under_cost: float = 2.0):
+    def __init__(
+        self,
+        channels: int = 3,
+        widths=(64, 80, 96, 112),
+        blocks: int = 2,
+        latent_channels: int = 8,
+        sigma_max: float = 55.0,
+        free_bits: float = 0.05,
+        scale_ref: float = 0.03,
+        estimator_width: int = 32,
+        blind_prob: float = 0.2,
+        under_cost: float = 2.0,
+    ):
         super().__init__()
         self.channels, self.latent_channels = int(channels), int(latent_channels)
         self.widths = tuple(int(w) for w in widths)
@@ -398,8 +438,14 @@ class MultiScaleDenoisingVAE(nn.Module):
         self.enc = nn.ModuleList(nn.Sequential(*[ResBlock(c) for _ in range(blocks)]) for c in w)
         self.down = nn.ModuleList(conv3(w[i], w[i + 1], stride=2) for i in range(3))
         self.prior_head = conv3(w[3], 2 * L)
-        self.q_in = nn.Sequential(conv3(C4, 32, 2), nn.ReLU(inplace=True), conv3(32, 64, 2), nn.ReLU(inplace=True),
-                                  conv3(64, 64, 2), nn.ReLU(inplace=True))
+        self.q_in = nn.Sequential(
+            conv3(C4, 32, 2),
+            nn.ReLU(inplace=True),
+            conv3(32, 64, 2),
+            nn.ReLU(inplace=True),
+            conv3(64, 64, 2),
+            nn.ReLU(inplace=True),
+        )
         self.q_head = nn.Sequential(conv3(64 + w[3], w[3]), nn.ReLU(inplace=True), conv3(w[3], 2 * L))
         self.dec_in = conv3(w[3] + L, w[3])
         self.dec = nn.ModuleList(nn.Sequential(*[ResBlock(c) for _ in range(blocks)]) for c in w)
@@ -409,9 +455,19 @@ class MultiScaleDenoisingVAE(nn.Module):
         nn.init.zeros_(self.tail.bias)
         self.scale_net = nn.Sequential(nn.Conv2d(1, 16, 1), nn.Tanh(), nn.Conv2d(16, 1, 1))
         e = int(estimator_width)
-        self.estimator = nn.Sequential(conv3(C4, e), nn.ReLU(inplace=True), conv3(e, e, 2), nn.ReLU(inplace=True),
-                                       conv3(e, e), nn.ReLU(inplace=True), conv3(e, e, 2), nn.ReLU(inplace=True),
-                                       conv3(e, e), nn.ReLU(inplace=True), conv3(e, self.channels))
+        self.estimator = nn.Sequential(
+            conv3(C4, e),
+            nn.ReLU(inplace=True),
+            conv3(e, e, 2),
+            nn.ReLU(inplace=True),
+            conv3(e, e),
+            nn.ReLU(inplace=True),
+            conv3(e, e, 2),
+            nn.ReLU(inplace=True),
+            conv3(e, e),
+            nn.ReLU(inplace=True),
+            conv3(e, self.channels),
+        )
 
     # ------------------------------------------------------------------ pieces
     def _check(self, y):
@@ -489,19 +545,32 @@ class MultiScaleDenoisingVAE(nn.Module):
         floor = 0.5 / 255
         err = torch.log(est.clamp_min(floor)) - torch.log(smap.clamp_min(floor))
         est_l1 = torch.where(err < 0, -self.under_cost * err, err).flatten(1).mean(1)
-        return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "log_scale": ls,
-                "noisy": y, "mse": d2.flatten(1).sum(1) / npix, "est_l1": est_l1}
+        return {
+            "x_hat": mean,
+            "log_px": log_px,
+            "kl": kl_c.sum(1),
+            "kl_train": kl_train,
+            "log_scale": ls,
+            "noisy": y,
+            "mse": d2.flatten(1).sum(1) / npix,
+            "est_l1": est_l1,
+        }
 
     def loss(self, x, out, kl_weight: float = 1.0):
-        w = (out["log_scale"].detach().mul(2).exp().flatten(1).mean(1) / self.scale_ref**2)
+        w = out["log_scale"].detach().mul(2).exp().flatten(1).mean(1) / self.scale_ref**2
         per = -(out["log_px"] - kl_weight * out["kl_train"])
         elbo = out["log_px"] - out["kl"]
         mse = out["mse"]
         # the estimator shares no parameter with the VAE: its term's weight only matters to gradient clipping
         loss = (w * per).mean() + x[0].numel() * out["est_l1"].mean()
-        return {"loss": loss, "elbo": elbo.mean().detach(), "rec": mse.mean().detach(),
-                "kl": out["kl"].mean().detach(), "est_l1": out["est_l1"].mean().detach(),
-                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+        return {
+            "loss": loss,
+            "elbo": elbo.mean().detach(),
+            "rec": mse.mean().detach(),
+            "kl": out["kl"].mean().detach(),
+            "est_l1": out["est_l1"].mean().detach(),
+            "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach(),
+        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -7,15 +7,15 @@ All four conditionals are MLPs.  ``decode`` maps z1 to the likelihood
 parameters, so reconstructions and interpolations live in z1-space; prior
 samples go z2 -> z1 -> x.
 """
+
 from __future__ import annotations
 
 import math
 
 import torch
-from torch import nn
 
 from .base import VAEBase, gaussian_log_prob, kl_to_std_normal, std_normal_log_prob
-from .vae import _reparameterize, mlp
+from .vae import mlp, reparameterize
 
 
 class HierarchicalVAE(VAEBase):
@@ -27,8 +27,16 @@ class HierarchicalVAE(VAEBase):
     latent_dims : (d1, d2), sizes of z1 and z2
     """
 
-    def __init__(self, image_shape=(1, 28, 28), hidden1=(300, 300), hidden2=(150, 150),
-                 latent_dims=(100, 50), activation="tanh", dropout=0.0, **vae_args):
+    def __init__(
+        self,
+        image_shape=(1, 28, 28),
+        hidden1=(300, 300),
+        hidden2=(150, 150),
+        latent_dims=(100, 50),
+        activation="tanh",
+        dropout=0.0,
+        **vae_args,
+    ):
         super().__init__(**vae_args)
         self.image_shape = tuple(image_shape)
         d = math.prod(self.image_shape)
@@ -69,7 +77,7 @@ class HierarchicalVAE(VAEBase):
             raise ValueError(f"HierarchicalVAE expects images of shape {self.image_shape}, got {tuple(x.shape[1:])}")
         B = x.shape[0]
         mu1, logvar1 = self._stats(self.q_z1(x.flatten(1)))
-        z1 = _reparameterize(mu1, logvar1, k)  # (k, B, d1)
+        z1 = reparameterize(mu1, logvar1, k)  # (k, B, d1)
         mu2, logvar2 = self._stats(self.q_z2(z1))  # (k, B, d2)
         z2 = mu2 + torch.exp(0.5 * logvar2) * torch.randn_like(mu2)
         pmu1, plogvar1 = self._stats(self.p_z1(z2))
@@ -79,8 +87,20 @@ class HierarchicalVAE(VAEBase):
         log_pz = std_normal_log_prob(z2) + gaussian_log_prob(z1, pmu1, plogvar1)
         log_qz = gaussian_log_prob(z1, mu1, logvar1) + gaussian_log_prob(z2, mu2, logvar2)
         # lower-variance KL for the ELBO: MC for z1, analytic for z2 given z1
-        kl = (gaussian_log_prob(z1[0], mu1, logvar1) - gaussian_log_prob(z1[0], pmu1[0], plogvar1[0])
-              + kl_to_std_normal(mu2[0], logvar2[0]))
-        return {"log_px": log_px, "log_pz": log_pz, "log_qz": log_qz, "kl_analytic": kl,
-                "params": params[:B], "mu": mu1, "logvar": logvar1, "z": z1[0],
-                "mu2": mu2[0], "logvar2": logvar2[0]}
+        kl = (
+            gaussian_log_prob(z1[0], mu1, logvar1)
+            - gaussian_log_prob(z1[0], pmu1[0], plogvar1[0])
+            + kl_to_std_normal(mu2[0], logvar2[0])
+        )
+        return {
+            "log_px": log_px,
+            "log_pz": log_pz,
+            "log_qz": log_qz,
+            "kl_analytic": kl,
+            "params": params[:B],
+            "mu": mu1,
+            "logvar": logvar1,
+            "z": z1[0],
+            "mu2": mu2[0],
+            "logvar2": logvar2[0],
+        }

@@ -33,6 +33,7 @@ fine-tuned with KL balancing, a posterior that starts as the block-mean residual
 confined to deep blocks (``q_kl_weight``, ``q_skip``, ``latent_gate``), so its fills differ where the
 hole is deep.
 """
+
 from __future__ import annotations
 
 import math
@@ -44,16 +45,17 @@ from torch import nn
 
 from ..degrade import draw_strokes
 from .base import LOG2PI
-from .denoiser import _conv, gaussian_kl, prior_draws
+from .denoiser import gaussian_kl, prior_draws
+from .layers import conv3
 
 MSE_FLOOR = 1e-4  # (0-1 units)²: 40 dB; bounds the weight of a nearly solved crop
 
 
 def _block(cin, cout, n=2, stride=1):
     """Conv blocks with SiLU: with ReLU this model's per-crop log-error objective killed whole layers."""
-    layers = [_conv(cin, cout, stride), nn.SiLU(inplace=True)]
+    layers = [conv3(cin, cout, stride), nn.SiLU(inplace=True)]
     for _ in range(n - 1):
-        layers += [_conv(cout, cout), nn.SiLU(inplace=True)]
+        layers += [conv3(cout, cout), nn.SiLU(inplace=True)]
     return nn.Sequential(*layers)
 
 
@@ -114,12 +116,54 @@ def harmonic_fill(y, m, iters: int = 50):
     return x
 
 
+def laplace_solve(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Harmonic (membrane) inpainting, solved exactly: ``values`` (C, H, W), ``mask`` (H, W) bool, True = missing.
+
+    Each missing pixel becomes the mean of its 4 neighbours (at the image border, of those inside it: the
+    membrane's edge is free), with the known pixels as boundary values -- one sparse linear system for all
+    channels, solved directly (SuperLU).  The solution is also the expected colour of the known pixel where a
+    random walk from the missing pixel first lands, which is why it is a strong fill deep inside large holes.
+    Returns float64 (C, H, W); with nothing missing, the input; with nothing known, the image mid-grey."""
+    import scipy.sparse as sp
+    from scipy.sparse.linalg import spsolve
+
+    values = np.asarray(values, dtype=np.float64)
+    mask = np.asarray(mask, dtype=bool)
+    out = values.copy()
+    if not mask.any():
+        return out
+    if mask.all():
+        out[:] = 0.5
+        return out
+    C, H, W = values.shape
+    ys, xs = np.nonzero(mask)
+    n = len(ys)
+    index = np.full((H, W), -1, np.int64)
+    index[ys, xs] = np.arange(n)
+    degree = np.zeros(n)
+    rows, cols = [np.arange(n)], [np.arange(n)]
+    rhs = np.zeros((C, n))
+    for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        qy, qx = ys + dy, xs + dx
+        inside = (qy >= 0) & (qy < H) & (qx >= 0) & (qx < W)
+        degree += inside
+        r, qy, qx = np.nonzero(inside)[0], qy[inside], qx[inside]
+        hole = mask[qy, qx]
+        rows.append(r[hole])
+        cols.append(index[qy[hole], qx[hole]])
+        for c in range(C):
+            rhs[c] += np.bincount(r[~hole], weights=values[c, qy[~hole], qx[~hole]], minlength=n)
+    data = np.concatenate([degree, -np.ones(sum(len(v) for v in rows[1:]))])
+    A = sp.csc_matrix((data, (np.concatenate(rows), np.concatenate(cols))), shape=(n, n))
+    sol = spsolve(A, rhs.T)
+    out[:, ys, xs] = np.asarray(sol).reshape(n, C).T
+    return out
+
+
 def laplace_fill(y, m):
     """The membrane of :func:`harmonic_fill` solved exactly (a sparse direct solve per example, on the CPU in
-    float64; :func:`vaekit.baselines.laplace_solve`).  50 Jacobi sweeps after push-pull leave a box of 160 x 240
+    float64; :func:`laplace_solve`).  50 Jacobi sweeps after push-pull leave a box of 160 x 240
     px tens of grey levels short of the membrane; this is exact at any size, and about as fast."""
-    from ..baselines import laplace_solve
-
     out = torch.empty_like(y)
     for i in range(y.shape[0]):
         sol = laplace_solve(y[i].detach().cpu().double().numpy(), m[i, 0].detach().cpu().numpy() > 0.5)
@@ -145,7 +189,7 @@ class InpaintingVAE(nn.Module):
         strokes, where the coarse-to-fine levels meet them.  Switched to exact at inference, the shipped
         inpainter (stage 3b) gained on the first six bsds400 val images 0.53 dB of hole PSNR on the centred
         box, 1.0 on thick strokes and 0.26 on medium ones, and nothing changed by more than 0.01 dB on
-        scattered pixels and thin strokes (``scripts/eval_inpaint_val.py --prefill jacobi|exact``).
+        scattered pixels and thin strokes (docs/decisions.md).
     q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
         posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
         (stage 1 of the shipped model).  At -6 or -4 alone the decoder sees the latent from the first step,
@@ -162,22 +206,11 @@ class InpaintingVAE(nn.Module):
         pre-fill) straight to the first ``channels`` latent means, initialised to ``q_skip`` x identity and
         learned.  With it the posterior carries the hole's coarse colours from the first step, so the decoder
         meets a latent worth reading before the KL can close it; 0 (default): no such path.
-    gsnn_weight : the hybrid objective of Sohn et al. (2015): the decoder is also trained, with this weight
-        (and the posterior's reconstruction with 1 - weight), to reconstruct from the prior's mean, which is
-        the one-pass estimate at inference; 0 (default): the plain ELBO's reconstruction only.
     latent_gate : where the latent lives: only at latent positions (8x8 blocks) at least this fraction
         missing.  Elsewhere the decoder gets z = 0 and the posterior is the prior (no KL): near known pixels
         the context decides the fill, and a latent there only taught the decoder to lean on what the prior
         cannot supply (without the gate the diverse fine-tune lost 0.2-0.6 dB on scattered pixels and thin
         strokes).  0 (default): everywhere.
-    refine : ``(width, depth)`` of a full-resolution tail of the decoder: ``depth`` 3x3 convolutions of
-        ``width`` channels read the decoded image and the mask and add a residual inside the hole (zero at
-        initialisation, so a model fine-tuned with it starts where it was).  The U-Net sees the image only
-        pixel-unshuffled by 2; a plain 48x8 full-resolution CNN trained from the harmonic pre-fill learned
-        more about scattered pixels in 7 minutes than the U-Net had in 45.  Trained alone on top of the
-        shipped model's stage 2, though, the tail changed nothing in 1,200 steps (it starts from the U-Net's
-        fill, which it did not learn to improve; ``detail`` starts from the pre-fill and does).  ``None``
-        (default): no tail.
     detail : ``(width, depth, reach)`` of a full-resolution detail path for hole pixels near known ones:
         ``depth`` 3x3 convolutions of ``width`` channels read the harmonic pre-fill, the U-Net's decoded
         image and the mask, and their residual over the pre-fill is the fill of every hole pixel at most
@@ -191,7 +224,7 @@ class InpaintingVAE(nn.Module):
         trained one starts by computing exactly what it computed (tensor names ``detail_res.*``, so
         ``init_from`` loads the old path and leaves the blocks fresh).  0 (default): none.
     mask_probs : the training masks' mixture: chances of random pixels, brush strokes, boxes and text-like
-        marks (default 0.25, 0.35, 0.25, 0.15).  A probe (scripts/probe_inpaint_fullres.py) found a plain
+        marks (default 0.25, 0.35, 0.25, 0.15).  A probe (docs/decisions.md) found a plain
         full-resolution CNN learns scattered pixels within 200 steps on pixel masks alone and not at all in 750
         on the default mixture.
     q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
@@ -202,12 +235,25 @@ class InpaintingVAE(nn.Module):
 
     STRIDE = 8
 
-    def __init__(self, channels: int = 3, widths=(48, 96, 192), latent_channels: int = 8,
-                 free_bits: float = 0.0, fill_radius: int = 24, harmonic_iters: int = 50,
-                 q_init_logvar: float = 0.0, q_view: str = "full", min_logvar: float = -12.0,
-                 q_kl_weight: float = 1.0, q_skip: float = 0.0, gsnn_weight: float = 0.0,
-                 latent_gate: float = 0.0, refine=None, mask_probs=None, detail=None, prefill: str = "jacobi",
-                 detail_blocks: int = 0):
+    def __init__(
+        self,
+        channels: int = 3,
+        widths=(48, 96, 192),
+        latent_channels: int = 8,
+        free_bits: float = 0.0,
+        fill_radius: int = 24,
+        harmonic_iters: int = 50,
+        q_init_logvar: float = 0.0,
+        q_view: str = "full",
+        min_logvar: float = -12.0,
+        q_kl_weight: float = 1.0,
+        q_skip: float = 0.0,
+        latent_gate: float = 0.0,
+        mask_probs=None,
+        detail=None,
+        prefill: str = "jacobi",
+        detail_blocks: int = 0,
+    ):
         super().__init__()
         if prefill not in ("jacobi", "exact"):
             raise ValueError(f"prefill must be 'jacobi' or 'exact', not {prefill!r}")
@@ -219,9 +265,6 @@ class InpaintingVAE(nn.Module):
         if not 0.0 <= float(latent_gate) <= 1.0:
             raise ValueError(f"latent_gate must be in [0, 1], not {latent_gate}")
         self.latent_gate = float(latent_gate)
-        if not 0.0 <= float(gsnn_weight) < 1.0:
-            raise ValueError(f"gsnn_weight must be in [0, 1), not {gsnn_weight}")
-        self.gsnn_weight = float(gsnn_weight)
         if not 0.0 < float(q_kl_weight) <= 1.0:
             raise ValueError(f"q_kl_weight must be in (0, 1], not {q_kl_weight}")
         self.q_kl_weight = float(q_kl_weight)
@@ -236,16 +279,16 @@ class InpaintingVAE(nn.Module):
         self.e2 = _block(w0, w1, 3, stride=2)
         self.e3 = _block(w1, w2, 2, stride=2)
         self.dil = nn.ModuleList([nn.Conv2d(w2, w2, 3, padding=d, dilation=d) for d in (2, 4, 8)])
-        self.prior_head = _conv(w2, 2 * L)
+        self.prior_head = conv3(w2, 2 * L)
         if q_view not in ("full", "coarse"):
             raise ValueError(f"q_view must be 'full' or 'coarse', not {q_view!r}")
         self.q_view = q_view
         self.min_logvar = float(min_logvar)
         if q_view == "full":
-            self.q_in = nn.Sequential(_conv(c4, 32, 2), nn.SiLU(inplace=True), _conv(32, 64, 2), nn.SiLU(inplace=True))
+            self.q_in = nn.Sequential(conv3(c4, 32, 2), nn.SiLU(inplace=True), conv3(32, 64, 2), nn.SiLU(inplace=True))
         else:  # block means of the image and of its pre-fill residual at 1/8 resolution
-            self.q_in = nn.Sequential(_conv(2 * self.channels, 64), nn.SiLU(inplace=True))
-        self.q_head = nn.Sequential(_conv(64 + w2, w2), nn.SiLU(inplace=True), _conv(w2, 2 * L))
+            self.q_in = nn.Sequential(conv3(2 * self.channels, 64), nn.SiLU(inplace=True))
+        self.q_head = nn.Sequential(conv3(64 + w2, w2), nn.SiLU(inplace=True), conv3(w2, 2 * L))
         self.q_skip = None
         if q_skip:
             if q_view != "coarse" or L < self.channels:
@@ -255,35 +298,23 @@ class InpaintingVAE(nn.Module):
                 self.q_skip.weight.zero_()
                 self.q_skip.weight[:, :, 0, 0][: self.channels].copy_(float(q_skip) * torch.eye(self.channels))
         self.d3 = _block(w2 + L, w2, 2)
-        self.up2 = _conv(w2, 4 * w1)
+        self.up2 = conv3(w2, 4 * w1)
         self.d2 = _block(2 * w1, w1, 2)
-        self.up1 = _conv(w1, 4 * w0)
+        self.up1 = conv3(w1, 4 * w0)
         self.d1 = _block(2 * w0, w0, 2)
-        self.out = _conv(w0, c4)
+        self.out = conv3(w0, c4)
         self.log_scale = nn.Parameter(torch.tensor(-3.0))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.refine = None
-        if refine:
-            rw, rd = (int(v) for v in refine)
-            if rw < 1 or rd < 2:
-                raise ValueError(f"refine must be (width >= 1, depth >= 2), not {refine}")
-            layers = [_conv(self.channels + 1, rw), nn.SiLU(inplace=True)]
-            for _ in range(rd - 2):
-                layers += [_conv(rw, rw), nn.SiLU(inplace=True)]
-            layers.append(_conv(rw, self.channels))
-            self.refine = nn.Sequential(*layers)
-            nn.init.zeros_(self.refine[-1].weight)
-            nn.init.zeros_(self.refine[-1].bias)
         self.detail, self.detail_reach = None, 0
         if detail:
             dw, dd, reach = (int(v) for v in detail)
             if dw < 1 or dd < 2 or reach < 1:
                 raise ValueError(f"detail must be (width >= 1, depth >= 2, reach >= 1), not {detail}")
-            layers = [_conv(2 * self.channels + 1, dw), nn.SiLU(inplace=True)]
+            layers = [conv3(2 * self.channels + 1, dw), nn.SiLU(inplace=True)]
             for _ in range(dd - 2):
-                layers += [_conv(dw, dw), nn.SiLU(inplace=True)]
-            layers.append(_conv(dw, self.channels))
+                layers += [conv3(dw, dw), nn.SiLU(inplace=True)]
+            layers.append(conv3(dw, self.channels))
             self.detail, self.detail_reach = nn.Sequential(*layers), reach
             nn.init.normal_(self.detail[-1].weight, 0.0, 1e-3)  # not zero: the first layers get a gradient at once
             nn.init.zeros_(self.detail[-1].bias)
@@ -293,7 +324,7 @@ class InpaintingVAE(nn.Module):
         if detail_blocks:
             self.detail_res = nn.ModuleList()
             for _ in range(int(detail_blocks)):
-                blk = nn.Sequential(_conv(dw, dw), nn.SiLU(inplace=True), _conv(dw, dw))
+                blk = nn.Sequential(conv3(dw, dw), nn.SiLU(inplace=True), conv3(dw, dw))
                 nn.init.zeros_(blk[-1].weight)  # each block starts as the identity: a deepened path computes
                 nn.init.zeros_(blk[-1].bias)  # what the path it was loaded from did
                 self.detail_res.append(blk)
@@ -352,8 +383,6 @@ class InpaintingVAE(nn.Module):
         h = self.d2(torch.cat([F.silu(F.pixel_shuffle(self.up2(h), 2)), e2], 1))
         h = self.d1(torch.cat([F.silu(F.pixel_shuffle(self.up1(h), 2)), e1], 1))
         x = base + m * F.pixel_shuffle(self.out(h), 2)
-        if self.refine is not None:
-            x = x + m * self.refine(torch.cat([x, m], 1))
         if self.detail is not None:
             w = m * near_weight(m, self.detail_reach)
             x = x + w * (base + self.detail_residual(torch.cat([base, x, m], 1)) - x)
@@ -401,8 +430,9 @@ class InpaintingVAE(nn.Module):
                     x, yy = rng.uniform(0, w), rng.uniform(0, h)
                     L = rng.uniform(3, 12)
                     ang = rng.choice([0.0, np.pi / 2, np.pi / 4, -np.pi / 4])
-                    draw.line([(x, yy), (x + L * np.cos(ang), yy + L * np.sin(ang))], fill=255,
-                              width=int(rng.integers(1, 4)))
+                    draw.line(
+                        [(x, yy), (x + L * np.cos(ang), yy + L * np.sin(ang))], fill=255, width=int(rng.integers(1, 4))
+                    )
             out[i, 0] = np.asarray(im) > 127
             if not out[i, 0].any():
                 out[i, 0, h // 2, w // 2] = 1
@@ -433,9 +463,6 @@ class InpaintingVAE(nn.Module):
         log_px, sq = log_lik(mean)
         mse = sq / nmiss
         rec_train = log_px
-        if self.gsnn_weight > 0:  # the hybrid objective: also reconstruct from the prior's mean
-            g = self.gsnn_weight
-            rec_train = (1 - g) * log_px + g * log_lik(self.decode(pm, skips, base, m))[0]
         # the global scale (for the reported std) is fitted to the errors without moving the mean
         ls = self.log_scale.clamp(-9.0, 0.0)
         scale_nll = 0.5 * sq.detach() * torch.exp(-2 * ls) + nmiss * ls
@@ -444,20 +471,41 @@ class InpaintingVAE(nn.Module):
         kl_t = kl_c
         if self.q_kl_weight < 1.0:  # gradient: weight w on the posterior, 1 on the prior; value: the true KL
             w = self.q_kl_weight
-            kl_t = ((w * gaussian_kl(qm, qlv, pm.detach(), plv.detach())
-                     + gaussian_kl(qm.detach(), qlv.detach(), pm, plv)) * gate).flatten(2).sum(2)
+            kl_t = (
+                (
+                    (
+                        w * gaussian_kl(qm, qlv, pm.detach(), plv.detach())
+                        + gaussian_kl(qm.detach(), qlv.detach(), pm, plv)
+                    )
+                    * gate
+                )
+                .flatten(2)
+                .sum(2)
+            )
             kl_t = kl_t - (kl_t.detach() - kl_c.detach())
         kl_train = kl_t.clamp_min(self.free_bits * qm[0, 0].numel()).sum(1) if self.free_bits else kl_t.sum(1)
-        return {"x_hat": mean, "log_px": log_px, "kl": kl_c.sum(1), "kl_train": kl_train, "mask": m,
-                "mse_hole": mse, "scale_nll": scale_nll, "rec_train": rec_train}
+        return {
+            "x_hat": mean,
+            "log_px": log_px,
+            "kl": kl_c.sum(1),
+            "kl_train": kl_train,
+            "mask": m,
+            "mse_hole": mse,
+            "scale_nll": scale_nll,
+            "rec_train": rec_train,
+        }
 
     def loss(self, x, out, kl_weight: float = 1.0):
         per = -(out.get("rec_train", out["log_px"]) - kl_weight * out.get("kl_train", out["kl"])) + out["scale_nll"]
         elbo = out["log_px"] - out["kl"]
         mse = out["mse_hole"]
-        return {"loss": per.mean() / (x[0].numel()), "elbo": elbo.mean().detach(), "rec": mse.mean().detach(),
-                "kl": out["kl"].mean().detach(),
-                "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach()}
+        return {
+            "loss": per.mean() / (x[0].numel()),
+            "elbo": elbo.mean().detach(),
+            "rec": mse.mean().detach(),
+            "kl": out["kl"].mean().detach(),
+            "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach(),
+        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -473,9 +521,10 @@ class InpaintingVAE(nn.Module):
         if samples <= 0:
             mean = self.decode(pm, skips, base, m)
             return mean, scale * m.expand_as(mean), []
-        mean, var, draws = prior_draws(lambda z: self.decode(z, skips, base, m), pm, plv, samples, temperature,
-                                       generator)
-        return mean, (var + scale ** 2).sqrt() * m, draws
+        mean, var, draws = prior_draws(
+            lambda z: self.decode(z, skips, base, m), pm, plv, samples, temperature, generator
+        )
+        return mean, (var + scale**2).sqrt() * m, draws
 
     @torch.no_grad()
     def latent_stats(self, x, m):

@@ -1,4 +1,5 @@
 """Shared building blocks of the image models."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -5,6 +5,7 @@ channel (``params_per_channel``) and turns decoder outputs into a log-density
 per example, a mean image and samples.  Log-densities are in nats, summed
 over all pixels: ``log_prob(params, x) -> (B,)``.
 """
+
 from __future__ import annotations
 
 import math

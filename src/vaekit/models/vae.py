@@ -3,6 +3,7 @@
 Both have a Gaussian posterior q(z|x) = N(mu, diag exp(logvar)) and a
 standard normal prior.  Images are (B, C, H, W) in [0, 1].
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ def mlp(sizes, activation="relu", dropout=0.0, last_activation=False):
     return nn.Sequential(*layers)
 
 
-def _reparameterize(mu, logvar, k):
+def reparameterize(mu, logvar, k):
     """k samples per example: (k, B, ...) from N(mu, exp(logvar))."""
     eps = torch.randn((k,) + tuple(mu.shape), dtype=mu.dtype, device=mu.device)
     return mu + torch.exp(0.5 * logvar) * eps
@@ -43,7 +44,7 @@ class GaussianVAE(VAEBase):
 
     def _log_weights(self, x, k):
         mu, logvar = self.posterior(x)
-        z = _reparameterize(mu, logvar, k)  # (k, B, *latent)
+        z = reparameterize(mu, logvar, k)  # (k, B, *latent)
         B = x.shape[0]
         params = self.decode(z.reshape((k * B,) + tuple(mu.shape[1:])))
         xk = x.unsqueeze(0).expand((k,) + tuple(x.shape)).reshape((k * B,) + tuple(x.shape[1:]))
@@ -78,8 +79,9 @@ class MLPVAE(GaussianVAE):
     dropout : dropout probability after each hidden layer (0 disables)
     """
 
-    def __init__(self, image_shape=(1, 28, 28), hidden=(512, 256), latent_dim=32, dropout=0.0,
-                 activation="relu", **vae_args):
+    def __init__(
+        self, image_shape=(1, 28, 28), hidden=(512, 256), latent_dim=32, dropout=0.0, activation="relu", **vae_args
+    ):
         super().__init__(**vae_args)
         self.image_shape = tuple(image_shape)
         self.latent_shape = (int(latent_dim),)
@@ -123,8 +125,16 @@ class ConvVAE(GaussianVAE):
     samples when no size is given.
     """
 
-    def __init__(self, in_channels=1, channels=(32, 64), blocks=1, latent_channels=8,
-                 image_size=28, activation="silu", **vae_args):
+    def __init__(
+        self,
+        in_channels=1,
+        channels=(32, 64),
+        blocks=1,
+        latent_channels=8,
+        image_size=28,
+        activation="silu",
+        **vae_args,
+    ):
         super().__init__(**vae_args)
         self.in_channels = int(in_channels)
         self.stride = 2 ** len(channels)

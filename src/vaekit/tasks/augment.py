@@ -12,6 +12,7 @@ latent space, which an unconditional VAE can offer as same-label variants.
 Optionally each variant also gets a seeded classical random affine
 (``classical=True``), the two kinds of augmentation combined.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,18 +21,19 @@ import torch
 from ..errors import VaekitError
 
 
-def _check_strength(strength: float):
+def check_strength(strength: float):
     if not (0.0 <= float(strength) <= 3.0):
         raise VaekitError(f"strength must be between 0 and 3, got {strength}")
 
 
 @torch.no_grad()
-def latent_variants(model, x: torch.Tensor, n: int, *, strength: float = 0.5, seed: int = 0,
-                    classical: bool = False) -> torch.Tensor:
+def latent_variants(
+    model, x: torch.Tensor, n: int, *, strength: float = 0.5, seed: int = 0, classical: bool = False
+) -> torch.Tensor:
     """x: (B, C, H, W) in [0, 1] -> (B, n, C, H, W) variants (likelihood means, in [0, 1])."""
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
-    _check_strength(strength)
+    check_strength(strength)
     if not hasattr(model, "posterior"):
         raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} has no posterior to perturb")
     model.eval()
@@ -79,8 +81,9 @@ def decoder_tangents(model, z: torch.Tensor, k: int = 10, iters: int = 8, seed: 
 
 
 @torch.no_grad()
-def tangent_variants(model, x: torch.Tensor, n: int, *, strength: float = 3.0, seed: int = 0, k: int = 10,
-                     classical: bool = False) -> torch.Tensor:
+def tangent_variants(
+    model, x: torch.Tensor, n: int, *, strength: float = 3.0, seed: int = 0, k: int = 10, classical: bool = False
+) -> torch.Tensor:
     """x: (B, C, H, W) in [0, 1] -> (B, n, C, H, W): moves of ``strength`` latent units along random mixes
     of the decoder's ``k`` strongest directions at the posterior mean (``decoder_tangents``), decoded.
 
@@ -89,7 +92,7 @@ def tangent_variants(model, x: torch.Tensor, n: int, *, strength: float = 3.0, s
     the model's own modes of variation around the image (on MNIST: slant, width, stroke thickness)."""
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
-    _check_strength(strength)
+    check_strength(strength)
     if not hasattr(model, "posterior"):
         raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} has no posterior to move from")
     if getattr(model, "conditional", False):
@@ -144,8 +147,10 @@ class PriorPool:
         if not (hasattr(model, "prior_sample") and hasattr(model, "posterior")):
             raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} cannot sample its prior")
         if getattr(model, "conditional", False):
-            raise VaekitError("latent neighbours need an unconditional VAE (a class-conditional one keeps the "
-                              "label by itself: use it without --method neighbours)")
+            raise VaekitError(
+                "latent neighbours need an unconditional VAE (a class-conditional one keeps the "
+                "label by itself: use it without --method neighbours)"
+            )
         model.eval()
         images, latents = [], []
         with torch.random.fork_rng(devices=[]):
@@ -213,9 +218,20 @@ def default_strength(method: str, strength=None) -> float:
     return DEFAULT_STRENGTH[method] if strength is None else float(strength)
 
 
-def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model="mnist-vae", seed: int = 0,
-                  keep_label: bool = False, classical: bool = False, method: str = "variants",
-                  pool: int = 50000, progress=None) -> list[dict]:
+def augment_paths(
+    src,
+    dst,
+    *,
+    n: int = 10,
+    strength: float | None = None,
+    model="mnist-vae",
+    seed: int = 0,
+    keep_label: bool = False,
+    classical: bool = False,
+    method: str = "variants",
+    pool: int = 50000,
+    progress=None,
+) -> list[dict]:
     """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders),
     with ``dst/manifest.jsonl``: one row per generated image (output, source, strength, seed,
     variant, label).  ``method="neighbours"``: the variants are the image's nearest prior samples
@@ -233,7 +249,7 @@ def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model
     if n < 1:
         raise VaekitError(f"-n must be at least 1, got {n}")
     strength = default_strength(method, strength)
-    _check_strength(strength)
+    check_strength(strength)
     src, dst = Path(src), Path(dst)
     files = find_images(src)
     if not files:
@@ -250,11 +266,15 @@ def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model
             raise VaekitError(f"{src}: with --keep-label images must sit in one subfolder per class")
     elif keep_label:
         if not getattr(m, "conditional", False):
-            raise VaekitError("--keep-label needs a class-conditional model (arch cvae), e.g. one trained with "
-                              "configs/cvae-mnist.yaml")
+            raise VaekitError(
+                "--keep-label needs a class-conditional model (arch cvae), e.g. one trained with "
+                "configs/cvae-mnist.yaml"
+            )
         if src.is_file():
             raise VaekitError("--keep-label reads a folder with one subfolder per class")
-        classes = (getattr(m, "card", {}) or {}).get("data", {}).get("classes") or [str(i) for i in range(m.num_classes)]
+        classes = (getattr(m, "card", {}) or {}).get("data", {}).get("classes") or [
+            str(i) for i in range(m.num_classes)
+        ]
     rows = []
     root = src if src.is_dir() else src.parent
     for i, f in enumerate(files):
@@ -262,8 +282,9 @@ def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model
         label = None
         if keep_label:
             if len(rel.parts) < 2 or rel.parts[0] not in classes:
-                raise VaekitError(f"{f}: with --keep-label images must sit in a class folder named one of "
-                                  f"{', '.join(classes)}")
+                raise VaekitError(
+                    f"{f}: with --keep-label images must sit in a class folder named one of {', '.join(classes)}"
+                )
             label = classes.index(rel.parts[0])
             if not folder_labels:
                 m.condition(torch.tensor([label]))
@@ -280,14 +301,30 @@ def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model
             variants = found[0]
             if classical:
                 variants = _affine_each(variants, img_seed)
-            extra = [{"method": "neighbours", "pool": len(neighbours), "pool_seed": seed,
-                      "pool_index": int(idx[0, j]), "similarity": round(float(sim[0, j]), 4)} for j in range(n)]
+            extra = [
+                {
+                    "method": "neighbours",
+                    "pool": len(neighbours),
+                    "pool_seed": seed,
+                    "pool_index": int(idx[0, j]),
+                    "similarity": round(float(sim[0, j]), 4),
+                }
+                for j in range(n)
+            ]
         for j in range(n):
             out = (dst / rel).with_name(f"{rel.stem}_aug{j:03d}.png")
             write_image(out, variants[j])
-            rows.append({"output": str(out.relative_to(dst)), "source": str(f), **extra[j], "seed": img_seed,
-                         "variant": j, "classical": classical,
-                         **({"label": classes[label]} if label is not None else {})})
+            rows.append(
+                {
+                    "output": str(out.relative_to(dst)),
+                    "source": str(f),
+                    **extra[j],
+                    "seed": img_seed,
+                    "variant": j,
+                    "classical": classical,
+                    **({"label": classes[label]} if label is not None else {}),
+                }
+            )
         if progress:
             progress(i + 1, len(files))
     dst.mkdir(parents=True, exist_ok=True)
@@ -295,12 +332,24 @@ def augment_paths(src, dst, *, n: int = 10, strength: float | None = None, model
     return rows
 
 
-def augment(images, n: int = 10, *, strength: float | None = None, model="mnist-vae", seed: int = 0,
-            classical: bool = False, labels=None, output=None, keep_label: bool = False,
-            method: str = "variants", pool: int = 50000):
+def augment(
+    images,
+    n: int = 10,
+    *,
+    strength: float | None = None,
+    model="mnist-vae",
+    seed: int = 0,
+    classical: bool = False,
+    labels=None,
+    output=None,
+    keep_label: bool = False,
+    method: str = "variants",
+    pool: int = 50000,
+    device=None,
+):
     """Latent variants of images (the API behind ``vaekit augment``).
 
-    ``images``: a (B, C, H, W) tensor in [0, 1] -> (B, n, C, H, W) variants; ``labels``
+    ``images``: a (B, C, H, W) tensor or array in [0, 1] -> (B, n, C, H, W) variants; ``labels``
     (B,) conditions a class-conditional model.  ``method="neighbours"``: the n nearest
     of ``pool`` prior samples in latent space instead (``latent_neighbours``);
     ``method="tangent"``: moves along the decoder's strongest directions
@@ -309,16 +358,26 @@ def augment(images, n: int = 10, *, strength: float | None = None, model="mnist-
     there and returns the manifest rows."""
     from pathlib import Path
 
-    from ..pretrained import load_model
-
     if isinstance(images, (str, Path)):
         if output is None:
             raise VaekitError("augment(path, ...) needs output=FOLDER")
-        return augment_paths(images, output, n=n, strength=strength, model=model, seed=seed,
-                             keep_label=keep_label, classical=classical, method=method, pool=pool)
+        return augment_paths(
+            images,
+            output,
+            n=n,
+            strength=strength,
+            model=model,
+            seed=seed,
+            keep_label=keep_label,
+            classical=classical,
+            method=method,
+            pool=pool,
+        )
+    from .common import resolve_model
+
     strength = default_strength(method, strength)
-    m = load_model(model) if isinstance(model, (str, Path)) else model
-    x = torch.as_tensor(images, dtype=torch.float32)
+    m = resolve_model(model, device=device)
+    x = torch.as_tensor(images, dtype=torch.float32).to(next(m.parameters()).device)
     if method == "tangent":
         if labels is not None:
             raise VaekitError("labels are not used by method='tangent' (it moves an unconditional VAE's latent)")

@@ -18,86 +18,46 @@ full-resolution image.  It can fix global gain, gamma and colour cast; it
 cannot recover clipped highlights or shadows, local (spatially varying)
 lighting, or noise.
 """
+
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import torch
 
 from ..errors import VaekitError
+from ..io import as_float_image, restore_layout
 
 EPS = 1.0 / 512
 
 
-def _as_float(img) -> tuple[np.ndarray, np.dtype]:
-    a = np.asarray(img)
-    if a.ndim not in (2, 3):
-        raise VaekitError(f"expected an H x W or H x W x C image, got shape {a.shape}")
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0, a.dtype
-    if not np.issubdtype(a.dtype, np.floating):
-        raise VaekitError(f"unsupported image dtype {a.dtype}")
-    return np.clip(a.astype(np.float32), 0, 1), a.dtype
-
-
-def _back(a: np.ndarray, dtype) -> np.ndarray:
-    return (np.clip(a, 0, 1) * 255).round().astype(np.uint8) if dtype == np.uint8 else a.astype(np.float32)
-
-
 def degrade_exposure(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The synthetic degradation: clip(gain * cast * x, 0, 1) ** gamma (cast per channel)."""
-    a, dtype = _as_float(img)
-    c = np.asarray(cast, np.float32) if a.ndim == 3 else np.float32(1.0)
-    return _back(np.clip(a * gain * c, 0, 1) ** gamma, dtype)
+    a, layout = as_float_image(img)
+    c = np.asarray(cast, np.float64) if a.ndim == 3 else 1.0
+    return restore_layout(np.clip(np.clip(a, 0, 1) * gain * c, 0, 1) ** gamma, layout)
 
 
 def random_degradation(rng: np.random.Generator, channels: int = 3) -> dict:
     """Seeded parameters: gain 0.3-3 and gamma 0.5-2 (log-uniform), per-channel cast within +-30%."""
-    return {"gain": float(math.exp(rng.uniform(math.log(0.3), math.log(3.0)))),
-            "gamma": float(math.exp(rng.uniform(math.log(0.5), math.log(2.0)))),
-            "cast": [float(v) for v in rng.uniform(0.7, 1.3, channels)]}
+    return {
+        "gain": float(math.exp(rng.uniform(math.log(0.3), math.log(3.0)))),
+        "gamma": float(math.exp(rng.uniform(math.log(0.5), math.log(2.0)))),
+        "cast": [float(v) for v in rng.uniform(0.7, 1.3, channels)],
+    }
 
 
 def apply_correction(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The inverse of ``degrade_exposure`` for the given parameters (clipped to [0, 1])."""
-    a, dtype = _as_float(img)
-    c = np.asarray(cast, np.float32) if a.ndim == 3 else np.float32(1.0)
-    return _back(np.clip(a, 0, 1) ** (1.0 / gamma) / (gain * c), dtype)
-
-
-# ----------------------------------------------------------------- classical
-
-def percentile_stretch(img, *, low: float = 1.0, high: float = 99.0) -> np.ndarray:
-    """Map each channel's ``low``..``high`` percentiles to 0..1 (contrast, exposure and a cast)."""
-    a, dtype = _as_float(img)
-    lo = np.percentile(a, low, axis=(0, 1))
-    hi = np.percentile(a, high, axis=(0, 1))
-    return _back((a - lo) / np.maximum(hi - lo, 1e-6), dtype)
-
-
-def gray_world(img) -> np.ndarray:
-    """Gray-world white balance: scale channels to a common mean, then the mean grey to 0.5 by gamma."""
-    a, dtype = _as_float(img)
-    if a.ndim == 3:
-        means = a.reshape(-1, a.shape[2]).mean(0)
-        a = np.clip(a * (means.mean() / np.maximum(means, 1e-6)), 0, 1)
-    m = float(np.clip(a.mean(), 1e-3, 1 - 1e-3))
-    return _back(a ** (math.log(0.5) / math.log(m)), dtype)
-
-
-def clahe(img, *, clip_limit: float = 0.01) -> np.ndarray:
-    """Contrast-limited adaptive histogram equalisation (scikit-image), on the luminance for colour."""
-    from skimage import exposure
-
-    a, dtype = _as_float(img)
-    return _back(exposure.equalize_adapthist(a, clip_limit=clip_limit).astype(np.float32), dtype)
-
-
-CLASSICAL = {"percentile": percentile_stretch, "gray-world": gray_world, "clahe": clahe}
+    a, layout = as_float_image(img)
+    c = np.asarray(cast, np.float64) if a.ndim == 3 else 1.0
+    return restore_layout(np.clip(a, 0, 1) ** (1.0 / gamma) / (gain * c), layout)
 
 
 # ----------------------------------------------------------------------- VAE
+
 
 def _theta_to_params(theta, channels):
     lg, lgam = float(theta[0]), float(theta[1])
@@ -125,7 +85,7 @@ def _objective(model, y_patches: torch.Tensor, theta, seed: int) -> float:
     p = _theta_to_params(theta, C)
     c = torch.tensor(p["cast"], dtype=torch.float32).view(1, C, 1, 1)
     y = y_patches.clamp(EPS, 1 - EPS)
-    x = (y ** (1 / p["gamma"]) / (p["gain"] * c))
+    x = y ** (1 / p["gamma"]) / (p["gain"] * c)
     inside = (x > EPS) & (x < 1 - EPS)
     x = x.clamp(0, 1)
     torch.manual_seed(seed)
@@ -139,16 +99,24 @@ def _objective(model, y_patches: torch.Tensor, theta, seed: int) -> float:
     return float(-per_patch.mean() / y_patches[0].numel())
 
 
-def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, seed: int = 0,
-                   starts=((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.5), (0.0, -0.5)), iters: int = 80,
-                   step: float = 0.25):
+def vae_compensate(
+    img,
+    model,
+    *,
+    work_size: int = 256,
+    max_patches: int = 64,
+    seed: int = 0,
+    starts=((0.0, 0.0), (0.7, 0.0), (-0.7, 0.0), (0.0, 0.5), (0.0, -0.5)),
+    iters: int = 80,
+    step: float = 0.25,
+):
     """Find (gain, gamma, cast) by maximum likelihood under ``model`` and apply them to ``img``.
 
     ``model``: a VAE trained on well-exposed patches (``model.card['data']['patch_size']``
     or 32 px).  Returns (corrected image, parameters)."""
     from scipy.optimize import minimize
 
-    a, dtype = _as_float(img)
+    a = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
     C = 1 if a.ndim == 2 else a.shape[2]
     size = int((getattr(model, "card", {}) or {}).get("data", {}).get("patch_size", 32))
     h, w = a.shape[:2]
@@ -158,8 +126,10 @@ def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, s
         from PIL import Image
 
         im = Image.fromarray((a * 255).round().astype(np.uint8).squeeze())
-        small = np.asarray(im.resize((max(size, round(w * f)), max(size, round(h * f))), Image.BILINEAR),
-                           dtype=np.float32) / 255
+        small = (
+            np.asarray(im.resize((max(size, round(w * f)), max(size, round(h * f))), Image.BILINEAR), dtype=np.float32)
+            / 255
+        )
         small = small.reshape(small.shape[0], small.shape[1], -1) if C > 1 else small
     rng = np.random.default_rng(seed)
     patches = _patches(small, size, max_patches, rng)
@@ -169,27 +139,40 @@ def vae_compensate(img, model, *, work_size: int = 256, max_patches: int = 64, s
         theta0 = np.r_[s, np.zeros(2)] if C > 1 else np.asarray(s, float)
         # an explicit first simplex: scipy's default steps off a zero coordinate by only 0.00025
         simplex = np.vstack([theta0, theta0 + step * np.eye(len(theta0))])
-        r = minimize(lambda t: _objective(model, patches, t, seed), theta0, method="Nelder-Mead",
-                     options={"maxiter": iters, "xatol": 1e-3, "fatol": 1e-5, "initial_simplex": simplex})
+        r = minimize(
+            lambda t: _objective(model, patches, t, seed),
+            theta0,
+            method="Nelder-Mead",
+            options={"maxiter": iters, "xatol": 1e-3, "fatol": 1e-5, "initial_simplex": simplex},
+        )
         if best is None or r.fun < best.fun:
             best = r
     params = _theta_to_params(best.x, C)
     params["nats_per_dim"] = float(best.fun)
-    return apply_correction(_back(a, dtype), gain=params["gain"], gamma=params["gamma"],
-                            cast=params["cast"] if C > 1 else (1.0,)), params
+    return apply_correction(
+        a, gain=params["gain"], gamma=params["gamma"], cast=params["cast"] if C > 1 else (1.0,)
+    ), params
 
 
-def compensate(image, *, method: str = "vae", model="compensate-vae", **kwargs):
-    """Correct exposure, contrast and colour cast of ``image`` (H x W (x C), uint8 or float).
+def compensate(
+    image, *, method: str = "vae", model="compensate-vae", seed: int = 0, device=None, details: bool = False, **kwargs
+):
+    """Correct exposure, contrast and colour cast of ``image`` (H x W (x C); uint8, uint16 or float).
 
-    ``method``: "vae" (maximum likelihood under ``model``), or a classical one:
-    "percentile", "gray-world", "clahe".  Returns (image in the input's dtype, info)."""
-    if method in CLASSICAL:
-        return CLASSICAL[method](image, **kwargs), {"method": method}
-    if method != "vae":
-        raise VaekitError(f"unknown method {method!r}; known: vae, {', '.join(CLASSICAL)}")
-    from ..pretrained import load_model
+    ``method``: "vae" (maximum likelihood under ``model``), or a classical one from
+    ``vaekit.baselines.BASELINES["compensate"]``.  Returns the corrected image in the input's dtype and shape;
+    with ``details=True`` a :class:`~vaekit.tasks.common.Result` whose info holds the parameters found."""
+    from ..baselines import BASELINES
+    from .common import Result, resolve_model
 
-    m = load_model(model) if isinstance(model, str) else model
-    out, params = vae_compensate(image, m, **kwargs)
-    return out, {"method": "vae", **params}
+    a, layout = as_float_image(image)
+    t0 = time.perf_counter()
+    if method in BASELINES["compensate"]:
+        out, info = BASELINES["compensate"][method](a, **kwargs), {}
+    elif method == "vae":
+        m = resolve_model(model, device=device)
+        out, info = vae_compensate(a.astype(np.float32), m, seed=seed, **kwargs)
+    else:
+        raise VaekitError(f"unknown method {method!r}; known: vae, {', '.join(BASELINES['compensate'])}")
+    r = Result(restore_layout(out, layout), info={"method": method, **info, "seconds": time.perf_counter() - t0})
+    return r if details else r.image

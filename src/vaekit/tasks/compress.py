@@ -6,10 +6,12 @@ are padded (edge replication) to a multiple of the model's total stride
 inside each tile and cropped after decoding.  Gray images are coded as RGB
 with equal channels (or by a gray codec) and come back gray.
 """
+
 from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 
 import numpy as np
 import torch
@@ -23,11 +25,14 @@ DEFAULT_CODEC = "codec-hyperprior"
 DEFAULT_TILE = 1024
 
 
+_WEIGHTS_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> weights_id, computed once
+
+
 def weights_id(model) -> bytes:
     """First 8 bytes of the sha256 of the model's tensors (names, dtypes, values; float32 on CPU).
 
     Identifies the exact weights independent of the file they came from."""
-    cached = getattr(model, "_weights_id", None)
+    cached = _WEIGHTS_IDS.get(model)
     if cached is not None:
         return cached
     h = hashlib.sha256()
@@ -36,8 +41,8 @@ def weights_id(model) -> bytes:
         v = v.float() if v.is_floating_point() else v
         h.update(k.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
         h.update(v.contiguous().numpy().tobytes())
-    model._weights_id = h.digest()[:8]
-    return model._weights_id
+    _WEIGHTS_IDS[model] = h.digest()[:8]
+    return _WEIGHTS_IDS[model]
 
 
 def load_codec(model=None, device=None):
@@ -45,11 +50,16 @@ def load_codec(model=None, device=None):
     from ..models.codec import CompressionVAE
     from ..pretrained import load_model
 
-    m = load_model(model or DEFAULT_CODEC) if model is None or isinstance(model, (str, bytes)) or hasattr(
-        model, "__fspath__") else model
+    m = (
+        load_model(model or DEFAULT_CODEC)
+        if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__")
+        else model
+    )
     if not isinstance(m, CompressionVAE):
-        raise VaekitError(f"model {getattr(m, 'arch', type(m).__name__)!r} is not a compression model "
-                          "(codec-factorized, codec-scale-hyperprior or codec-mean-scale-hyperprior)")
+        raise VaekitError(
+            f"model {getattr(m, 'arch', type(m).__name__)!r} is not a compression model "
+            "(codec-factorized, codec-scale-hyperprior or codec-mean-scale-hyperprior)"
+        )
     m.eval()
     if device is not None:
         m.to(device)
@@ -66,7 +76,7 @@ def _model_id(model) -> int:
     return 0
 
 
-def _as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
+def as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
     """numpy H x W (x C) uint8 or float in [0, 1] -> (1, 3, H, W) float, original channel count."""
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().numpy()
@@ -94,7 +104,7 @@ def _as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
     return t[None].contiguous(), channels
 
 
-def _pad(x, unit: int = container.TILE_UNIT):
+def pad_to_multiple(x, unit: int = container.TILE_UNIT):
     """Edge-replicate x (B, C, H, W) to multiples of ``unit`` (the model's total stride)."""
     h, w = x.shape[-2:]
     ph, pw = -h % unit, -w % unit
@@ -115,7 +125,7 @@ class _Encoder:
         payloads, bits = [], {"z": 0.0, "y": 0.0}
         tiles = self.header.tiles()
         for i, (top, left, h, w) in enumerate(tiles):
-            xt = _pad(self.x[:, :, top : top + h, left : left + w], self.model.pad_unit).to(self.device)
+            xt = pad_to_multiple(self.x[:, :, top : top + h, left : left + w], self.model.pad_unit).to(self.device)
             y = self._y.get(i)
             if y is None:
                 y = self.model.g_a(xt)
@@ -129,16 +139,24 @@ class _Encoder:
 
 
 @torch.no_grad()
-def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
-                  tile: int = DEFAULT_TILE, device=None) -> tuple[bytes, dict]:
+def compress_info(
+    image,
+    quality: int | None = 4,
+    *,
+    target_bpp: float | None = None,
+    model=None,
+    tile: int = DEFAULT_TILE,
+    device=None,
+) -> tuple[bytes, dict]:
     """Like :func:`compress`, and also return what happened (quality, ideal bits, seconds)."""
     t0 = time.perf_counter()
     m = load_codec(model, device)
-    x, channels = _as_rgb_tensor(image)
+    x, channels = as_rgb_tensor(image)
     H, W = x.shape[-2:]
     if H * W > max_pixels_default():
-        raise VaekitError(f"image of {W}x{H} pixels is over the limit of {max_pixels_default()} "
-                          "(raise VAEKIT_MAX_PIXELS to allow it)")
+        raise VaekitError(
+            f"image of {W}x{H} pixels is over the limit of {max_pixels_default()} (raise VAEKIT_MAX_PIXELS to allow it)"
+        )
     if tile % container.TILE_UNIT or tile <= 0:
         raise VaekitError(f"tile must be a positive multiple of {container.TILE_UNIT}, got {tile}")
     if m.channels == 1:  # a gray codec (trained with image_mode L) codes the luminance
@@ -173,15 +191,30 @@ def compress_info(image, quality: int | None = 4, *, target_bpp: float | None = 
             raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality}")
         quality, target_met = int(quality), None
         data, bits = run(quality)
-    info = {"quality": quality, "bytes": len(data), "bpp": 8 * len(data) / (H * W),
-            "ideal_bits": bits["z"] + bits["y"], "ideal_bits_z": bits["z"], "ideal_bits_y": bits["y"],
-            "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
-            "tiles": enc.header.n_tiles(), "target_met": target_met, "seconds": time.perf_counter() - t0}
+    info = {
+        "quality": quality,
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (H * W),
+        "ideal_bits": bits["z"] + bits["y"],
+        "ideal_bits_z": bits["z"],
+        "ideal_bits_y": bits["y"],
+        "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
+        "tiles": enc.header.n_tiles(),
+        "target_met": target_met,
+        "seconds": time.perf_counter() - t0,
+    }
     return data, info
 
 
-def compress(image, quality: int | None = 4, *, target_bpp: float | None = None, model=None,
-             tile: int = DEFAULT_TILE, device=None) -> bytes:
+def compress(
+    image,
+    quality: int | None = 4,
+    *,
+    target_bpp: float | None = None,
+    model=None,
+    tile: int = DEFAULT_TILE,
+    device=None,
+) -> bytes:
     """Compress an image to ``.vkc`` bytes.
 
     Parameters
@@ -212,13 +245,17 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     if model is None:
         name = container.MODEL_IDS.get(header.model_id)
         if name is None:
-            raise VaekitError("this file was written by a local model (id 0) or a newer vaekit: "
-                              "pass the model that wrote it (--model)")
+            raise VaekitError(
+                "this file was written by a local model (id 0) or a newer vaekit: "
+                "pass the model that wrote it (--model)"
+            )
         model = name
     m = load_codec(model, device)
     if weights_id(m) != header.weights_id:
-        raise VaekitError(f"this file was written with weights {header.weights_id.hex()}, "
-                          f"but the model given has weights {weights_id(m).hex()}")
+        raise VaekitError(
+            f"this file was written with weights {header.weights_id.hex()}, "
+            f"but the model given has weights {weights_id(m).hex()}"
+        )
     if not 1 <= header.quality <= m.qualities:
         raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
@@ -255,8 +292,7 @@ def _pairs(src, dst, suffixes, new_suffix):
     return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files]
 
 
-def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None,
-                   device=None):
+def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None, device=None):
     """Compress a file or a folder (mirrored names, ``.vkc``); returns one info dict per file."""
     from ..data import IMAGE_SUFFIXES
     from ..io import atomic_write_text, read_array

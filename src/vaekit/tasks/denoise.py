@@ -11,101 +11,68 @@
   level).
 * :func:`denoise` is the API: ``vaekit.denoise(image, sigma=None, ...)``.
 """
+
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .. import degrade
 from ..errors import VaekitError
+from ..io import as_float_image, restore_layout
+from .common import Result, check_samples, ramp, resolve_device, tile_starts
 
 SHIPPED_BY_CHANNELS = {1: "denoise-gray", 3: "denoise-color"}
 
 
-@dataclass
-class Denoised:
-    """What :func:`denoise` returns with ``details=True``."""
-    image: np.ndarray  # the estimate (mean of the samples), float32 in [0, 1] units, not clipped
-    std: np.ndarray | None = None  # per-pixel std (VAE only)
-    samples: list = field(default_factory=list)  # individual posterior draws (VAE with samples > 0)
-    sigma: float | None = None  # the Gaussian level used (0–255), given or estimated
-    sigma_estimated: bool = False
-    method: str = "vae"
-    seconds: float = 0.0
-
-
-def as_float(img) -> np.ndarray:
-    """(H, W) or (H, W, C) float64 in [0, 1] units (uint8 divided by 255; floats kept, not clipped)."""
-    a = np.asarray(img)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
-        raise VaekitError(f"expected an H x W gray or H x W x 3 colour image, got shape {a.shape}")
-    if a.dtype == np.uint8:
-        return a.astype(np.float64) / 255.0
-    if a.dtype == np.uint16:
-        return a.astype(np.float64) / 65535.0
-    if not np.issubdtype(a.dtype, np.floating):
-        raise VaekitError(f"unsupported image dtype {a.dtype}")
-    return a.astype(np.float64)
-
-
-def load_denoiser(model=None, channels: int = 1):
-    """A denoise-vae: a loaded module, a name / run folder, or (None) the shipped one for ``channels``."""
-    from ..models.denoiser import DenoisingVAE
-    from ..pretrained import load_model
-
+def load_denoiser(model=None, channels: int = 1, device=None):
+    """A denoising VAE: a loaded module, a name / run folder, or (None) the shipped one for ``channels``."""
+    from ..models.denoiser import DenoisingVAE, MultiScaleDenoisingVAE
+    from ..pretrained import SHIPPED
+    from .common import resolve_model
     from .selfsup import SelfSupervisedDenoiser, is_selfsup
 
-    from ..pretrained import SHIPPED
-
-    if isinstance(model, torch.nn.Module):
-        m = model
-    else:
-        if model is None and SHIPPED_BY_CHANNELS[channels] not in SHIPPED:
-            kind = "gray" if channels == 1 else "colour"
-            raise VaekitError(f"no {kind} VAE denoiser is shipped in this build: pass --model (a run folder), "
-                              f"fit one with vaekit denoise-fit, or use a classical --method")
-        m = load_model(model or SHIPPED_BY_CHANNELS[channels])
+    if model is None and SHIPPED_BY_CHANNELS[channels] not in SHIPPED:
+        kind = "gray" if channels == 1 else "colour"
+        raise VaekitError(
+            f"no {kind} VAE denoiser is shipped in this build: pass --model (a run folder), "
+            f"fit one with vaekit denoise-fit, or use a classical --method"
+        )
+    m = resolve_model(model, SHIPPED_BY_CHANNELS[channels], device=device)
     if is_selfsup(m):
         m = SelfSupervisedDenoiser(m)
-    if not isinstance(m, (DenoisingVAE, SelfSupervisedDenoiser)):
-        raise VaekitError(f"{model or 'the model'} is not a denoising VAE (train one with model: denoise-vae, "
-                          "or fit one on noisy images with vaekit denoise-fit)")
+    if not isinstance(m, (DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoiser)):
+        raise VaekitError(
+            f"{model or 'the model'} is not a denoising VAE (train one with model: denoise-vae-ms, "
+            "or fit one on noisy images with vaekit denoise-fit)"
+        )
     return m.eval()
 
 
-def _ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
-    w = np.ones(n, dtype=np.float32)
-    if overlap > 0:
-        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
-        if not first:
-            w[:overlap] = r
-        if not last:
-            w[-overlap:] = r[::-1]
-    return w
-
-
-def _starts(n: int, tile: int, step: int) -> list[int]:
-    if n <= tile:
-        return [0]
-    s = list(range(0, n - tile, step))
-    return s + [n - tile]
-
-
 @torch.no_grad()
-def vae_denoise(model, noisy, sigma: float, *, samples: int = 0, seed: int = 0, tile: int = 512,
-                overlap: int = 32, temperature: float = 1.0, progress=None):
-    """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255).
+def vae_denoise(
+    model,
+    noisy,
+    sigma: float | None,
+    *,
+    samples: int = 0,
+    seed: int = 0,
+    tile: int = 512,
+    overlap: int = 32,
+    temperature: float = 1.0,
+    progress=None,
+    device=None,
+):
+    """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255; None: the
+    model's own blind estimate, for models that have one), with ``samples`` draws (0: the one-pass estimate).
 
     Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of ``tile``
     pixels a side overlap by ``overlap`` and are blended linearly; the latent noise of
     tile ``t`` comes from a generator seeded by (seed, t), so results do not depend on the
     thread count."""
-    y = as_float(noisy)
+    y = as_float_image(noisy)[0]
     C = 1 if y.ndim == 2 else 3
     if C != model.channels:
         kind = "gray" if model.channels == 1 else "colour"
@@ -118,24 +85,27 @@ def vae_denoise(model, noisy, sigma: float, *, samples: int = 0, seed: int = 0, 
     wsum = torch.zeros(1, 1, H, W)
     tile = max(int(tile), 64)
     step = tile - overlap
-    ys, xs = _starts(H, tile, step), _starts(W, tile, step)
+    ys, xs = tile_starts(H, tile, step), tile_starts(W, tile, step)
     n = 0
     for i, top in enumerate(ys):
         for j, left in enumerate(xs):
             h, w = min(tile, H - top), min(tile, W - left)
-            patch = t[..., top:top + h, left:left + w]
+            patch = t[..., top : top + h, left : left + w]
             ph, pw = (-h) % model.STRIDE, (-w) % model.STRIDE
             if ph or pw:  # reflect needs the pad smaller than the side; replicate covers tiny images
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 patch = torch.nn.functional.pad(patch, (0, pw, 0, ph), mode=mode)
-            g = torch.Generator().manual_seed(int(seed) * 1_000_003 + n)
-            mean, std, draws = model.denoise(patch, sigma, samples=k, temperature=temperature, generator=g)
-            wt = torch.from_numpy(np.outer(_ramp(h, overlap, i == 0, i == len(ys) - 1),
-                                           _ramp(w, overlap, j == 0, j == len(xs) - 1)))[None, None]
+            dev = resolve_device(device)
+            g = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + n)
+            mean, std, draws = model.denoise(patch.to(dev), sigma, samples=k, temperature=temperature, generator=g)
+            mean, std, draws = mean.cpu(), std.cpu(), [d.cpu() for d in draws]
+            wt = torch.from_numpy(
+                np.outer(ramp(h, overlap, i == 0, i == len(ys) - 1), ramp(w, overlap, j == 0, j == len(xs) - 1))
+            )[None, None]
             parts = [mean, std**2] + list(draws)
             for c, p in enumerate(parts):
-                acc[c:c + 1, :, top:top + h, left:left + w] += p[..., :h, :w] * wt
-            wsum[..., top:top + h, left:left + w] += wt
+                acc[c : c + 1, :, top : top + h, left : left + w] += p[..., :h, :w] * wt
+            wsum[..., top : top + h, left : left + w] += wt
             n += 1
             if progress is not None:
                 progress(n, len(ys) * len(xs))
@@ -152,7 +122,7 @@ def impulse_fill(y: np.ndarray, size: int = 5) -> tuple[np.ndarray, np.ndarray]:
     """Replace salt-and-pepper impulses (pixels at exactly 0 or 1 in every channel) by the median
     of the non-impulse pixels in a ``size`` x ``size`` window (growing where none is left).
     Returns (filled image, impulse mask)."""
-    y = as_float(y)
+    y = as_float_image(y)[0]
     hit = np.all((y <= 0.0) | (y >= 1.0), axis=-1) if y.ndim == 3 else (y <= 0.0) | (y >= 1.0)
     out = y.copy()
     chans = [out] if y.ndim == 2 else [out[..., c] for c in range(y.shape[2])]
@@ -174,7 +144,7 @@ def _sparse_median(src: np.ndarray, todo: np.ndarray, s: int) -> np.ndarray:
     pad = np.pad(src, r, mode="reflect")
     med = np.full(src.shape, np.nan)
     for yy, xx in zip(*np.nonzero(todo)):
-        win = pad[yy:yy + s, xx:xx + s]
+        win = pad[yy : yy + s, xx : xx + s]
         if not np.all(np.isnan(win)):
             med[yy, xx] = np.nanmedian(win)
     return med
@@ -193,7 +163,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.
 
     Returns (estimate, sigma used by gauss_fn)."""
-    y = as_float(noisy)
+    y = as_float_image(noisy)[0]
     if noise == "gaussian":
         s = degrade.estimate_sigma(y) if sigma is None else float(sigma)
         return gauss_fn(y, s), s
@@ -210,64 +180,107 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
 
-def denoise(image, sigma: float | None = None, *, noise: str = "gaussian", peak: float | None = None,
-            amount: float | None = None, method: str = "vae", model=None, samples: int = 0, seed: int = 0,
-            tile: int = 512, details: bool = False, progress=None):
+def _blind_level(model, y: np.ndarray) -> float | None:
+    """The median of a model's own level map on ``y`` (0–255), or None for a model without an estimator."""
+    if not hasattr(model, "estimate"):
+        return None
+    t = torch.from_numpy(y.astype(np.float32))
+    t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
+    ph, pw = (-t.shape[-2]) % model.STRIDE, (-t.shape[-1]) % model.STRIDE
+    t = torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate")
+    p = next(model.parameters())
+    with torch.no_grad():
+        return float(model.estimate(t.to(p.device)).median()) * 255.0
+
+
+def denoise(
+    image,
+    sigma: float | None = None,
+    *,
+    noise: str = "gaussian",
+    peak: float | None = None,
+    amount: float | None = None,
+    method: str = "vae",
+    model=None,
+    samples: int = 1,
+    seed: int = 0,
+    device=None,
+    tile: int = 512,
+    details: bool = False,
+    progress=None,
+):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 
-    ``sigma``: the Gaussian level on the 0–255 scale; None estimates it (blind).
+    ``sigma``: the Gaussian level on the 0–255 scale; None: blind (a model with its own level estimator
+    estimates a per-pixel level map; otherwise one level from the wavelet MAD).
     ``noise``: "gaussian", "poisson" (give ``peak``) or "salt-pepper".
     ``method``: "vae" (the shipped denoiser for the image's channels, or ``model``) or a
-    classical one from :mod:`vaekit.baselines` ("bm3d", "nlm", "tv", ...).
-    ``samples``: VAE only -- the estimate is the mean of that many posterior draws
-    (0: one pass with the prior mean).
+    classical one from ``vaekit.baselines.BASELINES["denoise"]`` ("bm3d", "nlm", "tv", ...).
+    ``samples``: VAE only -- 1 is one pass (z at the prior mean); N > 1 averages N posterior draws.
 
-    Returns the estimate (float32, same layout as the input, clipped to [0, 1]); with
-    ``details=True`` a :class:`Denoised` with the std, the draws and the level used."""
+    Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
+    :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``)."""
     if sigma is not None and not 0 <= float(sigma) <= 255:
         raise VaekitError(f"sigma must lie in 0..255 (the 0–255 scale), not {sigma}")
     if peak is not None and noise != "poisson":
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
     if amount is not None and noise != "salt-pepper":
         raise VaekitError("--amount applies to salt-pepper noise only: add --noise salt-pepper")
-    if samples < 0:
-        raise VaekitError(f"samples must be 0 or more, not {samples}")
-    y = as_float(image)
+    n = check_samples(samples)
+    k = 0 if n == 1 else n
+    y, layout = as_float_image(image)
     t0 = time.perf_counter()
     extra: dict = {}
+    blind = sigma is None and noise == "gaussian"
     if method == "vae":
-        m = load_denoiser(model, 1 if y.ndim == 2 else 3)
+        m = load_denoiser(model, 1 if y.ndim == 2 else 3, device=device)
         if hasattr(m, "noise"):  # self-supervised: the fitted noise model replaces the noise options
-            mean, std, draws = vae_denoise(m, y, None, samples=samples, seed=seed, tile=tile, progress=progress)
-            r = Denoised(np.clip(mean, 0, 1), std, [np.clip(d, 0, 1) for d in draws], m.noise.get("sigma"), False,
-                         "vae-selfsup", time.perf_counter() - t0)
+            mean, std, draws = vae_denoise(
+                m, y, None, samples=k, seed=seed, tile=tile, progress=progress, device=device
+            )
+            info = {
+                "sigma": m.noise.get("sigma"),
+                "sigma_estimated": False,
+                "method": "vae-selfsup",
+                "seconds": time.perf_counter() - t0,
+            }
+            r = Result(restore_layout(mean, layout), [restore_layout(d, layout) for d in draws], std, info)
             return r if details else r.image
 
         def fn(a, s):
-            mean, std, draws = vae_denoise(m, a, s, samples=samples, seed=seed, tile=tile, progress=progress)
+            mean, std, draws = vae_denoise(m, a, s, samples=k, seed=seed, tile=tile, progress=progress, device=device)
             extra.update(std=std, draws=draws)
             return mean
+
+        if blind and hasattr(m, "estimate"):  # the model's own per-pixel level map
+            est, s = fn(y, None), _blind_level(m, y)
+        else:
+            est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
     else:
         from .. import baselines
 
-        fn = baselines.get(method)
-    est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
-    est = np.clip(np.asarray(est, dtype=np.float32), 0, 1)
+        est, s = for_noise(baselines.get("denoise", method), y, noise, sigma=sigma, peak=peak, amount=amount)
+    est = np.clip(np.asarray(est, dtype=np.float64), 0, 1)
     if not details:
-        return est
+        return restore_layout(est, layout)
     std, draws = extra.get("std"), extra.get("draws", [])
     if noise == "poisson" and std is not None:  # back from the transformed domain; std: the draws' spread
         draws = [_from_anscombe(d, peak) for d in draws]
         std = np.std(np.stack(draws), 0).astype(np.float32) if draws else None
-    draws = [np.clip(d, 0, 1).astype(np.float32) for d in draws]
-    return Denoised(est, std, draws, s, sigma is None and noise != "poisson", method, time.perf_counter() - t0)
+    info = {
+        "sigma": s,
+        "sigma_estimated": sigma is None and noise != "poisson",
+        "method": method,
+        "seconds": time.perf_counter() - t0,
+    }
+    return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
 
 
 def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None) -> None:
     """``--samples N -o DIR``: mean.png, sample_000.png ..., std.png (scaled to 8 bits) and samples.json.
 
-    ``result``: a :class:`Denoised` or anything with ``image``, ``samples``, ``std`` and ``method``;
-    ``extra``: more fields for samples.json (default: the denoiser's noise level)."""
+    ``result``: a :class:`~vaekit.tasks.common.Result`; ``extra``: more fields for samples.json (default: the
+    denoiser's noise level)."""
     import json
     from pathlib import Path
 
@@ -283,16 +296,37 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
         top = float(np.max(result.std)) or 1.0
         scale = top  # std.png value v (0..255) means std = v / 255 * scale (image units)
         write_image(out_dir / "std.png", result.std / top)
-    meta = {"method": result.method, "model": model_name, "seed": seed, "N": len(result.samples),
-            "estimate": "mean.png = mean of the N posterior draws (never a draw chosen against a reference)",
-            "std_scale": scale, "std_units": "std.png / 255 * std_scale, image units (1 = white)"}
-    meta.update(extra if extra is not None else {"sigma": result.sigma, "sigma_estimated": result.sigma_estimated})
+    meta = {
+        "method": result.info.get("method"),
+        "model": model_name,
+        "seed": seed,
+        "N": len(result.samples),
+        "estimate": "mean.png = mean of the N posterior draws (never a draw chosen against a reference)",
+        "std_scale": scale,
+        "std_units": "std.png / 255 * std_scale, image units (1 = white)",
+    }
+    meta.update(extra if extra is not None else {k: result.info.get(k) for k in ("sigma", "sigma_estimated")})
     atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
 
 
-def denoise_paths(inp, output, *, sigma=None, noise="gaussian", peak=None, amount=None, method="vae",
-                  model=None, samples=0, seed=0, tile=512, progress=None, max_pixels=None) -> list[dict]:
-    """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 0 each
+def denoise_paths(
+    inp,
+    output,
+    *,
+    sigma=None,
+    noise="gaussian",
+    peak=None,
+    amount=None,
+    method="vae",
+    model=None,
+    samples=1,
+    seed=0,
+    tile=512,
+    progress=None,
+    max_pixels=None,
+    device=None,
+) -> list[dict]:
+    """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
     image gets a folder of draws (``output`` itself for a single image)."""
     from pathlib import Path
 
@@ -311,22 +345,42 @@ def denoise_paths(inp, output, *, sigma=None, noise="gaussian", peak=None, amoun
         if method == "vae":
             ch = 1 if img.ndim == 2 else 3
             if ch not in loaded:
-                loaded[ch] = load_denoiser(model, ch)
+                loaded[ch] = load_denoiser(model, ch, device=device)
             use = loaded[ch]
-        r = denoise(img, sigma, noise=noise, peak=peak, amount=amount, method=method, model=use, samples=samples,
-                    seed=seed, tile=tile, details=True)
+        r = denoise(
+            img,
+            sigma,
+            noise=noise,
+            peak=peak,
+            amount=amount,
+            method=method,
+            model=use,
+            samples=samples,
+            seed=seed,
+            tile=tile,
+            details=True,
+            device=device,
+        )
         if inp.is_dir():
-            rel = f.relative_to(inp).with_suffix("" if samples else ".png")
+            rel = f.relative_to(inp).with_suffix("" if samples > 1 else ".png")
             dest = output / rel
         else:
             dest = output
-        if samples:
-            write_sample_set(dest, r, model_name=str(model or SHIPPED_BY_CHANNELS.get(1 if img.ndim == 2 else 3)),
-                             seed=seed)
+        if samples > 1:
+            write_sample_set(
+                dest, r, model_name=str(model or SHIPPED_BY_CHANNELS.get(1 if img.ndim == 2 else 3)), seed=seed
+            )
         else:
             write_image(dest, r.image)
-        rows.append({"input": str(f), "output": str(dest), "sigma": r.sigma, "sigma_estimated": r.sigma_estimated,
-                     "seconds": r.seconds})
+        rows.append(
+            {
+                "input": str(f),
+                "output": str(dest),
+                "sigma": r.sigma,
+                "sigma_estimated": r.sigma_estimated,
+                "seconds": r.seconds,
+            }
+        )
         if progress is not None:
             progress(i + 1, len(files))
     return rows

@@ -1,4 +1,5 @@
 """Generation and likelihood evaluation with any VAE of the package."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,14 +23,18 @@ def seeded(seed: int | None):
 
 
 @torch.no_grad()
-def generate(model, n: int = 64, *, temperature: float = 1.0, seed: int | None = 0) -> torch.Tensor:
-    """``n`` prior samples (B, C, H, W) in [0, 1] (the likelihood's mean)."""
+def generate(model, n: int = 64, *, temperature: float = 1.0, seed: int | None = 0, device=None) -> torch.Tensor:
+    """``n`` prior samples (B, C, H, W) in [0, 1] (the likelihood's mean) of ``model`` (a name, path or module),
+    drawn on ``device`` and returned on the CPU."""
+    from .common import resolve_model
+
     if n < 1:
         raise VaekitError("the number of samples must be at least 1")
     if temperature <= 0:
         raise VaekitError("temperature must be positive")
+    m = resolve_model(model, device=device)
     with seeded(seed):
-        return model.sample(n, temperature).clamp(0, 1)
+        return m.sample(n, temperature).clamp(0, 1).cpu()
 
 
 def fit_image(model, img: torch.Tensor) -> torch.Tensor:
@@ -45,20 +50,34 @@ def fit_image(model, img: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model, a: torch.Tensor, b: torch.Tensor, steps: int = 10) -> torch.Tensor:
-    """Decode ``steps`` points on the line between the posterior means of images
-    ``a`` and ``b`` (C, H, W), both ends included: (steps, C, H, W)."""
+def interpolate(model, a, b, steps: int = 10, *, device=None) -> torch.Tensor:
+    """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` ((C, H, W)
+    tensors, or numpy images of the task contract), both ends included: (steps, C, H, W) on the CPU."""
+    from ..io import as_float_image
+    from .common import resolve_model
+
     if steps < 2:
         raise VaekitError("--steps must be at least 2 (both ends are included)")
-    za, zb = model.encode(torch.stack([fit_image(model, a), fit_image(model, b)])).unbind(0)
+    model = resolve_model(model, device=device)
+    dev = next(model.parameters()).device
+
+    def chw(img):
+        if isinstance(img, torch.Tensor) and img.dim() == 3:
+            return img.float()
+        arr = as_float_image(img)[0]
+        t = torch.from_numpy(arr).float()
+        return t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+
+    za, zb = model.encode(torch.stack([fit_image(model, chw(a)), fit_image(model, chw(b))]).to(dev)).unbind(0)
     t = torch.linspace(0, 1, steps).view(-1, *([1] * za.ndim))
-    z = (1 - t) * za + t * zb
-    return model.likelihood.mean(model.decode(z)).clamp(0, 1)
+    z = (1 - t.to(dev)) * za + t.to(dev) * zb
+    return model.likelihood.mean(model.decode(z)).clamp(0, 1).cpu()
 
 
 @torch.no_grad()
-def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 100, seed: int = 0,
-             progress=None) -> dict:
+def evaluate(
+    model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 100, seed: int = 0, progress=None
+) -> dict:
     """Likelihood and reconstruction figures of ``model`` on ``images`` (N, C, H, W).
 
     Returns per-example means: ``elbo``, ``kl``, ``rec`` (nats), ``nll``
@@ -69,14 +88,23 @@ def evaluate(model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 10
     """
     model.eval()
     with seeded(seed):
-        sums = {"elbo": 0.0, "kl": 0.0, "rec": 0.0, "nll": 0.0, "mse": 0.0, "psnr": 0.0, "ssim": 0.0,
-                "posterior_std": 0.0, "sample_spread": 0.0}
+        sums = {
+            "elbo": 0.0,
+            "kl": 0.0,
+            "rec": 0.0,
+            "nll": 0.0,
+            "mse": 0.0,
+            "psnr": 0.0,
+            "ssim": 0.0,
+            "posterior_std": 0.0,
+            "sample_spread": 0.0,
+        }
         means, means2, per_nll = [], [], []
         n = images.shape[0]
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
             x = images[i : i + batch_size]
-            out = model._log_weights(x, 1)
+            out = model.terms(x, 1)
             m = model.loss(x, out)
             bsz = x.shape[0]
             for key in ("elbo", "kl", "rec"):

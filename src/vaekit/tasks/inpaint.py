@@ -24,10 +24,10 @@ In every route the known pixels are returned exactly as they came in.
 morphological top-hat; the mask it returns is what gets filled, and can be saved and
 inspected (``--save-mask``).
 """
+
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,21 +35,10 @@ import torch.nn.functional as F
 
 from .. import degrade
 from ..errors import VaekitError
-from .denoise import _ramp, _starts, as_float
+from ..io import as_float_image, restore_layout
+from .common import Result, check_samples, ramp, resolve_model, tile_starts
 
 SHIPPED_INPAINTER = "inpaint-color"
-
-
-@dataclass
-class Inpainted:
-    """What :func:`inpaint` returns with ``details=True``."""
-    image: np.ndarray  # the estimate: known pixels as given, the hole filled (mean of the fills)
-    mask: np.ndarray  # bool (H, W), True where pixels were missing
-    std: np.ndarray | None = None  # per-pixel std (samples > 1; 0 on known pixels): inpaint-vae, the fills' spread
-    # combined with the decoder's scale; a generative VAE, the spread of its chains
-    samples: list = field(default_factory=list)  # the individual fills (samples > 1)
-    method: str = "vae"
-    seconds: float = 0.0
 
 
 # ----------------------------------------------------------------------------- models
@@ -59,21 +48,22 @@ def _is_generative(m) -> bool:
     return isinstance(m, VAEBase)
 
 
-def load_inpainter(model=None):
+def load_inpainter(model=None, device=None):
     """An inpaint-vae or any generative VAE: a loaded module, a name / run folder, or the shipped one."""
     from ..models.inpainter import InpaintingVAE
-    from ..pretrained import SHIPPED, load_model
+    from ..pretrained import SHIPPED
 
-    if isinstance(model, torch.nn.Module):
-        m = model
-    else:
-        if model is None and SHIPPED_INPAINTER not in SHIPPED:
-            raise VaekitError("no VAE inpainter is shipped in this build: pass --model (a run folder or a "
-                              "generative VAE such as mnist-vae) or use a classical --method")
-        m = load_model(model or SHIPPED_INPAINTER)
+    if model is None and SHIPPED_INPAINTER not in SHIPPED:
+        raise VaekitError(
+            "no VAE inpainter is shipped in this build: pass --model (a run folder or a "
+            "generative VAE such as mnist-vae) or use a classical --method"
+        )
+    m = resolve_model(model, SHIPPED_INPAINTER, device=device)
     if not isinstance(m, InpaintingVAE) and not _is_generative(m):
-        raise VaekitError(f"{model or 'the model'} can not inpaint: use an inpaint-vae (vaekit train with "
-                          "model: inpaint-vae) or a generative VAE of the package (mlp-vae, conv-vae, hvae)")
+        raise VaekitError(
+            f"{model or 'the model'} can not inpaint: use an inpaint-vae (vaekit train with "
+            "model: inpaint-vae) or a generative VAE of the package (mlp-vae, conv-vae, hvae)"
+        )
     return m.eval()
 
 
@@ -101,12 +91,12 @@ def _tiled_fill(model, t, m, draw: bool, gen_seed: int, tile: int, overlap: int)
     out = torch.zeros_like(t)
     wsum = torch.zeros(1, 1, H, W)
     tile = max(int(tile), 64)
-    ys, xs = _starts(H, tile, tile - overlap), _starts(W, tile, tile - overlap)
+    ys, xs = tile_starts(H, tile, tile - overlap), tile_starts(W, tile, tile - overlap)
     n = 0
     for i, top in enumerate(ys):
         for j, left in enumerate(xs):
             h, w = min(tile, H - top), min(tile, W - left)
-            patch, mp = t[..., top:top + h, left:left + w], m[..., top:top + h, left:left + w]
+            patch, mp = t[..., top : top + h, left : left + w], m[..., top : top + h, left : left + w]
             if bool(mp.any()):
                 ph, pw = (-h) % model.STRIDE, (-w) % model.STRIDE
                 if ph or pw:  # padding is marked missing, so it never counts as context
@@ -117,10 +107,11 @@ def _tiled_fill(model, t, m, draw: bool, gen_seed: int, tile: int, overlap: int)
                 res = (draws[0] if draw else mean)[..., :h, :w]
             else:
                 res = patch
-            wt = torch.from_numpy(np.outer(_ramp(h, overlap, i == 0, i == len(ys) - 1),
-                                           _ramp(w, overlap, j == 0, j == len(xs) - 1)))[None, None]
-            out[..., top:top + h, left:left + w] += res * wt
-            wsum[..., top:top + h, left:left + w] += wt
+            wt = torch.from_numpy(
+                np.outer(ramp(h, overlap, i == 0, i == len(ys) - 1), ramp(w, overlap, j == 0, j == len(xs) - 1))
+            )[None, None]
+            out[..., top : top + h, left : left + w] += res * wt
+            wsum[..., top : top + h, left : left + w] += wt
             n += 1
     return out / wsum
 
@@ -169,8 +160,18 @@ def _ensemble_transforms(n: int) -> tuple:
 
 
 @torch.no_grad()
-def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: int = 512, overlap: int = 32,
-                progress=None, ensemble: int = 1):
+def vae_inpaint(
+    model,
+    image,
+    mask,
+    *,
+    samples: int = 1,
+    seed: int = 0,
+    tile: int = 512,
+    overlap: int = 32,
+    progress=None,
+    ensemble: int = 1,
+):
     """Fill ``mask`` (bool H x W, True = missing) in ``image`` with an inpaint-vae.
 
     Returns (estimate, std, fills): ``samples=1`` is one pass with the prior means (std None,
@@ -179,13 +180,11 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
 
     ``ensemble`` (1, 2, 4 or 8): each fill is the average of that many passes over flipped and quarter-turned
     copies of the image, turned back (the self-ensemble of Lim et al. 2017): a convolutional inpainter's errors
-    differ between them, so the average is closer to the truth, at ``ensemble`` times the time.  On six bsds400
-    val images it gained the shipped model 0.09 dB of hole PSNR on scattered pixels (50%) and 0.14 on thin
-    strokes with 8 passes, 0.08 / 0.13 with 4, 0.05 / 0.10 with 2 (``scripts/eval_inpaint_val.py --ensemble
-    1,2,4,8``); on CBSD68, with 4, 0.09 / 0.11 (``vaekit bench inpaint``'s ``vae-x4`` row)."""
+    differ between them, so the average is closer to the truth, at ``ensemble`` times the time (figures:
+    docs/models/inpaint-color.md)."""
     _check_ensemble(ensemble)
     turns = _ensemble_transforms(int(ensemble))
-    y = as_float(image)
+    y = as_float_image(image)[0]
     gray = y.ndim == 2
     if model.channels == 3 and gray:
         y3 = np.repeat(y[..., None], 3, axis=2)
@@ -199,8 +198,14 @@ def vae_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, tile: in
     k = max(int(samples), 1)
     fills = []
     for j in range(k):
-        f = sum(_dihedral(_pyramid_fill(model, _dihedral(t, r), _dihedral(m, r), k > 1, _mix(int(seed), j), tile,
-                                        overlap), r, inverse=True) for r in turns) / len(turns)
+        f = sum(
+            _dihedral(
+                _pyramid_fill(model, _dihedral(t, r), _dihedral(m, r), k > 1, _mix(int(seed), j), tile, overlap),
+                r,
+                inverse=True,
+            )
+            for r in turns
+        ) / len(turns)
         a = f[0].numpy()
         a = a[0] if model.channels == 1 else a.transpose(1, 2, 0)
         if gray and a.ndim == 3:
@@ -239,12 +244,14 @@ def latent_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, iters
     (estimate, std, fills) as :func:`vae_inpaint`."""
     from ..models.inpainter import push_pull
 
-    y = as_float(image)
+    y = as_float_image(image)[0]
     shape = tuple(getattr(model, "image_shape", ()) or ())
     want = (1 if y.ndim == 2 else 3, *y.shape[:2])
     if shape and tuple(shape) != want:
-        raise VaekitError(f"this model makes {shape[0]}-channel {shape[2]}x{shape[1]} images; the image is "
-                          f"{want[0]}-channel {want[2]}x{want[1]}")
+        raise VaekitError(
+            f"this model makes {shape[0]}-channel {shape[2]}x{shape[1]} images; the image is "
+            f"{want[0]}-channel {want[2]}x{want[1]}"
+        )
     t = _to_tensor(y)
     m = torch.from_numpy(mask.astype(np.float32))[None, None]
     k = max(int(samples), 1)
@@ -257,11 +264,12 @@ def latent_inpaint(model, image, mask, *, samples: int = 1, seed: int = 0, iters
                 if k == 1:
                     dec = model.likelihood.mean(model.decode(model.encode(x)))
                 else:
-                    dec = model.likelihood.mean(model._log_weights(x, 1)["params"])
+                    dec = model.likelihood.mean(model.terms(x, 1)["params"])
                 x = torch.where(m > 0, dec.view_as(x), known)
             except (RuntimeError, ValueError) as e:
-                raise VaekitError(f"this model cannot take a {want[2]}x{want[1]} {want[0]}-channel image "
-                                  f"({str(e).splitlines()[0]})") from None
+                raise VaekitError(
+                    f"this model cannot take a {want[2]}x{want[1]} {want[0]}-channel image ({str(e).splitlines()[0]})"
+                ) from None
     fills = []
     for i in range(k):
         a = x[i].numpy()
@@ -282,8 +290,15 @@ def _line_footprint(length: int, angle: float) -> np.ndarray:
     return fp
 
 
-def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contrast: float = 0.12,
-                     length: float = 0.08, polarity: str = "both") -> np.ndarray:
+def detect_scratches(
+    image,
+    *,
+    width: int | None = None,
+    k: float = 6.0,
+    contrast: float = 0.12,
+    length: float = 0.08,
+    polarity: str = "both",
+) -> np.ndarray:
     """A mask of thin, long, bright and/or dark lines (scratches, hairs, cracks on scanned photos).
 
     1. luminance; white top-hat (bright lines) and black top-hat (dark lines) with a disk of
@@ -292,7 +307,7 @@ def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contras
     2. the larger response is opened with straight line segments ``length`` x the short side long
        at 24 orientations (the maximum over orientations): a pixel survives only if it lies on a
        straight run that long, which removes texture (fur, foliage) and dots;
-    3. threshold at median + ``k`` x 1.4826 x MAD of the top-hat response (a robust, noise-scaled bar),
+    3. threshold at median + ``k`` x 1.4826 x MAD of the top-hat response (a robust, noise-scaled threshold),
        and at least ``contrast`` (image units): a scratch stands out from what it crosses;
     4. dilate by one pixel so the fill covers the line's soft edges.
     """
@@ -301,7 +316,7 @@ def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contras
 
     if polarity not in ("both", "bright", "dark"):
         raise VaekitError(f"polarity must be both, bright or dark, not {polarity!r}")
-    y = as_float(image)
+    y = as_float_image(image)[0]
     lum = y if y.ndim == 2 else y @ np.array([0.299, 0.587, 0.114])
     short = min(lum.shape)
     r = int(width) if width else max(2, round(0.006 * short))
@@ -322,8 +337,21 @@ def detect_scratches(image, *, width: int | None = None, k: float = 6.0, contras
 
 
 # ----------------------------------------------------------------------------- the API
-def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, seed: int = 0, tile: int = 512,
-            iters: int = 100, details: bool = False, progress=None, ensemble: int = 1):
+def inpaint(
+    image,
+    mask,
+    samples: int = 1,
+    *,
+    method: str = "vae",
+    model=None,
+    seed: int = 0,
+    device=None,
+    tile: int = 512,
+    iters: int = 100,
+    details: bool = False,
+    progress=None,
+    ensemble: int = 1,
+):
     """Fill the pixels of ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1]) where
     ``mask`` (H x W, True/nonzero = missing) is set.
 
@@ -334,39 +362,46 @@ def inpaint(image, mask, samples: int = 1, *, method: str = "vae", model=None, s
     the inpaint-vae only): each fill averages that many passes over flipped and turned copies
     (:func:`vae_inpaint`).
 
-    Known pixels are returned exactly as given; filled ones are clipped to [0, 1]."""
-    y = as_float(image)
+    Known pixels are returned exactly as given; filled ones are clipped to [0, 1].  The result has the input's
+    dtype and shape; with ``details=True`` a :class:`~vaekit.tasks.common.Result` (info: mask, method, seconds)."""
+    y, layout = as_float_image(image)
     mask = np.asarray(mask)
     if mask.shape != y.shape[:2]:
-        raise VaekitError(f"the mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the image "
-                          f"is {y.shape[1]}x{y.shape[0]}")
+        raise VaekitError(
+            f"the mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the image "
+            f"is {y.shape[1]}x{y.shape[0]}"
+        )
     mask = mask.astype(bool)
     degrade.check_mask(mask)
-    if int(samples) < 1:
-        raise VaekitError(f"samples must be 1 or more, not {samples}")
+    samples = check_samples(samples)
     _check_ensemble(ensemble)
     t0 = time.perf_counter()
     std, fills = None, []
     if method == "vae":
-        m = load_inpainter(model)
+        m = load_inpainter(model, device=device)
         if _is_generative(m):
             if int(ensemble) > 1:
                 raise VaekitError("ensemble is for the mask-aware inpainter (inpaint-vae), not a generative VAE")
             est, std, fills = latent_inpaint(m, y, mask, samples=samples, seed=seed, iters=iters)
             name = "vae-latent"
         else:
-            est, std, fills = vae_inpaint(m, y, mask, samples=samples, seed=seed, tile=tile, progress=progress,
-                                          ensemble=ensemble)
+            est, std, fills = vae_inpaint(
+                m, y, mask, samples=samples, seed=seed, tile=tile, progress=progress, ensemble=ensemble
+            )
             name = "vae"
     else:
         from .. import baselines
 
         if int(ensemble) > 1:
             raise VaekitError(f"ensemble is for the VAE inpainter, not the classical method {method!r}")
-        est = _keep_known(baselines.get_inpaint(method)(y, mask), y, mask)
+        est = _keep_known(baselines.get("inpaint", method)(y, mask), y, mask)
         name = method
-    r = Inpainted(est, mask, std, fills, name, time.perf_counter() - t0)
-    return r if details else r.image
+    keep_float = np.issubdtype(layout.dtype, np.floating)  # known pixels exactly as given, even outside [0, 1]
+    out = restore_layout(est, layout, clip=not keep_float)
+    if not details:
+        return out
+    info = {"mask": mask, "method": name, "seconds": time.perf_counter() - t0}
+    return Result(out, [restore_layout(f, layout, clip=not keep_float) for f in fills], std, info)
 
 
 # ----------------------------------------------------------------------------- the CLI's work
@@ -378,8 +413,9 @@ def parse_box(text: str, shape) -> np.ndarray:
         raise VaekitError(f"--box must be x0,y0,x1,y1 in whole pixels, not {text!r}") from None
     h, w = shape[:2]
     if not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
-        raise VaekitError(f"--box {text} does not fit the {w}x{h} image (need 0 <= x0 < x1 <= {w}, "
-                          f"0 <= y0 < y1 <= {h})")
+        raise VaekitError(
+            f"--box {text} does not fit the {w}x{h} image (need 0 <= x0 < x1 <= {w}, 0 <= y0 < y1 <= {h})"
+        )
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True
     return m
@@ -408,9 +444,26 @@ def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
     raise VaekitError(f"no mask for {f} in {mask_dir} (looked for {rel.with_suffix('.*')})")
 
 
-def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=None, save_mask=None, samples=1,
-                  method="vae", model=None, seed=0, tile=512, iters=100, progress=None, max_pixels=None,
-                  ensemble=1) -> list[dict]:
+def inpaint_paths(
+    inp,
+    output,
+    *,
+    mask=None,
+    mask_dir=None,
+    box=None,
+    detect=None,
+    save_mask=None,
+    samples=1,
+    method="vae",
+    model=None,
+    seed=0,
+    tile=512,
+    iters=100,
+    progress=None,
+    max_pixels=None,
+    ensemble=1,
+    device=None,
+) -> list[dict]:
     """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
     image gets a folder of fills (``output`` itself for a single image)."""
     from pathlib import Path
@@ -425,7 +478,7 @@ def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=Non
     files = find_images(inp)
     if not files:
         raise VaekitError(f"no images found under {inp}")
-    m_loaded = load_inpainter(model) if method == "vae" else None
+    m_loaded = load_inpainter(model, device=device) if method == "vae" else None
     rows = []
     for i, f in enumerate(files):
         img = read_array(f, max_pixels=max_pixels)
@@ -435,17 +488,38 @@ def inpaint_paths(inp, output, *, mask=None, mask_dir=None, box=None, detect=Non
             write_image(Path(save_mask) / rel.with_suffix(".png") if rel else Path(save_mask), mk.astype(np.float32))
         if not mk.any():
             raise VaekitError(f"{f}: no scratch found (the detector's mask is empty): nothing to fill")
-        r = inpaint(img, mk, samples, method=method, model=m_loaded, seed=seed, tile=tile, iters=iters, details=True,
-                    ensemble=ensemble)
+        r = inpaint(
+            img,
+            mk,
+            samples,
+            method=method,
+            model=m_loaded,
+            seed=seed,
+            tile=tile,
+            iters=iters,
+            details=True,
+            ensemble=ensemble,
+        )
         dest = (output / rel.with_suffix("" if samples > 1 else ".png")) if rel else output
         if samples > 1:
-            write_sample_set(dest, r, model_name=str(model or SHIPPED_INPAINTER), seed=seed,
-                             extra={"hole_fraction": float(mk.mean()),
-                                    "pairwise_hole_rmse": pairwise_distance(r.samples, mk)})
+            write_sample_set(
+                dest,
+                r,
+                model_name=str(model or SHIPPED_INPAINTER),
+                seed=seed,
+                extra={"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)},
+            )
         else:
             write_image(dest, r.image)
-        rows.append({"input": str(f), "output": str(dest), "hole_fraction": float(mk.mean()), "method": r.method,
-                     "seconds": r.seconds})
+        rows.append(
+            {
+                "input": str(f),
+                "output": str(dest),
+                "hole_fraction": float(mk.mean()),
+                "method": r.method,
+                "seconds": r.seconds,
+            }
+        )
         if progress is not None:
             progress(i + 1, len(files))
     return rows

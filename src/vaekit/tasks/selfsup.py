@@ -19,9 +19,10 @@ Two methods, both fitted on the noisy images alone (a fit never reads a clean im
   estimate is the mean of ``s(z)`` over posterior draws ``z ~ q(z | y)``.
 
 The settings (:data:`SETTINGS`: method, model size, steps, stopping rule, test
-rule) were chosen on noisy train400 images (``scripts/tune_selfsup.py``) and are
+rule) were chosen on noisy train400 images (docs/decisions.md) and are
 frozen.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -32,13 +33,21 @@ import torch
 from .. import degrade
 from ..errors import VaekitError
 
-# frozen on noisy train400 images (scripts/tune_selfsup.py); see the module docstring
+# frozen on noisy train400 images (docs/decisions.md); see the module docstring
 SETTINGS = {
     # "wide" won over "small" ([32, 64] channels, 16 latent channels): 25.50 against 24.88 dB on 40 noisy
     # train400 images at sigma 25 (fits of 11 and 4 minutes on one CPU thread) -- both far from converged
     "model_args": {"channels": [64, 96], "blocks": 1, "latent_channels": 32, "activation": "silu"},
-    "patch_size": 48, "patches_per_image": 32, "batch_size": 16, "max_steps": 1500, "lr": 1e-3,
-    "min_lr": 1e-5, "warmup_steps": 100, "kl_warmup_steps": 500, "eval_every": 500, "ckpt_every": 250,
+    "patch_size": 48,
+    "patches_per_image": 32,
+    "batch_size": 16,
+    "max_steps": 1500,
+    "lr": 1e-3,
+    "min_lr": 1e-5,
+    "warmup_steps": 100,
+    "kl_warmup_steps": 500,
+    "eval_every": 500,
+    "ckpt_every": 250,
     "samples": 16,  # posterior draws averaged by the estimate
 }
 
@@ -51,13 +60,28 @@ SETTINGS_R2R = {
     # draws) was lower; a 3000-step fit without free bits ("r2r-fb0") was worse too: 25.78 as it is, KL ~ 0.
     # All of these were made while the patch loader kept .npy inputs as 8 bits (noise clipped, negative values
     # wrapped round to white): the longer fit's loss is most likely that bug (a wrapped speck sits in input and
-    # target alike, and the model learns to keep it).  With the loader fixed (scripts/probe_selfsup.py, 3000-step
+    # target alike, and the model learns to keep it).  With the loader fixed (docs/decisions.md, 3000-step
     # schedule, noisy image as it is, first 40 fitted / 20 held-out images): 27.69 / 26.87 dB at step 750,
     # 27.83 / 26.98 at 1500.  The settings have not been re-chosen since.
-    "model_args": {"widths": [48, 96, 192], "latent_channels": 8, "alpha_range": [1.0, 1.0], "free_bits": 0.05,
-                   "test_recorruptions": 16, "test_alpha": 1.0, "test_flips": True},
-    "patch_size": 64, "patches_per_image": 64, "batch_size": 32, "max_steps": 3000, "lr": 1e-3,
-    "min_lr": 1e-5, "warmup_steps": 200, "kl_warmup_steps": 1000, "eval_every": 500, "ckpt_every": 250,
+    "model_args": {
+        "widths": [48, 96, 192],
+        "latent_channels": 8,
+        "alpha_range": [1.0, 1.0],
+        "free_bits": 0.05,
+        "test_recorruptions": 16,
+        "test_alpha": 1.0,
+        "test_flips": True,
+    },
+    "patch_size": 64,
+    "patches_per_image": 64,
+    "batch_size": 32,
+    "max_steps": 3000,
+    "lr": 1e-3,
+    "min_lr": 1e-5,
+    "warmup_steps": 200,
+    "kl_warmup_steps": 1000,
+    "eval_every": 500,
+    "ckpt_every": 250,
 }
 
 METHODS = ("r2r", "divnoising")
@@ -104,8 +128,11 @@ def is_selfsup(model) -> bool:
     """A DivNoising conv-vae (it needs the :class:`SelfSupervisedDenoiser` wrapper; an r2r model does not)."""
     from ..models.vae import ConvVAE
 
-    return isinstance(model, ConvVAE) and type(model.likelihood).__name__ in ("Gaussian", "PoissonNoise") \
+    return (
+        isinstance(model, ConvVAE)
+        and type(model.likelihood).__name__ in ("Gaussian", "PoissonNoise")
         and not getattr(model.likelihood, "learned", False)
+    )
 
 
 def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None, threads=0, seed=0, method=None):
@@ -124,8 +151,10 @@ def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None,
         raise VaekitError("the r2r method learns Gaussian noise only: use --method divnoising for poisson noise")
     files = find_images(data_dir)
     if len(files) < 2:
-        raise VaekitError(f"denoise-fit needs at least 2 noisy images under {data_dir} (one is held out for "
-                          f"validation), found {len(files)}")
+        raise VaekitError(
+            f"denoise-fit needs at least 2 noisy images under {data_dir} (one is held out for "
+            f"validation), found {len(files)}"
+        )
     looked = [read_array(f) for f in files[:20]]  # read once: mode, blind sigma and the patch size
     mode = "L" if looked[0].ndim == 2 else "RGB"
     if noise == "gaussian":
@@ -141,35 +170,67 @@ def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None,
             raise VaekitError("poisson noise needs a positive --peak")
         lik = {"likelihood": "poisson", "likelihood_args": {"peak": float(peak)}}
     else:
-        raise VaekitError("denoise-fit learns Gaussian or Poisson noise models (salt-and-pepper: use "
-                          "vaekit denoise --noise salt-pepper)")
+        raise VaekitError(
+            "denoise-fit learns Gaussian or Poisson noise models (salt-and-pepper: use "
+            "vaekit denoise --noise salt-pepper)"
+        )
     smallest = min(min(a.shape[:2]) for a in looked)
     S = SETTINGS_R2R if method == "r2r" else SETTINGS
     patch = min(S["patch_size"], smallest - smallest % 8)
     if patch < 16:
         raise VaekitError(f"images must be at least 16 pixels a side, the smallest is {smallest}")
     if method == "r2r":
-        model, margs = "denoise-vae-selfsup", {**S["model_args"], "channels": 1 if mode == "L" else 3,
-                                               "noisy_sigma": float(sigma)}
+        model, margs = (
+            "denoise-vae-selfsup",
+            {**S["model_args"], "channels": 1 if mode == "L" else 3, "noisy_sigma": float(sigma)},
+        )
     else:
-        model, margs = "conv-vae", {**S["model_args"], "in_channels": 1 if mode == "L" else 3,
-                                    "image_size": patch, **lik}
-    cfg = {"model": model, "model_args": margs,
-           "data": "folder", "data_dir": str(data_dir), "patch_size": patch, "image_mode": mode,
-           "patches_per_image": S["patches_per_image"], "batch_size": S["batch_size"],
-           "max_steps": int(steps or S["max_steps"]), "lr": S["lr"], "min_lr": S["min_lr"],
-           "warmup_steps": S["warmup_steps"], "kl_warmup_steps": S["kl_warmup_steps"],
-           "eval_every": S["eval_every"], "ckpt_every": S["ckpt_every"], "seed": seed, "threads": threads or 0}
+        model, margs = (
+            "conv-vae",
+            {**S["model_args"], "in_channels": 1 if mode == "L" else 3, "image_size": patch, **lik},
+        )
+    cfg = {
+        "model": model,
+        "model_args": margs,
+        "data": "folder",
+        "data_dir": str(data_dir),
+        "patch_size": patch,
+        "image_mode": mode,
+        "patches_per_image": S["patches_per_image"],
+        "batch_size": S["batch_size"],
+        "max_steps": int(steps or S["max_steps"]),
+        "lr": S["lr"],
+        "min_lr": S["min_lr"],
+        "warmup_steps": S["warmup_steps"],
+        "kl_warmup_steps": S["kl_warmup_steps"],
+        "eval_every": S["eval_every"],
+        "ckpt_every": S["ckpt_every"],
+        "seed": seed,
+        "threads": threads or 0,
+    }
     return TrainConfig.from_dict(cfg, source="denoise-fit"), (sigma if noise == "gaussian" else None)
 
 
-def fit(data_dir, output, *, sigma=None, noise="gaussian", peak=None, steps=None, threads=0, seed=0,
-        quiet=False, command=None, method=None) -> dict:
+def fit(
+    data_dir,
+    output,
+    *,
+    sigma=None,
+    noise="gaussian",
+    peak=None,
+    steps=None,
+    threads=0,
+    seed=0,
+    quiet=False,
+    command=None,
+    method=None,
+) -> dict:
     """Fit a self-supervised denoiser on the noisy images under ``data_dir`` into run folder ``output``."""
     from ..training.loop import train
 
-    cfg, s = fit_config(data_dir, sigma=sigma, noise=noise, peak=peak, steps=steps, threads=threads, seed=seed,
-                        method=method)
+    cfg, s = fit_config(
+        data_dir, sigma=sigma, noise=noise, peak=peak, steps=steps, threads=threads, seed=seed, method=method
+    )
     out = Path(output)
     if (out / "checkpoint.pt").is_file():
         summary = train(None, out, resume=True, quiet=quiet, command=command)

@@ -1,5 +1,6 @@
 """Training configuration: one dataclass, loaded from YAML with ``key=value``
 overrides, saved inside every checkpoint."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,9 @@ class TrainConfig:
     tensorboard: bool = False
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
-    init_from: str | None = None  # fine-tune: start from a shipped model's name or a .safetensors file (tensors of matching shape)
+    init_from: str | None = (
+        None  # fine-tune: start from a shipped model's name or a .safetensors file (tensors of matching shape)
+    )
     init_exclude: list = field(default_factory=list)  # tensor-name prefixes that init_from leaves at their fresh values
     trainable: list = field(default_factory=list)  # parameter-name prefixes that train (the rest frozen); empty: all
 

@@ -1,4 +1,5 @@
 """Distributed data parallel as a branch on torchrun's environment variables."""
+
 from __future__ import annotations
 
 import gc

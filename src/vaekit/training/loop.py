@@ -6,6 +6,7 @@ and the torch RNG state; the data order is a pure function of (seed, epoch)
 by (seed, step, rank).  So a run killed and resumed from its last checkpoint
 ends with the same weights as one that never stopped (same machine, seed).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def build_datasets(cfg: TrainConfig):
             x, y = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0), torch.from_numpy(yn)
         n_val = min(cfg.val_size, x.shape[0] // 5)
         cut = x.shape[0] - n_val
-        return (vd.TensorImages(x[:cut], y[:cut], binarize=cfg.binarize),
-                vd.TensorImages(x[cut:], y[cut:], binarize=cfg.binarize))
+        return (
+            vd.TensorImages(x[:cut], y[:cut], binarize=cfg.binarize),
+            vd.TensorImages(x[cut:], y[cut:], binarize=cfg.binarize),
+        )
     files = vd.find_images(cfg.data_dir)
     if len(files) < 2:
         raise VaekitError(f"need at least 2 images under {cfg.data_dir}, found {len(files)}")
@@ -68,9 +71,12 @@ def build_datasets(cfg: TrainConfig):
         n_val = max(1, min(len(files) // 10, cfg.val_size))
         train_files, val_files = files[:-n_val], files[-n_val:]
     val_ppi = cfg.val_patches_per_image or cfg.patches_per_image
-    return (vd.RandomPatches(train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed,
-                             downscale=cfg.downscale),
-            vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1, downscale=cfg.downscale))
+    return (
+        vd.RandomPatches(
+            train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed, downscale=cfg.downscale
+        ),
+        vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1, downscale=cfg.downscale),
+    )
 
 
 def fetch(ds, idx, labels: bool = False):
@@ -165,26 +171,41 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
 
     path = WEIGHTS_DIR / (SHIPPED[source] + ".safetensors") if source in SHIPPED else Path(source)
     if not path.is_file():
-        raise VaekitError(f"init_from: {source!r} is neither a shipped model ({', '.join(sorted(SHIPPED))}) "
-                          f"nor a weights file")
+        raise VaekitError(
+            f"init_from: {source!r} is neither a shipped model ({', '.join(sorted(SHIPPED))}) nor a weights file"
+        )
     try:
         state = load_file(str(path))
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
         raise VaekitError(f"init_from: cannot read {path}: {e}") from None
     ref = model.state_dict()
-    fit = {k: v.to(ref[k].dtype) for k, v in state.items()
-           if k in ref and ref[k].shape == v.shape and not k.startswith(tuple(exclude))}
+    fit = {
+        k: v.to(ref[k].dtype)
+        for k, v in state.items()
+        if k in ref and ref[k].shape == v.shape and not k.startswith(tuple(exclude))
+    }
     if 2 * len(fit) < len(ref):
-        raise VaekitError(f"init_from: only {len(fit)} of the model's {len(ref)} tensors match {path}: "
-                          f"not weights of this architecture")
+        raise VaekitError(
+            f"init_from: only {len(fit)} of the model's {len(ref)} tensors match {path}: "
+            f"not weights of this architecture"
+        )
     model.load_state_dict(fit, strict=False)
     fresh = sorted(k for k in ref if k not in fit)
-    return (f"init_from {source}: {len(fit)} of {len(ref)} tensors loaded"
-            + (f"; fresh: {', '.join(fresh)}" if fresh else ""))
+    return f"init_from {source}: {len(fit)} of {len(ref)} tensors loaded" + (
+        f"; fresh: {', '.join(fresh)}" if fresh else ""
+    )
 
 
-def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False, quiet: bool = False,
-          command: str | None = None, stop_after: int | None = None, overrides: list[str] = ()) -> dict:
+def train(
+    cfg: TrainConfig | None,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    quiet: bool = False,
+    command: str | None = None,
+    stop_after: int | None = None,
+    overrides: list[str] = (),
+) -> dict:
     """Train ``cfg`` into ``out_dir``; with ``resume`` continue the run there
     (``cfg=None``: the run's own config, with ``overrides`` such as
     ``max_steps=...`` applied).
@@ -208,8 +229,10 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             apply_override(saved_dict, item)
         saved = TrainConfig.from_dict(saved_dict, source=str(path))
         if cfg is not None and (cfg.model, cfg.model_args) != (saved.model, saved.model_args):
-            raise VaekitError(f"cannot resume {path}: it holds a {saved.model} {saved.model_args}, "
-                              f"the config asks for a {cfg.model} {cfg.model_args}")
+            raise VaekitError(
+                f"cannot resume {path}: it holds a {saved.model} {saved.model_args}, "
+                f"the config asks for a {cfg.model} {cfg.model_args}"
+            )
         cfg = saved if cfg is None else cfg
     if cfg is None:
         raise VaekitError("give a config file, or --resume with a run folder")
@@ -233,7 +256,9 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            raise VaekitError(f"checkpoint in {out_dir} does not fit model {cfg.model}: {str(e).splitlines()[0]}") from None
+            raise VaekitError(
+                f"checkpoint in {out_dir} does not fit model {cfg.model}: {str(e).splitlines()[0]}"
+            ) from None
     if ckpt is None and cfg.init_from:
         note = init_weights(model, cfg.init_from, cfg.init_exclude)
         if info.is_main and not quiet:
@@ -246,16 +271,20 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             p.requires_grad_(k in names)
     ddp_model = model
     if info.enabled:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    sampler = DistributedSampler(train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
+    sampler = DistributedSampler(
+        train_ds, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed, drop_last=True
+    )
     steps_per_epoch = len(sampler) // local_bs
     if steps_per_epoch == 0:
         raise VaekitError(f"the training set ({len(train_ds)} items) is smaller than one batch ({cfg.batch_size})")
     total = cfg.max_steps or cfg.epochs * steps_per_epoch
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg, total))
 
     step, best, best_step, wall = 0, -math.inf, -1, 0.0
@@ -274,8 +303,9 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise VaekitError("tensorboard logging asked for but the tensorboard package is not installed "
-                              "(pip install tensorboard)") from None
+            raise VaekitError(
+                "tensorboard logging asked for but the tensorboard package is not installed (pip install tensorboard)"
+            ) from None
         writer = SummaryWriter(str(out_dir / "tb"))
     if info.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -300,22 +330,50 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             torch.distributed.all_gather_object(gathered, torch.get_rng_state())
             rngs = gathered
         if info.is_main:
-            atomic_save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                         "step": step, "best_val_elbo": best, "best_step": best_step, "wall_time_s": wall,
-                         "rng": rngs, "config": cfg.to_dict(), "arch": cfg.model, "vaekit": __version__,
-                         "history": json.dumps(history)}, out_dir / CKPT)
+            atomic_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "step": step,
+                    "best_val_elbo": best,
+                    "best_step": best_step,
+                    "wall_time_s": wall,
+                    "rng": rngs,
+                    "config": cfg.to_dict(),
+                    "arch": cfg.model,
+                    "vaekit": __version__,
+                    "history": json.dumps(history),
+                },
+                out_dir / CKPT,
+            )
 
     def card(val: dict) -> dict:
-        return {"name": out_dir.name, "arch": cfg.model, "arch_args": cfg.model_args,
-                "data": {"kind": cfg.data, "data_dir": str(cfg.data_dir), "binarize": cfg.binarize,
-                         "train_items": len(train_ds), "val_items": len(val_ds),
-                         "validation": "the last val_size items of the training split"},
-                "training": {"command": command, "config": cfg.to_dict(), "hardware": hardware,
-                             "wall_time_s": round(wall, 1), "steps": step, "best_step": step,
-                             "vaekit": __version__, "torch": torch.__version__},
-                "metrics": {"val_elbo": round(val["elbo"], 4), "val_kl": round(val["kl"], 4)}}
+        return {
+            "name": out_dir.name,
+            "arch": cfg.model,
+            "arch_args": cfg.model_args,
+            "data": {
+                "kind": cfg.data,
+                "data_dir": str(cfg.data_dir),
+                "binarize": cfg.binarize,
+                "train_items": len(train_ds),
+                "val_items": len(val_ds),
+                "validation": "the last val_size items of the training split",
+            },
+            "training": {
+                "command": command,
+                "config": cfg.to_dict(),
+                "hardware": hardware,
+                "wall_time_s": round(wall, 1),
+                "steps": step,
+                "best_step": step,
+                "vaekit": __version__,
+                "torch": torch.__version__,
+            },
+            "metrics": {"val_elbo": round(val["elbo"], 4), "val_kl": round(val["kl"], 4)},
+        }
 
-    seen, t_window = 0, time.perf_counter()
     thr_imgs, thr_time = 0, 0.0
     model.train()
     while step < total:
@@ -345,22 +403,34 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
             thr_imgs += x.shape[0] * info.world_size
             thr_time += dt
             if not math.isfinite(loss_value):
-                raise VaekitError(f"training diverged at step {step} (loss is {loss_value}); "
-                                  "lower lr or set grad_clip", exit_code=1)
+                raise VaekitError(
+                    f"training diverged at step {step} (loss is {loss_value}); lower lr or set grad_clip", exit_code=1
+                )
             if bar is not None:
                 bar.update(1)
                 if step % 20 == 0:
-                    bar.set_postfix(loss=f"{loss_value:.2f}", kl=f"{float(m['kl']):.1f}",
-                                    img_s=f"{thr_imgs / max(thr_time, 1e-9):.0f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{loss_value:.2f}",
+                        kl=f"{float(m['kl']):.1f}",
+                        img_s=f"{thr_imgs / max(thr_time, 1e-9):.0f}",
+                        refresh=False,
+                    )
             if writer is not None and step % 50 == 0:
                 for k in ("loss", "elbo", "kl"):
                     writer.add_scalar(f"train/{k}", float(m[k].detach()), step)
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
             if step % eval_every == 0 or step == total:
                 val = validate(model, val_ds, 500, device, cfg.seed + 12345)
-                history.append({"step": step, "epoch": step / steps_per_epoch, "lr": sched.get_last_lr()[0],
-                                "train_loss": round(loss_value, 4), **{f"val_{k}": round(v, 4) for k, v in val.items()},
-                                "img_per_s": round(thr_imgs / max(thr_time, 1e-9), 1)})
+                history.append(
+                    {
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "lr": sched.get_last_lr()[0],
+                        "train_loss": round(loss_value, 4),
+                        **{f"val_{k}": round(v, 4) for k, v in val.items()},
+                        "img_per_s": round(thr_imgs / max(thr_time, 1e-9), 1),
+                    }
+                )
                 if info.is_main:
                     with open(out_dir / "log.jsonl", "a") as f:
                         f.write(json.dumps(history[-1]) + "\n")
@@ -394,9 +464,20 @@ def train(cfg: TrainConfig | None, out_dir: str | Path, *, resume: bool = False,
     del ddp_model
     D.teardown(info)
     throughput = thr_imgs / max(thr_time, 1e-9)
-    summary = {"steps": step, "best_val_elbo": best, "best_step": best_step, "img_per_s": throughput,
-               "model": cfg.model, "batch_size": cfg.batch_size, "hardware": hardware, "wall_time_s": wall}
+    summary = {
+        "steps": step,
+        "best_val_elbo": best,
+        "best_step": best_step,
+        "img_per_s": throughput,
+        "model": cfg.model,
+        "batch_size": cfg.batch_size,
+        "hardware": hardware,
+        "wall_time_s": wall,
+    }
     if info.is_main and not quiet:
-        print(f"trained {cfg.model} for {step} steps: {throughput:.0f} images/s (batch {cfg.batch_size}, {hardware}); "
-              f"best validation ELBO {best:.2f} nats at step {best_step}; weights in {out_dir}", file=sys.stderr)
+        print(
+            f"trained {cfg.model} for {step} steps: {throughput:.0f} images/s (batch {cfg.batch_size}, {hardware}); "
+            f"best validation ELBO {best:.2f} nats at step {best_step}; weights in {out_dir}",
+            file=sys.stderr,
+        )
     return summary

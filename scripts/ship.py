@@ -1,0 +1,248 @@
+"""Ship a training run as a named model, with the VAE statistics its card reports.
+
+    python scripts/ship.py NAME --run RUN [--note "how the run went"] [--n 12]
+    python scripts/ship.py inpaint-color --card-figures      # after `vaekit bench inpaint`: results -> card
+
+NAME is one of MODELS below; each entry says which data the model saw, which held-out images its statistics
+use, and what the model cannot do.  The statistics are measured on the shipped fp16 file, on validation images
+only (never a test set): for the conditional denoisers and the inpainter the KL per latent channel (active
+units), the spread of posterior draws and its calibration (how often |error of the mean| <= 2 std); for the
+unconditional VAEs the ELBO, KL and active units of ``vaekit.evaluate``.
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaekit import data as vd
+from vaekit import degrade
+from vaekit.io import read_array
+from vaekit.metrics import hole_psnr, psnr_u8, to_u8
+from vaekit.pretrained import load_pretrained, ship, update_shipped_card
+from vaekit.tasks.denoise import vae_denoise
+from vaekit.tasks.inpaint import inpaint, pairwise_distance
+
+BSDS = "BSDS500 images (Berkeley): non-commercial research use; not redistributed"
+PHOTOS = "../shared/data/photos (per-file licences in its INDEX.tsv; research use); not redistributed"
+MODELS = {
+    "denoise-color": {
+        "kind": "denoise",
+        "mode": "RGB",
+        "config": "configs/denoise-color-ms.yaml",
+        "data_dir": "../shared/data/photos",
+        "val": "split",
+        "data": {
+            "licence": PHOTOS,
+            "train": "the photos train split (948 images), area-downscaled by 2, random 96x96 crops with flips",
+            "validation": "photos-val (71 images)",
+            "noise": "vaekit.degrade.simulate_noise: white Gaussian (sigma <= 55), Poisson-Gaussian, spatially "
+            "varying Gaussian, Bayer-demosaicked + JPEG; clipped and 8-bit for half",
+        },
+        "limits": "Trained on downscaled photos: noise and detail at the scale of phone and camera JPEGs. Real camera "
+        "noise is covered only as far as the simulated Bayer + JPEG pipeline resembles it.",
+    },
+    "denoise-gray": {
+        "kind": "denoise",
+        "mode": "L",
+        "config": "configs/denoise-gray.yaml",
+        "data_dir": "../shared/data/train400",
+        "val": "last40",
+        "data": {
+            "licence": "train400 (DnCNN/TNRD crops of BSDS images): Berkeley non-commercial research terms; "
+            "not redistributed",
+            "train": "360 of the 400 train400 images (file order), random 64x64 crops",
+            "validation": "the last 40 train400 images (file order)",
+            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, not clipped",
+        },
+        "limits": "Gaussian noise, known or MAD-estimated level; narrow training data (400 gray 180x180 crops).",
+    },
+    "inpaint-color": {
+        "kind": "inpaint",
+        "config": "configs/inpaint-color-deep2.yaml",
+        "data_dir": "../shared/data/bsds400",
+        "val": "split",
+        "arch_args": {"prefill": "exact"},
+        "data": {
+            "licence": BSDS,
+            "train": "bsds400 rows of SPLITS.tsv not marked 'val', random crops with flips",
+            "validation": "the 32 'val' rows",
+            "masks": "drawn inside the model: random pixels, brush strokes "
+            "2-28 px wide, boxes 8-56 px, text-like marks",
+        },
+        "limits": "Fills are smooth continuations of the surroundings, not hallucinated objects; boxes much larger "
+        "than ~50 px are filled coarse to fine and come out blurry. Its fills differ only where the hole "
+        "is deep (8x8 blocks at least 90% missing).",
+    },
+    "compensate-vae": {
+        "kind": "generic",
+        "mode": "RGB",
+        "patch": 32,
+        "config": "configs/compensate-vae.yaml",
+        "data_dir": "../shared/data/bsds400",
+        "val": "split",
+        "data": {
+            "licence": BSDS,
+            "train": "bsds400 rows not marked 'val': random 32x32 crops, taken as well exposed",
+            "validation": "the 32 'val' rows (16 crops each)",
+            "patch_size": 32,
+        },
+        "limits": "Fixes a global exposure gain, gamma and per-channel colour cast; cannot recover clipped "
+        "highlights or shadows or fix local lighting, and will 'correct' intended looks.",
+    },
+}
+INPAINT_KINDS = ("box", "pixels0.5", "strokes-thin", "strokes-medium", "strokes-thick")
+
+
+def val_files(spec):
+    files = vd.find_images(spec["data_dir"])
+    if spec["val"] == "last40":
+        return files[-40:]
+    return vd.split_by_file(files, Path(spec["data_dir"]) / "SPLITS.tsv")[1]
+
+
+def denoise_stats(model, spec, n, sigmas=(15, 25, 50), draws=16):
+    """KL per latent channel, draws' spread and calibration, one-pass and mean-of-draws PSNR, on 128x128 crops."""
+    images = []
+    for f in val_files(spec)[:n]:
+        a = np.asarray(read_array(f), dtype=np.float64)
+        images.append((a.mean(-1) if spec["mode"] == "L" and a.ndim == 3 else a)[:128, :128])
+    res = {}
+    for s in sigmas:
+        per_ch, cover, spread, psnr1, psnr_k = [], [], [], [], []
+        for i, x in enumerate(images):
+            t = torch.from_numpy(x.astype(np.float32))
+            t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+            h, w = (t.shape[-2] // model.STRIDE) * model.STRIDE, (t.shape[-1] // model.STRIDE) * model.STRIDE
+            torch.manual_seed(i)
+            per_ch.append(model.latent_stats(t[..., :h, :w], float(s))[0][0].numpy())
+            x = x[:h, :w]
+            y = degrade.gaussian(x, s, seed=100 + i)
+            mean, std, _ = vae_denoise(model, y, s, samples=draws, seed=i)
+            cover.append(float(np.mean(np.abs(mean - x) <= 2 * std)))
+            spread.append(float(np.mean(std)) * 255)
+            psnr1.append(psnr_u8(vae_denoise(model, y, s)[0], x))
+            psnr_k.append(psnr_u8(mean, x))
+        ch = np.mean(per_ch, 0)
+        res[f"sigma{s}"] = {
+            "kl_nats_per_latent_position_by_channel": [round(float(v), 4) for v in ch],
+            "active_latent_channels": int((ch > 0.01).sum()),
+            "latent_channels": int(len(ch)),
+            f"mean_std_of_{draws}_draws_grey_levels": round(float(np.mean(spread)), 3),
+            "coverage_abs_error_le_2std": round(float(np.mean(cover)), 4),
+            "psnr_one_pass": round(float(np.mean(psnr1)), 3),
+            f"psnr_mean_of_{draws}": round(float(np.mean(psnr_k)), 3),
+        }
+        print(s, res[f"sigma{s}"], flush=True)
+    return {
+        f"validation ({n} held-out 128x128 crops, seeded Gaussian noise, not clipped; the std combines the "
+        f"spread of {draws} posterior draws with the decoder's scale)": res
+    }
+
+
+def inpaint_stats(model, spec, n, draws=8):
+    """Per mask kind: KL per latent channel, one-pass / mean-of-fills / per-fill hole PSNR, fill diversity."""
+    images = [np.asarray(read_array(f), dtype=np.float64) for f in val_files(spec)[:n]]
+    res = {}
+    for kind in INPAINT_KINDS:
+        per_ch, one, mean_k, per_fill, pair, cover = [], [], [], [], [], []
+        for i, x in enumerate(images):
+            mask = degrade.make_mask(kind, x.shape, 5000 + i)
+            h, w = (x.shape[0] // 8) * 8, (x.shape[1] // 8) * 8
+            t = torch.from_numpy(x[:h, :w].astype(np.float32)).permute(2, 0, 1)[None]
+            mt = torch.from_numpy(mask[:h, :w].astype(np.float32))[None, None]
+            per_ch.append(model.latent_stats(t, mt)[0][0].numpy())
+            cu = to_u8(x)
+            r = inpaint(x, mask, draws, model=model, seed=i, details=True)
+            one.append(hole_psnr(to_u8(inpaint(x, mask, model=model)), cu, mask))
+            mean_k.append(hole_psnr(to_u8(r.image), cu, mask))
+            per_fill.append(statistics.mean(hole_psnr(to_u8(f), cu, mask) for f in r.samples))
+            pair.append(255 * pairwise_distance(r.samples, mask))
+            cover.append(float(np.mean(np.abs(r.image - x)[mask] <= 2 * r.std[mask] + 0.5 / 255)))
+        ch = np.mean(per_ch, 0)
+        res[kind] = {
+            "kl_nats_per_latent_position_by_channel": [round(float(v), 4) for v in ch],
+            "active_latent_channels": int((ch > 0.01).sum()),
+            "latent_channels": int(len(ch)),
+            "hole_psnr_one_pass": round(float(np.mean(one)), 3),
+            f"hole_psnr_mean_of_{draws}": round(float(np.mean(mean_k)), 3),
+            "hole_psnr_per_fill": round(float(np.mean(per_fill)), 3),
+            "pairwise_hole_rmse_grey_levels": round(float(np.mean(pair)), 2),
+            "coverage_abs_error_le_2std_in_hole": round(float(np.mean(cover)), 4),
+        }
+        print(kind, res[kind], flush=True)
+    return {f"validation ({n} bsds400 'val' images, seeded masks; std and coverage from {draws} fills)": res}
+
+
+def generic_stats(model, spec, n):
+    """ELBO, KL, active units and sample spread of ``vaekit.evaluate`` on validation crops."""
+    from vaekit.tasks.generate import evaluate
+
+    ds = vd.RandomPatches(
+        val_files(spec), size=spec["patch"], patches_per_image=16, mode=spec["mode"], seed=123, flip=False
+    )
+    st = evaluate(model, torch.stack([ds[i] for i in range(len(ds))]), k=100)
+    keep = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in st.items() if not isinstance(v, (list, dict))}
+    return {f"val_crops ({len(ds)} crops of {spec['patch']}x{spec['patch']})": keep}
+
+
+def inpaint_card_figures():
+    """The inpainter card's per-set benchmark block, from results/inpaint-<set>.json (CBSD68 and Kodak)."""
+    sha = json.load(open(Path("src/vaekit/weights/inpaint-color.json")))["sha256"]
+    block = {}
+    for name in ("cbsd68", "kodak"):
+        path = Path("results") / f"inpaint-{name}.json"
+        if not path.exists():
+            continue
+        r = json.load(open(path))
+        if r["model"]["sha256"] != sha:
+            print(f"{path}: measured another inpaint-color (sha256 {r['model']['sha256'][:12]}); skipped")
+            continue
+        su = {k: v for k, v in r["summary"].items() if "vae" in v}
+        block[name] = {
+            "hole_psnr_vae": {k: round(v["vae"]["hole_psnr"], 2) for k, v in su.items()},
+            "hole_psnr_vae_minus_best_classical": {
+                k: round(v["vae"]["margin_over_best_classical"], 2) for k, v in su.items()
+            },
+            "seconds_median_vae": round(statistics.median(v["vae"]["seconds_median"] for v in su.values()), 2),
+            "command": r["command"],
+        }
+    update_shipped_card("inpaint-color", metrics=block)
+    print("inpaint-color card: " + ", ".join(block))
+
+
+STATS = {"denoise": denoise_stats, "inpaint": inpaint_stats, "generic": generic_stats}
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name", choices=sorted(MODELS))
+    ap.add_argument("--run", help="the run folder (model.safetensors + model.json)")
+    ap.add_argument("--note", default=None, help="how the run went (the card's training note)")
+    ap.add_argument("--n", type=int, default=12, help="validation images for the statistics")
+    ap.add_argument("--card-figures", action="store_true", help="inpaint-color: copy results/ figures into the card")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    if a.card_figures:
+        inpaint_card_figures()
+        raise SystemExit(0)
+    if not a.run:
+        ap.error("--run is required")
+    spec = MODELS[a.name]
+    card = json.load(open(Path(a.run) / "model.json"))
+    note = a.note if a.note is not None else card.get("training", {}).get("note", "")
+    p = ship(
+        a.run,
+        a.name,
+        arch_args=spec.get("arch_args"),
+        data=spec["data"],
+        limits=spec["limits"],
+        training={
+            "command": f"vaekit train {spec['config']} --data-dir {spec['data_dir']} -o {a.run} --quiet",
+            "note": note,
+        },
+    )
+    print(p, flush=True)
+    update_shipped_card(a.name, metrics=STATS[spec["kind"]](load_pretrained(a.name), spec, a.n))

@@ -1,0 +1,93 @@
+"""The one task contract, and what every task shares.
+
+* Images are numpy arrays, H x W or H x W x C, uint8, uint16 or float in [0, 1] units; a result comes back in
+  the dtype and shape that went in (:func:`vaekit.io.as_float_image` / :func:`vaekit.io.restore_layout`).
+* ``model=`` is a shipped name, a run folder or ``.safetensors`` path, or a loaded module (:func:`resolve_model`).
+* ``samples`` is the number of posterior draws; 1 means one pass (:func:`check_samples`).
+* ``details=True`` returns a :class:`Result`; ``seed=`` and ``device=`` mean the same in every task.
+* Overlapping tiles are blended with :func:`ramp` weights at :func:`tile_starts`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import VaekitError
+
+
+@dataclass
+class Result:
+    """What every task returns with ``details=True``.
+
+    ``image``: the estimate (the mean of the draws) in the input's dtype and shape; ``samples``: the individual
+    draws, same layout (empty for one pass); ``std``: per-pixel standard deviation in [0, 1] units (float32), or
+    None where the method has none; ``info``: what the task found or used (noise level, parameters, method,
+    seconds, ...), also readable as attributes (``r.sigma``)."""
+
+    image: np.ndarray | None
+    samples: list = field(default_factory=list)
+    std: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        info = self.__dict__.get("info", {})
+        if name in info:
+            return info[name]
+        raise AttributeError(f"Result has no field or info entry {name!r}")
+
+
+def check_samples(samples) -> int:
+    """``samples`` as an int >= 1 (the number of draws; 1 is one pass)."""
+    try:
+        n = int(samples)
+    except (TypeError, ValueError):
+        raise VaekitError(f"samples must be a whole number, not {samples!r}") from None
+    if n < 1 or n != samples:
+        raise VaekitError(f"samples must be 1 (one pass) or more draws, not {samples}")
+    return n
+
+
+def resolve_device(device=None) -> torch.device:
+    """``None``/"cpu", "cuda", "auto" or a torch.device."""
+    from ..training.loop import resolve_device as _resolve
+
+    if isinstance(device, torch.device):
+        return device
+    return _resolve(device or "cpu")
+
+
+def resolve_model(model, default: str | None = None, *, device=None) -> torch.nn.Module:
+    """A loaded module as it is, or a shipped name / run folder / weights path loaded (``default`` when None),
+    in eval mode on ``device``."""
+    from ..pretrained import load_model
+
+    if isinstance(model, torch.nn.Module):
+        m = model
+    else:
+        if model is None and default is None:
+            raise VaekitError("no model given")
+        m = load_model(model if model is not None else default)
+    return m.eval().to(resolve_device(device))
+
+
+def ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
+    """Blending weights of one tile side: linear over ``overlap`` pixels where a neighbour tile overlaps."""
+    w = np.ones(n, dtype=np.float32)
+    if overlap > 0:
+        r = (np.arange(overlap, dtype=np.float32) + 0.5) / overlap
+        if not first:
+            w[:overlap] = r
+        if not last:
+            w[-overlap:] = r[::-1]
+    return w
+
+
+def tile_starts(n: int, tile: int, step: int) -> list[int]:
+    """Tile offsets covering ``n`` pixels with tiles of ``tile`` every ``step`` (the last flush with the end)."""
+    if n <= tile:
+        return [0]
+    s = list(range(0, n - tile, step))
+    return s + [n - tile]

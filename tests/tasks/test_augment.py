@@ -1,0 +1,464 @@
+"""Classical enhancement primitives, latent augmentation and exposure compensation."""
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import create_model, enhance
+from vaekit.baselines import BASELINES
+from vaekit.errors import VaekitError
+from vaekit.tasks import compensate as comp
+from vaekit.tasks.augment import decoder_tangents, interpolate_pair, latent_variants, tangent_variants
+
+
+def photo(h=64, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    base = np.stack([0.2 + 0.6 * xx / w, 0.3 + 0.4 * yy / h, 0.5 + 0.3 * np.sin(xx / 6.0)], axis=2)
+    return np.clip(base + rng.normal(0, 0.03, (h, w, 3)), 0, 1).astype(np.float32)
+
+
+def test_primitives_do_what_they_say():
+    img = photo()
+    assert enhance.contrast(img, factor=1.5).std() > img.std()
+    assert np.allclose(enhance.contrast(img, factor=1.0), img, atol=1e-6)
+    g = img.mean(2)
+    assert enhance.erode(g, size=3).mean() < g.mean() < enhance.dilate(g, size=3).mean()
+    sat = enhance.saturation(img, factor=0.0)
+    assert np.allclose(sat[..., 0], sat[..., 1], atol=1e-5)  # no colour left
+    sharp = enhance.sharpen(g, amount=1.0)
+    assert np.abs(np.diff(sharp, axis=1)).mean() > np.abs(np.diff(g, axis=1)).mean()
+    # a translation by whole pixels is a shift; a rotation by 0 degrees changes nothing
+    t = enhance.translate(g, dx=3, dy=0)
+    assert np.allclose(t[:, 3:], g[:, :-3], atol=1e-5)
+    assert np.allclose(enhance.rotate(g, degrees=0.0), g, atol=1e-5)
+    r = enhance.rotate(g, degrees=90.0)
+    assert r.shape == g.shape
+    a = enhance.random_affine(g, np.random.default_rng(3))
+    b = enhance.random_affine(g, np.random.default_rng(3))
+    assert np.array_equal(a, b)
+    out = enhance.apply_ops((img * 255).astype(np.uint8), "contrast,sharpen,denoise")
+    assert out.shape == img.shape and out.dtype == np.float32
+    with pytest.raises(VaekitError, match="unknown operation"):
+        enhance.apply_ops(img, "contrast,blurp")
+
+
+def test_latent_variants_spread_with_strength():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3)
+    x = torch.rand(2, 1, 8, 8)
+    v0 = latent_variants(m, x, 4, strength=0.0, seed=1)
+    v1 = latent_variants(m, x, 4, strength=1.0, seed=1)
+    v3 = latent_variants(m, x, 4, strength=3.0, seed=1)
+    assert v0.shape == (2, 4, 1, 8, 8)
+    assert torch.allclose(v0[:, 0], v0[:, 3])  # strength 0: the reconstruction, n times
+    spread = [float(v.std(1).mean()) for v in (v0, v1, v3)]
+    assert spread[0] < 1e-6 < spread[1] < spread[2]
+    assert torch.equal(v1, latent_variants(m, x, 4, strength=1.0, seed=1))
+    mixed = latent_variants(m, x, 2, strength=0.5, seed=1, classical=True)
+    assert mixed.shape == (2, 2, 1, 8, 8) and 0 <= float(mixed.min()) and float(mixed.max()) <= 1
+    mid = interpolate_pair(m, x[0], x[1], 0.5)
+    assert mid.shape == (1, 8, 8)
+    for bad in (dict(strength=-0.1), dict(strength=3.5)):
+        with pytest.raises(VaekitError, match="strength"):
+            latent_variants(m, x, 2, **bad)
+    with pytest.raises(VaekitError, match="at least 1"):
+        latent_variants(m, x, 0)
+
+
+def test_degradation_and_exact_inverse():
+    img = photo() * 0.8
+    p = dict(gain=0.5, gamma=1.6, cast=(1.2, 1.0, 0.8))
+    y = comp.degrade_exposure(img, **p)
+    back = comp.apply_correction(y, **p)
+    assert np.abs(back - img).max() < 1e-4
+    rng = np.random.default_rng(0)
+    q = comp.random_degradation(rng)
+    assert 0.3 <= q["gain"] <= 3 and 0.5 <= q["gamma"] <= 2 and all(0.7 <= c <= 1.3 for c in q["cast"])
+
+
+def test_classical_compensation_improves_a_cast_dark_image():
+    img = photo()
+    y = comp.degrade_exposure(img, gain=0.5, gamma=1.0, cast=(1.25, 1.0, 0.8))
+    err = lambda a: float(np.mean((a - img) ** 2))  # noqa: E731
+    for name, fn in BASELINES["compensate"].items():
+        out = fn(y)
+        assert out.shape == img.shape and out.dtype == np.float32, name
+    assert err(BASELINES["compensate"]["gray-world"](y)) < err(y)
+    assert err(BASELINES["compensate"]["percentile"](y)) < err(y)
+    u8 = comp.compensate((y * 255).astype(np.uint8), method="gray-world")  # the task keeps the dtype
+    assert u8.dtype == np.uint8
+
+
+def test_vae_compensation_runs_and_returns_parameters():
+    torch.manual_seed(0)
+    m = create_model(
+        "conv-vae",
+        in_channels=3,
+        channels=[8, 8],
+        blocks=1,
+        latent_channels=2,
+        image_size=16,
+        likelihood="gaussian",
+        likelihood_args={"sigma": 0.1},
+    )
+    m.card = {"data": {"patch_size": 16}}
+    y = comp.degrade_exposure(photo(), gain=0.6)
+    out, params = comp.vae_compensate(y, m, max_patches=4, iters=5, starts=((0.0, 0.0),))
+    assert out.shape == y.shape and set(params) >= {"gain", "gamma", "cast", "nats_per_dim"}
+    assert np.isclose(np.prod(params["cast"]), 1.0)
+
+
+def test_decoder_tangents_are_the_jacobians_top_singular_directions():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[32], latent_dim=6).eval()
+    z = torch.randn(3, 6)
+    V = decoder_tangents(m, z, k=2, iters=30)
+    assert V.shape == (3, 2, 6)
+    assert torch.allclose(V @ V.transpose(1, 2), torch.eye(2).expand(3, 2, 2), atol=1e-5)
+    for i in range(3):
+        J = torch.autograd.functional.jacobian(lambda v: m.likelihood.mean(m.decode(v[None])).flatten(), z[i])
+        _, S, Vh = torch.linalg.svd(J, full_matrices=False)
+        assert S[0] > 1.05 * S[1]  # a distinct top direction (this seed), so its sign-free match is meaningful
+        assert abs(float(Vh[0] @ V[i, 0])) > 0.999
+        assert float(torch.linalg.svdvals(Vh[:2] @ V[i].T).min()) > 0.99  # the same top-2 subspace
+
+
+def test_tangent_variants_follow_the_directions_that_move_the_image_most():
+    torch.manual_seed(0)
+    m = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[32], latent_dim=6).eval()
+    x = torch.rand(4, 1, 8, 8)
+    t0 = tangent_variants(m, x, 3, strength=0.0, seed=2)
+    t1 = tangent_variants(m, x, 3, strength=1.0, seed=2, k=2)
+    assert t1.shape == (4, 3, 1, 8, 8) and 0 <= float(t1.min()) and float(t1.max()) <= 1
+    assert torch.allclose(t0[:, 0], t0[:, 2])  # strength 0: the reconstruction
+    assert torch.equal(t1, tangent_variants(m, x, 3, strength=1.0, seed=2, k=2))  # seeded
+    # a latent step of the same length moves the image further along the decoder's strongest directions
+    mu = m.posterior(x)[0].detach()
+    g = torch.Generator().manual_seed(0)
+    rand = torch.nn.functional.normalize(torch.randn(mu.shape, generator=g), dim=1)
+    top = decoder_tangents(m, mu, k=1)[:, 0]
+    dec = lambda z: m.likelihood.mean(m.decode(z))  # noqa: E731
+    with torch.no_grad():
+        moved = [float((dec(mu + 0.5 * d) - dec(mu)).pow(2).sum()) for d in (rand, top)]
+    assert moved[1] > 1.5 * moved[0]
+    with pytest.raises(VaekitError, match="strength"):
+        tangent_variants(m, x, 2, strength=3.5)
+
+
+def test_bench_augment_pieces_on_synthetic_digits():
+    from vaekit.bench.augment import SmallCNN, accuracy, few_label_subset
+    from vaekit.bench.augment import run_arms as run
+
+    rng = np.random.default_rng(0)
+    labels = np.tile(np.arange(10), 30)
+    x = np.zeros((300, 1, 28, 28), np.float32)
+    for i, c in enumerate(labels):  # class c: a bar at row 2c, a learnable toy problem
+        x[i, 0, 2 * c + 4 : 2 * c + 7, 4:24] = 1.0
+        x[i, 0] += rng.normal(0, 0.05, (28, 28)).astype(np.float32)
+    idx = few_label_subset(labels, 3, seed=1, pool=200)
+    assert len(idx) == 30 and set(labels[idx]) == set(range(10)) and idx.max() < 200
+    assert SmallCNN()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 28, 28), hidden=[32], latent_dim=4)
+    per_seed, summary = run(
+        vae,
+        x,
+        labels,
+        x[200:],
+        labels[200:],
+        seeds=[0, 1],
+        per_class=3,
+        steps=12,
+        variants=2,
+        strength=0.5,
+        pool=200,
+        generated=50,
+        neighbours=3,
+        prior_pool=40,
+        log=lambda *a: None,
+    )
+    assert len(per_seed) == 2 and summary["none"]["mean"] > 50  # the toy problem is learnt
+    assert set(summary) >= {
+        "none",
+        "classical",
+        "vae",
+        "vae+classical",
+        "tangent",
+        "tangent+classical",
+        "gen",
+        "gen+classical",
+        "nbr",
+        "vae+classical - classical",
+        "tangent - none",
+        "gen - none",
+        "nbr - none",
+    }
+    assert all(0 <= r["gen_kept"] <= 50 for r in per_seed)
+    assert 0 <= accuracy(SmallCNN(), x[:10], labels[:10]) <= 1
+
+
+def test_api_augment_tensor_labels_and_paths(tmp_path):
+    import vaekit
+
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3)
+    x = torch.rand(2, 1, 8, 8)
+    v = vaekit.augment(x, 3, strength=1.0, model=vae, seed=5)
+    assert v.shape == (2, 3, 1, 8, 8) and torch.equal(v, vaekit.augment(x, 3, strength=1.0, model=vae, seed=5))
+    assert not torch.equal(v[:, 0], v[:, 1])  # the variants differ from each other
+    nb = vaekit.augment(x, 2, model=vae, method="neighbours", pool=50, seed=1)
+    assert nb.shape == (2, 2, 1, 8, 8) and not torch.equal(nb[:, 0], nb[:, 1])
+    with pytest.raises(VaekitError, match="unknown augmentation method"):
+        vaekit.augment(x, 2, model=vae, method="mixup")
+    cvae = create_model("cvae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3, num_classes=4)
+    a = vaekit.augment(x, 2, model=cvae, labels=[0, 3], seed=1)
+    b = vaekit.augment(x, 2, model=cvae, labels=[1, 2], seed=1)
+    assert a.shape == (2, 2, 1, 8, 8) and not torch.equal(a, b)  # the label reaches the decoder
+    with pytest.raises(VaekitError, match="class-conditional"):
+        vaekit.augment(x, 2, model=vae, labels=[0, 1])
+    with pytest.raises(VaekitError, match="output"):
+        vaekit.augment(tmp_path, 2, model=vae)
+    assert callable(vaekit.enhance.apply_ops) and callable(vaekit.compensate)
+
+
+def test_prior_pool_finds_the_nearest_samples_in_latent_space():
+    from vaekit.tasks.augment import PriorPool, latent_neighbours
+
+    torch.manual_seed(0)
+    vae = create_model("mlp-vae", image_shape=(1, 8, 8), hidden=[16], latent_dim=4)
+    state = torch.random.get_rng_state()
+    pool = PriorPool(vae, 300, seed=3, chunk=128)
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is left alone
+    assert len(pool) == 300 and pool.images.dtype == torch.uint8 and pool.images.shape == (300, 1, 8, 8)
+    assert torch.equal(pool.images, PriorPool(vae, 300, seed=3).images)  # seeded, whatever the chunking
+    # a sample of the pool, queried, finds itself first; the rest come in decreasing similarity
+    q = torch.stack([pool.images[17], pool.images[250]]).float() / 255
+    imgs, sim, idx = pool.nearest(vae, q, 5)
+    assert imgs.shape == (2, 5, 1, 8, 8) and idx[:, 0].tolist() == [17, 250]
+    assert torch.allclose(sim[:, 0], torch.ones(2), atol=1e-5) and bool((sim[:, :-1] >= sim[:, 1:]).all())
+    assert torch.equal(imgs[0, 0], q[0])
+    # brute force agrees: cosine similarity of the centred posterior means
+    z = vae.posterior(q)[0] - pool.centre
+    brute = torch.nn.functional.cosine_similarity(z[:, None], pool.latents[None] - pool.centre, dim=2)
+    assert torch.equal(brute.topk(5, dim=1).indices, idx)
+    assert latent_neighbours(vae, q, 2, pool=300, seed=3).shape == (2, 2, 1, 8, 8)
+    with pytest.raises(VaekitError, match="larger than the prior pool"):
+        pool.nearest(vae, q, 301)
+    cvae = create_model("cvae", image_shape=(1, 8, 8), hidden=[16], latent_dim=3, num_classes=4)
+    with pytest.raises(VaekitError, match="unconditional"):
+        PriorPool(cvae, 10)
+
+
+def test_neighbours_keep_the_folder_label_with_an_unconditional_vae(tmp_path, capsys):
+    import json
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("17")
+    write_image(tmp_path / "in" / "1" / "a.png", d[0])
+    write_image(tmp_path / "in" / "7" / "b.png", d[1])
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "augment",
+                str(tmp_path / "in"),
+                "-o",
+                str(tmp_path / "tan"),
+                "-n",
+                "2",
+                "--keep-label",
+                "--method",
+                "tangent",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(r) for r in (tmp_path / "tan" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [("1", "1")] * 2 + [("7", "7")] * 2
+    assert all(r["method"] == "tangent" and r["strength"] == 3.0 for r in rows)
+    assert (tmp_path / "tan" / rows[0]["output"]).is_file()
+    assert (
+        main(
+            [
+                "augment",
+                str(tmp_path / "in"),
+                "-o",
+                str(out),
+                "-n",
+                "3",
+                "--keep-label",
+                "--method",
+                "neighbours",
+                "--pool",
+                "2000",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [("1", "1")] * 3 + [("7", "7")] * 3
+    assert all(r["method"] == "neighbours" and r["pool"] == 2000 and 0 <= r["pool_index"] < 2000 for r in rows)
+    sims = [r["similarity"] for r in rows if r["label"] == "1"]
+    assert sims == sorted(sims, reverse=True) and len({r["pool_index"] for r in rows if r["label"] == "1"}) == 3
+    capsys.readouterr()
+    for argv in (
+        [
+            "augment",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "x"),
+            "--method",
+            "neighbours",
+            "--pool",
+            "5",
+            "-n",
+            "6",
+        ],
+        ["augment", str(tmp_path / "in"), "-o", str(tmp_path / "x"), "--method", "neighbours", "--pool", "0"],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_augment_enhance_compensate_and_bad_input(tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    src = tmp_path / "digits"
+    for i, d in enumerate(rendered_digits("01")):
+        write_image(src / "sub" / f"d{i}.png", d)
+    out = tmp_path / "aug"
+    assert main(["augment", str(src), "-o", str(out), "-n", "3", "--strength", "1", "--seed", "2", "--quiet"]) == 0
+    rows = [json.loads(r) for r in (out / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["variant"] for r in rows} == {0, 1, 2}
+    assert all((out / r["output"]).is_file() and r["output"].startswith("sub/") for r in rows)
+    assert Image.open(out / rows[0]["output"]).size == (28, 28)
+
+    img = (photo() * 255).astype(np.uint8)
+    write_image(tmp_path / "p.png", img)
+    assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "e.png"), "--ops", "contrast,sharpen"]) == 0
+    assert np.asarray(Image.open(tmp_path / "e.png")).std() > img.std()
+    dark = comp.degrade_exposure(img, gain=0.4, gamma=1.0, cast=(1.0, 1.0, 1.0))
+    write_image(tmp_path / "dark.png", dark)
+    assert (
+        main(["compensate", str(tmp_path / "dark.png"), "-o", str(tmp_path / "f.png"), "--method", "percentile"]) == 0
+    )
+    assert np.asarray(Image.open(tmp_path / "f.png")).mean() > dark.mean() + 40
+    capsys.readouterr()
+
+    (tmp_path / "empty").mkdir()
+    for argv in (
+        ["augment", str(src), "-o", str(tmp_path / "x"), "-n", "0"],
+        ["augment", str(src), "-o", str(tmp_path / "x"), "--strength", "3.5"],
+        ["augment", str(tmp_path / "empty"), "-o", str(tmp_path / "x")],
+        ["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png"), "--ops", "contrast,glow"],
+        ["compensate", str(tmp_path / "missing.png"), "-o", str(tmp_path / "x.png")],
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.png").exists()
+
+
+def test_shipped_compensation_vae_undoes_a_dark_warm_cast():
+    """The shipped model on the shipped photo: the likelihood search finds a brighter, less tinted image."""
+    import vaekit
+    from vaekit.samples import sample_photo
+
+    img = sample_photo("chelsea")
+    y = comp.degrade_exposure(img, gain=0.45, gamma=1.0, cast=(1.25, 1.0, 0.8))
+
+    def psnr(a):
+        return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - img) ** 2))
+
+    r = vaekit.compensate(y, work_size=128, starts=((0.0, 0.0),), iters=60, details=True)
+    out, info = r.image, r.info
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert info["method"] == "vae" and info["gain"] < 0.8  # it brightens (the correction divides by gain)
+    assert info["cast"][0] > info["cast"][2]  # and finds red boosted against blue
+    assert (
+        psnr(out) > psnr(y) + 10 and psnr(out) > psnr(BASELINES["compensate"]["gray-world"](y)) + 3
+    )  # measured: 12.1 -> 28.4 dB
+
+
+def test_keep_label_with_the_shipped_cvae(tmp_path):
+    """Folder per class in and out; each variant is decoded with its folder's class."""
+    import json
+
+    from vaekit.cli import main
+    from vaekit.io import write_image
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("38")
+    write_image(tmp_path / "in" / "3" / "a.png", d[0])
+    write_image(tmp_path / "in" / "8" / "b.png", d[1])
+    assert (
+        main(
+            [
+                "augment",
+                str(tmp_path / "in"),
+                "-o",
+                str(tmp_path / "out"),
+                "-n",
+                "2",
+                "--keep-label",
+                "--model",
+                "cvae-mnist",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(r) for r in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted((r["output"].split("/")[0], r["label"]) for r in rows) == [
+        ("3", "3"),
+        ("3", "3"),
+        ("8", "8"),
+        ("8", "8"),
+    ]
+    write_image(tmp_path / "bad" / "x" / "c.png", d[0])  # a folder that is not a class of the model
+    assert (
+        main(["augment", str(tmp_path / "bad"), "-o", str(tmp_path / "o2"), "--keep-label", "--model", "cvae-mnist"])
+        == 2
+    )
+    assert (
+        main(["augment", str(tmp_path / "in"), "-o", str(tmp_path / "o3"), "--keep-label"]) == 2
+    )  # mnist-vae: no labels
+
+
+def test_bench_compensate_on_a_tiny_set(tmp_path):
+    """Every method on the same degraded bytes; JSON, table and a side-by-side picture are written."""
+    import json
+
+    from PIL import Image
+
+    from vaekit.bench import BENCHES
+    from vaekit.io import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "set" / f"p{i}.png", (photo(seed=i) * 255).astype(np.uint8))
+    payload = BENCHES["compensate"](
+        data_root=str(tmp_path),
+        sets="set",
+        methods="none,percentile,gray-world",
+        output=str(tmp_path / "res"),
+        quiet=True,
+    )["set"]
+    assert payload["n_images"] == 2 and payload["best_classical"] in ("percentile", "gray-world")
+    assert json.loads((tmp_path / "res" / "compensate-set.json").read_text())["summary"]["none"]["psnr"] > 0
+    # original, degraded, percentile, gray-world: 4 tiles of 256 px height
+    w, h = Image.open(tmp_path / "res" / "compensate-set.png").size
+    assert h == 256 and w == 4 * round(96 * 256 / 64)

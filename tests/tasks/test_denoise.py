@@ -1,0 +1,562 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import degrade
+from vaekit.bench.common import read_results
+from vaekit.cli import main
+from vaekit.errors import VaekitError
+
+
+def smooth_image(h=96, w=80, c=None, seed=0):
+    """A rendered test picture: gradients, a disc and stripes (ours to ship)."""
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = 0.3 + 0.4 * xx + 0.2 * np.sin(6 * yy)
+    img[(yy - 0.5) ** 2 + (xx - 0.4) ** 2 < 0.05] = 0.85
+    img[:, (np.arange(w) // 6) % 2 == 0] *= 0.9
+    img = np.clip(img, 0, 1)
+    if c:
+        img = np.stack([img, img[::-1], 1 - img], -1)
+    return img
+
+
+def test_gaussian_noise_is_seeded_unclipped_and_has_its_level():
+    x = smooth_image(128, 128)
+    a, b = degrade.gaussian(x, 25, seed=3), degrade.gaussian(x, 25, seed=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, degrade.gaussian(x, 25, seed=4))
+    assert degrade.gaussian(np.zeros((64, 64)), 25).min() < 0  # not clipped (the DnCNN protocol)
+    assert abs(np.std(a - x) * 255 - 25) < 0.5
+    with pytest.raises(VaekitError):
+        degrade.gaussian(x, 300)
+
+
+def test_poisson_and_salt_pepper():
+    x = np.full((200, 200), 0.5)
+    p = degrade.poisson(x, 30, seed=0)
+    assert abs(p.mean() - 0.5) < 0.01 and abs(p.var() - 0.5 / 30) < 0.002
+    rgb = smooth_image(100, 100, c=3)
+    sp = degrade.salt_pepper(rgb, 0.1, seed=1)
+    hit = np.any(sp != rgb, axis=-1)
+    assert 0.08 < hit.mean() < 0.12
+    assert np.all(np.isin(sp[hit], (0.0, 1.0)))  # the same positions in every channel, set to 0 or 1
+
+
+def test_sigma_estimator_is_close_on_a_smooth_image():
+    x = smooth_image(256, 256)
+    for s in (10, 25, 50):
+        est = degrade.estimate_sigma(degrade.gaussian(x, s, seed=s))
+        assert abs(est - s) < 0.1 * s + 1.5, (s, est)
+
+
+def test_anscombe_round_trip_is_nearly_unbiased():
+    from vaekit.tasks.denoise import for_noise
+
+    x = np.full((300, 300), 0.4)
+    y = degrade.poisson(x, 30, seed=2)
+    # the ideal Gaussian denoiser for a constant image: the mean in the transformed domain
+    est, s = for_noise(lambda a, sig: np.full_like(a, a.mean()), y, "poisson", peak=30)
+    assert abs(est.mean() - 0.4) < 0.005
+    assert 20 < s < 26  # unit noise in the stabilised domain, on the 0-255 scale
+
+
+def test_impulse_fill_removes_salt_and_pepper():
+    from vaekit import baselines
+    from vaekit.metrics import psnr_u8
+    from vaekit.tasks.denoise import impulse_fill
+
+    x = smooth_image(96, 96)
+    y = degrade.salt_pepper(x, 0.1, seed=0)
+    filled, hit = impulse_fill(y)
+    assert hit.mean() > 0.08
+    assert psnr_u8(filled, x) > psnr_u8(y, x) + 15
+    assert psnr_u8(baselines.denoise.median(y), x) > psnr_u8(y, x) + 10
+
+
+def test_classical_baselines_improve_a_noisy_image():
+    from vaekit import baselines
+    from vaekit.metrics import psnr_u8
+
+    x = smooth_image(96, 96)
+    y = degrade.gaussian(x, 25, seed=0)
+    for m in ("nlm", "tv", "wavelet", "gaussian", "opencv-nlm"):
+        out = baselines.get("denoise", m)(y, 25)
+        assert out.shape == x.shape
+        assert psnr_u8(out, x) > psnr_u8(y, x) + 3, m
+    with pytest.raises(VaekitError):
+        baselines.get("denoise", "nope")
+
+
+def tiny_denoiser(channels=1, seed=0):
+    from vaekit import create_model
+
+    torch.manual_seed(seed)
+    m = create_model("denoise-vae", channels=channels, widths=[8, 8, 16], latent_channels=2)
+    torch.nn.init.normal_(m.out.weight, std=0.02)  # not the identity the zero init starts from
+    return m.eval()
+
+
+def test_denoising_vae_objective_and_draws():
+    m = tiny_denoiser()
+    m.train()
+    x = torch.rand(3, 1, 32, 32)
+    out = m(x)
+    loss = m.loss(x, out)
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"]) and float(loss["kl"]) >= 0
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    y = x + 0.1 * torch.randn_like(x)
+    mean, std, draws = m.denoise(y, 25.0, samples=4, generator=torch.Generator().manual_seed(0))
+    assert len(draws) == 4 and mean.shape == y.shape and (std > 0).all()
+    assert torch.allclose(mean, torch.stack(draws).mean(0), atol=1e-6)
+    with pytest.raises(ValueError):
+        m.denoise(torch.rand(1, 1, 30, 32), 25.0)  # not a multiple of 8: vae_denoise pads, the model refuses
+
+
+def test_a_tiny_denoiser_learns_to_denoise():
+    """A few hundred steps on one picture: the one-pass estimate beats the noisy input."""
+    from vaekit.metrics import psnr_u8
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    m = tiny_denoiser()
+    m.sigma_range = (20.0, 30.0)
+    x = torch.from_numpy(smooth_image(64, 64)).float()[None, None]
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    m.train()
+    for i in range(150):
+        crops = torch.cat([x[..., a : a + 32, b : b + 32] for a, b in torch.randint(0, 33, (8, 2)).tolist()])
+        loss = m.loss(crops, m(crops))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    clean = smooth_image(64, 64)
+    y = degrade.gaussian(clean, 25, seed=1)
+    est = vae_denoise(m, y, 25)[0]
+    assert psnr_u8(est, clean) > psnr_u8(y, clean) + 2
+
+
+def test_tiles_are_blended_without_seams_and_any_size_works():
+    from vaekit.tasks.denoise import vae_denoise
+
+    m = tiny_denoiser()
+    y = degrade.gaussian(smooth_image(150, 133), 25, seed=0)
+    whole = vae_denoise(m, y, 25, tile=4096)[0]
+    tiled = vae_denoise(m, y, 25, tile=64, overlap=16)[0]
+    assert whole.shape == y.shape == tiled.shape
+    assert np.abs(whole - tiled).mean() < 0.01
+    tiny = vae_denoise(m, y[:5, :7], 25)[0]  # smaller than the stride: padded, cropped
+    assert tiny.shape == (5, 7)
+
+
+def test_denoise_api_with_samples_and_classical(tmp_path):
+    import vaekit
+
+    m = tiny_denoiser(3)
+    y = degrade.gaussian(smooth_image(40, 48, c=3), 15, seed=0)
+    r = vaekit.denoise(y, 15, model=m, samples=3, details=True)
+    assert r.image.shape == y.shape and len(r.samples) == 3 and r.std.shape == y.shape
+    assert r.sigma == 15 and not r.sigma_estimated
+    b = vaekit.denoise(y, method="tv", details=True)
+    assert b.sigma_estimated and 8 < b.sigma < 22
+    with pytest.raises(VaekitError):
+        vaekit.denoise(y[..., 0], 15, model=m)  # a colour model on a gray image
+    with pytest.raises(VaekitError):
+        vaekit.denoise(y, 15, peak=30)  # peak without poisson
+
+
+@pytest.fixture()
+def tiny_run(tmp_path):
+    from vaekit.pretrained import save_model
+
+    m = tiny_denoiser()
+    save_model(
+        m,
+        tmp_path / "run",
+        {
+            "name": "tiny",
+            "arch": "denoise-vae",
+            "arch_args": {"channels": 1, "widths": [8, 8, 16], "latent_channels": 2},
+        },
+    )
+    return tmp_path / "run"
+
+
+def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
+    from vaekit.io import write_image
+
+    clean = smooth_image(40, 40)
+    write_image(tmp_path / "in" / "a.png", degrade.gaussian(clean, 25, seed=0))
+    write_image(tmp_path / "in" / "sub" / "b.png", degrade.gaussian(clean, 25, seed=1))
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "in" / "a.png"),
+                "-o",
+                str(tmp_path / "s"),
+                "--samples",
+                "3",
+                "--model",
+                str(tiny_run),
+                "--sigma",
+                "25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    names = sorted(p.name for p in (tmp_path / "s").iterdir())
+    assert names == ["mean.png", "sample_000.png", "sample_001.png", "sample_002.png", "samples.json", "std.png"]
+    meta = json.loads((tmp_path / "s" / "samples.json").read_text())
+    assert meta["N"] == 3 and meta["std_scale"] > 0 and meta["seed"] == 0
+    assert (
+        main(["denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_run), "--quiet"]) == 0
+    )
+    assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "sub" / "b.png").is_file()
+    capsys.readouterr()
+    (tmp_path / "empty").mkdir()
+    bad = [["--sigma", "300"], ["--peak", "30"], ["--max-pixels", "100"], ["--samples", "-1"]]
+    for extra in bad:
+        assert (
+            main(
+                [
+                    "denoise",
+                    str(tmp_path / "in" / "a.png"),
+                    "-o",
+                    str(tmp_path / "x.png"),
+                    "--model",
+                    str(tiny_run),
+                    *extra,
+                ]
+            )
+            == 2
+        ), extra
+    assert main(["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("vaekit: error:") == 5
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_bench_denoise_tiny(tmp_path, tiny_run):
+    from vaekit.io import write_image
+
+    for i in range(2):
+        write_image(tmp_path / "data" / "set12" / f"{i:02d}.png", smooth_image(48, 40 + 8 * i))
+    assert (
+        main(
+            [
+                "bench",
+                "denoise",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--sets",
+                "set12",
+                "--sigmas",
+                "25",
+                "--noises",
+                "sp0.1",
+                "--methods",
+                "vae,vae-blind,tv,median",
+                "--model-gray",
+                str(tiny_run),
+                "-o",
+                str(tmp_path / "res"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    res = read_results(tmp_path / "res" / "denoise-set12.json")
+    s = res["summary"]
+    assert set(s) == {"sigma25", "sp0.1"}
+    assert "median" in s["sp0.1"] and "median" not in s["sigma25"]
+    assert s["sigma25"]["tv"]["psnr"] > 25 and "sigma_estimator" in s["sigma25"]
+    assert len({r["noisy_sha256"] for r in res["per_image"]}) == 4
+    assert (tmp_path / "res" / "denoise-set12.md").is_file() and (tmp_path / "res" / "denoise-set12.png").is_file()
+    # a second run merges into the file: new condition and method, earlier entries kept with their run
+    assert (
+        main(
+            [
+                "bench",
+                "denoise",
+                "--data-root",
+                str(tmp_path / "data"),
+                "--sets",
+                "set12",
+                "--sigmas",
+                "15,25",
+                "--methods",
+                "gaussian",
+                "-o",
+                str(tmp_path / "res"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    res2 = read_results(tmp_path / "res" / "denoise-set12.json")
+    assert len(res2["runs"]) == 2 and set(res2["summary"]) == {"sigma25", "sp0.1", "sigma15"}
+    assert res2["summary"]["sigma25"]["tv"] == {**s["sigma25"]["tv"], "runs": [0]}
+    assert res2["summary"]["sigma25"]["gaussian"]["runs"] == [1] and "tv" not in res2["summary"]["sigma15"]
+
+
+TINY_DIVNOISING = dict(
+    model_args={"channels": [8, 8], "blocks": 1, "latent_channels": 2},
+    patch_size=32,
+    batch_size=8,
+    patches_per_image=4,
+    eval_every=3,
+    ckpt_every=3,
+    samples=3,
+)
+TINY_R2R = dict(
+    model_args={
+        "widths": [8, 8, 8],
+        "latent_channels": 2,
+        "alpha_range": [1.0, 1.0],
+        "free_bits": 0.05,
+        "test_recorruptions": 2,
+        "test_alpha": 1.0,
+        "test_flips": True,
+    },
+    patch_size=32,
+    batch_size=8,
+    patches_per_image=4,
+    eval_every=3,
+    ckpt_every=3,
+)
+
+
+@pytest.fixture
+def tiny_selfsup():
+    """Shrink the frozen self-supervised settings for a test; restored afterwards."""
+    from vaekit.tasks import selfsup
+
+    old = dict(selfsup.SETTINGS), dict(selfsup.SETTINGS_R2R)
+    selfsup.SETTINGS.update(TINY_DIVNOISING)
+    selfsup.SETTINGS_R2R.update(TINY_R2R)
+    yield
+    for d, o in zip((selfsup.SETTINGS, selfsup.SETTINGS_R2R), old):
+        d.clear()
+        d.update(o)
+
+
+@pytest.mark.parametrize("method", ["r2r", "divnoising"])
+def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys, tiny_selfsup, method):
+    """A short self-supervised fit with the blind-estimated Gaussian level as its noise model; the fitted
+    run then works as --model for vaekit denoise (draws averaged).  r2r is the default for Gaussian noise."""
+    from vaekit.io import write_image
+    from vaekit.pretrained import load_model
+
+    for i in range(3):
+        write_image(tmp_path / "noisy" / f"{i}.png", np.clip(degrade.gaussian(smooth_image(48, 48), 25, seed=i), 0, 1))
+    extra = ["--method", "divnoising"] if method == "divnoising" else []
+    assert (
+        main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "run"), "--steps", "6", "--quiet", *extra])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "noise model: Gaussian sigma" in out
+    m = load_model(tmp_path / "run")
+    level = m.likelihood.sigma * 255 if method == "divnoising" else m.noisy_sigma
+    assert type(m).__name__ == ("ConvVAE" if method == "divnoising" else "SelfSupervisedDenoisingVAE")
+    assert level == pytest.approx(float(out.split("sigma ")[1].split(";")[0]), abs=0.01)
+    assert 15 < level < 35  # estimated blind from the noisy images
+    assert (
+        main(
+            [
+                "denoise",
+                str(tmp_path / "noisy" / "0.png"),
+                "-o",
+                str(tmp_path / "d"),
+                "--model",
+                str(tmp_path / "run"),
+                "--samples",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    meta = json.loads((tmp_path / "d" / "samples.json").read_text())
+    assert meta["method"] == "vae-selfsup" and meta["sigma"] == pytest.approx(level)
+    assert len(list((tmp_path / "d").glob("sample_*.png"))) == 2
+    assert main(["denoise-fit", str(tmp_path / "noisy" / "0.png"), "-o", str(tmp_path / "r2")]) == 2
+    assert main(["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "r3"), "--peak", "3"]) == 2
+    assert (
+        main(
+            [
+                "denoise-fit",
+                str(tmp_path / "noisy"),
+                "-o",
+                str(tmp_path / "r4"),
+                "--noise",
+                "poisson",
+                "--peak",
+                "30",
+                "--method",
+                "r2r",
+            ]
+        )
+        == 2
+    )  # r2r is Gaussian only
+
+
+def test_recorrupted_pairs_have_independent_noises_of_the_stated_levels():
+    """R2R: input and target noise (against the clean image) are uncorrelated, at s0*sqrt(1+a^2) and
+    s0*sqrt(1+1/a^2) -- what makes the target an unbiased, independent view of the clean image."""
+    from vaekit.models.denoiser import SelfSupervisedDenoisingVAE
+
+    m = SelfSupervisedDenoisingVAE(1, widths=(8, 8, 8), latent_channels=2, noisy_sigma=30.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 1, 256, 256, generator=g)
+    y = x + torch.randn(x.shape, generator=g) * 30 / 255
+    y_in, y_out, lev, var = m.recorrupt(y, alpha=0.5, generator=g)
+    e_in, e_out = (y_in - x).flatten(), (y_out - x).flatten()
+    s0 = 30 / 255
+    assert float(e_in.std()) == pytest.approx(s0 * (1 + 0.25) ** 0.5, rel=0.02)
+    assert float(e_out.std()) == pytest.approx(s0 * (1 + 4) ** 0.5, rel=0.02)
+    corr = float(((e_in - e_in.mean()) * (e_out - e_out.mean())).mean() / (e_in.std() * e_out.std()))
+    assert abs(corr) < 0.01
+    assert float(lev) == pytest.approx(30 * 1.25**0.5) and float(var) == pytest.approx(s0**2 * 5)
+    with pytest.raises(ValueError):
+        SelfSupervisedDenoisingVAE(1, noisy_sigma=0)
+
+
+def test_r2r_fit_on_noisy_images_alone_removes_noise():
+    """Trained on nothing but noisy copies (no clean pixel reaches the loss), the conditional VAE denoises."""
+    from vaekit.metrics import psnr_u8
+    from vaekit.models.denoiser import SelfSupervisedDenoisingVAE
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    clean = [smooth_image(64, 64, seed=i) for i in range(6)]
+    noisy = torch.stack(
+        [torch.from_numpy(degrade.gaussian(c, 25, seed=10 + i).astype(np.float32))[None] for i, c in enumerate(clean)]
+    )
+    m = SelfSupervisedDenoisingVAE(1, widths=(16, 16, 16), latent_channels=2, noisy_sigma=25.0)
+    opt = torch.optim.Adam(m.parameters(), 3e-3)
+    for _ in range(300):
+        out = m(noisy[torch.randint(0, 6, (4,))])
+        loss = m.loss(None, out)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    before = np.mean([psnr_u8(noisy[i, 0].numpy(), c) for i, c in enumerate(clean)])
+    after = np.mean([psnr_u8(vae_denoise(m, noisy[i, 0].numpy(), None)[0], c) for i, c in enumerate(clean)])
+    assert after > before + 4, (before, after)
+    m.test_recorruptions, m.test_flips = 8, True  # the mean of 8 recorrupted passes, each rotated/flipped
+    y = noisy[0, 0, :, :56].numpy()  # not square: the rotations swap height and width
+    ens = vae_denoise(m, y, None, seed=3)[0]
+    assert ens.shape == y.shape and np.array_equal(ens, vae_denoise(m, y, None, seed=3)[0])
+    assert psnr_u8(ens, clean[0][:, :56]) > psnr_u8(y, clean[0][:, :56]) + 4
+
+
+def test_bench_denoise_selfsup_fits_on_the_noisy_set_once(tmp_path, tiny_selfsup):
+    from vaekit.io import write_image
+    from vaekit.tasks import selfsup
+
+    for i in range(2):
+        write_image(tmp_path / "data" / "bsd68" / f"{i:02d}.png", smooth_image(48, 48))
+    selfsup.SETTINGS.update(batch_size=4, max_steps=4, eval_every=2, ckpt_every=2, samples=2)
+    selfsup.SETTINGS_R2R.update(batch_size=4, max_steps=4, eval_every=2, ckpt_every=2)
+    args = [
+        "bench",
+        "denoise",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--sets",
+        "bsd68",
+        "--sigmas",
+        "25",
+        "--methods",
+        "vae-selfsup,vae-divnoising,tv",
+        "-o",
+        str(tmp_path / "res"),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    res = read_results(tmp_path / "res" / "denoise-bsd68.json")
+    fits = res["selfsup_fits"]
+    assert fits["sigma25/vae-selfsup"]["method"] == "r2r" and fits["sigma25/vae-divnoising"]["method"] == "divnoising"
+    assert all(f["steps"] == 4 for f in fits.values())
+    assert {"vae-selfsup", "vae-divnoising"} <= set(res["summary"]["sigma25"])
+    fitted = list((tmp_path / "res" / ".cache").glob("noisy-bsd68-sigma25-n2/*.npy"))
+    assert len(fitted) == 2  # the noisy inputs, never the clean images
+    assert main(args) == 0  # the second run reuses the fits
+    again = read_results(tmp_path / "res" / "denoise-bsd68.json")["selfsup_fits"]
+    for k, f in fits.items():
+        assert again[k]["this_run_s"] < f["this_run_s"] + 1 and again[k]["fit_wall_s"] == f["fit_wall_s"]
+
+
+def test_shipped_gray_denoiser_beats_nl_means_on_the_sample_photo():
+    import vaekit
+    from vaekit import baselines
+    from vaekit.metrics import psnr_u8
+    from vaekit.pretrained import SHIPPED, load_pretrained
+    from vaekit.samples import sample_photo
+
+    if "denoise-gray" not in SHIPPED:
+        pytest.skip("no gray denoiser shipped")
+    card = load_pretrained("denoise-gray").card
+    st = card["metrics"]
+    val = next(v for k, v in st.items() if k.startswith("validation"))
+    assert val["sigma25"]["active_latent_channels"] >= 1  # a VAE in fact: the latent carries information
+    clean = sample_photo("chelsea").astype(np.float64) @ np.array([0.299, 0.587, 0.114]) / 255.0
+    y = degrade.gaussian(clean[:128, :160], 25, seed=0)
+    est = vaekit.denoise(y, 25)
+    assert psnr_u8(est, clean[:128, :160]) > psnr_u8(baselines.denoise.nlm(y, 25), clean[:128, :160]) + 0.3
+    blind = vaekit.denoise(y, details=True)
+    assert abs(blind.sigma - 25) < 3 and blind.sigma_estimated
+
+
+def test_simulated_training_noise_has_the_levels_its_map_states():
+    torch.manual_seed(0)
+    x = torch.full((64, 3, 32, 32), 0.5)
+    y, smap = degrade.simulate_noise(x, 55.0, kinds=(1, 0, 0, 0))  # white Gaussian only
+    assert y.shape == smap.shape == x.shape and (smap >= 0).all() and (smap <= 55 / 255 + 1e-6).all()
+    # per example the residual's std matches its (uniform) map, clipping and 8-bit rounding aside
+    sd, level = (y - x).flatten(1).std(1), smap.flatten(1).mean(1)
+    ok = level > 3 / 255
+    assert torch.allclose(sd[ok], level[ok], rtol=0.1)
+    torch.manual_seed(0)
+    assert torch.equal(degrade.simulate_noise(x, 55.0, kinds=(1, 0, 0, 0))[0], y)  # reproducible from the seed
+    # Poisson-Gaussian: the level follows the signal
+    ramp = torch.linspace(0, 1, 32).expand(8, 3, 32, 32).contiguous()
+    _, smap = degrade.simulate_noise(ramp, 55.0, kinds=(0, 1, 0, 0))
+    assert (smap[..., -1] >= smap[..., 0]).all() and (smap[..., -1] > smap[..., 0]).any()
+    # camera-like: demosaicked and JPEG-compressed files are clipped to [0, 1]
+    y, _ = degrade.simulate_noise(ramp, 55.0, kinds=(0, 0, 0, 1))
+    assert y.min() >= 0 and y.max() <= 1
+
+
+def test_multiscale_denoiser_objective_map_input_and_blind_estimate(tmp_path):
+    from vaekit.pretrained import load_from_files, save_model
+    from vaekit.registry import create_model
+
+    torch.manual_seed(0)
+    m = create_model("denoise-vae-ms", channels=3, widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8)
+    x = torch.rand(2, 3, 32, 32)
+    out = m(x)
+    loss = m.loss(x, out)
+    loss["loss"].backward()
+    assert torch.isfinite(loss["loss"]) and float(loss["kl"]) >= 0 and float(loss["est_l1"]) > 0
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    y = x + 0.1 * torch.randn_like(x)
+    a = m.denoise(y, 25.0)[0]
+    assert torch.allclose(a, m.denoise(y, torch.full_like(y, 25.0))[0])  # a number is a uniform map
+    mean, std, draws = m.denoise(y, None, samples=3, generator=torch.Generator().manual_seed(0))
+    assert len(draws) == 3 and mean.shape == y.shape and (std > 0).all()
+    est = m.estimate(y)
+    assert est.shape == y.shape and (est > 0).all()
+    save_model(m, tmp_path, {"name": "t"})
+    m2 = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json").eval()
+    assert torch.allclose(m2.denoise(y, 25.0)[0], a)
+    with pytest.raises(ValueError):
+        m.denoise(torch.rand(1, 3, 24, 32), 25.0)  # not a multiple of 16
