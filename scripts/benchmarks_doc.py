@@ -95,10 +95,11 @@ def benchmarks_md() -> str:
         "",
     ]
     for task in ORDER:
-        for md in sorted(RESULTS.glob(f"{task}-*.md")):
+        for md in sorted(p for p in RESULTS.glob(f"{task}-*.md") if not p.stem.endswith("-psnr")):
             out += [f"## {md.stem}", "", md.read_text().strip(), ""]
-            if md.with_suffix(".png").is_file():
-                out += [f"![{md.stem}](../results/{md.stem}.png)", ""]
+            for pic in (md.with_suffix(".png"), md.with_name(md.stem + "-psnr.png")):
+                if pic.is_file():
+                    out += [f"![{pic.stem}](../results/{pic.name})", ""]
     return "\n".join(out)
 
 

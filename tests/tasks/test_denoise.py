@@ -560,3 +560,55 @@ def test_multiscale_denoiser_objective_map_input_and_blind_estimate(tmp_path):
     assert torch.allclose(m2.denoise(y, 25.0)[0], a)
     with pytest.raises(ValueError):
         m.denoise(torch.rand(1, 3, 24, 32), 25.0)  # not a multiple of 16
+
+
+def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_path):
+    """Real noisy/clean pairs: the VAE uses its own level map and the classical rows get its median; a level
+    with a trailing c is the clipped 8-bit protocol (the noisy input as a file would hold it)."""
+    from PIL import Image
+
+    from vaekit.bench import BENCHES
+    from vaekit.pretrained import save_model
+    from vaekit.registry import create_model
+
+    torch.manual_seed(0)
+    m = create_model("denoise-vae-ms", channels=3, widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8)
+    save_model(m, tmp_path / "run", {"name": "tiny-ms"})
+    for i in range(2):
+        clean = smooth_image(48, 64, c=3, seed=i)
+        noisy = np.clip(clean + np.random.default_rng(i).normal(0, 0.05, clean.shape), 0, 1)
+        (tmp_path / "data" / "realnoise-cc15").mkdir(parents=True, exist_ok=True)
+        for suffix, a in (("mean", clean), ("real", noisy)):
+            Image.fromarray(np.round(a * 255).astype(np.uint8)).save(
+                tmp_path / "data" / "realnoise-cc15" / f"cam_{i}_{suffix}.png"
+            )
+        Image.fromarray(np.round(clean * 255).astype(np.uint8)).save(tmp_path / f"k{i}.png")
+    out = tmp_path / "res"
+    r = BENCHES["denoise"](
+        data_root=str(tmp_path / "data"),
+        sets="realnoise-cc15",
+        methods="vae-blind,tv",
+        model_color=str(tmp_path / "run"),
+        output=str(out),
+        quiet=True,
+    )["realnoise-cc15"]
+    assert set(r["summary"]) == {"real"} and r["n_images"] == 2
+    rows = read_results(out / "denoise-realnoise-cc15.json")["per_image"]
+    assert all(row["tv"]["sigma_given"] > 0 for row in rows)  # the classical rows get the model's level
+    (tmp_path / "data" / "kodak").mkdir()
+    for i in range(2):
+        (tmp_path / f"k{i}.png").rename(tmp_path / "data" / "kodak" / f"k{i}.png")
+    r = BENCHES["denoise"](
+        data_root=str(tmp_path / "data"),
+        sets="kodak",
+        sigmas="25,25c",
+        methods="vae,tv",
+        model_color=str(tmp_path / "run"),
+        output=str(out),
+        quiet=True,
+    )["kodak"]
+    assert set(r["summary"]) == {"sigma25", "sigma25-clipped"}
+    # clipping removes noise below 0 and above 1, so the clipped input is closer to the clean image
+    assert r["summary"]["sigma25-clipped"]["noisy"]["psnr"] > r["summary"]["sigma25"]["noisy"]["psnr"]
+    with pytest.raises(VaekitError, match="25c"):
+        BENCHES["denoise"](data_root=str(tmp_path / "data"), sets="kodak", sigmas="25x", output=str(out))

@@ -43,7 +43,8 @@ from .common import (
 )
 
 GRAY_SETS = ("set12", "bsd68")
-COLOR_SETS = ("cbsd68", "mcmaster")
+COLOR_SETS = ("cbsd68", "mcmaster", "kodak", "photos-val")
+REAL_SETS = ("realnoise-cc15",)  # real noisy/clean pairs: every method blind
 VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup", "vae-divnoising")
 # self-supervised rows: the method each fits (None: r2r for Gaussian noise, divnoising for Poisson)
 SELFSUP = {"vae-selfsup": None, "vae-divnoising": "divnoising"}
@@ -51,13 +52,19 @@ CLASSICAL = tuple(BASELINES["denoise"])
 
 
 def parse_conditions(sigmas: str, extra: str) -> list[dict]:
-    """``--sigmas 15,25,50`` and ``--noises poisson30,sp0.1`` -> condition dicts."""
+    """``--sigmas 15,25,50,25c`` and ``--noises poisson30,sp0.1`` -> condition dicts.  A ``c`` after a level is
+    the clipped 8-bit protocol: the noisy image is clipped to [0, 1] and rounded to 8 bits, as a file holds it."""
     conds = []
-    for s in [s for s in sigmas.split(",") if s.strip()]:
-        v = float(s)
+    for s in [s.strip() for s in sigmas.split(",") if s.strip()]:
+        clipped = s.endswith("c")
+        try:
+            v = float(s[:-1] if clipped else s)
+        except ValueError:
+            raise VaekitError(f"--sigmas takes levels such as 25 or 25c (clipped 8-bit), not {s!r}") from None
         if not 0 < v <= 255:
             raise VaekitError(f"sigma must lie in (0, 255], not {s}")
-        conds.append({"noise": "gaussian", "sigma": v, "tag": f"sigma{v:g}"})
+        tag = f"sigma{v:g}" + ("-clipped" if clipped else "")
+        conds.append({"noise": "gaussian", "sigma": v, "tag": tag, **({"clipped": True} if clipped else {})})
     for e in [e.strip() for e in extra.split(",") if e.strip()]:
         if e.startswith("poisson"):
             conds.append({"noise": "poisson", "peak": float(e[7:] or 30), "tag": e})
@@ -86,17 +93,63 @@ def _params(method: str) -> dict:
     }.get(method, {})
 
 
+def load_pairs(path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, clean, noisy) for each ``*_real.png`` / ``*_mean.png`` pair (realnoise-cc15)."""
+    from PIL import Image
+
+    d = Path(path)
+    pairs = []
+    for f in sorted(d.glob("*_real.png")):
+        ref = f.with_name(f.name.replace("_real.png", "_mean.png"))
+        if ref.is_file():
+            load = lambda p: np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255.0  # noqa: E731
+            pairs.append((f.name.replace("_real.png", ""), load(ref), load(f)))
+    if not pairs:
+        raise VaekitError(f"no *_real.png / *_mean.png pairs in {d}")
+    return pairs
+
+
+def load_photos_val(root) -> list[tuple[str, np.ndarray]]:
+    """photos-val: the ``val`` rows of ``photos/SPLITS.tsv``, as read from their JPEG files."""
+    from .. import data as vd
+    from ..io import read_array
+
+    root = Path(root)
+    _, val = vd.split_by_file(vd.find_images(root), root / "SPLITS.tsv")
+    return [(Path(f).name, np.asarray(read_array(f), dtype=np.float64)) for f in val]
+
+
+def _blind_sigma(models, y) -> float:
+    """The level classical methods get on real noise: the colour model's estimated map, its median (0–255)."""
+    from ..degrade import estimate_sigma
+    from ..tasks import denoise as T
+
+    s = T.blind_level(models["color"], y)
+    return s if s is not None else estimate_sigma(y)
+
+
 def _run(method, y, cond, models, seed):
     """(estimate, sigma used) for one method on one noisy input."""
     from ..tasks import denoise as T
 
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
+    if cond["noise"] == "real":  # blind for everyone: the VAE's own map; classical ones its median level
+        if method.startswith("vae"):
+            model = models["color"]
+            if hasattr(model, "estimate"):
+                return T.vae_denoise(model, y, None, samples=8 if method == "vae-8" else 0, seed=seed)[0], None
+            side["sigma"] = None
+        else:
+            side["sigma"] = cond["sigma_by_image"][seed]
+        cond = {**cond, "noise": "gaussian"}
     if method in SELFSUP:
         return T.vae_denoise(models[method], y, None, seed=seed)[0], None
     if method.startswith("vae"):
         model = models["gray" if y.ndim == 2 else "color"]
         k = 8 if method == "vae-8" else 0
         if method == "vae-blind":
+            if hasattr(model, "estimate") and cond["noise"] == "gaussian":
+                return T.vae_denoise(model, y, None, seed=seed)[0], T.blind_level(model, y)
             side["sigma"] = None
 
         def fn(a, s):
@@ -133,7 +186,7 @@ def run(**kwargs) -> dict:
 
     single_threaded(args.threads)
     root = Path(args.data_root)
-    sets = parse_sets(args.sets, GRAY_SETS + COLOR_SETS)
+    sets = parse_sets(args.sets, GRAY_SETS + COLOR_SETS + REAL_SETS)
     conds = parse_conditions(args.sigmas, args.noises)
     methods = (
         [m.strip() for m in args.methods.split(",")]
@@ -149,8 +202,10 @@ def run(**kwargs) -> dict:
     if any(m in ("vae", "vae-8", "vae-blind") for m in methods):
         if any(s in GRAY_SETS for s in sets):
             models["gray"] = load_denoiser(args.model_gray, 1)
-        if any(s in COLOR_SETS for s in sets):
+        if any(s in COLOR_SETS + REAL_SETS for s in sets):
             models["color"] = load_denoiser(args.model_color, 3)
+    if any(s in REAL_SETS for s in sets) and "color" not in models:
+        models["color"] = load_denoiser(args.model_color, 3)  # its level estimator serves the classical rows
     out_dir = Path(args.output)
     cache = Cache(out_dir / ".cache" / "denoise.jsonl")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -158,24 +213,35 @@ def run(**kwargs) -> dict:
     payloads = {}
     for set_name in sets:
         mode = "L" if set_name in GRAY_SETS else "RGB"
-        images = load_set(root / set_name, mode)
-        if args.limit:
-            images = images[: args.limit]
+        real = None
+        if set_name in REAL_SETS:
+            pairs = load_pairs(root / set_name)[: args.limit or None]
+            images, real = [(n, c) for n, c, _ in pairs], [y for _, _, y in pairs]
+        elif set_name == "photos-val":
+            images = load_photos_val(root / "photos")[: args.limit or None]
+        else:
+            images = load_set(root / set_name, mode)[: args.limit or None]
         rows = []
         fits = {}
-        for ci, cond in enumerate(conds):
+        for ci, cond in enumerate([{"noise": "real", "tag": "real"}] if real else conds):
             seeds = [_seed(set_name, i, cond) for i in range(len(images))]
-            noisy = [
-                add_noise(
-                    clean,
-                    cond["noise"],
-                    sigma=cond.get("sigma"),
-                    peak=cond.get("peak"),
-                    amount=cond.get("amount"),
-                    seed=seed,
-                )
-                for (_, clean), seed in zip(images, seeds)
-            ]
+            if real:
+                noisy = real
+                cond["sigma_by_image"] = {sd: _blind_sigma(models, y) for sd, y in zip(seeds, noisy)}
+            else:
+                noisy = [
+                    add_noise(
+                        clean,
+                        cond["noise"],
+                        sigma=cond.get("sigma"),
+                        peak=cond.get("peak"),
+                        amount=cond.get("amount"),
+                        seed=seed,
+                    )
+                    for (_, clean), seed in zip(images, seeds)
+                ]
+                if cond.get("clipped"):
+                    noisy = [np.round(np.clip(y, 0, 1) * 255) / 255 for y in noisy]
             for m in SELFSUP:
                 if m in methods and cond["noise"] != "salt-pepper":
                     models[m], fits[f"{cond['tag']}/{m}"] = _fit_selfsup(
@@ -197,7 +263,10 @@ def run(**kwargs) -> dict:
                         continue  # the median filter is the salt-and-pepper baseline only
                     if m in SELFSUP and cond["noise"] == "salt-pepper":
                         continue  # no noise model to fit
-                    k = Cache.key(m, cond, sha, _params(m))
+                    side = {c: v for c, v in cond.items() if c != "sigma_by_image"}
+                    if real:  # the level the classical methods are given is part of what they computed
+                        side["sigma"] = cond["sigma_by_image"][seed]
+                    k = Cache.key(m, side, sha, _params(m))
                     hit = None if m.startswith("vae") or args.fresh else cache.get(k)
                     if hit is not None and not (ci == 0 and i == 0):
                         row[m] = {**hit, "cached": True}  # PSNR and time of the run that computed it
@@ -206,8 +275,8 @@ def run(**kwargs) -> dict:
                     est, s_used = _run(m, y, cond, models, seed)
                     dt = time.perf_counter() - t0
                     res = {"psnr": psnr_u8(est, clean), "ssim": ssim_u8(est, clean), "seconds": dt}
-                    if m == "vae-blind":
-                        res["sigma_estimated"] = s_used
+                    if m == "vae-blind" or real:
+                        res["sigma_estimated" if m.startswith("vae") else "sigma_given"] = s_used
                     row[m] = res
                     pics[m] = est
                     if not m.startswith("vae"):
@@ -254,7 +323,7 @@ def run(**kwargs) -> dict:
                 }
             )
             if tag.startswith("sigma") and all("vae-blind" in r for r in rs):
-                err = [r["vae-blind"]["sigma_estimated"] - float(tag[5:]) for r in rs]
+                err = [r["vae-blind"]["sigma_estimated"] - float(tag[5:].split("-")[0]) for r in rs]
                 summary[tag]["sigma_estimator"] = {
                     "mean_error": statistics.mean(err),
                     "mean_abs_error": statistics.mean(abs(e) for e in err),
@@ -271,11 +340,18 @@ def run(**kwargs) -> dict:
             "set": set_name,
             "n_images": len(images),
             "command": command,
-            "protocol": "DnCNN: clean [0,1] + N(0,(sigma/255)^2), not clipped; estimate clipped and rounded "
-            "to uint8; PSNR/SSIM vs the uint8 image, no border crop; colour PSNR over RGB; "
-            "every method gets the true sigma (Poisson: the peak) except vae-blind, which "
-            "estimates it; one thread, in-process, models loaded; vae = one pass (prior mean), "
-            "vae-8 = mean of 8 posterior draws",
+            "protocol": (
+                "real camera noise (realnoise-cc15): the noisy JPEG-pipeline shot against the mean of ~500 shots; "
+                "every method blind: the VAE from its own per-pixel level map, the classical methods at the median "
+                "of that map (sigma_given per image; the level a user would otherwise have to guess)"
+                if real
+                else "DnCNN: clean [0,1] + N(0,(sigma/255)^2), not clipped (conditions ending -clipped: clipped to "
+                "[0,1] and rounded to 8 bits, as files hold noise); estimate clipped and rounded to uint8; "
+                "PSNR/SSIM vs the uint8 image, no border crop; colour PSNR over RGB; every method gets the true "
+                "sigma (Poisson: the peak) except vae-blind, which estimates it (the model's own level map where "
+                "it has one, else the wavelet MAD)"
+            )
+            + "; one thread, in-process, models loaded; vae = one pass (prior mean), vae-8 = mean of 8 draws",
             "threads": args.threads,
             "models": model_info,
             "selfsup_fits": fits,
@@ -288,6 +364,7 @@ def run(**kwargs) -> dict:
         write_results(
             out_dir, f"denoise-{set_name}", payload, _table(set_name, summary, methods, [r["command"] for r in runs])
         )
+        _sigma_plot(out_dir / f"denoise-{set_name}-psnr.png", set_name, summary, methods)
         payloads[set_name] = payload
         log(_table(set_name, summary, methods, [r["command"] for r in runs]))
     print(f"reproduce with: {command}")
@@ -376,6 +453,38 @@ def _noisy_folder(out_dir: Path, set_name: str, cond: dict, images, noisy) -> Pa
         if not dest.is_file():
             np.save(dest, y.astype(np.float32))
     return data
+
+
+def _sigma_plot(path: Path, set_name: str, summary: dict, methods) -> None:
+    """PSNR against sigma, one line per method and protocol (unclipped solid, clipped 8-bit dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .common import save_figure
+
+    curves = {}
+    for tag, s in summary.items():
+        if not tag.startswith("sigma"):
+            continue
+        level, clipped = float(tag[5:].split("-")[0]), tag.endswith("-clipped")
+        for m in methods:
+            if m in s:
+                curves.setdefault((m, clipped), []).append((level, s[m]["psnr"]))
+    if not any(len(v) > 1 for v in curves.values()):
+        return
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    for (m, clipped), pts in sorted(curves.items()):
+        pts.sort()
+        ax.plot(*zip(*pts), "--" if clipped else "-", marker="o", ms=3, label=m + (" (8-bit)" if clipped else ""))
+    ax.set_xlabel("sigma (0-255)")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(f"Denoising on {set_name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
 
 
 def _table(set_name, summary, methods, commands) -> str:

@@ -180,7 +180,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
 
-def _blind_level(model, y: np.ndarray) -> float | None:
+def blind_level(model, y: np.ndarray) -> float | None:
     """The median of a model's own level map on ``y`` (0–255), or None for a model without an estimator."""
     if not hasattr(model, "estimate"):
         return None
@@ -253,7 +253,7 @@ def denoise(
             return mean
 
         if blind and hasattr(m, "estimate"):  # the model's own per-pixel level map
-            est, s = fn(y, None), _blind_level(m, y)
+            est, s = fn(y, None), blind_level(m, y)
         else:
             est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
     else:
