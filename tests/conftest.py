@@ -71,3 +71,26 @@ CODECS = {
     "codec-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
     "codec-mean-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
 }
+
+
+# the inpainter without the options of the shipped recipe (its defaults): the plain conditional VAE that the
+# tests switch single options on in
+INPAINT_PLAIN = dict(
+    q_view="full",
+    q_init_logvar=0.0,
+    q_skip=0.0,
+    min_logvar=-12.0,
+    q_kl_weight=1.0,
+    latent_gate=0.0,
+    mask_probs=(0.25, 0.35, 0.25, 0.15),
+    detail=None,
+    detail_blocks=0,
+    prefill="jacobi",
+)
+
+
+def inpaint_vae(**kw):
+    """A small inpaint-vae: :data:`INPAINT_PLAIN` with ``kw`` on top."""
+    from vaekit.registry import create_model
+
+    return create_model("inpaint-vae", **{**INPAINT_PLAIN, **kw})

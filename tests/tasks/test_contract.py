@@ -6,6 +6,7 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from conftest import inpaint_vae
 
 from vaekit.errors import VaekitError
 from vaekit.registry import create_model
@@ -30,7 +31,7 @@ def tiny_denoiser(channels):
 
 def tiny_inpainter():
     torch.manual_seed(0)
-    return create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2).eval()
+    return inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2).eval()
 
 
 def layouts(c):

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import inpaint_vae
 from PIL import Image, ImageDraw
 from test_denoise import smooth_image
 
@@ -18,7 +19,7 @@ from vaekit.tasks.inpaint import detect_scratches, inpaint, latent_inpaint, pair
 def tiny_inpainter(seed=0, radius=6, perturb=True):
     """A small untrained inpaint-vae whose output layer is random (so the latent matters)."""
     torch.manual_seed(seed)
-    m = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, fill_radius=radius)
+    m = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, fill_radius=radius)
     if perturb:
         with torch.no_grad():
             m.out.weight.normal_(0, 1.0)
@@ -81,11 +82,11 @@ def test_exact_prefill_converges_where_the_jacobi_sweeps_do_not():
     small = (torch.rand(1, 1, 64, 96, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     y = torch.rand(1, 3, 64, 96) * (1 - small)
     assert (laplace_fill(y, small) - harmonic_fill(y, small, 50)).abs().max() < 1e-3  # scattered: both converge
-    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, prefill="exact")
+    model = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, prefill="exact")
     base, _, _ = model.context(ramp * (1 - big), big)
     assert (base - ramp).abs().max() < 1e-5
     with pytest.raises(ValueError, match="prefill"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], prefill="multigrid")
+        inpaint_vae(channels=3, widths=[8, 8, 16], prefill="multigrid")
 
 
 def test_ship_can_change_an_inference_setting_but_no_tensor(tmp_path, monkeypatch):
@@ -105,7 +106,7 @@ def test_ship_can_change_an_inference_setting_but_no_tensor(tmp_path, monkeypatc
 
 
 def test_inpainting_vae_trains_and_its_masks_are_seeded():
-    m = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, free_bits=0.05)
+    m = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, free_bits=0.05)
     a = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
     b = m.random_masks(6, 32, 40, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and a.shape == (6, 1, 32, 40)
@@ -115,7 +116,7 @@ def test_inpainting_vae_trains_and_its_masks_are_seeded():
         for i in range(6)
     )  # scattered pixels only: neighbours often differ
     with pytest.raises(ValueError, match="mask_probs"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], mask_probs=[0.5, 0.5])
+        inpaint_vae(channels=3, widths=[8, 8, 16], mask_probs=[0.5, 0.5])
     assert all(0 < float(a[i].mean()) < 1 for i in range(6))
     x = torch.rand(6, 3, 32, 40)
     out = m(x)
@@ -132,21 +133,19 @@ def test_posterior_starts_at_its_initial_log_variance():
     x, m = box_batch()
     for v in (0.0, -6.0):
         torch.manual_seed(0)
-        model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=v)
+        model = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=v)
         base, skips, _ = model.context(x * (1 - m), m)
         _, lv = model.posterior(x, skips[2], base)
         assert abs(float(lv.mean()) - v) < 0.5  # the head's weights add only a little at init
     assert model.arch_args["q_init_logvar"] == -6.0
-    floored = create_model(
-        "inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=-6.0, min_logvar=-2.0
-    )
+    floored = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, q_init_logvar=-6.0, min_logvar=-2.0)
     base, skips, (_, plv) = floored.context(x * (1 - m), m)
     assert float(floored.posterior(x, skips[2], base)[1].min()) == -2.0 and float(plv.min()) >= -2.0
 
 
 def test_coarse_posterior_reads_only_block_means():
     torch.manual_seed(0)
-    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_view="coarse")
+    model = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, q_view="coarse")
     x, m = box_batch()
     base, skips, _ = model.context(x * (1 - m), m)
     wiggle = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat(16, 16) * 0.1  # zero mean in every 8x8 block
@@ -159,22 +158,22 @@ def test_coarse_posterior_reads_only_block_means():
     model.loss(x, out)["loss"].backward()
     assert all(p.grad is not None for p in model.parameters())
     with pytest.raises(ValueError, match="q_view"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_view="sharp")
+        inpaint_vae(channels=3, widths=[8, 8, 16], q_view="sharp")
 
 
 def test_posterior_skip_carries_the_block_mean_residual_from_the_start():
     x, m = box_batch()
     torch.manual_seed(0)
-    plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse")
+    plain = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse")
     torch.manual_seed(0)
-    skip = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse", q_skip=10.0)
+    skip = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=4, q_view="coarse", q_skip=10.0)
     base, skips, _ = skip.context(x * (1 - m), m)
     res = torch.nn.functional.avg_pool2d(x - base, 8)
     diff = skip.posterior(x, skips[2], base)[0] - plain.posterior(x, skips[2], base)[0]
     assert torch.allclose(diff[:, :3], 10.0 * res, atol=1e-5) and float(diff[:, 3].abs().max()) == 0.0
     assert float(res[..., 1:3, 1:3].abs().mean()) > 0.01  # inside the hole the residual is not nothing
     with pytest.raises(ValueError, match="q_skip"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_skip=10.0)  # needs the coarse view
+        inpaint_vae(channels=3, widths=[8, 8, 16], q_skip=10.0)  # needs the coarse view
 
 
 def test_vae_inpaint_keeps_known_pixels_goes_coarse_to_fine_and_samples_differ():
@@ -476,7 +475,7 @@ def test_kl_balancing_weights_the_posteriors_pull_only():
     grads = {}
     for w in (1.0, 0.1):
         torch.manual_seed(0)
-        model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, q_kl_weight=w)
+        model = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, q_kl_weight=w)
         torch.manual_seed(1)
         out = model(x, m)
         out["kl_train"].sum().backward()  # the training KL alone
@@ -491,12 +490,12 @@ def test_kl_balancing_weights_the_posteriors_pull_only():
     assert all(torch.allclose(q2[k], 0.1 * q1[k], atol=1e-6) for k in q1)  # the posterior's pull, x0.1
     assert all(torch.allclose(p2[k], p1[k], atol=1e-6) for k in p1)  # the prior's, in full
     with pytest.raises(ValueError, match="q_kl_weight"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], q_kl_weight=0.0)
+        inpaint_vae(channels=3, widths=[8, 8, 16], q_kl_weight=0.0)
 
 
 def test_latent_gate_keeps_the_latent_to_deep_blocks():
     torch.manual_seed(0)
-    model = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, latent_gate=0.9)
+    model = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, latent_gate=0.9)
     with torch.no_grad():
         model.out.weight.normal_(0, 0.5)
         model.d3[0].weight[:, 16:] *= 100.0  # the latent moves the fill strongly where it lives
@@ -519,7 +518,7 @@ def test_latent_gate_keeps_the_latent_to_deep_blocks():
 
     assert torch.allclose(out["kl"], (gaussian_kl(qm, qlv, pm, plv) * live).sum((1, 2, 3)), rtol=1e-5)
     with pytest.raises(ValueError, match="latent_gate"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_gate=1.5)
+        inpaint_vae(channels=3, widths=[8, 8, 16], latent_gate=1.5)
 
 
 def test_near_weight_falls_linearly_from_reach_to_twice_reach():
@@ -533,9 +532,9 @@ def test_near_weight_falls_linearly_from_reach_to_twice_reach():
 
 def test_detail_path_changes_only_hole_pixels_near_known_ones():
     torch.manual_seed(0)
-    plain = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2)
+    plain = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2)
     torch.manual_seed(0)
-    det = create_model("inpaint-vae", channels=3, widths=[8, 8, 16], latent_channels=2, detail=[8, 3, 2])
+    det = inpaint_vae(channels=3, widths=[8, 8, 16], latent_channels=2, detail=[8, 3, 2])
     with torch.no_grad():  # the same U-Net, with an output that is not the pre-fill
         det.out.weight.normal_(0, 0.5)
         plain.out.weight.copy_(det.out.weight)
@@ -548,7 +547,7 @@ def test_detail_path_changes_only_hole_pixels_near_known_ones():
     assert torch.equal(a[..., 9:39, 9:39], b[..., 9:39, 9:39])  # deeper than 2 * reach: the U-Net's fill
     assert (a[..., 4:6, 4:44] - b[..., 4:6, 4:44]).abs().min() > 0  # near the border: the detail path
     with pytest.raises(ValueError, match="detail"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], detail=[8, 3, 0])
+        inpaint_vae(channels=3, widths=[8, 8, 16], detail=[8, 3, 0])
 
 
 def test_detail_blocks_deepen_a_trained_detail_path_without_changing_it(tmp_path):
@@ -556,11 +555,11 @@ def test_detail_blocks_deepen_a_trained_detail_path_without_changing_it(tmp_path
 
     torch.manual_seed(0)
     args = dict(channels=3, widths=[8, 8, 16], latent_channels=2, detail=[8, 4, 2])
-    old = create_model("inpaint-vae", **args)
+    old = inpaint_vae(**args)
     with torch.no_grad():  # a "trained" detail path: its output is not the pre-fill
         old.detail[-1].weight.normal_(0, 0.5)
     save_model(old, tmp_path / "old", {"arch": "inpaint-vae"})
-    deep = create_model("inpaint-vae", detail_blocks=2, **args)
+    deep = inpaint_vae(detail_blocks=2, **args)
     note = init_weights(deep, str(tmp_path / "old" / "model.safetensors"))
     assert "fresh: detail_res.0.0.bias" in note and "detail.0" not in note.split("fresh:")[1]
     x = torch.rand(1, 3, 32, 32)
@@ -573,4 +572,4 @@ def test_detail_blocks_deepen_a_trained_detail_path_without_changing_it(tmp_path
     assert (a - b)[..., m[0, 0] > 0].abs().max() > 1e-3  # once trained, they change the fill...
     assert torch.equal(b[..., m[0, 0] == 0], x[..., m[0, 0] == 0])  # ...of hole pixels only
     with pytest.raises(ValueError, match="detail_blocks"):
-        create_model("inpaint-vae", channels=3, widths=[8, 8, 16], detail_blocks=2)
+        inpaint_vae(channels=3, widths=[8, 8, 16], detail_blocks=2)

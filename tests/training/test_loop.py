@@ -191,7 +191,16 @@ def test_trainable_prefixes_train_only_those_tensors(tmp_path):
     from vaekit.training.loop import train
 
     torch.manual_seed(0)
-    args = {"channels": 3, "widths": [8, 8, 16], "latent_channels": 2, "detail": [8, 3, 4]}
+    from conftest import INPAINT_PLAIN
+
+    args = {
+        **INPAINT_PLAIN,
+        "mask_probs": list(INPAINT_PLAIN["mask_probs"]),
+        "channels": 3,
+        "widths": [8, 8, 16],
+        "latent_channels": 2,
+        "detail": [8, 3, 4],
+    }
     start = create_model("inpaint-vae", **args)
     rng = np.random.default_rng(0)
     for i in range(4):

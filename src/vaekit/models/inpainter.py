@@ -174,6 +174,9 @@ def laplace_fill(y, m):
 class InpaintingVAE(nn.Module):
     """Conditional VAE inpainter for ``channels``-channel images (1 gray, 3 RGB).
 
+    The defaults are the shipped ``inpaint-color`` recipe; how each option came about, with its figures, is in
+    docs/models/inpaint-color.md and docs/decisions.md.
+
     Parameters
     ----------
     channels : image channels
@@ -183,54 +186,27 @@ class InpaintingVAE(nn.Module):
     fill_radius : the largest distance (pixels) from a hole pixel to a known one that the training
         masks produce; inference goes coarse-to-fine beyond it
     harmonic_iters : Jacobi sweeps of the pre-fill after push-pull (:func:`harmonic_fill`)
-    prefill : how the harmonic pre-fill is computed: ``"jacobi"`` (default; push-pull + ``harmonic_iters``
-        sweeps, as every shipped stage was trained) or ``"exact"`` (:func:`laplace_fill`).  The sweeps converge
-        within holes a few tens of pixels deep (all the training crops) but not inside large boxes or thick
-        strokes, where the coarse-to-fine levels meet them.  Switched to exact at inference, the shipped
-        inpainter (stage 3b) gained on the first six bsds400 val images 0.53 dB of hole PSNR on the centred
-        box, 1.0 on thick strokes and 0.26 on medium ones, and nothing changed by more than 0.01 dB on
-        scattered pixels and thin strokes (docs/decisions.md).
-    q_init_logvar : initial log-variance of the posterior (its head's bias); training only.  At 0 the
-        posterior's draws start as unit noise, which the decoder learns to ignore, and the latent collapses
-        (stage 1 of the shipped model).  At -6 or -4 alone the decoder sees the latent from the first step,
-        but in four runs of the 48/96/192 model the KL blew up at the end of the learning-rate warm-up (step
-        ~220), and a 16/32/64 model that did not blow up collapsed all the same; stage 2 uses -4 together
-        with ``q_skip`` and ``q_kl_weight``.
-    q_view : what of the complete image the posterior reads: ``"full"`` (every pixel, through two
-        strided convolutions) or ``"coarse"`` (its 8x8-block means only, one colour per latent
-        position, the hole's layout of colours: what is really uncertain in a large hole).  The coarse
-        view alone did not stop the collapse either.
-    min_logvar : floor of the prior's and the posterior's log-variance.  At -12 a prior sure of a latent
-        (std 0.0025) charges ~80,000 nats for a unit of mismatch; a floor of -6 did not stop the blow-up.
-    q_skip : coarse view only: the gain of a 1x1 map from the block means of the residual (image minus
-        pre-fill) straight to the first ``channels`` latent means, initialised to ``q_skip`` x identity and
-        learned.  With it the posterior carries the hole's coarse colours from the first step, so the decoder
-        meets a latent worth reading before the KL can close it; 0 (default): no such path.
-    latent_gate : where the latent lives: only at latent positions (8x8 blocks) at least this fraction
-        missing.  Elsewhere the decoder gets z = 0 and the posterior is the prior (no KL): near known pixels
-        the context decides the fill, and a latent there only taught the decoder to lean on what the prior
-        cannot supply (without the gate the diverse fine-tune lost 0.2-0.6 dB on scattered pixels and thin
-        strokes).  0 (default): everywhere.
-    detail : ``(width, depth, reach)`` of a full-resolution detail path for hole pixels near known ones:
-        ``depth`` 3x3 convolutions of ``width`` channels read the harmonic pre-fill, the U-Net's decoded
-        image and the mask, and their residual over the pre-fill is the fill of every hole pixel at most
-        ``reach`` pixels (chessboard distance) from a known one; from ``reach`` to ``2 * reach`` it blends
-        linearly into the U-Net's fill, and deeper in the hole the U-Net's fill (and so its latent) alone
-        decides.  It is an expert for scattered pixels, thin strokes and hole borders, where the U-Net,
-        which sees the image pixel-unshuffled by 2, is weakest and its latent is gated off anyway; it is
-        meant to be trained alone (``trainable: [detail.]``) over a finished model.  ``None`` (default): none.
-    detail_blocks : residual blocks (two 3x3 convolutions of the detail path's width each) inserted in the
-        middle of the detail path, their last convolution zero at initialisation: a path deepened from a
-        trained one starts by computing exactly what it computed (tensor names ``detail_res.*``, so
-        ``init_from`` loads the old path and leaves the blocks fresh).  0 (default): none.
-    mask_probs : the training masks' mixture: chances of random pixels, brush strokes, boxes and text-like
-        marks (default 0.25, 0.35, 0.25, 0.15).  A probe (docs/decisions.md) found a plain
-        full-resolution CNN learns scattered pixels within 200 steps on pixel masks alone and not at all in 750
-        on the default mixture.
-    q_kl_weight : KL balancing (Hafner et al. 2021): the training KL pulls the posterior towards the prior
-        with this weight and the prior towards the posterior with weight 1 (a stop-gradient on each side).
-        Below 1 the posterior may carry what the context cannot tell (the hole's colours) while the prior
-        still learns in full to cover it; 1 is the plain ELBO.  The reported KL and ELBO are the true ones.
+    prefill : the harmonic pre-fill: ``"jacobi"`` (push-pull + ``harmonic_iters`` sweeps: cheap, what training
+        used) or ``"exact"`` (:func:`laplace_fill`: one sparse solve; the sweeps stop short inside large holes)
+    q_init_logvar : initial log-variance of the posterior (its head's bias), training only: a small one lets
+        the decoder see the latent from the first step instead of learning to ignore unit noise
+    q_view : what of the complete image the posterior reads: ``"full"`` (every pixel) or ``"coarse"`` (its
+        8x8-block means: the layout of colours, which is what is really uncertain in a large hole)
+    min_logvar : floor of the prior's and the posterior's log-variance (a prior too sure of a latent charges
+        huge KLs for a small mismatch)
+    q_skip : coarse view only: a learned 1x1 map, started at ``q_skip`` x identity, from the block means of the
+        residual (image minus pre-fill) to the first latent means, so the posterior carries the hole's colours
+        before the KL can close the latent; 0: no such path
+    latent_gate : the latent lives only in 8x8 blocks at least this fraction missing; elsewhere z = 0 and the
+        context decides (a latent near known pixels teaches the decoder to lean on what the prior cannot give)
+    detail : ``(width, depth, reach)`` of a full-resolution path for hole pixels near known ones: ``depth`` 3x3
+        convolutions over the pre-fill, the U-Net's fill and the mask give the fill within ``reach`` px of a
+        known pixel, blended into the U-Net's fill up to ``2 * reach``; None: no path
+    detail_blocks : zero-started residual blocks in the middle of the detail path (deepens a trained path
+        without changing what it computes; ``init_from`` leaves them fresh)
+    mask_probs : the training masks' mixture: chances of random pixels, brush strokes, boxes and text-like marks
+    q_kl_weight : KL balancing (Hafner et al. 2021): the posterior is pulled towards the prior with this weight,
+        the prior towards the posterior with weight 1; the reported KL and ELBO are the true ones
     """
 
     STRIDE = 8
@@ -238,27 +214,27 @@ class InpaintingVAE(nn.Module):
     def __init__(
         self,
         channels: int = 3,
-        widths=(48, 96, 192),
+        widths=(32, 64, 128),
         latent_channels: int = 8,
         free_bits: float = 0.0,
         fill_radius: int = 24,
         harmonic_iters: int = 50,
-        q_init_logvar: float = 0.0,
-        q_view: str = "full",
-        min_logvar: float = -12.0,
-        q_kl_weight: float = 1.0,
-        q_skip: float = 0.0,
-        latent_gate: float = 0.0,
-        mask_probs=None,
-        detail=None,
-        prefill: str = "jacobi",
-        detail_blocks: int = 0,
+        q_init_logvar: float = -4.0,
+        q_view: str = "coarse",
+        min_logvar: float = -8.0,
+        q_kl_weight: float = 0.1,
+        q_skip: float = 10.0,
+        latent_gate: float = 0.9,
+        mask_probs=(0.8, 0.2, 0.0, 0.0),
+        detail=(48, 8, 6),
+        prefill: str = "exact",
+        detail_blocks: int = 4,
     ):
         super().__init__()
         if prefill not in ("jacobi", "exact"):
             raise ValueError(f"prefill must be 'jacobi' or 'exact', not {prefill!r}")
         self.prefill = prefill
-        probs = self.MASK_PROBS if mask_probs is None else tuple(float(p) for p in mask_probs)
+        probs = tuple(float(p) for p in mask_probs)
         if len(probs) != 4 or min(probs) < 0 or abs(sum(probs) - 1.0) > 1e-6:
             raise ValueError(f"mask_probs must be 4 non-negative chances that sum to 1, not {mask_probs}")
         self.mask_probs = probs

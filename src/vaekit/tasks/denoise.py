@@ -74,9 +74,21 @@ def vae_denoise(
     thread count."""
     y = as_float_image(noisy)[0]
     C = 1 if y.ndim == 2 else 3
+    if C == 3 and model.channels == 1:
+        return _opponent_denoise(
+            model,
+            y,
+            sigma,
+            samples=samples,
+            seed=seed,
+            tile=tile,
+            overlap=overlap,
+            temperature=temperature,
+            progress=progress,
+            device=device,
+        )
     if C != model.channels:
-        kind = "gray" if model.channels == 1 else "colour"
-        raise VaekitError(f"this denoiser is for {kind} images; the image has {C} channel(s)")
+        raise VaekitError("this denoiser is for colour images; the image is gray")
     t = torch.from_numpy(y.astype(np.float32))
     t = t[None, None] if C == 1 else t.permute(2, 0, 1)[None]
     H, W = t.shape[-2:]
@@ -116,6 +128,34 @@ def vae_denoise(
         return a[0] if C == 1 else a.transpose(1, 2, 0)
 
     return back(acc[0]), back(acc[1].sqrt()), [back(acc[2 + i]) for i in range(k)]
+
+
+# CBM3D's decorrelating colour transform: orthonormal, so white noise of level s is white noise of level s in
+# each opponent channel.  Each channel is scaled and shifted into [0, 1] for a gray model (its level scaled alike).
+OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]]) / np.sqrt([[3.0], [2.0], [6.0]])
+OPPONENT_SCALE = np.array([1 / np.sqrt(3), 0.5, np.sqrt(6) / 4])
+OPPONENT_SHIFT = np.array([0.0, 0.5, 0.5])
+
+
+def _opponent_denoise(model, y, sigma, *, samples, seed, **kw):
+    """A gray denoiser on a colour image: each opponent channel denoised on its own, then back to RGB (the
+    draws channel by channel, the std combined as for independent channels)."""
+    if sigma is None and not hasattr(model, "estimate"):
+        raise VaekitError("a gray denoiser on a colour image needs the noise level (sigma)")
+    o = y @ OPPONENT.T * OPPONENT_SCALE + OPPONENT_SHIFT
+    means, var, draws = [], [], []
+    for k in range(3):
+        level = None if sigma is None else sigma * OPPONENT_SCALE[k]
+        m, s, d = vae_denoise(model, o[..., k], level, samples=samples, seed=seed * 3 + k, **kw)
+        means.append((m - OPPONENT_SHIFT[k]) / OPPONENT_SCALE[k])
+        var.append((s / OPPONENT_SCALE[k]) ** 2)
+        draws.append([(a - OPPONENT_SHIFT[k]) / OPPONENT_SCALE[k] for a in d])
+
+    def rgb(chans):
+        return (np.stack(chans, -1) @ OPPONENT).astype(np.float32)
+
+    std = np.sqrt(np.stack(var, -1) @ (OPPONENT**2)).astype(np.float32)
+    return rgb(means), std, [rgb([draws[k][i] for k in range(3)]) for i in range(len(draws[0]))]
 
 
 def impulse_fill(y: np.ndarray, size: int = 5) -> tuple[np.ndarray, np.ndarray]:
