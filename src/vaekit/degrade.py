@@ -236,11 +236,11 @@ def check_mask(m: np.ndarray, what: str = "the mask") -> None:
 
 
 # ----------------------------------------------------------------------------- training noise (torch, batched)
-def _smooth_field(b: int, h: int, w: int, cells: int) -> torch.Tensor:
+def _smooth_field(b: int, h: int, w: int, cells: int, device=None) -> torch.Tensor:
     """(B, 1, H, W) random field in [0, 1], bilinear over a ``cells`` x ``cells`` grid: slowly varying levels."""
     import torch.nn.functional as F
 
-    g = torch.rand(b, 1, cells, cells)
+    g = torch.rand(b, 1, cells, cells).to(device)
     return F.interpolate(g, size=(h, w), mode="bilinear", align_corners=True)
 
 
@@ -250,12 +250,12 @@ def _bayer_roundtrip(y: torch.Tensor) -> torch.Tensor:
     import torch.nn.functional as F
 
     B, C, H, W = y.shape
-    m = torch.zeros(1, 3, H, W, dtype=y.dtype)
+    m = torch.zeros(1, 3, H, W, dtype=y.dtype, device=y.device)
     m[:, 0, 0::2, 0::2] = 1
     m[:, 1, 0::2, 1::2] = 1
     m[:, 1, 1::2, 0::2] = 1
     m[:, 2, 1::2, 1::2] = 1
-    k = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], dtype=y.dtype)
+    k = torch.tensor([[0.25, 0.5, 0.25], [0.5, 1.0, 0.5], [0.25, 0.5, 0.25]], dtype=y.dtype, device=y.device)
     k = k.expand(3, 1, 3, 3)
     num = F.conv2d(F.pad(y * m, (1, 1, 1, 1), mode="reflect"), k, groups=3)
     den = F.conv2d(F.pad(m.expand(B, -1, -1, -1), (1, 1, 1, 1), mode="reflect"), k, groups=3)
@@ -268,12 +268,12 @@ def _jpeg_roundtrip(y: torch.Tensor, quality: int) -> torch.Tensor:
 
     from PIL import Image
 
-    a = (y.clamp(0, 1) * 255).round().to(torch.uint8)
+    a = (y.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
     a = a[0].numpy() if a.shape[0] == 1 else a.permute(1, 2, 0).numpy()
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="JPEG", quality=int(quality))
     out = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float32) / 255.0
-    t = torch.from_numpy(out)
+    t = torch.from_numpy(out).to(y.device, y.dtype)
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
 
 
@@ -309,7 +309,8 @@ def simulate_noise(x: torch.Tensor, sigma_max: float = 55.0, kinds=(0.35, 0.2, 0
             s = torch.sqrt(a * xi.clamp(0, 1) + b * b).clamp_max(smax)
         else:
             lo, hi = sorted((torch.rand(2) * smax).tolist())
-            s = (lo + (hi - lo) * _smooth_field(1, H, W, int(torch.randint(2, 5, ())))).expand_as(xi).clone()
+            field = _smooth_field(1, H, W, int(torch.randint(2, 5, ())), xi.device)
+            s = (lo + (hi - lo) * field).expand_as(xi).clone()
         yi = xi + torch.randn_like(xi) * s
         if k == 3:
             if C == 3:

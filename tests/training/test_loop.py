@@ -231,3 +231,16 @@ def test_trainable_prefixes_train_only_those_tensors(tmp_path):
     bad = TrainConfig.from_dict(dict(cfg.to_dict(), trainable=["nothing."]))
     with pytest.raises(VaekitError, match="trainable"):
         train(bad, tmp_path / "bad", quiet=True)
+
+
+def test_time_budget_stops_with_a_checkpoint_and_weights_and_bf16_autocast_trains(tiny_mnist, tmp_path):
+    """A wall-time budget ends the run early with a resumable checkpoint and the best weights (what a lent GPU's
+    fixed minutes need); ``amp: bf16`` trains under bfloat16 autocast with finite losses."""
+    cfg = tiny_config(tiny_mnist, max_steps=100000, time_budget_s=0.5, amp="bf16")
+    r = train(cfg, tmp_path / "run", quiet=True)
+    assert 0 < r["steps"] < 100000
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ck["step"] == r["steps"] and (tmp_path / "run" / "model.safetensors").is_file()
+    assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "run" / "model.safetensors")).values())
+    with pytest.raises(VaekitError, match="amp"):
+        TrainConfig.from_dict(dict(cfg.to_dict(), amp="fp8"))

@@ -35,8 +35,7 @@ from ..errors import VaekitError
 
 # frozen on noisy train400 images (docs/decisions.md); see the module docstring
 SETTINGS = {
-    # "wide" won over "small" ([32, 64] channels, 16 latent channels): 25.50 against 24.88 dB on 40 noisy
-    # train400 images at sigma 25 (fits of 11 and 4 minutes on one CPU thread) -- both far from converged
+    # the wider of two candidates (docs/decisions.md)
     "model_args": {"channels": [64, 96], "blocks": 1, "latent_channels": 32, "activation": "silu"},
     "patch_size": 48,
     "patches_per_image": 32,
@@ -52,17 +51,8 @@ SETTINGS = {
 }
 
 SETTINGS_R2R = {
-    # the supervised denoiser's architecture; a = 1 (alpha_range) learned far faster than a in [0.2, 1] in a
-    # small trial.  Test rule, on 200 noisy train400 images at sigma 25 after a 3000-step fit (39 min on one
-    # thread): the noisy image as it is 26.28 dB; the mean of 8 recorrupted passes 26.80; with the 8
-    # rotations/flips 26.95; 16 passes with flips 27.05 (chosen; about 1.3 s per 180x180 image).  A 6000-step
-    # fit was worse (26.18 as it is, 26.45 with 8 passes) although its validation loss (decoding posterior
-    # draws) was lower; a 3000-step fit without free bits ("r2r-fb0") was worse too: 25.78 as it is, KL ~ 0.
-    # All of these were made while the patch loader kept .npy inputs as 8 bits (noise clipped, negative values
-    # wrapped round to white): the longer fit's loss is most likely that bug (a wrapped speck sits in input and
-    # target alike, and the model learns to keep it).  With the loader fixed (docs/decisions.md, 3000-step
-    # schedule, noisy image as it is, first 40 fitted / 20 held-out images): 27.69 / 26.87 dB at step 750,
-    # 27.83 / 26.98 at 1500.  The settings have not been re-chosen since.
+    # the supervised denoiser's architecture; a = 1 learned far faster than a in [0.2, 1]; the test rule (16
+    # recorrupted, rotated/flipped passes) beat the noisy image as it is and fewer passes (docs/decisions.md)
     "model_args": {
         "widths": [48, 96, 192],
         "latent_channels": 8,

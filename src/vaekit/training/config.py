@@ -46,6 +46,8 @@ class TrainConfig:
     tensorboard: bool = False
     device: str = "auto"  # cpu | cuda | auto
     threads: int = 0  # torch intra-op threads; 0: leave torch's default
+    amp: str = "none"  # "bf16": forward and loss under bfloat16 autocast (GPUs; the weights stay float32)
+    time_budget_s: float = 0.0  # stop after this much training time in this process (checkpoint, best weights)
     init_from: str | None = (
         None  # fine-tune: start from a shipped model's name or a .safetensors file (tensors of matching shape)
     )
@@ -97,6 +99,10 @@ class TrainConfig:
             bad("batch_size, epochs, max_steps and lr must be positive")
         if self.device not in ("cpu", "cuda", "auto"):
             bad(f"device must be cpu, cuda or auto, not {self.device!r}")
+        if self.amp not in ("none", "bf16"):
+            bad(f"amp must be none or bf16, not {self.amp!r}")
+        if self.time_budget_s < 0:
+            bad("time_budget_s must be 0 (none) or positive")
         if self.downscale < 1:
             bad(f"downscale must be 1 or more, not {self.downscale}")
         if not isinstance(self.model_args, dict):

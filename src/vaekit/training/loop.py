@@ -9,6 +9,7 @@ ends with the same weights as one that never stopped (same machine, seed).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -376,6 +377,12 @@ def train(
 
     thr_imgs, thr_time = 0, 0.0
     model.train()
+    t_budget = time.perf_counter()
+    amp_on = cfg.amp == "bf16"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16) if amp_on else contextlib.nullcontext()
+
     while step < total:
         epoch, first = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch)
@@ -387,9 +394,10 @@ def train(
             data_gen.manual_seed((cfg.seed * 1_000_003 + step) * 64 + info.rank)
             if getattr(train_ds, "binarize", False):
                 train_ds.set_generator(data_gen)
-            x, out = _forward(model, ddp_model, train_ds, indices[b * local_bs : (b + 1) * local_bs], device)
             kl_w = min(1.0, (step + 1) / cfg.kl_warmup_steps) if cfg.kl_warmup_steps else 1.0
-            m = model.loss(x, out, kl_weight=kl_w)
+            with autocast():
+                x, out = _forward(model, ddp_model, train_ds, indices[b * local_bs : (b + 1) * local_bs], device)
+                m = model.loss(x, out, kl_weight=kl_w)
             opt.zero_grad(set_to_none=True)
             m["loss"].backward()
             if cfg.grad_clip:
@@ -449,8 +457,18 @@ def train(
                 del ddp_model
                 D.teardown(info)
                 return {"steps": step, "stopped": True}
-            if step % cfg.ckpt_every == 0 or step == total:
+            out_of_time = cfg.time_budget_s and time.perf_counter() - t_budget >= cfg.time_budget_s
+            if step % cfg.ckpt_every == 0 or step == total or out_of_time:
                 save_checkpoint()
+            if out_of_time:
+                total = step  # the run ends here: the closing validation keeps the best weights
+                if info.is_main:
+                    from ..pretrained import save_model
+
+                    val = validate(model, val_ds, 500, device, cfg.seed + 12345)
+                    if val["elbo"] > best or best_step < 0:
+                        best, best_step = val["elbo"], step
+                        save_model(model, out_dir, card(val))
             if step >= total:
                 break
     if bar is not None:
