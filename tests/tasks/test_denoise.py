@@ -612,3 +612,21 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
     assert r["summary"]["sigma25-clipped"]["noisy"]["psnr"] > r["summary"]["sigma25"]["noisy"]["psnr"]
     with pytest.raises(VaekitError, match="25c"):
         BENCHES["denoise"](data_root=str(tmp_path / "data"), sets="kodak", sigmas="25x", output=str(out))
+
+
+def test_a_gray_denoiser_on_a_colour_image_works_in_opponent_channels():
+    """CBM3D's decorrelating transform: orthonormal (white noise stays white at the same level), each channel
+    mapped into [0, 1]; the gray model's draws and std come back as RGB."""
+    from vaekit.tasks.denoise import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT, vae_denoise
+
+    assert np.allclose(OPPONENT @ OPPONENT.T, np.eye(3))
+    corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
+    o = corners @ OPPONENT.T * OPPONENT_SCALE + OPPONENT_SHIFT
+    assert o.min() >= -1e-12 and o.max() <= 1 + 1e-12  # every colour of the cube maps inside the gray range
+    m = tiny_denoiser()
+    y = degrade.gaussian(smooth_image(32, 40, c=3), 25, seed=0)
+    mean, std, draws = vae_denoise(m, y, 25, samples=2, seed=1)
+    assert mean.shape == std.shape == y.shape and len(draws) == 2 and draws[0].shape == y.shape
+    assert (std > 0).all()
+    with pytest.raises(VaekitError, match="sigma"):
+        vae_denoise(m, y, None)  # a gray model without an estimator needs the level
