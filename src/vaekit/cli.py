@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--amount", type=float, default=None, help="salt-pepper: fraction of hit pixels (informative)")
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("denoise")))
-    p.add_argument("--model", default=None, help="denoise-gray / denoise-color (chosen by the image), a run folder")
+    p.add_argument("--model", default=None, help="default denoise-gray (colour images: in opponent channels); denoise-color; a run folder")
     p.add_argument(
         "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
     )
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DivNoising)",
     )
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
-    b.add_argument("--model-color", default=None, help="colour VAE denoiser (default: denoise-color)")
+    b.add_argument("--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-gray in opponent channels)")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")

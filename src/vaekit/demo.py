@@ -282,7 +282,7 @@ def denoising_section(out: Path, seed: int = 0, sigma: float = 25.0) -> str:
     rows = []
     for kind, clean, model in (
         ("gray", rgb @ np.array([0.299, 0.587, 0.114]), "denoise-gray"),
-        ("colour", rgb, "denoise-color"),
+        ("colour", rgb, "denoise-gray"),
     ):
         if model not in SHIPPED:
             continue
