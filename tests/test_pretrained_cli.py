@@ -255,3 +255,22 @@ def test_bench_generate_small(tmp_path):
     assert res["provenance"]["weights_sha256"] and res["throughput"]["ratio"] > 0
     assert (tmp_path / "generate-mnist.md").read_text().startswith("| model")
     assert (tmp_path / "generate-mnist.png").is_file()
+
+
+def test_bad_output_paths_and_threads_are_one_line_and_exit_2(tmp_path, capsys):
+    from PIL import Image
+
+    from vaekit.cli import main
+
+    Image.fromarray(np.zeros((32, 40, 3), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "file").write_text("x")
+    cases = [
+        ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "file" / "b.png"), "--sigma", "10"],
+        ["compress", str(tmp_path / "a.png"), "-o", str(tmp_path / "file" / "b.vkc")],
+        ["denoise", str(tmp_path / "a.png"), "-o", str(tmp_path / "c.png"), "--sigma", "10", "--threads", "0"],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "file"]  # nothing written

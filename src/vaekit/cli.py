@@ -159,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--amount", type=float, default=None, help="salt-pepper: fraction of hit pixels (informative)")
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("denoise")))
-    p.add_argument("--model", default=None, help="default denoise-gray (colour images: in opponent channels); denoise-color; a run folder")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="default denoise-gray (colour images: in opponent channels); denoise-color; a run folder",
+    )
     p.add_argument(
         "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
     )
@@ -279,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
         "DivNoising)",
     )
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
-    b.add_argument("--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-gray in opponent channels)")
+    b.add_argument(
+        "--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-gray in opponent channels)"
+    )
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
@@ -332,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _set_threads(args):
     import torch
 
-    if getattr(args, "threads", None):
+    if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise VaekitError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
@@ -748,6 +754,10 @@ def main(argv=None) -> int:
             return 2
         args.argv = list(argv)  # the exact invocation, recorded in model cards and benchmark JSON
         _set_threads(args)
+        if getattr(args, "output", None) and args.command not in ("bench", "models"):
+            from .io import check_output_path
+
+            check_output_path(args.output)
         COMMANDS[args.command](args)
         return 0
     except VaekitError as e:
@@ -755,6 +765,12 @@ def main(argv=None) -> int:
             raise
         print(f"vaekit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a write the checks could not foresee (a read-only place, a full disk)
+        if debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"vaekit: error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("vaekit: interrupted", file=sys.stderr)
         return 130

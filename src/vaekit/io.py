@@ -273,6 +273,20 @@ def to_uint8(img) -> np.ndarray:
     return out
 
 
+def check_output_path(path: str | os.PathLike) -> None:
+    """Refuse an output path that cannot be written, before any work: under a regular file, or in a folder that
+    is not writable.  (The leaf may be a file or a folder; the writers decide which.)"""
+    p = Path(path)
+    for parent in [p, *p.parents]:
+        if parent.exists():
+            if parent != p and not parent.is_dir():
+                raise VaekitError(f"cannot write {p}: {parent} is a file, not a folder")
+            folder = parent if parent.is_dir() else parent.parent
+            if not os.access(folder, os.W_OK):
+                raise VaekitError(f"cannot write {p}: {folder} is not writable")
+            return
+
+
 def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write text (or bytes) under a temporary name, then rename: never a half-written file."""
     path = Path(path)
