@@ -46,3 +46,21 @@ def test_inpainting_baselines_fill_the_hole_and_keep_known_pixels(method):
     assert np.array_equal(out[~mask], img[~mask])
     err_hole = np.abs(out[mask] - img[mask]).mean()
     assert err_hole < np.abs(holed[mask] - img[mask]).mean()
+
+
+def test_a_mask_bomb_is_refused_from_its_header(tmp_path):
+    """A PNG whose header declares 100000 x 100000 is refused before any pixel is decoded."""
+    import struct
+    import zlib
+
+    from vaekit.errors import VaekitError
+
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    head = chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 0, 0, 0, 0))
+    (tmp_path / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + head + chunk(b"IDAT", zlib.compress(b"\0" * 99)))
+    with pytest.raises(VaekitError, match="but the image is"):
+        degrade.read_mask(tmp_path / "bomb.png", (40, 48))
+    with pytest.raises(VaekitError, match="megapixels"):
+        degrade.read_mask(tmp_path / "bomb.png")

@@ -217,13 +217,17 @@ def read_mask(path, shape=None) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise VaekitError(f"mask {path} does not exist")
+    from .io import check_pixels
+
     try:
-        with Image.open(path) as im:
+        with Image.open(path) as im:  # the header's size is checked before anything is decoded
+            w, h = im.size
+            if shape is not None and (h, w) != tuple(shape[:2]):
+                raise VaekitError(f"mask {path} is {w}x{h} but the image is {shape[1]}x{shape[0]}")
+            check_pixels(f"mask {path}", w, h, None)
             m = np.asarray(im.convert("L")) > 127
     except (UnidentifiedImageError, OSError, ValueError):
         raise VaekitError(f"mask {path} is not an image Pillow can read") from None
-    if shape is not None and m.shape != tuple(shape[:2]):
-        raise VaekitError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but the image is {shape[1]}x{shape[0]}")
     check_mask(m, str(path))
     return m
 

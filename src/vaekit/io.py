@@ -37,7 +37,7 @@ def max_pixels_default() -> int:
     return DEFAULT_MAX_PIXELS
 
 
-def _check_pixels(path, w, h, max_pixels):
+def check_pixels(path, w, h, max_pixels):
     limit = max_pixels if max_pixels is not None else max_pixels_default()
     if w * h > limit:
         raise VaekitError(
@@ -146,11 +146,11 @@ def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int 
             raise VaekitError(f"{path} is not a readable .npy array: {e}") from None
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
             raise VaekitError(f"{path}: a .npy image must be (H, W) or (H, W, C), got shape {arr.shape}")
-        _check_pixels(path, arr.shape[1], arr.shape[0], max_pixels)
+        check_pixels(path, arr.shape[1], arr.shape[0], max_pixels)
         return _to_float(np.array(arr))
     try:
         with Image.open(path) as im:
-            _check_pixels(path, im.width, im.height, max_pixels)
+            check_pixels(path, im.width, im.height, max_pixels)
             if _deep_color(im):
                 return _drop_alpha(_orient(_decode_deep(path, im.format), im), path, alpha)
             im = ImageOps.exif_transpose(im)
