@@ -462,3 +462,22 @@ def test_bench_compensate_on_a_tiny_set(tmp_path):
     # original, degraded, percentile, gray-world: 4 tiles of 256 px height
     w, h = Image.open(tmp_path / "res" / "compensate-set.png").size
     assert h == 256 and w == 4 * round(96 * 256 / 64)
+
+
+def test_vae_compensation_of_a_gray_image_with_a_colour_model():
+    """A gray image is judged as its gray RGB version by a colour VAE: gain and gamma found, no cast, gray out."""
+    torch.manual_seed(0)
+    m = create_model(
+        "conv-vae",
+        in_channels=3,
+        channels=[8, 8],
+        blocks=1,
+        latent_channels=2,
+        image_size=16,
+        likelihood="gaussian",
+        likelihood_args={"sigma": 0.1},
+    )
+    m.card = {"data": {"patch_size": 16}}
+    g = (comp.degrade_exposure(photo(), gain=0.6).mean(-1) * 255).astype(np.uint8)
+    r = comp.compensate(g, model=m, max_patches=4, iters=5, starts=((0.0, 0.0),), details=True)
+    assert r.image.dtype == np.uint8 and r.image.shape == g.shape and r.info["cast"] == [1.0]

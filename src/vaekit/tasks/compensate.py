@@ -82,8 +82,8 @@ def _patches(a: np.ndarray, size: int, max_patches: int, rng) -> torch.Tensor:
 def _objective(model, y_patches: torch.Tensor, theta, seed: int) -> float:
     """-(ELBO of the corrected patches + log-Jacobian), per pixel, in nats (lower is better)."""
     C = y_patches.shape[1]
-    p = _theta_to_params(theta, C)
-    c = torch.tensor(p["cast"], dtype=torch.float32).view(1, C, 1, 1)
+    p = _theta_to_params(theta, 3 if len(theta) > 2 else 1)  # 2 parameters: gray, no cast
+    c = torch.tensor(p["cast"], dtype=torch.float32).view(1, -1, 1, 1).expand(1, C, 1, 1)
     y = y_patches.clamp(EPS, 1 - EPS)
     x = y ** (1 / p["gamma"]) / (p["gain"] * c)
     inside = (x > EPS) & (x < 1 - EPS)
@@ -132,6 +132,9 @@ def vae_compensate(
         )
         small = small.reshape(small.shape[0], small.shape[1], -1) if C > 1 else small
     rng = np.random.default_rng(seed)
+    in_ch = getattr(model, "in_channels", C)
+    if C == 1 and in_ch == 3:  # a colour model judges a gray image as its gray RGB version (no cast to find)
+        small = np.repeat(small[..., None], 3, axis=2)
     patches = _patches(small, size, max_patches, rng)
     model.eval()
     best = None
