@@ -264,6 +264,14 @@ def test_header_sizes_are_checked_before_allocating():
     blob += struct.pack("<I", zlib.crc32(blob))
     with pytest.raises(VaekitError, match="oversized"):
         container.unpack(blob, 10**8)
+    # 10000 x 10000 (within the pixel limit) in one tile: a decoder would allocate ~10 GB for that tile
+    blob = container._HEAD.pack(container.MAGIC, 1, 2, b"\0" * 8, 1, 3, 10000, 10000, 10048 // 64)
+    blob += struct.pack("<I", 16) + b"\0" * 16
+    blob += struct.pack("<I", zlib.crc32(blob))
+    with pytest.raises(VaekitError, match="hostile"):
+        container.unpack(blob, 10**8)
+    with pytest.raises(VaekitError, match="at most 4096"):
+        compress(np.zeros((64, 64, 3), np.uint8), 1, tile=8192)
 
 
 def test_api_and_cli(trained_tiny, tmp_path):

@@ -45,6 +45,7 @@ MODEL_IDS = {
 }
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
+MAX_TILE = 4096  # px: one tile's decoding memory (the synthesis transform's activations) stays a few GB
 MAX_SIDE = 1 << 20
 
 
@@ -76,8 +77,8 @@ def header_size(n_tiles: int) -> int:
 
 
 def pack(header: Header, payloads: list[bytes]) -> bytes:
-    if header.tile % TILE_UNIT or not 0 < header.tile // TILE_UNIT < 1 << 16:
-        raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT} below {TILE_UNIT << 16}")
+    if header.tile % TILE_UNIT or not 0 < header.tile <= MAX_TILE:
+        raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT}, at most {MAX_TILE}")
     if len(payloads) != header.n_tiles():
         raise VaekitError("internal error: one payload per tile expected")
     head = _HEAD.pack(
@@ -114,8 +115,11 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
             f"corrupted or oversized .vkc file: {width}x{height} pixels "
             f"(limit {max_pixels}; raise VAEKIT_MAX_PIXELS to allow more)"
         )
-    if tile_units == 0:
-        raise VaekitError("corrupted .vkc file: tile size 0")
+    if tile_units == 0 or tile_units * TILE_UNIT > MAX_TILE:
+        raise VaekitError(
+            f"corrupted or hostile .vkc file: tile size {tile_units * TILE_UNIT} px (1..{MAX_TILE} allowed), "
+            "refused before decoding"
+        )
     header = Header(model_id, wid, quality, channels, height, width, tile_units * TILE_UNIT)
     n = header.n_tiles()
     start = _HEAD.size + 4 * n

@@ -157,8 +157,10 @@ def compress_info(
         raise VaekitError(
             f"image of {W}x{H} pixels is over the limit of {max_pixels_default()} (raise VAEKIT_MAX_PIXELS to allow it)"
         )
-    if tile % container.TILE_UNIT or tile <= 0:
-        raise VaekitError(f"tile must be a positive multiple of {container.TILE_UNIT}, got {tile}")
+    if tile % container.TILE_UNIT or not 0 < tile <= container.MAX_TILE:
+        raise VaekitError(
+            f"tile must be a positive multiple of {container.TILE_UNIT}, at most {container.MAX_TILE}, got {tile}"
+        )
     if m.channels == 1:  # a gray codec (trained with image_mode L) codes the luminance
         x = x.mean(1, keepdim=True)
     Q = m.qualities
