@@ -30,17 +30,20 @@ def _best(summary: dict, names) -> tuple[str, float] | None:
 
 def headline_rows() -> list[str]:
     rows = []
-    for set_name in ("cbsd68", "mcmaster", "kodak", "photos-val", "bsd68", "set12"):
+    protocols = (("sigma25", "σ=25, float input"), ("sigma25-clipped", "σ=25, 8-bit files"), ("real", "real, blind"))
+    for set_name in ("cbsd68", "mcmaster", "kodak", "photos-val", "bsd68", "set12", "realnoise-cc15"):
         r = _load(f"denoise-{set_name}")
-        s = r and r["summary"].get("sigma25")
-        if not s or "vae" not in s:
-            continue
-        ref = _best(s, ("bm3d",)) or _best(s, ("nlm",))
-        rows.append(
-            f"| denoise σ=25 (unclipped) | {set_name} | {s['vae']['psnr']:.2f} dB, "
-            f"{s['vae']['seconds_median']:.2f} s | {ref[0]} {ref[1]:.2f} dB, "
-            f"{s[ref[0]]['seconds_median']:.1f} s | {s['vae']['psnr'] - ref[1]:+.2f} dB |"
-        )
+        for tag, what in protocols:
+            s = r and r["summary"].get(tag)
+            if not s or "vae" not in s:
+                continue
+            ref = _best(s, ("bm3d",)) or _best(s, ("nlm",))
+            rows.append(
+                f"| denoise, {what} | {set_name} ({r['n_images']}) | {s['vae']['psnr']:.2f} dB, "
+                + (f"noisy input {s['noisy']['psnr']:.2f} dB, " if tag == "real" else "")
+                + f"{s['vae']['seconds_median']:.2f} s | {ref[0]} {ref[1]:.2f} dB, "
+                f"{s[ref[0]]['seconds_median']:.1f} s | {s['vae']['psnr'] - ref[1]:+.2f} dB |"
+            )
     for set_name in ("cbsd68", "kodak"):
         r = _load(f"inpaint-{set_name}")
         if not r:
