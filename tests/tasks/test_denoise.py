@@ -92,7 +92,7 @@ def tiny_denoiser(channels=1, seed=0):
     from vaekit import create_model
 
     torch.manual_seed(seed)
-    m = create_model("denoise-vae", channels=channels, widths=[8, 8, 16], latent_channels=2)
+    m = create_model("denoise-vae", channels=channels, widths=[8, 8, 16], latent_channels=2, free_bits=0.0)
     torch.nn.init.normal_(m.out.weight, std=0.02)  # not the identity the zero init starts from
     return m.eval()
 

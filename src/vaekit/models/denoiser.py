@@ -84,11 +84,11 @@ class DenoisingVAE(nn.Module):
     def __init__(
         self,
         channels: int = 1,
-        widths=(32, 64, 128),
+        widths=(48, 96, 192),
         latent_channels: int = 8,
         sigma_range=(0.0, 55.0),
         scale_ref: float = 0.03,
-        free_bits: float = 0.0,
+        free_bits: float = 0.05,
     ):
         super().__init__()
         self.free_bits = float(free_bits)
