@@ -105,14 +105,14 @@ def picture_row(path: Path, panels, *, width: float = 2.0, dpi: int = 110) -> No
 
 
 def save_png(img: np.ndarray, path: Path) -> None:
-    """An H x W x 3 uint8 picture as a 256-colour PNG (a third of the bytes of full colour; the benchmarks'
+    """An H x W x 3 uint8 picture as a 128-colour PNG (a quarter of the bytes of full colour; the benchmarks'
     pictures illustrate, the JSON holds the figures), written atomically."""
     from PIL import Image
 
     from ..io import atomic_write_text
 
     im = Image.fromarray(np.ascontiguousarray(img[..., :3])).quantize(
-        256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
     )
     buf = io.BytesIO()
     im.save(buf, format="PNG", optimize=True)
@@ -121,7 +121,7 @@ def save_png(img: np.ndarray, path: Path) -> None:
 
 
 def save_figure(fig, path: Path, dpi: int = 100) -> None:
-    """A matplotlib figure as a 256-colour PNG (:func:`save_png`); the figure is closed."""
+    """A matplotlib figure as a 128-colour PNG (:func:`save_png`); the figure is closed."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
@@ -136,9 +136,9 @@ PER_ITEM_KEYS = ("per_image", "per_image_nll", "per_seed", "results")  # the bul
 
 
 def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> None:
-    """``<stem>.json`` (summary, provenance, command), ``<stem>.per_image.json.gz`` (the per-image data, gzip: the
+    """``<stem>.json`` (summary, provenance, command), ``<stem>.per_image.json.xz`` (the per-image data, xz: the
     bulk of a run, kept so tables can be recomputed) and the markdown table ``<stem>.md``, each atomically."""
-    import gzip
+    import lzma
 
     from ..io import atomic_write_text
 
@@ -146,8 +146,11 @@ def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> Non
     bulk = {k: payload[k] for k in PER_ITEM_KEYS if k in payload}
     head = {k: v for k, v in payload.items() if k not in bulk}
     if bulk:
-        head["per_image_file"] = f"{stem}.per_image.json.gz"
-        raw = gzip.compress(json.dumps(bulk, separators=(",", ":")).encode(), mtime=0)
+        head["per_image_file"] = f"{stem}.per_image.json.xz"
+        raw = lzma.compress(json.dumps(bulk, separators=(",", ":")).encode(), preset=9 | lzma.PRESET_EXTREME)
+        old = out_dir / f"{stem}.per_image.json.gz"  # the format before xz
+        if old.is_file():
+            old.unlink()
         atomic_write_text(out_dir / head["per_image_file"], raw)
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(head, indent=1) + "\n")
     atomic_write_text(out_dir / f"{stem}.md", table_md)
@@ -156,12 +159,14 @@ def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> Non
 def read_results(path: str | Path) -> dict:
     """A results JSON with its per-image data joined back (what the benchmark returned when it wrote it)."""
     import gzip
+    import lzma
 
     path = Path(path)
     head = json.loads(path.read_text())
     side = head.pop("per_image_file", None)
     if side:
-        head.update(json.loads(gzip.decompress((path.parent / side).read_bytes())))
+        raw = (path.parent / side).read_bytes()
+        head.update(json.loads(gzip.decompress(raw) if side.endswith(".gz") else lzma.decompress(raw)))
     return head
 
 

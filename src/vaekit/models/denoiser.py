@@ -77,6 +77,8 @@ class DenoisingVAE(nn.Module):
         training loss charges max(free_bits x positions, KL of the channel).  Without it the posterior
         collapses onto the prior (the decoder already sees the noisy image), and the model is a VAE in
         name only.  The reported ELBO uses the true KL.
+    clip_prob : the fraction of training examples whose noisy input is clipped to [0, 1] and rounded to 8 bits,
+        as files hold noise (their level map keeps the level before clipping)
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -89,9 +91,13 @@ class DenoisingVAE(nn.Module):
         sigma_range=(0.0, 55.0),
         scale_ref: float = 0.03,
         free_bits: float = 0.05,
+        clip_prob: float = 0.0,
     ):
         super().__init__()
         self.free_bits = float(free_bits)
+        if not 0.0 <= clip_prob <= 1.0:
+            raise ValueError(f"clip_prob must be in [0, 1], not {clip_prob}")
+        self.clip_prob = float(clip_prob)
         self.channels = int(channels)
         self.widths = tuple(int(w) for w in widths)
         self.latent_channels = int(latent_channels)
@@ -156,12 +162,17 @@ class DenoisingVAE(nn.Module):
 
     # ------------------------------------------------------------------ training objective
     def simulate(self, x, sigma=None):
-        """Noisy copies of clean ``x`` (Gaussian, not clipped) and their levels (B,), drawn from torch's RNG."""
+        """Noisy copies of clean ``x`` (Gaussian; ``clip_prob`` of them clipped to 8 bits) and their levels (B,),
+        drawn from torch's RNG."""
         if sigma is None:
             lo, hi = self.sigma_range
             sigma = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        return x + torch.randn_like(x) * (sigma / 255.0).view(-1, 1, 1, 1), sigma
+        y = x + torch.randn_like(x) * (sigma / 255.0).view(-1, 1, 1, 1)
+        if self.clip_prob > 0:
+            clip = (torch.rand(x.shape[0], device=x.device) < self.clip_prob).view(-1, 1, 1, 1)
+            y = torch.where(clip, (y.clamp(0, 1) * 255).round() / 255, y)
+        return y, sigma
 
     def forward(self, x, sigma=None):
         """The conditional ELBO's terms on clean ``x`` (noise simulated here)."""
