@@ -148,9 +148,6 @@ def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> Non
     if bulk:
         head["per_image_file"] = f"{stem}.per_image.json.xz"
         raw = lzma.compress(json.dumps(bulk, separators=(",", ":")).encode(), preset=9 | lzma.PRESET_EXTREME)
-        old = out_dir / f"{stem}.per_image.json.gz"  # the format before xz
-        if old.is_file():
-            old.unlink()
         atomic_write_text(out_dir / head["per_image_file"], raw)
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(head, indent=1) + "\n")
     atomic_write_text(out_dir / f"{stem}.md", table_md)
@@ -158,15 +155,13 @@ def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> Non
 
 def read_results(path: str | Path) -> dict:
     """A results JSON with its per-image data joined back (what the benchmark returned when it wrote it)."""
-    import gzip
     import lzma
 
     path = Path(path)
     head = json.loads(path.read_text())
     side = head.pop("per_image_file", None)
     if side:
-        raw = (path.parent / side).read_bytes()
-        head.update(json.loads(gzip.decompress(raw) if side.endswith(".gz") else lzma.decompress(raw)))
+        head.update(json.loads(lzma.decompress((path.parent / side).read_bytes())))
     return head
 
 
