@@ -47,6 +47,19 @@ JOBS = {
             "val_patches_per_image=4",
         ],
     },
+    "denoise-gray": {
+        "config": "configs/denoise-gray-photos.yaml",
+        "overrides": [
+            "batch_size=64",
+            "patch_size=128",
+            "lr=1e-4",
+            "schedule=constant",
+            "warmup_steps=0",
+            "downscale=1",
+            "patches_per_image=256",
+            "val_patches_per_image=4",
+        ],
+    },
     "codec-hyperprior": {
         "config": "configs/codec-hyperprior.yaml",
         "overrides": [
