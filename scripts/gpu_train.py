@@ -50,6 +50,7 @@ JOBS = {
     "denoise-gray": {
         "config": "configs/denoise-gray-photos.yaml",
         "overrides": [
+            "amp=bf16",
             "batch_size=64",
             "patch_size=128",
             "lr=1e-4",
