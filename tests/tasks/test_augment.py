@@ -90,7 +90,8 @@ def test_classical_compensation_improves_a_cast_dark_image():
     assert u8.dtype == np.uint8
 
 
-def test_vae_compensation_runs_and_returns_parameters():
+def tiny_compensation_vae():
+    """A small colour VAE of 16 px patches, as vae_compensate expects one."""
     torch.manual_seed(0)
     m = create_model(
         "conv-vae",
@@ -103,6 +104,11 @@ def test_vae_compensation_runs_and_returns_parameters():
         likelihood_args={"sigma": 0.1},
     )
     m.card = {"data": {"patch_size": 16}}
+    return m
+
+
+def test_vae_compensation_runs_and_returns_parameters():
+    m = tiny_compensation_vae()
     y = comp.degrade_exposure(photo(), gain=0.6)
     out, params = comp.vae_compensate(y, m, max_patches=4, iters=5, starts=((0.0, 0.0),))
     assert out.shape == y.shape and set(params) >= {"gain", "gamma", "cast", "nats_per_dim"}
@@ -466,18 +472,7 @@ def test_bench_compensate_on_a_tiny_set(tmp_path):
 
 def test_vae_compensation_of_a_gray_image_with_a_colour_model():
     """A gray image is judged as its gray RGB version by a colour VAE: gain and gamma found, no cast, gray out."""
-    torch.manual_seed(0)
-    m = create_model(
-        "conv-vae",
-        in_channels=3,
-        channels=[8, 8],
-        blocks=1,
-        latent_channels=2,
-        image_size=16,
-        likelihood="gaussian",
-        likelihood_args={"sigma": 0.1},
-    )
-    m.card = {"data": {"patch_size": 16}}
+    m = tiny_compensation_vae()
     g = (comp.degrade_exposure(photo(), gain=0.6).mean(-1) * 255).astype(np.uint8)
     r = comp.compensate(g, model=m, max_patches=4, iters=5, starts=((0.0, 0.0),), details=True)
     assert r.image.dtype == np.uint8 and r.image.shape == g.shape and r.info["cast"] == [1.0]
