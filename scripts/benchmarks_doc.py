@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "results"
 START, END = "<!-- headline:start (scripts/benchmarks_doc.py) -->", "<!-- headline:end -->"
-ORDER = ("denoise", "inpaint", "compress", "compensate", "augment", "generate")
+ORDER = ("denoise", "inpaint", "compress", "compensate", "augment", "generate", "throughput", "serve")
 
 
 def _load(stem):
@@ -98,7 +98,8 @@ def benchmarks_md() -> str:
         "",
     ]
     for task in ORDER:
-        for md in sorted(p for p in RESULTS.glob(f"{task}-*.md") if not p.stem.endswith("-psnr")):
+        mds = [*RESULTS.glob(f"{task}.md"), *RESULTS.glob(f"{task}-*.md")]
+        for md in sorted(p for p in mds if not p.stem.endswith("-psnr")):
             out += [f"## {md.stem}", "", md.read_text().strip(), ""]
             for pic in (md.with_suffix(".png"), md.with_name(md.stem + "-psnr.png")):
                 if pic.is_file():

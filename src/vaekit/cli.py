@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -29,6 +30,14 @@ def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
         p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="auto")
     if seed:
         p.add_argument("--seed", type=int, default=0)
+
+
+def _folder(p: argparse.ArgumentParser):
+    """Options of every folder command (see vaekit.batch): sharding and redoing."""
+    p.add_argument(
+        "--shard", default=None, metavar="K/N", help="do shard K of N (job arrays); default: torchrun's RANK/WORLD_SIZE"
+    )
+    p.add_argument("--overwrite", action="store_true", help="redo inputs the manifest lists as done")
 
 
 def _classical(task: str) -> list[str]:
@@ -99,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _folder(p)
     _common(p, seed=False)
 
     p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to PNG")
@@ -106,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="PNG file, or folder for a folder input")
     p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _folder(p)
     _common(p, seed=False)
 
     p = sub.add_parser("augment", help="new variants of images by moving through a VAE's latent space")
@@ -131,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         "tangent and neighbours keep the folder's class with an unconditional VAE)",
     )
     p.add_argument("--pool", type=int, default=50000, help="prior samples searched by --method neighbours")
+    _folder(p)
     _common(p)
 
     p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
@@ -145,10 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, device=False, seed=False)
 
     p = sub.add_parser("compensate", help="correct exposure, contrast and colour cast (VAE or classical)")
-    p.add_argument("input", help="image file")
-    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("input", help="image file or folder (recursive)")
+    p.add_argument("-o", "--output", required=True, help="PNG to write (or folder for a folder input)")
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("compensate")))
     p.add_argument("--model", default="compensate-vae", help="the natural-image VAE for --method vae")
+    _folder(p)
     _common(p)
 
     p = sub.add_parser("denoise", help="remove Gaussian, Poisson or salt-and-pepper noise (VAE or classical)")
@@ -169,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _folder(p)
     _common(p)
 
     p = sub.add_parser("inpaint", help="fill holes, scratches and missing pixels (VAE fills, or classical)")
@@ -196,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="VAE: average 2, 4 or 8 passes over flipped and turned copies (a little better, that many times slower)",
     )
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    _folder(p)
     _common(p)
 
     p = sub.add_parser("denoise-fit", help="self-supervised: fit a denoiser on noisy images only (R2R or DivNoising)")
@@ -259,6 +274,22 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False, seed=False)
+
+    b = bsub.add_parser("serve", help="load test of vaekit serve on loopback -> results/serve-load.{json,md}")
+    b.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    b.add_argument("--seconds", type=float, default=20.0, help="how long they post requests")
+    b.add_argument("--size", type=int, default=128, help="side of the square test image")
+    b.add_argument("--queue", type=int, default=4, help="the server's queue (more waiting requests get 503)")
+    b.add_argument("-o", "--output", default="results")
+    _common(b, seed=False)
+
+    b = bsub.add_parser("throughput", help="images/s and MP/s of the folder commands, 1 process and torchrun")
+    b.add_argument("--data-dir", required=True, help="folder of test images (e.g. ../shared/data/kodak)")
+    b.add_argument("--tasks", default="compress,decompress,denoise,inpaint,compensate", help="comma list")
+    b.add_argument("--processes", default="1,2", help="comma list of process counts (1 is the reference)")
+    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("-o", "--output", default="results")
+    _common(b, seed=False)
 
     b = bsub.add_parser("compensate", help="exposure/contrast/colour-cast correction on seeded degradations")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
@@ -332,22 +363,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on shipped weights: samples, reconstructions, an HTML page")
     p.add_argument("-o", "--output", default="demo", help="folder for the pictures and index.html")
     _common(p)
+
+    p = sub.add_parser("serve", help="a local web page and HTTP API: restore, repair, compress and compare")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-upload-mb", type=float, default=50, help="larger uploads get 413 (default 50)")
+    p.add_argument("--max-pixels", type=int, default=None, help="larger images get 413 (default 100 MP)")
+    p.add_argument("--queue", type=int, default=4, help="requests that may wait for the model; more get 503")
+    _common(p, seed=False)
+
+    p = sub.add_parser("manifest", help="sum up a folder run from its manifest: done, failed, time")
+    p.add_argument("folder", help="the output folder of a folder command")
     return ap
 
 
 def _set_threads(args):
+    """``--threads``; by default the cores are divided among the processes torchrun starts on this node."""
     import torch
 
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise VaekitError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+    elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"])))
 
 
 def _device(args):
+    """The device asked for; under torchrun each process takes its own GPU (LOCAL_RANK)."""
     from .training.loop import resolve_device
 
-    return resolve_device(getattr(args, "device", "cpu") or "cpu")
+    dev = resolve_device(getattr(args, "device", "cpu") or "cpu")
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        import torch
+
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
+    return dev
 
 
 def cmd_models(args):
@@ -503,18 +555,37 @@ def _max_pixels(args):
         os.environ["VAEKIT_MAX_PIXELS"] = str(args.max_pixels)
 
 
-def _folder_bar(args, unit):
-    """A progress bar for folder inputs, opened at the first finished item: (callback, close)."""
-    state = {}
-    if args.quiet or not Path(args.input).is_dir():
-        return None, lambda: None
+def _batch(args) -> dict:
+    """The folder options every *_paths function takes."""
+    return {"shard": args.shard, "overwrite": args.overwrite, "progress": not args.quiet}
 
-    def progress(i, n):
-        if "bar" not in state:
-            state["bar"] = _bar(n, unit, False)
-        state["bar"].update(1)
 
-    return progress, lambda: state["bar"].close() if "bar" in state else None
+def _finish(args, summary, verb: str, line=None) -> int:
+    """Print a folder run's summary (a single input: ``line(row)``); exit FAILED_EXIT if inputs failed."""
+    from .batch import FAILED_EXIT
+
+    if not Path(args.input).is_dir():
+        for r in summary.rows:
+            print(line(r))
+        return 0
+    for r in summary.failed:
+        print(f"vaekit: failed: {r['input']}: {r['error']}", file=sys.stderr)
+    done = len(summary.rows)
+    if summary.merged is not None:  # torchrun's rank 0, after every shard finished
+        m = summary.merged
+        print(
+            f"{verb} {summary.total} inputs into {args.output} with {os.environ.get('WORLD_SIZE')} processes in "
+            f"{summary.seconds:.1f} s: {m['done']} done, {m['failed']} failed"
+        )
+        return FAILED_EXIT if m["failed"] else 0
+    if args.shard is not None or "RANK" not in os.environ:
+        print(
+            f"{verb} {done} of {summary.total} inputs into {args.output} in {summary.seconds:.1f} s"
+            + (f", {summary.skipped} already done" if summary.skipped else "")
+            + (f", {len(summary.failed)} failed (listed in {args.output}/manifest.jsonl)" if summary.failed else "")
+            + (f" (shard {args.shard})" if args.shard is not None else "")
+        )
+    return FAILED_EXIT if summary.failed else 0
 
 
 def cmd_compress(args):
@@ -522,54 +593,43 @@ def cmd_compress(args):
 
     _max_pixels(args)
     quality = 4 if args.quality is None and args.target_bpp is None else args.quality
-    progress, close = _folder_bar(args, "images")
-    rows = compress_paths(
+    summary = compress_paths(
         args.input,
         args.output,
         quality=quality,
         target_bpp=args.target_bpp,
         model=args.model,
         tile=args.tile,
-        progress=progress,
         device=_device(args),
+        **_batch(args),
     )
-    close()
-    missed = [r for r in rows if r.get("target_met") is False]
+    missed = [r for r in summary.rows if r.get("target_met") is False]
     if missed:
         print(
             f"vaekit: note: {len(missed)} image(s) do not fit {args.target_bpp} bpp even at quality 1; "
             "written at quality 1",
             file=sys.stderr,
         )
-    for r in rows if len(rows) == 1 else []:
-        print(f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp")
-    if len(rows) > 1:
-        tot = sum(r["bytes"] for r in rows)
-        print(
-            f"compressed {len(rows)} images into {args.output}: {tot} bytes, "
-            f"mean {sum(r['bpp'] for r in rows) / len(rows):.4f} bpp"
-        )
+    return _finish(
+        args,
+        summary,
+        "compressed",
+        lambda r: f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp",
+    )
 
 
 def cmd_decompress(args):
     from .tasks.compress import decompress_paths
 
     _max_pixels(args)
-    progress, close = _folder_bar(args, "files")
-    rows = decompress_paths(args.input, args.output, model=args.model, progress=progress, device=_device(args))
-    close()
-    print(
-        f"decoded {len(rows)} file(s) into {args.output}"
-        if len(rows) > 1
-        else f"{rows[0]['output']}: {rows[0]['shape'][1]}x{rows[0]['shape'][0]}"
-    )
+    summary = decompress_paths(args.input, args.output, model=args.model, device=_device(args), **_batch(args))
+    return _finish(args, summary, "decoded", lambda r: f"{r['output']}: {r['shape'][1]}x{r['shape'][0]}")
 
 
 def cmd_augment(args):
     from .tasks.augment import augment_paths
 
-    progress, close = _folder_bar(args, "images")
-    rows = augment_paths(
+    summary = augment_paths(
         args.input,
         args.output,
         n=args.n,
@@ -580,10 +640,12 @@ def cmd_augment(args):
         classical=args.classical,
         method=args.method,
         pool=args.pool,
-        progress=progress,
+        **_batch(args),
     )
-    close()
-    print(f"wrote {len(rows)} variants and manifest.jsonl into {args.output}")
+    if not Path(args.input).is_dir():
+        print(f"wrote {args.n} variants and manifest.jsonl into {args.output}")
+        return 0
+    return _finish(args, summary, "augmented")
 
 
 def cmd_enhance(args):
@@ -596,29 +658,32 @@ def cmd_enhance(args):
 
 
 def cmd_compensate(args):
-    from .io import read_array, write_image
-    from .tasks.compensate import compensate
+    from .tasks.compensate import compensate_paths
 
-    r = compensate(
-        read_array(args.input), method=args.method, model=args.model, seed=args.seed, device=_device(args), details=True
+    summary = compensate_paths(
+        args.input,
+        args.output,
+        method=args.method,
+        model=args.model,
+        seed=args.seed,
+        device=_device(args),
+        **_batch(args),
     )
-    out, info = r.image, r.info
-    write_image(args.output, out)
-    extra = (
-        ""
-        if args.method != "vae"
-        else (
-            f": gain {info['gain']:.3f}, gamma {info['gamma']:.3f}, cast " + "/".join(f"{c:.3f}" for c in info["cast"])
+
+    def line(r):
+        if r["method"] != "vae":
+            return f"{r['output']} ({r['method']})"
+        return f"{r['output']} (vae): gain {r['gain']:.3f}, gamma {r['gamma']:.3f}, cast " + "/".join(
+            f"{c:.3f}" for c in r["cast"]
         )
-    )
-    print(f"{args.output} ({args.method}){extra}")
+
+    return _finish(args, summary, "compensated", line)
 
 
 def cmd_denoise(args):
     from .tasks.denoise import denoise_paths
 
-    progress, close = _folder_bar(args, "images")
-    rows = denoise_paths(
+    summary = denoise_paths(
         args.input,
         args.output,
         sigma=args.sigma,
@@ -630,27 +695,26 @@ def cmd_denoise(args):
         samples=args.samples or 1,
         seed=args.seed,
         tile=args.tile,
-        progress=progress,
         max_pixels=args.max_pixels,
         device=_device(args),
+        **_batch(args),
     )
-    close()
-    for r in rows if len(rows) == 1 else []:
+
+    def line(r):
         level = (
             ""
             if r["sigma"] is None
             else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"] else ""))
         )
-        print(f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s")
-    if len(rows) > 1:
-        print(f"denoised {len(rows)} images into {args.output}")
+        return f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s"
+
+    return _finish(args, summary, "denoised", line)
 
 
 def cmd_inpaint(args):
     from .tasks.inpaint import inpaint_paths
 
-    progress, close = _folder_bar(args, "images")
-    rows = inpaint_paths(
+    summary = inpaint_paths(
         args.input,
         args.output,
         mask=args.mask,
@@ -664,15 +728,47 @@ def cmd_inpaint(args):
         seed=args.seed,
         tile=args.tile,
         iters=args.iters,
-        progress=progress,
         max_pixels=args.max_pixels,
         ensemble=args.ensemble,
+        device=_device(args),
+        **_batch(args),
     )
-    close()
-    for r in rows if len(rows) == 1 else []:
-        print(f"{r['output']}: {r['method']}, {100 * r['hole_fraction']:.1f}% missing, {r['seconds']:.2f} s")
-    if len(rows) > 1:
-        print(f"inpainted {len(rows)} images into {args.output}")
+    return _finish(
+        args,
+        summary,
+        "inpainted",
+        lambda r: f"{r['output']}: {r['method']}, {100 * r['hole_fraction']:.1f}% missing, {r['seconds']:.2f} s",
+    )
+
+
+def cmd_serve(args):
+    from .serve import serve
+
+    if not 0 < args.port < 65536:
+        raise VaekitError(f"--port {args.port}: give 1..65535")
+    if args.max_upload_mb <= 0 or args.queue < 0:
+        raise VaekitError("--max-upload-mb must be positive and --queue at least 0")
+    serve(
+        args.host,
+        args.port,
+        max_upload_mb=args.max_upload_mb,
+        max_pixels=args.max_pixels,
+        queue=args.queue,
+        device=_device(args),
+    )
+
+
+def cmd_manifest(args):
+    from .batch import summarize
+
+    s = summarize(args.folder)
+    print(
+        f"{args.folder}: {s['inputs']} inputs, {s['done']} done, {s['failed']} failed, "
+        f"{s['bytes']} bytes written, {s['seconds']:.1f} s of work (shards {', '.join(s['shards'])})"
+    )
+    for f in s["failures"]:
+        print(f"  failed: {f['input']}: {f['error']}")
+    return 0
 
 
 def cmd_denoise_fit(args):
@@ -736,6 +832,8 @@ COMMANDS = {
     "inpaint": cmd_inpaint,
     "bench": cmd_bench,
     "demo": cmd_demo,
+    "manifest": cmd_manifest,
+    "serve": cmd_serve,
 }
 
 
@@ -758,8 +856,8 @@ def main(argv=None) -> int:
             from .io import check_output_path
 
             check_output_path(args.output)
-        COMMANDS[args.command](args)
-        return 0
+        rc = COMMANDS[args.command](args)
+        return rc if isinstance(rc, int) else 0  # folder commands return FAILED_EXIT when inputs failed
     except VaekitError as e:
         if debug:
             raise

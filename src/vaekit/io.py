@@ -12,7 +12,9 @@ accepted) goes in as float64 in [0, 1] units, and a result goes back in the dtyp
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -287,10 +289,25 @@ def check_output_path(path: str | os.PathLike) -> None:
             return
 
 
+TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)\.[0-9a-f]{8}\.tmp")
+
+
+def host_tag() -> str:
+    """Eight hex digits naming this host in temporary names (so a cleaner knows whose writers it can check)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temp_path(path: Path) -> Path:
+    """A unique hidden name beside ``path`` (writers may race), matching ``TEMP_PATTERN``."""
+    return path.with_name(f".{path.name}.{host_tag()}-{os.getpid()}.{os.urandom(4).hex()}.tmp")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write text (or bytes) under a temporary name, then rename: never a half-written file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")  # unique: writers may race
+    tmp = temp_path(path)
     if isinstance(text, (bytes, bytearray)):
         tmp.write_bytes(text)
     else:
@@ -304,7 +321,7 @@ def write_image(path: str | os.PathLike, img) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = to_uint8(img)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = temp_path(path)
     try:
         Image.fromarray(arr).save(tmp, format="PNG")
         os.replace(tmp, path)

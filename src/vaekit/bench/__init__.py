@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-TASKS = ("generate", "compress", "denoise", "inpaint", "augment", "compensate")
+TASKS = ("generate", "compress", "denoise", "inpaint", "augment", "compensate", "throughput", "serve")
 
 
 class _Benches(dict):

@@ -230,20 +230,22 @@ def augment_paths(
     classical: bool = False,
     method: str = "variants",
     pool: int = 50000,
-    progress=None,
-) -> list[dict]:
-    """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders),
-    with ``dst/manifest.jsonl``: one row per generated image (output, source, strength, seed,
-    variant, label).  ``method="neighbours"``: the variants are the image's nearest prior samples
+    shard=None,
+    overwrite=False,
+    progress=False,
+):
+    """Write ``n`` variants of every image under ``src`` into ``dst`` (same relative folders) through
+    :func:`vaekit.batch.run`; each input's line in ``dst/manifest.jsonl`` lists its ``variants``: output,
+    source, strength, seed, variant, label.  ``method="neighbours"``: the variants are the image's nearest prior samples
     in latent space (``PriorPool`` of ``pool`` samples drawn with ``seed``); ``method="tangent"``:
     moves along the decoder's strongest directions (``tangent_variants``).  With ``keep_label`` these two
     take the class of the source's folder, so an unconditional VAE can keep labels.  ``strength``
     None: the method's default (``DEFAULT_STRENGTH``)."""
-    import json
     from pathlib import Path
 
+    from .. import batch
     from ..data import find_images
-    from ..io import atomic_write_text, write_image
+    from ..io import write_image
     from ..pretrained import load_model
 
     if n < 1:
@@ -256,7 +258,9 @@ def augment_paths(
         raise VaekitError(f"no images found under {src}")
     m = load_model(model) if isinstance(model, (str, Path)) else model
     classes = None
-    neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None  # nearest() checks n
+    neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None
+    if neighbours is not None and n > len(neighbours):  # a usage error, before any input is read
+        raise VaekitError(f"-n {n} is larger than the prior pool ({len(neighbours)} samples)")
     folder_labels = method in ("neighbours", "tangent")  # an unconditional VAE: the folder gives the class
     if keep_label and folder_labels:
         if src.is_file():
@@ -275,21 +279,25 @@ def augment_paths(
         classes = (getattr(m, "card", {}) or {}).get("data", {}).get("classes") or [
             str(i) for i in range(m.num_classes)
         ]
-    rows = []
     root = src if src.is_dir() else src.parent
-    for i, f in enumerate(files):
+    index = {f: i for i, f in enumerate(files)}  # a variant's seed follows the input's place in the folder
+    items = []
+    for f in files:
         rel = f.relative_to(root)
+        if keep_label and (len(rel.parts) < 2 or rel.parts[0] not in classes):  # the layout, checked up front
+            raise VaekitError(
+                f"{f}: with --keep-label images must sit in a class folder named one of {', '.join(classes)}"
+            )
+        items.append(batch.Item(f, rel.as_posix(), dst / rel.with_name(f"{rel.stem}_aug000.png")))
+
+    def work(it, x):
+        rel = Path(it.rel)
         label = None
         if keep_label:
-            if len(rel.parts) < 2 or rel.parts[0] not in classes:
-                raise VaekitError(
-                    f"{f}: with --keep-label images must sit in a class folder named one of {', '.join(classes)}"
-                )
             label = classes.index(rel.parts[0])
             if not folder_labels:
                 m.condition(torch.tensor([label]))
-        img_seed = seed * 1_000_003 + i
-        x = _load_for_model(f, m).unsqueeze(0)
+        img_seed = seed * 1_000_003 + index[it.input]
         if method == "variants":
             variants = latent_variants(m, x, n, strength=strength, seed=img_seed, classical=classical)[0]
             extra = [{"strength": strength}] * n
@@ -311,13 +319,15 @@ def augment_paths(
                 }
                 for j in range(n)
             ]
+        outs, rows = [], []
         for j in range(n):
             out = (dst / rel).with_name(f"{rel.stem}_aug{j:03d}.png")
             write_image(out, variants[j])
+            outs.append(out)
             rows.append(
                 {
                     "output": str(out.relative_to(dst)),
-                    "source": str(f),
+                    "source": str(it.input),
                     **extra[j],
                     "seed": img_seed,
                     "variant": j,
@@ -325,11 +335,18 @@ def augment_paths(
                     **({"label": classes[label]} if label is not None else {}),
                 }
             )
-        if progress:
-            progress(i + 1, len(files))
-    dst.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dst / "manifest.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+        return outs, {"variants": rows}
+
+    return batch.run(
+        items,
+        work,
+        read=lambda it: _load_for_model(it.input, m).unsqueeze(0),
+        out=dst,
+        folder=True,
+        shard=shard,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
 def augment(
@@ -355,13 +372,13 @@ def augment(
     ``method="tangent"``: moves along the decoder's strongest directions
     (``tangent_variants``).  ``strength`` None: the method's default.  Or a
     file / folder path with ``output``: writes the variants and ``manifest.jsonl``
-    there and returns the manifest rows."""
+    there and returns one row per variant written."""
     from pathlib import Path
 
     if isinstance(images, (str, Path)):
         if output is None:
             raise VaekitError("augment(path, ...) needs output=FOLDER")
-        return augment_paths(
+        done = augment_paths(
             images,
             output,
             n=n,
@@ -373,6 +390,7 @@ def augment(
             method=method,
             pool=pool,
         )
+        return [v for row in done.rows for v in row["variants"]]
     from .common import resolve_model
 
     strength = default_strength(method, strength)

@@ -179,3 +179,48 @@ def compensate(
         raise VaekitError(f"unknown method {method!r}; known: vae, {', '.join(BASELINES['compensate'])}")
     r = Result(restore_layout(out, layout), info={"method": method, **info, "seconds": time.perf_counter() - t0})
     return r if details else r.image
+
+
+def compensate_paths(
+    inp,
+    output,
+    *,
+    method="vae",
+    model="compensate-vae",
+    seed=0,
+    device=None,
+    shard=None,
+    overwrite=False,
+    progress=False,
+):
+    """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run`;
+    each manifest line holds the gain, gamma and cast found."""
+    from pathlib import Path
+
+    from .. import batch
+    from ..data import find_images
+    from ..io import read_array, write_image
+    from .common import resolve_model
+
+    inp, output = Path(inp), Path(output)
+    files = find_images(inp)
+    if not files:
+        raise VaekitError(f"no images found under {inp}")
+    items = batch.plan(inp, output, files, lambda rel: rel.with_suffix(".png"))
+    use = resolve_model(model, device=device) if method == "vae" else model
+
+    def work(it, img):
+        r = compensate(img, method=method, model=use, seed=seed, device=device, details=True)
+        write_image(it.output, r.image)
+        return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
+
+    return batch.run(
+        items,
+        work,
+        read=lambda it: read_array(it.input),
+        out=output,
+        folder=inp.is_dir(),
+        shard=shard,
+        overwrite=overwrite,
+        progress=progress,
+    )

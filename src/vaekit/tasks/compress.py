@@ -275,61 +275,83 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     return (out, latents) if return_latents else out
 
 
-def _pairs(src, dst, suffixes, new_suffix):
-    """(input, output) file pairs: a file maps to ``dst`` (or into it, if it is a folder);
-    a folder maps to ``dst`` with the same relative names."""
+def _files(src, suffixes):
     from pathlib import Path
 
-    src, dst = Path(src), Path(dst)
+    src = Path(src)
     if src.is_file():
-        out = dst / (src.stem + new_suffix) if dst.is_dir() else dst
-        return [(src, out)]
+        return [src]
     if not src.is_dir():
         raise VaekitError(f"{src} is neither a file nor a folder")
     files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         raise VaekitError(f"no {'/'.join(sorted(suffixes))} files under {src}")
-    if dst.exists() and not dst.is_dir():
-        raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
-    return [(f, (dst / f.relative_to(src)).with_suffix(new_suffix)) for f in files]
+    return files
 
 
-def compress_paths(src, dst, *, quality=4, target_bpp=None, model=None, tile=DEFAULT_TILE, progress=None, device=None):
-    """Compress a file or a folder (mirrored names, ``.vkc``); returns one info dict per file."""
+def compress_paths(
+    src,
+    dst,
+    *,
+    quality=4,
+    target_bpp=None,
+    model=None,
+    tile=DEFAULT_TILE,
+    device=None,
+    shard=None,
+    overwrite=False,
+    progress=False,
+):
+    """Compress a file or a folder (mirrored names, ``.vkc``) through :func:`vaekit.batch.run`
+    (sharded, resumable, a manifest); returns its :class:`~vaekit.batch.Summary`."""
+    from pathlib import Path
+
+    from .. import batch
     from ..data import IMAGE_SUFFIXES
     from ..io import atomic_write_text, read_array
 
-    pairs = _pairs(src, dst, IMAGE_SUFFIXES, ".vkc")
+    items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"))
     m = load_codec(model, device)
-    rows = []
-    for i, (f, out) in enumerate(pairs):
-        img = read_array(f)
-        if img.ndim == 3 and img.shape[2] == 1:
-            img = img[:, :, 0]
+
+    def read(it):
+        img = read_array(it.input)
+        return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+
+    def work(it, img):
         data, info = compress_info(img, quality, target_bpp=target_bpp, model=m, tile=tile)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(out, data)
-        rows.append({"input": str(f), "output": str(out), **info})
-        if progress:
-            progress(i + 1, len(pairs))
-    return rows
+        it.output.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(it.output, data)
+        return [it.output], info
+
+    return batch.run(
+        items, work, read=read, out=dst, folder=Path(src).is_dir(), shard=shard, overwrite=overwrite, progress=progress
+    )
 
 
-def decompress_paths(src, dst, *, model=None, progress=None, device=None):
-    """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names)."""
+def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite=False, progress=False):
+    """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names), as :func:`compress_paths`."""
     from pathlib import Path
 
+    from .. import batch
     from ..io import write_image
 
-    pairs = _pairs(src, dst, {".vkc"}, ".png")
-    rows = []
-    for i, (f, out) in enumerate(pairs):
-        if out.suffix.lower() != ".png":
-            raise VaekitError(f"-o {out}: decompress writes PNG files; give a name ending in .png")
-        img = decompress(Path(f).read_bytes(), model=model, device=device)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_image(out, img)
-        rows.append({"input": str(f), "output": str(out), "shape": list(img.shape)})
-        if progress:
-            progress(i + 1, len(pairs))
-    return rows
+    items = batch.plan(src, dst, _files(src, {".vkc"}), lambda rel: rel.with_suffix(".png"))
+    for it in items:
+        if it.output.suffix.lower() != ".png":
+            raise VaekitError(f"-o {it.output}: decompress writes PNG files; give a name ending in .png")
+
+    def work(it, data):
+        img = decompress(data, model=model, device=device)
+        write_image(it.output, img)
+        return [it.output], {"shape": list(img.shape)}
+
+    return batch.run(
+        items,
+        work,
+        read=lambda it: Path(it.input).read_bytes(),
+        out=dst,
+        folder=Path(src).is_dir(),
+        shard=shard,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -324,31 +325,40 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
     ``result``: a :class:`~vaekit.tasks.common.Result`; ``extra``: more fields for samples.json (default: the
     denoiser's noise level)."""
     import json
+    import shutil
     from pathlib import Path
 
-    from ..io import atomic_write_text, write_image
+    from ..io import atomic_write_text, temp_path, write_image
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_image(out_dir / "mean.png", result.image)
-    for i, d in enumerate(result.samples):
-        write_image(out_dir / f"sample_{i:03d}.png", d)
-    scale = None
-    if result.std is not None:
-        top = float(np.max(result.std)) or 1.0
-        scale = top  # std.png value v (0..255) means std = v / 255 * scale (image units)
-        write_image(out_dir / "std.png", result.std / top)
-    meta = {
-        "method": result.info.get("method"),
-        "model": model_name,
-        "seed": seed,
-        "N": len(result.samples),
-        "estimate": "mean.png = mean of the N posterior draws (never a draw chosen against a reference)",
-        "std_scale": scale,
-        "std_units": "std.png / 255 * std_scale, image units (1 = white)",
-    }
-    meta.update(extra if extra is not None else {k: result.info.get(k) for k in ("sigma", "sigma_estimated")})
-    atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
+    final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = temp_path(final)  # filled, then renamed: a set is complete or absent
+    out_dir.mkdir()
+    try:
+        write_image(out_dir / "mean.png", result.image)
+        for i, d in enumerate(result.samples):
+            write_image(out_dir / f"sample_{i:03d}.png", d)
+        scale = None
+        if result.std is not None:
+            top = float(np.max(result.std)) or 1.0
+            scale = top  # std.png value v (0..255) means std = v / 255 * scale (image units)
+            write_image(out_dir / "std.png", result.std / top)
+        meta = {
+            "method": result.info.get("method"),
+            "model": model_name,
+            "seed": seed,
+            "N": len(result.samples),
+            "estimate": "mean.png = mean of the N posterior draws (never a draw chosen against a reference)",
+            "std_scale": scale,
+            "std_units": "std.png / 255 * std_scale, image units (1 = white)",
+        }
+        meta.update(extra if extra is not None else {k: result.info.get(k) for k in ("sigma", "sigma_estimated")})
+        atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
+        if final.is_dir():
+            shutil.rmtree(final)
+        os.replace(out_dir, final)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def denoise_paths(
@@ -364,14 +374,17 @@ def denoise_paths(
     samples=1,
     seed=0,
     tile=512,
-    progress=None,
     max_pixels=None,
     device=None,
-) -> list[dict]:
-    """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
-    image gets a folder of draws (``output`` itself for a single image)."""
+    shard=None,
+    overwrite=False,
+    progress=False,
+):
+    """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run`; with
+    ``samples`` > 1 each image gets a folder of draws (``output`` itself for a single image)."""
     from pathlib import Path
 
+    from .. import batch
     from ..data import find_images
     from ..io import read_array, write_image
 
@@ -379,10 +392,12 @@ def denoise_paths(
     files = find_images(inp)
     if not files:
         raise VaekitError(f"no images found under {inp}")
+    items = batch.plan(
+        inp, output, files, lambda rel: rel.with_suffix("" if samples > 1 else ".png"), into=samples == 1
+    )
     loaded: dict = {}
-    rows = []
-    for i, f in enumerate(files):
-        img = read_array(f, max_pixels=max_pixels)  # alpha already dropped
+
+    def work(it, img):
         use = model
         if method == "vae":
             ch = 1 if img.ndim == 2 else 3
@@ -403,26 +418,20 @@ def denoise_paths(
             details=True,
             device=device,
         )
-        if inp.is_dir():
-            rel = f.relative_to(inp).with_suffix("" if samples > 1 else ".png")
-            dest = output / rel
-        else:
-            dest = output
         if samples > 1:
-            write_sample_set(
-                dest, r, model_name=str(model or SHIPPED_BY_CHANNELS.get(1 if img.ndim == 2 else 3)), seed=seed
-            )
+            name = str(model or SHIPPED_BY_CHANNELS.get(1 if img.ndim == 2 else 3))
+            write_sample_set(it.output, r, model_name=name, seed=seed)
         else:
-            write_image(dest, r.image)
-        rows.append(
-            {
-                "input": str(f),
-                "output": str(dest),
-                "sigma": r.sigma,
-                "sigma_estimated": r.sigma_estimated,
-                "seconds": r.seconds,
-            }
-        )
-        if progress is not None:
-            progress(i + 1, len(files))
-    return rows
+            write_image(it.output, r.image)
+        return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated}
+
+    return batch.run(
+        items,
+        work,
+        read=lambda it: read_array(it.input, max_pixels=max_pixels),  # alpha already dropped
+        out=output,
+        folder=inp.is_dir(),
+        shard=shard,
+        overwrite=overwrite,
+        progress=progress,
+    )

@@ -459,15 +459,19 @@ def inpaint_paths(
     seed=0,
     tile=512,
     iters=100,
-    progress=None,
     max_pixels=None,
     ensemble=1,
     device=None,
-) -> list[dict]:
-    """The CLI's work: one image or a folder (mirrored names, PNG out); with ``samples`` > 1 each
-    image gets a folder of fills (``output`` itself for a single image)."""
+    shard=None,
+    overwrite=False,
+    progress=False,
+):
+    """The CLI's work: one image or a folder (mirrored names, PNG out; masks matched by name) through
+    :func:`vaekit.batch.run`; with ``samples`` > 1 each image gets a folder of fills (``output`` itself
+    for a single image)."""
     from pathlib import Path
 
+    from .. import batch
     from ..data import find_images
     from ..io import read_array, write_image
     from .denoise import write_sample_set
@@ -478,16 +482,20 @@ def inpaint_paths(
     files = find_images(inp)
     if not files:
         raise VaekitError(f"no images found under {inp}")
+    items = batch.plan(inp, output, files, lambda rel: rel.with_suffix("" if samples > 1 else ".png"), into=False)
     m_loaded = load_inpainter(model, device=device) if method == "vae" else None
-    rows = []
-    for i, f in enumerate(files):
-        img = read_array(f, max_pixels=max_pixels)
-        mk = _mask_for(f, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect)
-        rel = f.relative_to(inp) if inp.is_dir() else None
+
+    def read(it):
+        img = read_array(it.input, max_pixels=max_pixels)
+        return img, _mask_for(it.input, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect)
+
+    def work(it, data):
+        img, mk = data
         if save_mask is not None:
-            write_image(Path(save_mask) / rel.with_suffix(".png") if rel else Path(save_mask), mk.astype(np.float32))
+            where = Path(save_mask) / Path(it.rel).with_suffix(".png") if inp.is_dir() else Path(save_mask)
+            write_image(where, mk.astype(np.float32))
         if not mk.any():
-            raise VaekitError(f"{f}: no scratch found (the detector's mask is empty): nothing to fill")
+            raise VaekitError(f"{it.input}: no scratch found (the detector's mask is empty): nothing to fill")
         r = inpaint(
             img,
             mk,
@@ -500,29 +508,23 @@ def inpaint_paths(
             details=True,
             ensemble=ensemble,
         )
-        dest = (output / rel.with_suffix("" if samples > 1 else ".png")) if rel else output
         if samples > 1:
-            write_sample_set(
-                dest,
-                r,
-                model_name=str(model or SHIPPED_INPAINTER),
-                seed=seed,
-                extra={"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)},
-            )
+            extra = {"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)}
+            write_sample_set(it.output, r, model_name=str(model or SHIPPED_INPAINTER), seed=seed, extra=extra)
         else:
-            write_image(dest, r.image)
-        rows.append(
-            {
-                "input": str(f),
-                "output": str(dest),
-                "hole_fraction": float(mk.mean()),
-                "method": r.method,
-                "seconds": r.seconds,
-            }
-        )
-        if progress is not None:
-            progress(i + 1, len(files))
-    return rows
+            write_image(it.output, r.image)
+        return [it.output], {"hole_fraction": float(mk.mean()), "method": r.method}
+
+    return batch.run(
+        items,
+        work,
+        read=read,
+        out=output,
+        folder=inp.is_dir(),
+        shard=shard,
+        overwrite=overwrite,
+        progress=progress,
+    )
 
 
 def pairwise_distance(fills, mask) -> float | None:

@@ -1,0 +1,326 @@
+"""Folder runs at scale: every folder command maps its inputs through :func:`run`.
+
+The sorted input list is split into shards, one per process: torchrun's ``RANK``/``WORLD_SIZE``, or
+``--shard k/N`` for job arrays.  Shards are balanced by file size (largest first, each to the lightest
+shard), so the split is deterministic and every input lands in exactly one shard.
+
+``OUT/manifest.jsonl`` records one JSON line per finished input: its outputs with their size and sha256,
+the status, the seconds taken and the task's figures.  Every process appends to it under an exclusive
+``flock``; a rerun appends a new line for what it redoes and readers keep each input's last line.  A
+rerun skips an input whose line says done and whose outputs still have that size and hash, so a killed
+run (``kill -9``, a lost node, an elastic restart) loses only the files in flight.  Outputs are written
+under a temporary name and renamed; temporaries left by dead writers on this host are removed at start.
+One bad input is logged with its one-line error and skipped; the command then exits with
+:data:`FAILED_EXIT`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import VaekitError
+
+FAILED_EXIT = 3  # the run finished, but some inputs failed (listed in the manifest)
+MANIFEST = "manifest.jsonl"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input: its file, its name relative to the input folder, and its main output (file or folder)."""
+
+    input: Path
+    rel: str
+    output: Path
+
+
+@dataclass
+class Summary:
+    """What one process did: manifest rows of the inputs it finished now, and counts."""
+
+    rows: list = field(default_factory=list)
+    skipped: int = 0
+    failed: list = field(default_factory=list)
+    seconds: float = 0.0
+    total: int = 0  # inputs in the whole folder, all shards
+    merged: dict | None = None  # torchrun's rank 0: :func:`summarize` of the whole folder once all shards are done
+
+
+def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: bool = True) -> list[Item]:
+    """Items for ``files`` found under ``src``: a folder maps to ``dst`` with ``name(relative path)``;
+    a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder).  Two inputs that
+    would write the same output are refused."""
+    src, dst = Path(src), Path(dst)
+    if src.is_file():
+        out = dst / name(Path(src.name)) if into and dst.is_dir() else dst
+        return [Item(src, src.name, out)]
+    if dst.exists() and not dst.is_dir():
+        raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
+    items, seen = [], {}
+    for f in files:
+        rel = f.relative_to(src)
+        out = dst / name(rel)
+        if out in seen:
+            raise VaekitError(f"{seen[out]} and {f} would both write {out}; rename one of them")
+        seen[out] = f
+        items.append(Item(f, rel.as_posix(), out))
+    return items
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"k/N"`` (0 <= k < N), else torchrun's RANK/WORLD_SIZE, else (0, 1)."""
+    if text is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or not int(m[1]) < int(m[2]):
+        raise VaekitError(f"--shard {text!r}: give k/N with 0 <= k < N, e.g. 3/100")
+    return int(m[1]), int(m[2])
+
+
+def balance(sizes: list[int], n: int) -> list[list[int]]:
+    """Indices of each of ``n`` shards: largest first, each to the shard with the fewest bytes so far
+    (ties to the lower shard); each shard's indices sorted."""
+    load = [0] * n
+    shards: list[list[int]] = [[] for _ in range(n)]
+    for i in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        k = min(range(n), key=lambda s: (load[s], s))
+        load[k] += sizes[i]
+        shards[k].append(i)
+    return [sorted(s) for s in shards]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(out) -> dict[str, dict]:
+    """The manifest under ``out`` merged: each input's last line, by its relative name.  A torn last
+    line (a writer killed mid-line) is ignored."""
+    path = Path(out) / MANIFEST
+    rows: dict[str, dict] = {}
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+                rows[row["rel"]] = row
+            except (ValueError, KeyError, TypeError):
+                continue
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    line = (json.dumps(row) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # no flock on this platform: one writer at a time is up to the user
+            pass
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def _complete(row: dict | None, out: Path) -> bool:
+    """Whether a manifest row says done and every output it lists still has its size and hash."""
+    if not row or row.get("status") != "done":
+        return False
+    for f in row.get("files", []):
+        p = out / f["path"]
+        if not p.is_file() or p.stat().st_size != f["bytes"] or sha256_file(p) != f["sha256"]:
+            return False
+    return True
+
+
+def _outputs(paths) -> list[Path]:
+    """Files among ``paths``, folders expanded (a sample set is a folder)."""
+    files = []
+    for p in map(Path, paths):
+        files += sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+    return files
+
+
+def clean_temporaries(out: Path) -> int:
+    """Remove temporary files under ``out`` left by writers on this host that no longer run."""
+    from .io import TEMP_PATTERN, host_tag
+
+    removed = 0
+    if not out.is_dir():
+        return 0
+    for p in out.rglob("*.tmp"):
+        m = TEMP_PATTERN.fullmatch(p.name)
+        if not m or m["host"] != host_tag():
+            continue
+        try:
+            os.kill(int(m["pid"]), 0)
+            continue  # that writer is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        if p.is_dir():  # a sample set written as a folder
+            import shutil
+
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+class _Progress:
+    """One bar per node (local rank 0): the global count, from the manifest lines every shard appends."""
+
+    def __init__(self, path: Path, total: int, done: int, show: bool):
+        self.path, self.total, self.count = path, total, done
+        self.offset = path.stat().st_size if path.is_file() else 0
+        self.bar = None
+        if show:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=done, unit="img", dynamic_ncols=True, leave=False)
+        self.last = 0.0
+
+    def poll(self, force=False) -> int:
+        now = time.monotonic()
+        if not force and now - self.last < 0.5:
+            return self.count
+        self.last = now
+        if self.path.is_file():
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                new = f.read()
+            whole = new[: new.rfind(b"\n") + 1]
+            self.offset += len(whole)
+            n = whole.count(b"\n")
+            self.count += n
+            if self.bar is not None and n:
+                self.bar.update(n)
+        return self.count
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(
+    items: list[Item],
+    work: Callable,
+    *,
+    read: Callable,
+    out,
+    folder: bool,
+    shard: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Summary:
+    """Run ``work(item, read(item))`` over this process's shard of ``items``; ``work`` writes the
+    outputs and returns ``(paths written, figures)``.  Reads run one item ahead in a thread.
+
+    ``folder`` False (a single-file input): no manifest, and an error stops the command."""
+    out = Path(out)
+    t0 = time.perf_counter()
+    summary = Summary(total=len(items))
+    if not folder:
+        for it in items:
+            t = time.perf_counter()
+            paths, figures = work(it, read(it))
+            row = {"input": str(it.input), "output": str(it.output), **figures}
+            summary.rows.append({**row, "seconds": round(time.perf_counter() - t, 4)})
+        summary.seconds = time.perf_counter() - t0
+        return summary
+
+    k, n = parse_shard(shard)
+    sizes = [it.input.stat().st_size if it.input.exists() else 0 for it in items]
+    mine = [items[i] for i in balance(sizes, n)[k]]
+    out.mkdir(parents=True, exist_ok=True)
+    clean_temporaries(out)
+    manifest = out / MANIFEST
+    previous = {} if overwrite else read_manifest(out)
+    todo = []
+    for it in mine:
+        if _complete(previous.get(it.rel), out):
+            summary.skipped += 1
+        else:
+            todo.append(it)
+    done_before = sum(1 for it in items if (previous.get(it.rel) or {}).get("status") == "done")
+    show = progress and int(os.environ.get("LOCAL_RANK", 0)) == 0
+    bar = _Progress(manifest, len(items) if n > 1 else len(mine), done_before if n > 1 else summary.skipped, show)
+    host = socket.gethostname()
+
+    def safe_read(it):
+        try:
+            return read(it), None
+        except VaekitError as e:
+            return None, e
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(safe_read, todo[0]) if todo else None
+        for j, it in enumerate(todo):
+            data, err = ahead.result()
+            ahead = pool.submit(safe_read, todo[j + 1]) if j + 1 < len(todo) else None
+            t = time.perf_counter()
+            row = {"rel": it.rel, "input": str(it.input), "output": str(it.output), "shard": f"{k}/{n}", "host": host}
+            try:
+                if err is not None:
+                    raise err
+                paths, figures = work(it, data)
+                files = [
+                    {"path": p.relative_to(out).as_posix(), "bytes": p.stat().st_size, "sha256": sha256_file(p)}
+                    for p in _outputs(paths)
+                ]
+                row.update(figures)  # the task's figures; the runner's own fields win
+                row.update(status="done", seconds=round(time.perf_counter() - t, 4), finished=time.time(), files=files)
+                summary.rows.append(row)
+            except VaekitError as e:
+                row.update(
+                    status="failed", seconds=round(time.perf_counter() - t, 4), finished=time.time(), error=str(e)
+                )
+                summary.failed.append(row)
+            _append(manifest, row)
+            bar.poll()
+    if n > 1 and shard is None and k == 0:  # torchrun: rank 0 waits for the other shards, then sums up
+        while bar.poll(force=True) < len(items) or _missing(out, items):
+            time.sleep(0.5)
+        summary.merged = summarize(out)
+    bar.poll(force=True)
+    bar.close()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _missing(out: Path, items: list[Item]) -> bool:
+    rows = read_manifest(out)
+    return any(it.rel not in rows for it in items)
+
+
+def summarize(out) -> dict:
+    """Counts and time over the merged manifest under ``out`` (for ``vaekit manifest``)."""
+    rows = list(read_manifest(out).values())
+    if not rows and not (Path(out) / MANIFEST).is_file():
+        raise VaekitError(f"no {MANIFEST} in {out}: not the output folder of a folder run")
+    done = [r for r in rows if r.get("status") == "done"]
+    failed = [r for r in rows if r.get("status") == "failed"]
+    return {
+        "inputs": len(rows),
+        "done": len(done),
+        "failed": len(failed),
+        "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 3),
+        "bytes": sum(f["bytes"] for r in done for f in r.get("files", [])),
+        "shards": sorted({r.get("shard", "0/1") for r in rows}),
+        "failures": [{"input": r["input"], "error": r.get("error", "")} for r in failed],
+    }
