@@ -1,0 +1,490 @@
+"""``vaekit serve``: a local web page and an HTTP API over the task functions.
+
+The page (``assets/serve/``, no outside request) uses only this API; FastAPI publishes its schema at
+``/openapi.json``.  Every task endpoint takes a multipart form whose file field is ``image`` (``mask`` for
+the inpainting mask) and answers ``image/png`` with the figures in ``X-Vaekit-*`` headers, or JSON with
+``?format=json`` (images as PNG data URLs).
+
+Limits, for a server on a laptop or a shared box: uploads above ``max_upload_mb`` are refused with 413
+while they are read (never held whole), images above the pixel limit get 413, anything not an image 422.
+One inference runs at a time per worker, in a thread so the event loop keeps answering; at most ``queue``
+requests wait, the next gets 503 with Retry-After.  A request whose client went away while it waited is
+dropped.  Uploads are decoded from memory: no client path touches the file system.
+"""
+
+import asyncio
+import base64
+import io
+import json
+import math
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from .errors import VaekitError
+
+ASSETS = Path(__file__).parent / "assets" / "serve"
+SAMPLES = ("chelsea", "astronaut", "coffee")  # chelsea ships; the others come with scikit-image
+PNG = "image/png"
+
+
+class Busy(Exception):
+    """The queue is full."""
+
+
+class Gone(Exception):
+    """The client left before its turn."""
+
+
+class UploadLimit:
+    """ASGI middleware: answer 413 once a request body passes ``limit`` bytes, counted as it arrives; the
+    application then sees the client gone, and whatever it answers is dropped."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send)
+        seen, started, refused = 0, False, False
+
+        async def counted():
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    refused = True
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watch(message):
+            nonlocal started
+            if refused:
+                return  # our 413 went out; the application's own answer is dropped
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted, watch)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send):
+        body = json.dumps({"detail": f"the upload is larger than {self.limit // 2**20} MB"}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class Worker:
+    """One inference at a time, in a thread; at most ``queue`` requests waiting."""
+
+    def __init__(self, queue: int):
+        self.queue = queue
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+
+    async def run(self, request, fn):
+        if self.lock.locked() and self.waiting >= self.queue:
+            raise Busy
+        self.waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            if await request.is_disconnected():
+                raise Gone
+            return await asyncio.to_thread(fn)
+        finally:
+            self.lock.release()
+
+
+def decode_image(data: bytes, max_pixels: int, what: str = "the upload") -> np.ndarray:
+    """Upload bytes -> H x W (x 3) array via the package reader's rules; 413 for too many pixels,
+    VaekitError for anything that is not an image."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        raise VaekitError(f"{what} is empty")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h, fmt = im.width, im.height, (im.format or "png").lower()
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise VaekitError(f"{what} is not an image (PNG, JPEG, TIFF or WebP)") from None
+    if w * h > max_pixels:
+        raise PixelLimit(f"{what} has {w}x{h} pixels, above the limit of {max_pixels}")
+    import tempfile
+
+    from .io import read_array
+
+    with tempfile.TemporaryDirectory(prefix="vaekit-serve-") as tmp:  # private (0700), removed on exit
+        path = Path(tmp) / f"upload.{fmt}"  # the name is ours, never the client's
+        path.write_bytes(data)
+        try:
+            with warnings.catch_warnings():  # alpha is dropped, as the CLI does: no news for a web upload
+                warnings.simplefilter("ignore", UserWarning)
+                return read_array(path, max_pixels=max_pixels)
+        except VaekitError as e:
+            raise VaekitError(str(e).replace(str(path), what)) from None
+
+
+class PixelLimit(VaekitError):
+    pass
+
+
+def png_bytes(img) -> bytes:
+    from PIL import Image
+
+    from .io import to_uint8
+
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_url(img) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+
+
+def _psnr(ref, img) -> float | None:
+    from .metrics import psnr_u8
+
+    if ref is None or np.shape(ref) != np.shape(img):
+        return None
+    v = psnr_u8(img, ref)
+    return round(v, 3) if math.isfinite(v) else None
+
+
+def _same_size_classical(img: np.ndarray, budget: int) -> list[dict]:
+    """JPEG, WebP and AVIF at the largest quality whose file fits ``budget`` bytes (their smallest if none)."""
+    from .baselines import BASELINES
+
+    rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
+    out = []
+    for name in ("jpeg", "webp", "avif"):
+        codec = BASELINES["compress"].get(name)
+        if codec is None:
+            continue
+        lo, hi, best = 1, 100, None
+        while lo <= hi:
+            q = (lo + hi) // 2
+            data = codec.encode(rgb, q)
+            if len(data) <= budget:
+                best, lo = (q, data), q + 1
+            else:
+                hi = q - 1
+        q, data = best or (1, codec.encode(rgb, 1))
+        dec = codec.decode(data)
+        out.append(
+            {
+                "codec": name,
+                "quality": q,
+                "bytes": len(data),
+                "bpp": round(8 * len(data) / (img.shape[0] * img.shape[1]), 4),
+                "psnr": _psnr(rgb, dec),
+                "image": _data_url(dec),
+            }
+        )
+    return out
+
+
+class Tasks:
+    """The work behind each endpoint: arrays in, (image, figures, extra images) out; models loaded once."""
+
+    def __init__(self, device=None):
+        self.device = device
+        self.models: dict = {}
+
+    def _model(self, key, load):
+        if key not in self.models:
+            self.models[key] = load()
+        return self.models[key]
+
+    def denoise(self, img, *, sigma, method, add_sigma, seed):
+        from . import degrade
+        from .tasks.denoise import denoise, load_denoiser
+
+        clean = None
+        if add_sigma:
+            clean, img = img, degrade.gaussian(img, add_sigma, seed=seed)
+        ch = 1 if img.ndim == 2 else 3
+        model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
+        r = denoise(img, sigma, method=method, model=model if method == "vae" else None, seed=seed, details=True)
+        figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "psnr": _psnr(clean, r.image)}
+        if clean is not None:
+            figures["psnr_noisy"] = _psnr(clean, img)
+        return r.image, figures, {"noisy": img} if clean is not None else {}
+
+    def inpaint(self, img, mask, *, method, samples, seed, detect):
+        from .tasks.inpaint import detect_scratches, inpaint, load_inpainter
+
+        if detect:
+            mask = detect_scratches(img)
+            if not mask.any():
+                raise VaekitError("no scratch found: draw the mask instead")
+        if mask is None:
+            raise VaekitError("inpaint needs a mask (a PNG, white = missing) or detect=scratches")
+        model = self._model("inpaint", lambda: load_inpainter(None, device=self.device)) if method == "vae" else None
+        r = inpaint(img, mask, samples, method=method, model=model, seed=seed, details=True)
+        figures = {"hole_fraction": round(float(mask.mean()), 5), "method": method, "samples": samples}
+        extra = {"mask": mask.astype(np.float32)}
+        for i, s in enumerate(r.samples if samples > 1 else []):
+            extra[f"sample_{i}"] = s
+        return r.image, figures, extra
+
+    def compress(self, img, *, quality, compare):
+        from .io import to_uint8
+        from .tasks.compress import compress_info, decompress, load_codec
+
+        img = to_uint8(img)  # the codecs, ours and the classical ones, take 8-bit pixels
+        codec = self._model("codec", lambda: load_codec(None, self.device))
+        data, info = compress_info(img, quality, model=codec)
+        rec = decompress(data, model=codec)
+        figures = {
+            "quality": info["quality"],
+            "bytes": len(data),
+            "bpp": round(info["bpp"], 4),
+            "psnr": _psnr(img, rec),
+        }
+        if compare:
+            figures["classical"] = _same_size_classical(img, len(data))
+        return rec, figures, {"vkc": data}
+
+    def decompress(self, data):
+        from .tasks.compress import decompress
+
+        img = decompress(data, device=self.device)  # the header names the codec
+        return img, {"width": img.shape[1], "height": img.shape[0]}, {}
+
+    def compensate(self, img, *, method, seed):
+        from .tasks.common import resolve_model
+        from .tasks.compensate import compensate
+
+        model = self._model("compensate", lambda: resolve_model("compensate-vae", device=self.device))
+        r = compensate(img, method=method, model=model if method == "vae" else None, seed=seed, details=True)
+        return r.image, {k: v for k, v in r.info.items() if k != "seconds"}, {}
+
+
+def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queue: int = 4, device=None):
+    """``(asgi, app)``: the FastAPI application and the upload-limited ASGI app that ``vaekit serve`` runs."""
+    from . import __version__
+    from .baselines import available
+    from .io import max_pixels_default
+
+    max_pixels = max_pixels or max_pixels_default()
+    app = FastAPI(
+        title="vaekit",
+        version=__version__,
+        description="Restore, repair, compress and compare photos with VAEs and their classical alternatives.",
+    )
+    worker, tasks = Worker(queue), Tasks(device)
+
+    @app.exception_handler(VaekitError)
+    async def _bad_input(request, exc):
+        return JSONResponse({"detail": str(exc)}, status_code=413 if isinstance(exc, PixelLimit) else 422)
+
+    @app.exception_handler(Busy)
+    async def _busy(request, exc):
+        return JSONResponse({"detail": "busy: try again shortly"}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(Gone)
+    async def _gone(request, exc):
+        return Response(status_code=499)
+
+    async def _read(upload: UploadFile, what="the upload") -> np.ndarray:
+        return decode_image(await upload.read(), max_pixels, what)
+
+    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None):
+        figures = {**figures, "seconds": round(seconds, 3)}
+        if fmt == "json":
+            body = {"image": _data_url(img), "figures": figures}
+            for k, v in extra.items():
+                body[k] = (
+                    "data:application/octet-stream;base64," + base64.b64encode(v).decode()
+                    if isinstance(v, bytes)
+                    else _data_url(v)
+                )
+            return JSONResponse(body)
+        if download is not None:
+            return Response(download, media_type="application/octet-stream", headers=_headers(figures))
+        return Response(png_bytes(img), media_type=PNG, headers=_headers(figures))
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(ASSETS / "index.html")
+
+    @app.get("/assets/{name}", include_in_schema=False)
+    async def asset(name: str):
+        if name not in {p.name for p in ASSETS.iterdir()}:  # only the shipped files, never a client path
+            return JSONResponse({"detail": "no such asset"}, status_code=404)
+        return FileResponse(ASSETS / name)
+
+    @app.get("/api/info")
+    async def info():
+        """Tasks, the classical methods of each (the baselines registry), sample photos and limits."""
+        return {
+            "version": __version__,
+            "methods": {t: ["vae", *available(t)] for t in ("denoise", "inpaint", "compensate")},
+            "codecs": ["jpeg", "webp", "avif"],
+            "qualities": list(range(1, 9)),
+            "samples": list(SAMPLES),
+            "max_upload_mb": max_upload_mb,
+            "max_pixels": max_pixels,
+        }
+
+    @app.get("/api/samples/{name}", response_class=Response, responses={200: {"content": {PNG: {}}}})
+    async def sample(name: str):
+        """A sample photo: chelsea ships with vaekit; astronaut and coffee come with scikit-image."""
+        if name not in SAMPLES:
+            return JSONResponse({"detail": f"no sample {name!r}; known: {', '.join(SAMPLES)}"}, status_code=404)
+        from .samples import sample_photo
+
+        if name == "chelsea":
+            img = sample_photo(name)
+        else:
+            import skimage.data
+
+            img = getattr(skimage.data, name)()
+        return Response(png_bytes(img), media_type=PNG)
+
+    @app.post("/api/denoise", response_class=Response, responses={200: {"content": {PNG: {}}}})
+    async def api_denoise(
+        request: Request,
+        image: UploadFile = File(...),
+        sigma: float | None = Form(None),
+        method: str = Form("vae"),
+        add_sigma: float | None = Form(None),
+        seed: int = Form(0),
+        format: str = "png",
+    ):
+        """Denoise (blind without ``sigma``, 0-255 scale); ``add_sigma`` first puts Gaussian noise on a clean
+        image, and the PSNR against it is reported."""
+        img = await _read(image)
+        t0 = time.perf_counter()
+        out, fig, extra = await worker.run(
+            request, lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed)
+        )
+        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+
+    @app.post("/api/inpaint", response_class=Response, responses={200: {"content": {PNG: {}}}})
+    async def api_inpaint(
+        request: Request,
+        image: UploadFile = File(...),
+        mask: UploadFile | None = File(None),
+        detect: str | None = Form(None),
+        method: str = Form("vae"),
+        samples: int = Form(1),
+        seed: int = Form(0),
+        format: str = "png",
+    ):
+        """Fill the pixels where ``mask`` is white (> 127), or the scratches found with ``detect=scratches``;
+        ``samples`` > 1 draws that many fills (JSON: ``sample_0`` ...)."""
+        from . import degrade
+
+        img = await _read(image)
+        if not 1 <= samples <= 16:
+            raise VaekitError("samples must be between 1 and 16")
+        mk = None
+        if mask is not None:
+            m = decode_image(await mask.read(), max_pixels, "the mask")
+            m = m.mean(axis=2) if m.ndim == 3 else m
+            mk = np.asarray(m) > (127 if np.asarray(m).dtype == np.uint8 else 0.5)
+            if mk.shape != img.shape[:2]:
+                raise VaekitError(f"the mask is {mk.shape[1]}x{mk.shape[0]}, the image {img.shape[1]}x{img.shape[0]}")
+            degrade.check_mask(mk)
+        t0 = time.perf_counter()
+        out, fig, extra = await worker.run(
+            request,
+            lambda: tasks.inpaint(img, mk, method=method, samples=samples, seed=seed, detect=detect == "scratches"),
+        )
+        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+
+    @app.post("/api/compress", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
+    async def api_compress(
+        request: Request,
+        image: UploadFile = File(...),
+        quality: int = Form(4),
+        compare: bool = Form(False),
+        format: str = "vkc",
+    ):
+        """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
+        JPEG, WebP and AVIF at the same file size)."""
+        img = await _read(image)
+        t0 = time.perf_counter()
+        out, fig, extra = await worker.run(request, lambda: tasks.compress(img, quality=quality, compare=compare))
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"])
+
+    @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})
+    async def api_decompress(request: Request, image: UploadFile = File(...), format: str = "png"):
+        """A ``.vkc`` file (in the field ``image``) decoded to PNG."""
+        data = await image.read()
+        t0 = time.perf_counter()
+        out, fig, extra = await worker.run(request, lambda: tasks.decompress(data))
+        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+
+    @app.post("/api/compensate", response_class=Response, responses={200: {"content": {PNG: {}}}})
+    async def api_compensate(
+        request: Request,
+        image: UploadFile = File(...),
+        method: str = Form("vae"),
+        seed: int = Form(0),
+        format: str = "png",
+    ):
+        """Exposure, gamma and colour cast corrected; the values found are in the figures."""
+        img = await _read(image)
+        t0 = time.perf_counter()
+        out, fig, extra = await worker.run(request, lambda: tasks.compensate(img, method=method, seed=seed))
+        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+
+    return UploadLimit(app, int(max_upload_mb * 2**20)), app
+
+
+def _headers(figures: dict) -> dict:
+    """Figures as ``X-Vaekit-Name`` headers (scalars; lists joined by '/'; nested values left to JSON)."""
+    out = {}
+    for k, v in figures.items():
+        if isinstance(v, (list, tuple)) and all(isinstance(x, (int, float)) for x in v):
+            v = "/".join(f"{x:.4g}" for x in v)
+        elif isinstance(v, float):
+            v = f"{v:.6g}"
+        elif isinstance(v, (dict, list)) or v is None:
+            continue
+        out["X-Vaekit-" + "-".join(w.capitalize() for w in k.split("_"))] = str(v)
+    return out
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+    """Run the server until interrupted; a host other than loopback gets a warning."""
+    import sys
+
+    import uvicorn
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"vaekit: warning: serving on {host}: anyone who can reach this address can upload images and use "
+            "this machine's CPU; there is no authentication",
+            file=sys.stderr,
+        )
+    asgi, _ = create_app(**options)
+    print(f"vaekit serve: http://{host}:{port}/  (API schema: /openapi.json; Ctrl-C stops)", flush=True)
+    uvicorn.run(asgi, host=host, port=port, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
