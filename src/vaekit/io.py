@@ -136,6 +136,13 @@ def _drop_alpha(arr: np.ndarray, path, alpha: str) -> np.ndarray:
     return arr
 
 
+def _finite(a: np.ndarray, path) -> np.ndarray:
+    """Float files may hold NaN or Inf: refused here, once for every command."""
+    if not np.isfinite(a).all():
+        raise VaekitError(f"{path} holds NaN or infinite values")
+    return a
+
+
 def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int | None = None) -> np.ndarray:
     """Read an image file into a float32 array (H, W) or (H, W, C) in [0, 1]."""
     path = Path(path)
@@ -149,12 +156,12 @@ def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int 
         if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 2, 3, 4)):
             raise VaekitError(f"{path}: a .npy image must be (H, W) or (H, W, C), got shape {arr.shape}")
         check_pixels(path, arr.shape[1], arr.shape[0], max_pixels)
-        return _to_float(np.array(arr))
+        return _finite(_to_float(np.array(arr)), path)
     try:
         with Image.open(path) as im:
             check_pixels(path, im.width, im.height, max_pixels)
             if _deep_color(im):
-                return _drop_alpha(_orient(_decode_deep(path, im.format), im), path, alpha)
+                return _finite(_drop_alpha(_orient(_decode_deep(path, im.format), im), path, alpha), path)
             im = ImageOps.exif_transpose(im)
             im.load()
             return _pil_to_array(im, path, alpha)
