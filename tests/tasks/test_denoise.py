@@ -50,6 +50,24 @@ def test_sigma_estimator_is_close_on_a_smooth_image():
         assert abs(est - s) < 0.1 * s + 1.5, (s, est)
 
 
+def test_correlated_camera_noise_gets_a_higher_level_and_white_noise_keeps_its_own():
+    import torch
+
+    x = smooth_image(192, 192)
+    rgb = np.stack([x, x[::-1], x.T], axis=2).astype(np.float32)
+    rng = np.random.default_rng(3)
+    white = np.clip(rgb + rng.normal(0, 8 / 255, rgb.shape), 0, 1)
+    w, r = degrade.noise_correlation(white)
+    assert r < 1.6 and abs(degrade.estimate_sigma(white) - w) < 1e-9  # white noise: the MAD level itself
+    t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    torch.manual_seed(0)
+    cam = degrade._bayer_roundtrip(t + torch.randn_like(t) * 12 / 255).clamp(0, 1)  # demosaicked sensor noise
+    cam = degrade._jpeg_roundtrip(cam[0], 85).permute(1, 2, 0).numpy()
+    w, r = degrade.noise_correlation(cam)
+    assert r > 2.5 and degrade.estimate_sigma(cam) > 1.5 * w
+    assert degrade.estimate_sigma(cam, correlated=False) == w
+
+
 def test_anscombe_round_trip_is_nearly_unbiased():
     from vaekit.tasks.denoise import for_noise
 

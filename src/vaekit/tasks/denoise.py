@@ -218,7 +218,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
         return _from_anscombe(gauss_fn(a, s), peak), s
     if noise == "salt-pepper":
         filled, _ = impulse_fill(y)
-        s = max(degrade.estimate_sigma(filled), 1.0) if sigma is None else float(sigma)
+        s = max(degrade.estimate_sigma(filled, correlated=False), 1.0) if sigma is None else float(sigma)
         return gauss_fn(filled, s), s
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
