@@ -40,6 +40,33 @@ def test_corrupted_weights_are_refused(tmp_path):
         load_from_files(tmp_path / "m.safetensors", tmp_path / "m.json")
 
 
+def test_a_kill_between_the_renames_of_weights_and_card_still_loads_the_new_pair(tmp_path, monkeypatch):
+    import os
+
+    import vaekit.pretrained as P
+
+    m = vaekit.create_model("mlp-vae", image_shape=(1, 4, 4), hidden=(8,), latent_dim=2)
+    P.save_model(m, tmp_path, {"note": "old"})
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(1.0)
+    real, calls = os.replace, []
+
+    def dies_second_time(a, b):
+        calls.append(b)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is gone between the two renames
+        real(a, b)
+
+    monkeypatch.setattr(P.os, "replace", dies_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        P.save_model(m, tmp_path, {"note": "new"})
+    monkeypatch.setattr(P.os, "replace", real)
+    back = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json")
+    assert back.card["note"] == "new" and not (tmp_path / "model.json.new").exists()
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
+
+
 def test_generate_is_seeded_and_tempered(model):
     a = vaekit.generate(model, 8, seed=3)
     assert a.shape == (8, 1, 28, 28) and 0 <= a.min() and a.max() <= 1

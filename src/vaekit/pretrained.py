@@ -55,10 +55,13 @@ def _sha256(path: Path) -> str:
 def save_model(
     model: torch.nn.Module, directory: str | Path, card: dict, *, stem: str = "model", dtype: torch.dtype | None = None
 ) -> Path:
-    """Write ``<stem>.safetensors`` and ``<stem>.json`` (the card) atomically.
+    """Write ``<stem>.safetensors`` and ``<stem>.json`` (the card) as a pair that always loads together.
 
-    ``dtype=torch.float16`` stores floating tensors in half precision (the
-    shipped files); they are widened back to float32 at load.
+    Both are written in full under ``.new`` names, then the weights and then the card are renamed into place.
+    A kill between the two renames leaves new weights beside the old card and the new card as ``<stem>.json.new``:
+    :func:`load_from_files` sees the sha256 of the weights in that card and finishes the rename.
+    ``dtype=torch.float16`` stores floating tensors in half precision (the shipped files); they are widened
+    back to float32 at load.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -71,7 +74,7 @@ def save_model(
     if hasattr(model, "coding_tables"):  # codecs: the integer tables every decoder must share
         tensors.update({k: v.contiguous() for k, v in model.coding_tables().items()})
     wpath, cpath = directory / f"{stem}.safetensors", directory / f"{stem}.json"
-    tmp = wpath.with_name(wpath.name + ".tmp")
+    tmp = wpath.with_name(wpath.name + ".new")
     save_file(tensors, str(tmp), metadata={"arch": model.arch, "arch_args": json.dumps(model.arch_args)})
     os.chmod(tmp, 0o644)
     card = dict(
@@ -83,7 +86,7 @@ def save_model(
         parameters=sum(p.numel() for p in model.parameters()),
         weights_dtype=str(dtype or torch.float32).replace("torch.", ""),
     )
-    ctmp = cpath.with_name(cpath.name + ".tmp")
+    ctmp = cpath.with_name(cpath.name + ".new")
     ctmp.write_text(json.dumps(card, indent=2) + "\n")
     os.replace(tmp, wpath)
     os.replace(ctmp, cpath)
@@ -104,6 +107,11 @@ def load_from_files(weights: str | Path, card_path: str | Path, verify: bool = T
     if not weights.is_file():
         raise VaekitError(f"weights file {weights} is missing")
     if verify and card.get("sha256") and _sha256(weights) != card["sha256"]:
+        pending = Path(card_path).with_name(Path(card_path).name + ".new")  # save_model stopped between renames
+        fresh = read_card(pending) if pending.is_file() else {}
+        if fresh.get("sha256") == _sha256(weights):
+            os.replace(pending, card_path)
+            return load_from_files(weights, card_path, verify)
         raise VaekitError(f"sha256 of {weights} does not match its model card: the file is corrupted or was changed")
     model = create_model(card["arch"], **card.get("arch_args", {}))
     try:
