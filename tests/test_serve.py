@@ -91,9 +91,11 @@ def test_compress_and_decompress_round_trip_beside_classical_codecs_at_the_same_
         "/api/compress?format=json", files={"image": ("a.png", _png(photo), "image/png")}, data={"compare": "true"}
     ).json()
     ours = body["figures"]["bytes"]
+    assert 15 < body["figures"]["psnr"] < 60  # in dB against the upload, for ours and theirs alike
     codecs = {c["codec"]: c for c in body["figures"]["classical"]}
     assert set(codecs) == {"jpeg", "webp", "avif"} and body["vkc"].startswith("data:application/octet-stream")
     assert all(c["bytes"] <= ours or c["quality"] == 1 for c in codecs.values())
+    assert all(15 < c["psnr"] < 60 for c in codecs.values())
 
 
 def test_compensate_reports_what_it_did(client, photo):

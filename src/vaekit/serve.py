@@ -171,7 +171,12 @@ def _psnr(ref, img) -> float | None:
 
     if ref is None or np.shape(ref) != np.shape(img):
         return None
-    v = psnr_u8(img, ref)
+
+    def unit(a):  # psnr_u8 takes [0, 1] units; the codecs give and take uint8
+        a = np.asarray(a)
+        return a / 255.0 if a.dtype == np.uint8 else a
+
+    v = psnr_u8(unit(img), unit(ref))
     return round(v, 3) if math.isfinite(v) else None
 
 
