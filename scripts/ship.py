@@ -48,18 +48,21 @@ MODELS = {
     "denoise-gray": {
         "kind": "denoise",
         "mode": "L",
-        "config": "configs/denoise-gray-photos.yaml",
+        "config": "configs/denoise-gray-photos3.yaml",
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
             "licence": PHOTOS + "; stage 1: train400 (DnCNN/TNRD crops of BSDS images, Berkeley non-commercial terms)",
             "train": "stage 1: 360 train400 images, 64x64 crops (configs/denoise-gray.yaml); stage 2: the photos train "
-            "split in gray, area-downscaled by 2, 96x96 crops (configs/denoise-gray-photos.yaml)",
-            "validation": "stage 1: the last 40 train400 images; stage 2: photos-val",
-            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale; in stage 2 half of the inputs clipped to 8 bits",
+            "split in gray, area-downscaled by 2, 96x96 crops (configs/denoise-gray-photos.yaml); stage 3: 5,000 more "
+            "steps of stage 2's recipe (configs/denoise-gray-photos3.yaml)",
+            "validation": "stage 1: the last 40 train400 images; stages 2 and 3: photos-val",
+            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale; in stages 2 and 3 half of the inputs clipped to 8 "
+            "bits",
         },
-        "limits": "Gaussian noise at a known or estimated level (one level per image: the wavelet MAD estimate is "
-        "far too low on camera JPEGs). Colour images go through it channel by channel in opponent colours.",
+        "limits": "Gaussian noise at a known or estimated level (one level per image; on camera JPEGs the estimate "
+        "is raised for correlated noise, and real camera noise is still only partly removed). Colour images go "
+        "through it channel by channel in opponent colours.",
     },
     "inpaint-color": {
         "kind": "inpaint",
