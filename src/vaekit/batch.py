@@ -239,8 +239,8 @@ def run(
         for it in items:
             t = time.perf_counter()
             paths, figures = work(it, read(it))
-            row = {"input": str(it.input), "output": str(it.output), **figures}
-            summary.rows.append({**row, "seconds": round(time.perf_counter() - t, 4)})
+            seconds = round(time.perf_counter() - t, 4)
+            summary.rows.append({"input": str(it.input), "output": str(it.output), **figures, "seconds": seconds})
         summary.seconds = time.perf_counter() - t0
         return summary
 
@@ -284,13 +284,12 @@ def run(
                     for p in _outputs(paths)
                 ]
                 row.update(figures)  # the task's figures; the runner's own fields win
-                row.update(status="done", seconds=round(time.perf_counter() - t, 4), finished=time.time(), files=files)
+                row.update(status="done", files=files)
                 summary.rows.append(row)
             except VaekitError as e:
-                row.update(
-                    status="failed", seconds=round(time.perf_counter() - t, 4), finished=time.time(), error=str(e)
-                )
+                row.update(status="failed", error=str(e))
                 summary.failed.append(row)
+            row.update(seconds=round(time.perf_counter() - t, 4), finished=time.time())
             _append(manifest, row)
             bar.poll()
     if n > 1 and shard is None and k == 0:  # torchrun: rank 0 waits for the other shards, then sums up

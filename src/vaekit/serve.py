@@ -233,8 +233,10 @@ class Tasks:
         if add_sigma:
             clean, img = img, degrade.gaussian(img, add_sigma, seed=seed)
         ch = 1 if img.ndim == 2 else 3
-        model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
-        r = denoise(img, sigma, method=method, model=model if method == "vae" else None, seed=seed, details=True)
+        model = None  # the VAE is loaded (once) only when it is asked for
+        if method == "vae":
+            model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
+        r = denoise(img, sigma, method=method, model=model, seed=seed, details=True)
         figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "psnr": _psnr(clean, r.image)}
         if clean is not None:
             figures["psnr_noisy"] = _psnr(clean, img)
@@ -285,13 +287,15 @@ class Tasks:
         from .tasks.common import resolve_model
         from .tasks.compensate import compensate
 
-        model = self._model("compensate", lambda: resolve_model("compensate-vae", device=self.device))
-        r = compensate(img, method=method, model=model if method == "vae" else None, seed=seed, details=True)
+        model = None  # the VAE is loaded (once) only when it is asked for
+        if method == "vae":
+            model = self._model("compensate", lambda: resolve_model("compensate-vae", device=self.device))
+        r = compensate(img, method=method, model=model, seed=seed, details=True)
         return r.image, {k: v for k, v in r.info.items() if k != "seconds"}, {}
 
 
 def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queue: int = 4, device=None):
-    """``(asgi, app)``: the FastAPI application and the upload-limited ASGI app that ``vaekit serve`` runs."""
+    """``(asgi, app)``: the upload-limited ASGI app that ``vaekit serve`` runs, and the FastAPI app inside it."""
     from . import __version__
     from .baselines import available
     from .io import max_pixels_default
