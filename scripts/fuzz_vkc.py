@@ -1,11 +1,14 @@
-"""Feed randomly damaged .vkc files to the decoder: every one must decode or be refused
-with a VaekitError -- never another exception, a crash or a hang.
+"""Feed damaged .vkc files to the decoder: every one must decode or be refused with a VaekitError -- never
+another exception, a crash, a hang or a large allocation.
 
-    python scripts/fuzz_vkc.py -n 10000        # the full count (tests run a few hundred)
+    python scripts/fuzz_vkc.py -n 10000                  # random damage (tests run a few hundred)
+    python scripts/fuzz_vkc.py --coverage -n 100000      # coverage-guided (atheris / libFuzzer; CI runs 2,000)
 
-Four kinds of damage, in turn: truncation; 1-4 random bytes changed; and the
-same with the CRC recomputed, so the damage gets past the checksum into the
-header checks and the range decoder.
+Random damage, four kinds in turn: truncation; 1-4 random bytes changed; and the same with the CRC recomputed,
+so the damage gets past the checksum into the header checks and the range decoder.  ``--coverage`` lets
+libFuzzer mutate the golden file guided by the branches it reaches in vaekit's own code (instrumented by
+atheris); the first input byte says whether the CRC is recomputed.  Each input is capped at 20 s and the
+process at 2 GB of memory, so a hang or an allocation by an unchecked header field fails the run.
 """
 
 import argparse
@@ -42,15 +45,64 @@ def fuzz(data: bytes, model, n: int, seed: int = 0) -> dict:
     return counts
 
 
+def damage(b: bytes) -> bytes:
+    """A coverage-guided input as a file: byte 0 odd means the CRC is recomputed over the rest."""
+    body = bytearray(b[1:])
+    if b and b[0] & 1 and len(body) >= 4:
+        body[-4:] = struct.pack("<I", zlib.crc32(bytes(body[:-4])))
+    return bytes(body)
+
+
+def coverage_fuzz(runs: int, seed: int) -> None:
+    """libFuzzer over the decoder, with vaekit's modules instrumented; exits the process when done."""
+    import tempfile
+
+    import atheris
+
+    with atheris.instrument_imports(include=["vaekit"]):
+        from vaekit.errors import VaekitError
+        from vaekit.pretrained import load_from_files
+        from vaekit.tasks.compress import decompress
+
+    model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
+    counts = {"refused": 0, "decoded": 0}
+    t = time.perf_counter()
+
+    def one(b: bytes):
+        try:
+            decompress(damage(b), model=model)
+            counts["decoded"] += 1
+        except VaekitError:
+            counts["refused"] += 1
+        n = counts["refused"] + counts["decoded"]
+        if n % max(1, runs // 10) == 0:  # libFuzzer ends the process itself: report as it goes
+            print(
+                f"coverage-guided: {n} inputs, {counts['refused']} refused cleanly, {counts['decoded']} decoded, "
+                f"none crashed; {time.perf_counter() - t:.1f} s",
+                flush=True,
+            )
+
+    corpus = Path(tempfile.mkdtemp(prefix="vkc-corpus-"))
+    golden = (GOLDEN / "golden.vkc").read_bytes()
+    (corpus / "plain").write_bytes(b"\x00" + golden)
+    (corpus / "crc").write_bytes(b"\x01" + golden)
+    flags = [f"-runs={runs}", f"-seed={seed + 1}", "-timeout=20", "-rss_limit_mb=2048", f"-max_len={len(golden) * 2}"]
+    atheris.Setup([sys.argv[0], *flags, str(corpus)], one)
+    atheris.Fuzz()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=10000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--coverage", action="store_true", help="coverage-guided with atheris (pip install atheris)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.coverage:
+        coverage_fuzz(args.n, args.seed)
     from vaekit.pretrained import load_from_files
 
     model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")

@@ -258,6 +258,23 @@ def _fuzz_module():
     return mod
 
 
+def test_coverage_guided_fuzzing_finds_no_crash():
+    """A short seeded run of the atheris fuzzer (scripts/fuzz_vkc.py --coverage runs 100,000)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("atheris")
+    script = Path(__file__).parents[2] / "scripts" / "fuzz_vkc.py"
+    r = subprocess.run(
+        [sys.executable, str(script), "--coverage", "-n", "2000", "--seed", "0"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "2000 inputs" in r.stdout and "Done 2000 runs" in r.stderr
+
+
 def test_damaged_files_are_refused_cleanly():
     model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
     data = (GOLDEN / "golden.vkc").read_bytes()
