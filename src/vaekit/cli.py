@@ -156,11 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, device=False, seed=False)
 
-    p = sub.add_parser("compensate", help="correct exposure, contrast and colour cast (VAE or classical)")
+    p = sub.add_parser(
+        "compensate",
+        help="correct exposure, contrast and colour cast (learned or classical); good photos are left alone",
+    )
     p.add_argument("input", help="image file or folder (recursive)")
     p.add_argument("-o", "--output", required=True, help="PNG to write (or folder for a folder input)")
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("compensate")))
-    p.add_argument("--model", default="compensate-vae", help="the natural-image VAE for --method vae")
+    p.add_argument("--model", default="compensate-posterior", help="the exposure posterior for --method vae")
     _folder(p)
     _common(p)
 
@@ -293,9 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bsub.add_parser("compensate", help="exposure/contrast/colour-cast correction on seeded degradations")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
-    b.add_argument("--sets", default="kodak", help="comma list of set folders")
+    b.add_argument("--sets", default="kodak,photos-val", help="comma list: set folders, or photos-val")
     b.add_argument("--methods", default=None, help="comma list (default: none, percentile, gray-world, clahe, vae)")
-    b.add_argument("--model", default="compensate-vae")
+    b.add_argument("--model", default="compensate-posterior")
     b.add_argument("--limit", type=int, default=None)
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False)
@@ -673,9 +676,11 @@ def cmd_compensate(args):
     def line(r):
         if r["method"] != "vae":
             return f"{r['output']} ({r['method']})"
-        return f"{r['output']} (vae): gain {r['gain']:.3f}, gamma {r['gamma']:.3f}, cast " + "/".join(
-            f"{c:.3f}" for c in r["cast"]
-        )
+        odds = f"P(needs a change) {r['p_change']:.2f}"
+        if not r["changed"]:
+            return f"{r['output']} (vae): left unchanged, {odds}"
+        cast = ", cast " + "/".join(f"{c:.3f}" for c in r["cast"]) if "cast" in r else ""
+        return f"{r['output']} (vae): gain {r['gain']:.3f}, gamma {r['gamma']:.3f}{cast}, {odds}"
 
     return _finish(args, summary, "compensated", line)
 

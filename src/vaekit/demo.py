@@ -238,7 +238,7 @@ def compensation_section(out: Path, seed: int = 0) -> str:
         o = C.compensate(y, method=m)
         cells.append((f"compensate_{m}.png", o, f"{m}: PSNR {score(o):.2f} dB"))
     note = ""
-    if "compensate-vae" in SHIPPED:
+    if "compensate-posterior" in SHIPPED:
         try:
             r = C.compensate(y, method="vae", seed=seed, details=True)
             o, info = r.image, r.info
@@ -252,7 +252,7 @@ def compensation_section(out: Path, seed: int = 0) -> str:
         except VaekitError as e:
             note = f"<p>VAE method unavailable: {html.escape(str(e))}</p>"
     else:
-        note = "<p>No compensation VAE is shipped in this build.</p>"
+        note = "<p>No compensation model is shipped in this build.</p>"
     for f, a, _ in cells:
         write_image(out / f, a)
     figs = "".join(

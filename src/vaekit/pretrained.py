@@ -28,7 +28,7 @@ SHIPPED = {
     "mnist-vae": "mnist-vae",
     "codec-hyperprior": "codec-hyperprior",
     "codec-hyperprior-r1": "codec-hyperprior-r1",
-    "compensate-vae": "compensate-vae",
+    "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
     "denoise-color": "denoise-color",

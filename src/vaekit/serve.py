@@ -289,7 +289,7 @@ class Tasks:
 
         model = None  # the VAE is loaded (once) only when it is asked for
         if method == "vae":
-            model = self._model("compensate", lambda: resolve_model("compensate-vae", device=self.device))
+            model = self._model("compensate", lambda: resolve_model("compensate-posterior", device=self.device))
         r = compensate(img, method=method, model=model, seed=seed, details=True)
         return r.image, {k: v for k, v in r.info.items() if k != "seconds"}, {}
 

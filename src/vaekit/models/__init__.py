@@ -5,6 +5,7 @@ from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
 from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoisingVAE
+from .exposure import ExposurePosterior
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
 from .vae import MLPVAE, ConvVAE
@@ -34,6 +35,11 @@ register(
     "mask-aware conditional VAE inpainter p(missing | known, mask): push-pull pre-fill, "
     "dilated U-Net context, spatial latent, any size (multiples of 8), gray or RGB",
 )(InpaintingVAE)
+register(
+    "exposure-posterior",
+    "amortized posterior q(gain, gamma, cast | photo) of the exposure model, with an explicit no-change "
+    "hypothesis; fitted by simulation on clean photos",
+)(ExposurePosterior)
 register("hvae", "two-level hierarchical MLP VAE (p(z2) p(z1|z2) p(x|z1)), the MNIST likelihood model")(HierarchicalVAE)
 register("codec-factorized", "compression VAE, factorized prior (Balle 2017), GDN, variable rate by gain units")(
     lambda **kw: CompressionVAE(prior="factorized", **kw)
@@ -55,4 +61,5 @@ __all__ = [
     "MultiScaleDenoisingVAE",
     "SelfSupervisedDenoisingVAE",
     "InpaintingVAE",
+    "ExposurePosterior",
 ]
