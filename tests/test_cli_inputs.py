@@ -99,6 +99,7 @@ def test_every_command_against_bad_and_odd_inputs(command, tmp_path, capsys):
             assert not out.exists(), (command, name)
         else:
             assert out.is_file() and out.stat().st_size > 0, (command, name)
+            assert all(line.startswith("vaekit: warning:") for line in err.splitlines()), (command, name, err)
         assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")], (command, name)
 
 

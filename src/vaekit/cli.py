@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import VaekitError
@@ -842,6 +843,10 @@ COMMANDS = {
 }
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"vaekit: warning: {message}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -861,7 +866,10 @@ def main(argv=None) -> int:
             from .io import check_output_path
 
             check_output_path(args.output)
-        rc = COMMANDS[args.command](args)
+        with warnings.catch_warnings():  # a warning is one line too (--debug keeps Python's form)
+            if not debug:
+                warnings.showwarning = _one_line_warning
+            rc = COMMANDS[args.command](args)
         return rc if isinstance(rc, int) else 0  # folder commands return FAILED_EXIT when inputs failed
     except VaekitError as e:
         if debug:
