@@ -68,11 +68,11 @@ def headline_rows() -> list[str]:
     for set_name in ("kodak", "photos-val"):
         r = _load(f"compensate-{set_name}")
         if r and "vae" in r["summary"].get("strong", {}):
-            for case in ("identity", "strong"):
+            for case, label in (("identity", "unaltered photo (PSNR ≤ 60)"), ("strong", "strong exposure/cast (PSNR)")):
                 v = r["summary"][case]
                 b = max((m for m in v if m not in ("none", "vae")), key=lambda m: v[m]["psnr"])
                 rows.append(
-                    f"| compensate {case} (PSNR) | {set_name} | {v['vae']['psnr']:.2f} dB | {b} "
+                    f"| compensate, {label} | {set_name} | {v['vae']['psnr']:.2f} dB | {b} "
                     f"{v[b]['psnr']:.2f} dB | {v['vae']['psnr'] - v[b]['psnr']:+.2f} dB |"
                 )
     r = _load("generate-mnist")

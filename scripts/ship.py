@@ -83,7 +83,7 @@ MODELS = {
     },
     "compensate-posterior": {
         "kind": "exposure",
-        "config": "configs/compensate-posterior.yaml",
+        "config": "configs/compensate-posterior2.yaml",
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {

@@ -22,9 +22,9 @@ from ..io import as_float_image, restore_layout
 from ..models import exposure
 
 WORK_SIZE = 256  # the long side of the copy the posterior reads (the scale it was trained at)
-# P(no change) for the photos users bring: even odds, not the training prior's 30% (chosen on photos-val, see
-# docs/decisions.md); the posterior's odds are rescaled from one prior to the other
-NO_CHANGE_PRIOR = 0.5
+# P(no change) for the photos users bring: most need none, unlike the training prior's 30% (chosen on photos-val,
+# see docs/decisions.md); the posterior's odds are rescaled from one prior to the other
+NO_CHANGE_PRIOR = 0.9
 
 
 def _torch(a: np.ndarray) -> torch.Tensor:
@@ -83,7 +83,7 @@ def _thumbnail(a: np.ndarray) -> torch.Tensor:
 def posterior_compensate(a: np.ndarray, model, *, samples: int = 1, seed: int = 0):
     """Correct ``a`` (H, W, C float in [0, 1]) with the exposure posterior ``model``.
 
-    One pass applies the more probable hypothesis (at even prior odds, ``NO_CHANGE_PRIOR``): no change, or the
+    One pass applies the more probable hypothesis (under the prior ``NO_CHANGE_PRIOR``): no change, or the
     posterior mean correction.  ``samples`` N > 1
     draws N parameter sets from the posterior (no change among them with its probability) and returns their mean
     and per-pixel std.  Returns (image, draws, std, info)."""
