@@ -553,6 +553,25 @@ def test_simulated_training_noise_has_the_levels_its_map_states():
     assert y.min() >= 0 and y.max() <= 1
 
 
+def test_correlated_training_noise_keeps_its_level_and_is_correlated():
+    from vaekit.models.denoiser import correlated
+    from vaekit.registry import create_model
+
+    torch.manual_seed(0)
+    n = torch.randn(8, 1, 64, 64)
+    for width, rho in ((0.4, 0.05), (1.2, 0.7)):
+        h = correlated(n, width)
+        assert abs(float(h.std()) - 1) < 0.05
+        assert float((h[..., 1:] * h[..., :-1]).mean() / h.var()) > rho  # neighbours move together
+    m = create_model("denoise-vae", channels=1, widths=[8, 8, 8], latent_channels=2, corr_prob=1.0, corr_width=[1, 1])
+    x = torch.full((16, 1, 32, 32), 0.5)
+    y, sigma = m.simulate(x, 20.0)
+    r = (y - x) * 255
+    assert abs(float(r.std()) - 20) < 1.5 and float((r[..., 1:] * r[..., :-1]).mean() / r.var()) > 0.5
+    with pytest.raises(ValueError, match="corr_prob"):
+        create_model("denoise-vae", corr_prob=1.5)
+
+
 def test_multiscale_denoiser_objective_map_input_and_blind_estimate(tmp_path):
     from vaekit.pretrained import load_from_files, save_model
     from vaekit.registry import create_model

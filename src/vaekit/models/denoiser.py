@@ -63,6 +63,19 @@ def prior_draws(decode, pm, plv, samples: int, temperature: float = 1.0, generat
     return mean, (s2 / samples - mean * mean).clamp_min(0), draws
 
 
+def correlated(noise: torch.Tensor, width: float, radius: int = 3) -> torch.Tensor:
+    """Unit white ``noise`` (B, C, H, W) blurred by a Gaussian of ``width`` px and rescaled to unit variance."""
+    t = torch.arange(-radius, radius + 1, dtype=noise.dtype, device=noise.device)
+    k = torch.exp(-0.5 * (t / width) ** 2)
+    k = k / k.sum()
+    c = noise.shape[1]
+    h = F.conv2d(
+        F.pad(noise, (radius, radius, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c
+    )
+    h = F.conv2d(F.pad(h, (0, 0, radius, radius), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return h / (k.pow(2).sum() ** 2).sqrt()  # the separable kernel's sum of squares is (sum k^2)^2
+
+
 class DenoisingVAE(nn.Module):
     """Conditional VAE denoiser for ``channels``-channel images (1 gray, 3 RGB).
 
@@ -79,6 +92,9 @@ class DenoisingVAE(nn.Module):
         name only.  The reported ELBO uses the true KL.
     clip_prob : the fraction of training examples whose noisy input is clipped to [0, 1] and rounded to 8 bits,
         as files hold noise (their level map keeps the level before clipping)
+    corr_prob : the fraction of training examples whose noise is spatially correlated, as demosaicking and JPEG
+        leave camera noise: white noise blurred by a Gaussian of width ``corr_width`` px (drawn per batch), rescaled
+        so that each pixel's standard deviation is still the level
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -92,12 +108,17 @@ class DenoisingVAE(nn.Module):
         scale_ref: float = 0.03,
         free_bits: float = 0.05,
         clip_prob: float = 0.0,
+        corr_prob: float = 0.0,
+        corr_width=(0.4, 1.2),
     ):
         super().__init__()
         self.free_bits = float(free_bits)
-        if not 0.0 <= clip_prob <= 1.0:
-            raise ValueError(f"clip_prob must be in [0, 1], not {clip_prob}")
+        for name, p in (("clip_prob", clip_prob), ("corr_prob", corr_prob)):
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], not {p}")
         self.clip_prob = float(clip_prob)
+        self.corr_prob = float(corr_prob)
+        self.corr_width = (float(corr_width[0]), float(corr_width[1]))
         self.channels = int(channels)
         self.widths = tuple(int(w) for w in widths)
         self.latent_channels = int(latent_channels)
@@ -168,7 +189,12 @@ class DenoisingVAE(nn.Module):
             lo, hi = self.sigma_range
             sigma = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
-        y = x + torch.randn_like(x) * (sigma / 255.0).view(-1, 1, 1, 1)
+        noise = torch.randn_like(x)
+        if self.corr_prob > 0:
+            lo, hi = self.corr_width
+            corr = (torch.rand(x.shape[0], device=x.device) < self.corr_prob).view(-1, 1, 1, 1)
+            noise = torch.where(corr, correlated(noise, lo + (hi - lo) * float(torch.rand(()))), noise)
+        y = x + noise * (sigma / 255.0).view(-1, 1, 1, 1)
         if self.clip_prob > 0:
             clip = (torch.rand(x.shape[0], device=x.device) < self.clip_prob).view(-1, 1, 1, 1)
             y = torch.where(clip, (y.clamp(0, 1) * 255).round() / 255, y)
