@@ -103,6 +103,11 @@ def test_compensate_reports_what_it_did(client, photo):
         "/api/compensate", files={"image": ("a.png", _png(photo), "image/png")}, data={"method": "gray-world"}
     )
     assert r.status_code == 200 and r.headers["x-vaekit-method"] == "gray-world"
+    dark = (photo * 0.4).astype(np.uint8)  # the learned method says whether it changed anything, and how sure it is
+    r = client.post("/api/compensate?format=json", files={"image": ("a.png", _png(dark), "image/png")})
+    f = r.json()["figures"]
+    assert r.status_code == 200 and f["method"] == "vae" and 0 <= f["p_change"] <= 1 and f["changed"] in (True, False)
+    assert f["changed"] == (f["p_change"] > 0.5)
 
 
 def test_bad_inputs_get_one_clear_sentence_and_a_4xx(client, photo):
