@@ -57,14 +57,17 @@ def headline_rows() -> list[str]:
                     f"{r['summary'][mask][best]['hole_psnr']:.2f} dB | "
                     f"{v['margin_over_best_classical']:+.2f} dB |"
                 )
-    r = _load("compress-kodak")
-    if r:
-        bd = r["bd_rate"]
-        rows.append(
-            f"| compress (BD-rate, PSNR) | kodak | {bd['vaekit']['vs_jpeg']:+.1f}% vs JPEG | "
-            f"WebP {bd['webp']['vs_jpeg']:+.1f}%, AVIF {bd['avif']['vs_jpeg']:+.1f}% vs JPEG | "
-            f"{bd['vaekit']['vs_avif']:+.1f}% vs AVIF |"
-        )
+    for set_name in ("kodak", "photos-val"):
+        r = _load(f"compress-{set_name}")
+        if r:
+            bd = r["bd_rate"]
+            vs = [(bd["vaekit"].get(f"vs_{c}"), n) for c, n in (("webp", "WebP"), ("avif", "AVIF"))]
+            rows.append(
+                f"| compress (BD-rate, PSNR) | {set_name} | {bd['vaekit']['vs_jpeg']:+.1f}% vs JPEG | "
+                f"WebP {bd['webp']['vs_jpeg']:+.1f}%, AVIF {bd['avif']['vs_jpeg']:+.1f}% vs JPEG | "
+                + ", ".join(f"{v:+.1f}% vs {n}" for v, n in vs if v is not None)
+                + " |"
+            )
     for set_name in ("kodak", "photos-val"):
         r = _load(f"compensate-{set_name}")
         if r and "vae" in r["summary"].get("strong", {}):

@@ -246,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(b)
 
     b = bsub.add_parser("compress", help="rate-distortion of the codec vs JPEG, WebP, AVIF, JPEG XL on real files")
-    b.add_argument("--data-dir", required=True, help="folder of test images (e.g. ../shared/data/kodak)")
+    b.add_argument(
+        "--data-dir", required=True, help="folder of test images (../shared/data/kodak), or photos (photos-val, ÷2)"
+    )
     b.add_argument("--model", default="codec-hyperprior")
     b.add_argument("--limit", type=int, default=None, help="first N images only")
     b.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="classical codecs to sweep (comma list)")

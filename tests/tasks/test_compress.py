@@ -413,3 +413,20 @@ def test_downloadable_weights_are_refused_clearly_until_installed_and_checked(tm
     assert main(["models", "--install", f"codec-hyperprior-r1={bad}"]) == 2
     assert "is not the codec-hyperprior-r1 weights" in capsys.readouterr().err
     assert not installed_weights("codec-hyperprior-r1").exists()
+
+
+def test_the_compression_benchmark_reads_photos_val_halved(tmp_path):
+    """A folder with SPLITS.tsv is the photos set: its val rows, area-downscaled by 2 (2x2 means)."""
+    from PIL import Image
+
+    from vaekit.bench.compress import _load_images
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "SPLITS.tsv").write_text("file\tsplit\na.png\ttrain\nb.png\tval\nc.png\tval\n")
+    name, files, imgs = _load_images(tmp_path, None)
+    assert name == "photos-val" and [Path(f).name for f in files] == ["b.png", "c.png"]
+    full = np.asarray(Image.open(tmp_path / "b.png"), dtype=np.float64)
+    assert imgs[0].shape == (16, 24, 3)
+    assert np.abs(imgs[0] - full.reshape(16, 2, 24, 2, 3).mean((1, 3))).max() <= 0.5 + 1e-9

@@ -73,14 +73,25 @@ def _summarise(rows: list[dict]) -> dict:
 
 
 def _load_images(data_dir: Path, limit):
+    """(set name, files, uint8 RGB images): a folder of lossless images, or the photos set's val rows
+    (photos-val), area-downscaled by 2 so that their JPEG blocking does not favour JPEG."""
     from PIL import Image
 
+    if (data_dir / "SPLITS.tsv").is_file():
+        from .. import data as vd
+
+        files = vd.split_by_file(vd.find_images(data_dir), data_dir / "SPLITS.tsv")[1][: limit or None]
+        imgs = []
+        for f in files:
+            im = Image.open(f).convert("RGB")
+            imgs.append(np.array(im.reduce(2)))  # box filter: the mean of each 2x2 block
+        return "photos-val", files, imgs
     files = sorted(p for p in data_dir.iterdir() if p.suffix.lower() in (".png", ".ppm", ".bmp", ".tif", ".tiff"))
     if not files:
         raise VaekitError(f"no lossless test images (png/ppm/bmp/tif) in {data_dir}")
     files = files[:limit] if limit else files
     imgs = [np.array(Image.open(f).convert("RGB")) for f in files]
-    return files, imgs
+    return data_dir.name, files, imgs
 
 
 def run_classical(codec, imgs, names, cache_dir: Path | None, log=print) -> dict:
@@ -218,9 +229,8 @@ def run(**kwargs) -> dict:
     for c in codecs:
         if c not in CODECS:
             raise VaekitError(f"unknown codec {c!r} in --codecs; known: {', '.join(CODECS)}")
-    files, imgs = _load_images(data_dir, args.limit)
-    names = [f.name for f in files]
-    set_name = data_dir.name
+    set_name, files, imgs = _load_images(data_dir, args.limit)
+    names = [Path(f).name for f in files]
     out_dir = Path(args.output)
     cache = Path(args.cache) if args.cache else out_dir / ".cache" / "compress"
     anchors_dir = (
@@ -254,7 +264,7 @@ def run(**kwargs) -> dict:
                 "tolerance_db": ANCHOR_TOLERANCE_DB,
                 "reproduced": max(diffs) <= ANCHOR_TOLERANCE_DB,
             }
-    # 2. BD-rates, vs JPEG and vs AVIF (both measured here), and for CompressAI's published curves
+    # 2. BD-rates, vs JPEG, WebP and AVIF (measured here), and for CompressAI's published curves
     curves = {name: _curve(r) for name, r in results.items()}
     published = {}
     for label, fname in COMPRESSAI.items():
@@ -265,7 +275,7 @@ def run(**kwargs) -> dict:
     bd = {}
     for name, (rate, ps) in {**curves, **published}.items():
         row = {}
-        for ref in ("jpeg", "avif"):
+        for ref in ("jpeg", "webp", "avif"):
             if ref in curves and ref != name:
                 v, rng = bd_rate(*curves[ref], rate, ps)
                 row[f"vs_{ref}"] = v
@@ -325,15 +335,18 @@ def _markdown(payload, results, bd, checks) -> str:
         "",
         "## BD-rate (negative = fewer bits for the same PSNR)",
         "",
-        "| codec | vs JPEG | PSNR range (dB) | vs AVIF | PSNR range (dB) |",
-        "|---|---|---|---|---|",
+        "| codec | vs JPEG | PSNR range (dB) | vs WebP | PSNR range (dB) | vs AVIF | PSNR range (dB) |",
+        "|---|---|---|---|---|---|---|",
     ]
     fmt = lambda v: "—" if v is None else f"{v:+.1f}%"  # noqa: E731
     rng = lambda v: "—" if not v else f"{v[0]:.1f}–{v[1]:.1f}"  # noqa: E731
     for name, row in bd.items():
         lines.append(
-            f"| {name} | {fmt(row.get('vs_jpeg'))} | {rng(row.get('vs_jpeg_psnr_range'))} | "
-            f"{fmt(row.get('vs_avif'))} | {rng(row.get('vs_avif_psnr_range'))} |"
+            f"| {name} | "
+            + " | ".join(
+                f"{fmt(row.get(f'vs_{r}'))} | {rng(row.get(f'vs_{r}_psnr_range'))}" for r in ("jpeg", "webp", "avif")
+            )
+            + " |"
         )
     if checks:
         lines += [
