@@ -287,7 +287,7 @@ class Tasks:
         from .tasks.common import resolve_model
         from .tasks.compensate import compensate
 
-        model = None  # the VAE is loaded (once) only when it is asked for
+        model = None  # the learned model is loaded (once) only when it is asked for
         if method == "vae":
             model = self._model("compensate", lambda: resolve_model("compensate-posterior", device=self.device))
         r = compensate(img, method=method, model=model, seed=seed, details=True)

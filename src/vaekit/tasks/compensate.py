@@ -35,22 +35,22 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
     return t[0].permute(1, 2, 0).numpy()
 
 
-def _theta(a: np.ndarray, gain, gamma, cast) -> torch.Tensor:
-    return torch.tensor([exposure.params_to_theta(gain, gamma, cast if a.shape[2] == 3 else (1.0,) * 3)])
+def _exposure(fn, img, gain, gamma, cast) -> np.ndarray:
+    """``fn`` (the model module's ``degrade`` or ``correct``) on any image, in its dtype and shape; gray has no cast."""
+    a, layout = as_float_image(img)
+    a3 = a if a.ndim == 3 else a[..., None]
+    theta = torch.tensor([exposure.params_to_theta(gain, gamma, cast if a3.shape[2] == 3 else (1.0,) * 3)])
+    return restore_layout(_numpy(fn(_torch(a3), theta)).reshape(a.shape), layout)
 
 
 def degrade_exposure(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The synthetic degradation: clip(gain * cast * x, 0, 1) ** gamma (cast per channel; none on gray)."""
-    a, layout = as_float_image(img)
-    a3 = a if a.ndim == 3 else a[..., None]
-    return restore_layout(_numpy(exposure.degrade(_torch(a3), _theta(a3, gain, gamma, cast))).reshape(a.shape), layout)
+    return _exposure(exposure.degrade, img, gain, gamma, cast)
 
 
 def apply_correction(img, *, gain: float = 1.0, gamma: float = 1.0, cast=(1.0, 1.0, 1.0)) -> np.ndarray:
     """The inverse of ``degrade_exposure`` for the given parameters (clipped to [0, 1])."""
-    a, layout = as_float_image(img)
-    a3 = a if a.ndim == 3 else a[..., None]
-    return restore_layout(_numpy(exposure.correct(_torch(a3), _theta(a3, gain, gamma, cast))).reshape(a.shape), layout)
+    return _exposure(exposure.correct, img, gain, gamma, cast)
 
 
 def random_degradation(rng: np.random.Generator, channels: int = 3, strength: str = "strong") -> dict:
