@@ -22,7 +22,14 @@ def test_every_registered_model_has_small_args():
     from conftest import CODECS  # the compression family has its own tests
 
     # conditional on the degraded image: test_denoise.py, test_inpaint.py; the exposure posterior: test_augment.py
-    denoisers = {"denoise-vae", "denoise-vae-ms", "denoise-vae-selfsup", "inpaint-vae", "exposure-posterior"}
+    denoisers = {
+        "denoise-vae",
+        "denoise-vae-ms",
+        "denoise-vae-opponent",
+        "denoise-vae-selfsup",
+        "inpaint-vae",
+        "exposure-posterior",
+    }
     assert set(list_models()) == set(SMALL) | set(CODECS) | denoisers
 
 

@@ -654,7 +654,8 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
 def test_a_gray_denoiser_on_a_colour_image_works_in_opponent_channels():
     """CBM3D's decorrelating transform: orthonormal (white noise stays white at the same level), each channel
     mapped into [0, 1]; the gray model's draws and std come back as RGB."""
-    from vaekit.tasks.denoise import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT, vae_denoise
+    from vaekit.models.denoiser import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT
+    from vaekit.tasks.denoise import vae_denoise
 
     assert np.allclose(OPPONENT @ OPPONENT.T, np.eye(3))
     corners = np.array(np.meshgrid([0, 1], [0, 1], [0, 1])).reshape(3, -1).T
@@ -667,3 +668,39 @@ def test_a_gray_denoiser_on_a_colour_image_works_in_opponent_channels():
     assert (std > 0).all()
     with pytest.raises(VaekitError, match="sigma"):
         vae_denoise(m, y, None)  # a gray model without an estimator needs the level
+
+
+def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_learns(tmp_path):
+    """A colour model initialised from a gray one gives the opponent-channel path's estimate to float
+    precision; its objective trains every tensor, the mixing included, and its ELBO is per RGB image."""
+    from vaekit import create_model
+    from vaekit.pretrained import load_from_files, save_model
+    from vaekit.tasks.denoise import vae_denoise
+
+    g = tiny_denoiser()
+    torch.manual_seed(1)
+    c = create_model("denoise-vae-opponent", widths=[8, 8, 16], latent_channels=2, free_bits=0.0, clip_prob=0.5)
+    assert c.channels == 3
+    missing = c.load_state_dict(g.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("mix.") for k in missing)
+    c.eval()
+    y = degrade.gaussian(smooth_image(40, 48, c=3), 25, seed=0)
+    assert np.allclose(vae_denoise(c, y, 25)[0], vae_denoise(g, y, 25)[0], atol=1e-5)
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(c.from_rows(c.to_rows(x)), x, atol=1e-6)
+    c.train()
+    out = c(x)
+    loss = c.loss(x, out)
+    loss["loss"].backward()
+    assert all(p.grad is not None for p in c.parameters()) and float(c.mix[2].weight.grad.abs().sum()) > 0
+    rows = (out["log_px"] - out["kl"]).view(2, 3).sum(1).mean()
+    assert float(loss["elbo"]) == pytest.approx(float(rows) + 32 * 32 * c.log_det, rel=1e-5)
+    c.eval()
+    mean, std, draws = c.denoise(torch.from_numpy(y).float().permute(2, 0, 1)[None], 25.0, samples=3)
+    assert mean.shape == std.shape == (1, 3, 40, 48) and len(draws) == 3 and (std > 0).all()
+    with pytest.raises(ValueError, match="RGB"):
+        c.denoise(torch.rand(1, 1, 32, 32), 25.0)
+    card = {"name": "t", "arch": "denoise-vae-opponent", "arch_args": {"widths": [8, 8, 16], "latent_channels": 2}}
+    save_model(c, tmp_path, card, dtype=torch.float16)
+    back = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json")
+    assert np.allclose(vae_denoise(back, y, 25)[0], vae_denoise(c, y, 25)[0], atol=2e-3)

@@ -4,7 +4,7 @@ from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
-from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoisingVAE
+from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, OpponentDenoisingVAE, SelfSupervisedDenoisingVAE
 from .exposure import ExposurePosterior
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
@@ -25,6 +25,11 @@ register(
     "conditional VAE denoiser p(clean | noisy, level map): four-scale residual U-Net, "
     "per-pixel noise map, blind level estimator, any size (multiples of 16), gray or RGB",
 )(MultiScaleDenoisingVAE)
+register(
+    "denoise-vae-opponent",
+    "colour conditional VAE denoiser: the gray denoise-vae on the three opponent channels with learned "
+    "mixing across them (starts as the opponent-channel path when initialised from a gray model)",
+)(OpponentDenoisingVAE)
 register(
     "denoise-vae-selfsup",
     "the conditional VAE denoiser fitted on noisy images only (recorrupted-to-"
@@ -58,6 +63,7 @@ __all__ = [
     "HierarchicalVAE",
     "CompressionVAE",
     "DenoisingVAE",
+    "OpponentDenoisingVAE",
     "MultiScaleDenoisingVAE",
     "SelfSupervisedDenoisingVAE",
     "InpaintingVAE",

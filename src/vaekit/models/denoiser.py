@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -162,9 +163,9 @@ class DenoisingVAE(nn.Module):
         self._check(y)
         h = F.pixel_unshuffle(y, 2)
         smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
-        e1 = self.e1(torch.cat([h, smap], 1))
-        e2 = self.e2(e1)
-        e3 = self.e3(e2)
+        e1 = self._mix(0, self.e1(torch.cat([h, smap], 1)))
+        e2 = self._mix(1, self.e2(e1))
+        e3 = self._mix(2, self.e3(e2))
         mu, logvar = self.prior_head(e3).chunk(2, 1)
         return (e1, e2, e3), (mu, logvar.clamp(-12.0, 6.0))
 
@@ -177,9 +178,17 @@ class DenoisingVAE(nn.Module):
         """Decoder mean: ``y`` plus the predicted residual."""
         e1, e2, e3 = skips
         h = self.d3(torch.cat([e3, z], 1))
-        h = self.d2(torch.cat([F.relu(F.pixel_shuffle(self.up2(h), 2)), e2], 1))
-        h = self.d1(torch.cat([F.relu(F.pixel_shuffle(self.up1(h), 2)), e1], 1))
+        h = self._mix(3, self.d2(torch.cat([F.relu(F.pixel_shuffle(self.up2(h), 2)), e2], 1)))
+        h = self._mix(4, self.d1(torch.cat([F.relu(F.pixel_shuffle(self.up1(h), 2)), e1], 1)))
         return y + F.pixel_shuffle(self.out(h), 2)
+
+    def _mix(self, i: int, h):
+        """Features after mixing point ``i`` (0-2 in the context, 3-4 in the decoder): unchanged here."""
+        return h
+
+    def _rows(self, x, y, sigma):
+        """The (clean, noisy, level) rows the network runs on: the images themselves here."""
+        return x, y, sigma
 
     # ------------------------------------------------------------------ training objective
     def simulate(self, x, sigma=None):
@@ -202,7 +211,7 @@ class DenoisingVAE(nn.Module):
 
     def forward(self, x, sigma=None):
         """The conditional ELBO's terms on clean ``x`` (noise simulated here)."""
-        y, sigma = self.simulate(x, sigma)
+        x, y, sigma = self._rows(x, *self.simulate(x, sigma))
         skips, (pm, plv) = self.context(y, sigma)
         qm, qlv = self.posterior(x, skips[2])
         z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
@@ -257,11 +266,97 @@ class DenoisingVAE(nn.Module):
     @torch.no_grad()
     def latent_stats(self, x, sigma):
         """KL per example and per latent channel (B, L) on clean ``x`` at levels ``sigma``: for active units."""
-        y, sigma = self.simulate(x, sigma)
+        x, y, sigma = self._rows(x, *self.simulate(x, sigma))
         skips, (pm, plv) = self.context(y, sigma)
         qm, qlv = self.posterior(x, skips[2])
         kl = gaussian_kl(qm, qlv, pm, plv)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])
+
+
+# CBM3D's decorrelating colour transform: orthonormal, so white noise of level s is white noise of level s in
+# each opponent channel.  Each channel is scaled and shifted into [0, 1] for a gray network (its level alike).
+OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]]) / np.sqrt([[3.0], [2.0], [6.0]])
+OPPONENT_SCALE = np.array([1 / np.sqrt(3), 0.5, np.sqrt(6) / 4])
+OPPONENT_SHIFT = np.array([0.0, 0.5, 0.5])
+
+
+class OpponentDenoisingVAE(DenoisingVAE):
+    """Colour denoising VAE grown out of the gray one.
+
+    The gray network runs on the three opponent channels of an RGB image (luminance and two colour
+    differences, CBM3D's transform, each scaled into [0, 1]) as three rows sharing its weights, and learned
+    1x1 convolutions across the three rows' features at five points let each channel read the others: the
+    colour differences see the luminance's edges, as CBM3D groups colour by luminance.  The mixing starts at
+    zero, so a model initialised from a gray ``denoise-vae`` (``init_from``) starts as exactly the
+    opponent-channel path and training on colour photos adds to it; the mixing biases tell the shared network
+    which channel a row is.  Noise is simulated in RGB (clipped to 8 bits there, as files hold it).  Training
+    weighs each row as the gray model weighs an example; the reported ELBO is per RGB image (the rows' terms
+    plus the transform's log-Jacobian).  It takes and returns RGB (``channels`` 3).
+    """
+
+    MIX_WIDTH = (0, 1, 2, 1, 0)  # which width (1/2, 1/4, 1/8 resolution) each mixing point carries
+
+    def __init__(self, widths=(48, 96, 192), latent_channels: int = 8, **kw):
+        super().__init__(1, widths, latent_channels, **kw)
+        self.channels = 3
+        self.mix = nn.ModuleList(nn.Conv2d(3 * self.widths[i], 3 * self.widths[i], 1) for i in self.MIX_WIDTH)
+        for m in self.mix:
+            nn.init.zeros_(m.weight)
+            nn.init.zeros_(m.bias)
+        fwd = OPPONENT * OPPONENT_SCALE[:, None]
+        self.register_buffer("fwd", torch.tensor(fwd, dtype=torch.float32), persistent=False)
+        self.register_buffer("inv", torch.tensor(np.linalg.inv(fwd), dtype=torch.float32), persistent=False)
+        self.register_buffer("shift", torch.tensor(OPPONENT_SHIFT, dtype=torch.float32), persistent=False)
+        self.log_det = float(np.log(OPPONENT_SCALE).sum())  # per RGB pixel (OPPONENT itself is orthonormal)
+
+    def _check(self, y):
+        if y.dim() != 4 or y.shape[1] != 1 or y.shape[0] % 3:
+            raise ValueError(f"expected (3B, 1, H, W) opponent rows, got {tuple(y.shape)}")
+        if y.shape[-1] % self.STRIDE or y.shape[-2] % self.STRIDE:
+            raise ValueError(f"height and width must be multiples of {self.STRIDE}, got {tuple(y.shape[-2:])}")
+
+    def _mix(self, i, h):
+        b, c, hh, ww = h.shape
+        h3 = h.reshape(b // 3, 3 * c, hh, ww)
+        return (h3 + self.mix[i](h3)).reshape(b, c, hh, ww)
+
+    def to_rows(self, x):
+        """RGB (B, 3, H, W) -> scaled opponent rows (3B, 1, H, W); row 3b + k is channel k of image b."""
+        o = torch.einsum("kc,bchw->bkhw", self.fwd.to(x.dtype), x) + self.shift.to(x.dtype).view(1, 3, 1, 1)
+        return o.reshape(-1, 1, *x.shape[-2:])
+
+    def from_rows(self, o, shift: bool = True):
+        """The inverse of :meth:`to_rows` (``shift=False`` for differences, which carry no offset)."""
+        o = o.reshape(-1, 3, *o.shape[-2:])
+        if shift:
+            o = o - self.shift.to(o.dtype).view(1, 3, 1, 1)
+        return torch.einsum("ck,bkhw->bchw", self.inv.to(o.dtype), o)
+
+    def row_sigma(self, sigma):
+        """Per-row levels (3B,) for RGB levels (B,): the level scaled as each opponent channel is."""
+        scale = torch.as_tensor(OPPONENT_SCALE, dtype=sigma.dtype, device=sigma.device)
+        return (sigma.reshape(-1, 1) * scale).reshape(-1)
+
+    def _rows(self, x, y, sigma):
+        return self.to_rows(x), self.to_rows(y), self.row_sigma(sigma)
+
+    def loss(self, x, out, kl_weight: float = 1.0):
+        res = super().loss(x, out, kl_weight)
+        elbo = (out["log_px"] - out["kl"]).view(-1, 3).sum(1) + x[0, 0].numel() * self.log_det
+        mse = (self.from_rows(out["x_hat"]) - x).pow(2).flatten(1).mean(1)
+        psnr = (-10 * torch.log10(mse.clamp_min(1e-10))).mean()
+        return res | {"elbo": elbo.mean().detach(), "rec": mse.mean().detach(), "psnr": psnr.detach()}
+
+    @torch.no_grad()
+    def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None):
+        """As :meth:`DenoisingVAE.denoise`, on RGB ``y`` (B, 3, H, W) at RGB levels ``sigma``."""
+        if y.dim() != 4 or y.shape[1] != 3:
+            raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(y.shape)}")
+        sigma = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0])
+        mean, std, draws = super().denoise(self.to_rows(y), self.row_sigma(sigma), samples, temperature, generator)
+        # rows are independent given the noisy image: variances add through the inverse transform's squares
+        var = torch.einsum("ck,bkhw->bchw", self.inv.to(std.dtype) ** 2, std.reshape(-1, 3, *std.shape[-2:]) ** 2)
+        return self.from_rows(mean), var.sqrt(), [self.from_rows(d) for d in draws]
 
 
 def _dihedral(t, k: int, flip: bool, inverse: bool = False):

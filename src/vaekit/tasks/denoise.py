@@ -23,6 +23,7 @@ import torch
 from .. import degrade
 from ..errors import VaekitError
 from ..io import as_float_image, restore_layout
+from ..models.denoiser import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT
 from .common import Result, check_samples, ramp, resolve_device, tile_starts
 
 # the default model per image channels: colour images go through the gray model's opponent channels, which
@@ -131,13 +132,6 @@ def vae_denoise(
         return a[0] if C == 1 else a.transpose(1, 2, 0)
 
     return back(acc[0]), back(acc[1].sqrt()), [back(acc[2 + i]) for i in range(k)]
-
-
-# CBM3D's decorrelating colour transform: orthonormal, so white noise of level s is white noise of level s in
-# each opponent channel.  Each channel is scaled and shifted into [0, 1] for a gray model (its level scaled alike).
-OPPONENT = np.array([[1, 1, 1], [1, 0, -1], [1, -2, 1]]) / np.sqrt([[3.0], [2.0], [6.0]])
-OPPONENT_SCALE = np.array([1 / np.sqrt(3), 0.5, np.sqrt(6) / 4])
-OPPONENT_SHIFT = np.array([0.0, 0.5, 0.5])
 
 
 def _opponent_denoise(model, y, sigma, *, samples, seed, **kw):
