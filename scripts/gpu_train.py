@@ -32,13 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # name -> recipe and overrides; a job starts from the run given to ``stage --start NAME=RUN``, else from the shipped
 # model of its name where there is one, else from scratch
 JOBS = {
-    "denoise-color-ms": {
-        "config": "configs/denoise-color-ms.yaml",
+    "denoise-color": {
+        "config": "configs/denoise-color-opponent.yaml",
         "overrides": [
             "amp=bf16",
-            "batch_size=64",
+            "batch_size=32",
             "patch_size=128",
-            "lr=2e-4",
+            "lr=1e-4",
             "schedule=constant",
             "warmup_steps=0",
             "kl_warmup_steps=0",

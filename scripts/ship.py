@@ -32,18 +32,20 @@ MODELS = {
     "denoise-color": {
         "kind": "denoise",
         "mode": "RGB",
-        "config": "configs/denoise-color-ms.yaml",
+        "config": "configs/denoise-color-opponent.yaml",
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
-            "licence": PHOTOS,
-            "train": "the photos train split (948 images), area-downscaled by 2, random 96x96 crops with flips",
+            "licence": PHOTOS
+            + "; through its start, denoise-gray: train400 (BSDS crops, Berkeley non-commercial terms)",
+            "train": "starts from denoise-gray (stages 1-3, below); then the photos train split in colour "
+            "(948 images), area-downscaled by 2, random 96x96 crops with flips",
             "validation": "photos-val (71 images)",
-            "noise": "vaekit.degrade.simulate_noise: white Gaussian (sigma <= 55), Poisson-Gaussian, spatially "
-            "varying Gaussian, Bayer-demosaicked + JPEG; clipped and 8-bit for half",
+            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 bits",
         },
-        "limits": "Trained on downscaled photos: noise and detail at the scale of phone and camera JPEGs. Real camera "
-        "noise is covered only as far as the simulated Bayer + JPEG pipeline resembles it.",
+        "limits": "Gaussian noise at a known or estimated level (one level per image; on camera JPEGs the estimate is "
+        "raised for correlated noise, and real camera noise is still only partly removed). Trained on downscaled "
+        "photos: noise and detail at the scale of phone and camera JPEGs.",
     },
     "denoise-gray": {
         "kind": "denoise",
@@ -121,7 +123,7 @@ def denoise_stats(model, spec, n, sigmas=(15, 25, 50), draws=16):
             t = t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
             h, w = (t.shape[-2] // model.STRIDE) * model.STRIDE, (t.shape[-1] // model.STRIDE) * model.STRIDE
             torch.manual_seed(i)
-            per_ch.append(model.latent_stats(t[..., :h, :w], float(s))[0][0].numpy())
+            per_ch.append(model.latent_stats(t[..., :h, :w], float(s))[0].mean(0).numpy())  # rows: opponent channels
             x = x[:h, :w]
             y = degrade.gaussian(x, s, seed=100 + i)
             mean, std, _ = vae_denoise(model, y, s, samples=draws, seed=i)

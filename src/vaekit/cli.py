@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
     )
-    p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
+    p.add_argument(
+        "--tile", type=int, default=None, help="tile side for large images (overlapping, blended; default 768)"
+    )
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
     _common(p)

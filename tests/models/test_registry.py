@@ -24,7 +24,6 @@ def test_every_registered_model_has_small_args():
     # conditional on the degraded image: test_denoise.py, test_inpaint.py; the exposure posterior: test_augment.py
     denoisers = {
         "denoise-vae",
-        "denoise-vae-ms",
         "denoise-vae-opponent",
         "denoise-vae-selfsup",
         "inpaint-vae",

@@ -11,10 +11,8 @@ from PIL import Image
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_train.py"
 TINY = [
-    "model_args.widths=[8,8,8,8]",
-    "model_args.blocks=1",
+    "model_args.widths=[8,8,16]",
     "model_args.latent_channels=2",
-    "model_args.estimator_width=8",
     "batch_size=4",
     "patch_size=32",
     "patches_per_image=4",
@@ -40,7 +38,7 @@ def test_stage_train_and_fetch_on_cpu(tmp_path):
         rows.append(f"p{i}.png\t{'val' if i == 3 else 'train'}")
     (photos / "SPLITS.tsv").write_text("\n".join(rows) + "\n")
     torch.manual_seed(0)
-    start = create_model("denoise-vae-ms", widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8)
+    start = create_model("denoise-vae-opponent", widths=[8, 8, 16], latent_channels=2)
     save_model(start, tmp_path / "cpu-run", {"name": "tiny"})
     stage = tmp_path / "stage"
     out = run(
@@ -53,10 +51,10 @@ def test_stage_train_and_fetch_on_cpu(tmp_path):
         "6",
         "--no-wheels",
         "--start",
-        f"denoise-color-ms={tmp_path / 'cpu-run'}",
+        f"denoise-color={tmp_path / 'cpu-run'}",
         cwd=tmp_path,
     )
-    assert "staged 6 crops" in out and (stage / "start" / "denoise-color-ms" / "model.safetensors").is_file()
+    assert "staged 6 crops" in out and (stage / "start" / "denoise-color" / "model.safetensors").is_file()
     assert all(Image.open(f).size == (256, 256) for f in (stage / "photos").glob("*.png"))
     run(
         "--stage",
@@ -69,15 +67,15 @@ def test_stage_train_and_fetch_on_cpu(tmp_path):
         "--device",
         "cpu",
         "--jobs",
-        "denoise-color-ms",
+        "denoise-color",
         *[a for kv in TINY for a in ("--set", kv)],
         cwd=tmp_path,
     )
     summary = json.loads((tmp_path / "OUT" / "summary.json").read_text())
-    assert summary["denoise-color-ms"]["returncode"] == 0 and summary["denoise-color-ms"]["steps"] > 0
-    assert sorted(p.name for p in (tmp_path / "OUT").iterdir()) == ["denoise-color-ms", "summary.json"]
-    back = tmp_path / "OUT" / "denoise-color-ms"
+    assert summary["denoise-color"]["returncode"] == 0 and summary["denoise-color"]["steps"] > 0
+    assert sorted(p.name for p in (tmp_path / "OUT").iterdir()) == ["denoise-color", "summary.json"]
+    back = tmp_path / "OUT" / "denoise-color"
     assert max(p.stat().st_size for p in back.iterdir()) < 16 * 2**20  # what a device call can bring back
     run("fetch", str(tmp_path / "OUT"), "--runs", str(tmp_path / "runs"), cwd=tmp_path)
-    m = load_model(tmp_path / "runs" / "denoise-color-ms-gpu")
-    assert m.arch == "denoise-vae-ms" and m.card["training"]["config"]["init_from"].endswith("model.safetensors")
+    m = load_model(tmp_path / "runs" / "denoise-color-gpu")
+    assert m.arch == "denoise-vae-opponent" and m.card["training"]["config"]["init_from"].endswith("model.safetensors")

@@ -24,9 +24,9 @@ def smooth(h=32, w=48, c=3, seed=0):
 
 def tiny_denoiser(channels):
     torch.manual_seed(0)
-    return create_model(
-        "denoise-vae-ms", channels=channels, widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8
-    ).eval()
+    if channels == 3:
+        return create_model("denoise-vae-opponent", widths=[8, 8, 16], latent_channels=2).eval()
+    return create_model("denoise-vae", channels=channels, widths=[8, 8, 16], latent_channels=2).eval()
 
 
 def tiny_inpainter():

@@ -572,36 +572,9 @@ def test_correlated_training_noise_keeps_its_level_and_is_correlated():
         create_model("denoise-vae", corr_prob=1.5)
 
 
-def test_multiscale_denoiser_objective_map_input_and_blind_estimate(tmp_path):
-    from vaekit.pretrained import load_from_files, save_model
-    from vaekit.registry import create_model
-
-    torch.manual_seed(0)
-    m = create_model("denoise-vae-ms", channels=3, widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8)
-    x = torch.rand(2, 3, 32, 32)
-    out = m(x)
-    loss = m.loss(x, out)
-    loss["loss"].backward()
-    assert torch.isfinite(loss["loss"]) and float(loss["kl"]) >= 0 and float(loss["est_l1"]) > 0
-    assert all(p.grad is not None for p in m.parameters())
-    m.eval()
-    y = x + 0.1 * torch.randn_like(x)
-    a = m.denoise(y, 25.0)[0]
-    assert torch.allclose(a, m.denoise(y, torch.full_like(y, 25.0))[0])  # a number is a uniform map
-    mean, std, draws = m.denoise(y, None, samples=3, generator=torch.Generator().manual_seed(0))
-    assert len(draws) == 3 and mean.shape == y.shape and (std > 0).all()
-    est = m.estimate(y)
-    assert est.shape == y.shape and (est > 0).all()
-    save_model(m, tmp_path, {"name": "t"})
-    m2 = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json").eval()
-    assert torch.allclose(m2.denoise(y, 25.0)[0], a)
-    with pytest.raises(ValueError):
-        m.denoise(torch.rand(1, 3, 24, 32), 25.0)  # not a multiple of 16
-
-
 def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_path):
-    """Real noisy/clean pairs: the VAE uses its own level map and the classical rows get its median; a level
-    with a trailing c is the clipped 8-bit protocol (the noisy input as a file would hold it)."""
+    """Real noisy/clean pairs: every method gets the blind level estimate; a level with a trailing c is the
+    clipped 8-bit protocol (the noisy input as a file would hold it)."""
     from PIL import Image
 
     from vaekit.bench import BENCHES
@@ -609,8 +582,8 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
     from vaekit.registry import create_model
 
     torch.manual_seed(0)
-    m = create_model("denoise-vae-ms", channels=3, widths=[8, 8, 8, 8], blocks=1, latent_channels=2, estimator_width=8)
-    save_model(m, tmp_path / "run", {"name": "tiny-ms"})
+    m = create_model("denoise-vae-opponent", widths=[8, 8, 16], latent_channels=2)
+    save_model(m, tmp_path / "run", {"name": "tiny-opponent"})
     for i in range(2):
         clean = smooth_image(48, 64, c=3, seed=i)
         noisy = np.clip(clean + np.random.default_rng(i).normal(0, 0.05, clean.shape), 0, 1)
@@ -631,7 +604,8 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
     )["realnoise-cc15"]
     assert set(r["summary"]) == {"real"} and r["n_images"] == 2
     rows = read_results(out / "denoise-realnoise-cc15.json")["per_image"]
-    assert all(row["tv"]["sigma_given"] > 0 for row in rows)  # the classical rows get the model's level
+    given = [row["tv"]["sigma_given"] for row in rows]
+    assert all(g > 0 for g in given) and given == [row["vae-blind"]["sigma_estimated"] for row in rows]
     (tmp_path / "data" / "kodak").mkdir()
     for i in range(2):
         (tmp_path / f"k{i}.png").rename(tmp_path / "data" / "kodak" / f"k{i}.png")
@@ -649,6 +623,12 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
     assert r["summary"]["sigma25-clipped"]["noisy"]["psnr"] > r["summary"]["sigma25"]["noisy"]["psnr"]
     with pytest.raises(VaekitError, match="25c"):
         BENCHES["denoise"](data_root=str(tmp_path / "data"), sets="kodak", sigmas="25x", output=str(out))
+    # a classical-only run over two sets: the first set's merged file (with VAE rows) must not add methods to the next
+    r = BENCHES["denoise"](
+        data_root=str(tmp_path / "data"), sets="kodak,realnoise-cc15", sigmas="25c", methods="tv", output=str(out)
+    )
+    runs = read_results(out / "denoise-realnoise-cc15.json")["runs"]
+    assert runs[-1]["methods"] == ["tv"] and "vae" in r["kodak"]["summary"]["sigma25-clipped"]
 
 
 def test_a_gray_denoiser_on_a_colour_image_works_in_opponent_channels():

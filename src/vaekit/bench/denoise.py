@@ -119,13 +119,11 @@ def load_photos_val(root) -> list[tuple[str, np.ndarray]]:
     return [(Path(f).name, np.asarray(read_array(f), dtype=np.float64)) for f in val]
 
 
-def _blind_sigma(models, y) -> float:
-    """The level classical methods get on real noise: the colour model's estimated map, its median (0–255)."""
+def _blind_sigma(y) -> float:
+    """The level every method gets on real noise: the blind estimate (0–255), as ``vaekit denoise`` makes it."""
     from ..degrade import estimate_sigma
-    from ..tasks import denoise as T
 
-    s = T.blind_level(models["color"], y)
-    return s if s is not None else estimate_sigma(y)
+    return estimate_sigma(y)
 
 
 def _run(method, y, cond, models, seed):
@@ -135,9 +133,6 @@ def _run(method, y, cond, models, seed):
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
     if cond["noise"] == "real":  # blind for everyone: the VAE's own map; classical ones its median level
         if method.startswith("vae"):
-            model = models["color"]
-            if hasattr(model, "estimate"):
-                return T.vae_denoise(model, y, None, samples=8 if method == "vae-8" else 0, seed=seed)[0], None
             side["sigma"] = None
         else:
             side["sigma"] = cond["sigma_by_image"][seed]
@@ -148,8 +143,6 @@ def _run(method, y, cond, models, seed):
         model = models["gray" if y.ndim == 2 else "color"]
         k = 8 if method == "vae-8" else 0
         if method == "vae-blind":
-            if hasattr(model, "estimate") and cond["noise"] == "gaussian":
-                return T.vae_denoise(model, y, None, seed=seed)[0], T.blind_level(model, y)
             side["sigma"] = None
 
         def fn(a, s):
@@ -204,8 +197,6 @@ def run(**kwargs) -> dict:
             models["gray"] = load_denoiser(args.model_gray, 1)
         if any(s in COLOR_SETS + REAL_SETS for s in sets):
             models["color"] = load_denoiser(args.model_color, 3)
-    if any(s in REAL_SETS for s in sets) and "color" not in models:
-        models["color"] = load_denoiser(args.model_color, 3)  # its level estimator serves the classical rows
     out_dir = Path(args.output)
     cache = Cache(out_dir / ".cache" / "denoise.jsonl")
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
@@ -227,7 +218,7 @@ def run(**kwargs) -> dict:
             seeds = [_seed(set_name, i, cond) for i in range(len(images))]
             if real:
                 noisy = real
-                cond["sigma_by_image"] = {sd: _blind_sigma(models, y) for sd, y in zip(seeds, noisy)}
+                cond["sigma_by_image"] = {sd: _blind_sigma(y) for sd, y in zip(seeds, noisy)}
             else:
                 noisy = [
                     add_noise(
@@ -328,7 +319,6 @@ def run(**kwargs) -> dict:
                     "mean_error": statistics.mean(err),
                     "mean_abs_error": statistics.mean(abs(e) for e in err),
                 }
-        methods = all_methods
         for m in SELFSUP:
             models.pop(m, None)
         model_info = {
@@ -342,31 +332,29 @@ def run(**kwargs) -> dict:
             "command": command,
             "protocol": (
                 "real camera noise (realnoise-cc15): the noisy JPEG-pipeline shot against the mean of ~500 shots; "
-                "every method blind: the VAE from its own per-pixel level map, the classical methods at the median "
-                "of that map (sigma_given per image; the level a user would otherwise have to guess)"
+                "every method blind at the level vaekit.degrade.estimate_sigma gives (the wavelet MAD, raised for "
+                "spatially correlated noise; sigma_given per image: the level a user would otherwise have to guess)"
                 if real
                 else "DnCNN: clean [0,1] + N(0,(sigma/255)^2), not clipped (conditions ending -clipped: clipped to "
                 "[0,1] and rounded to 8 bits, as files hold noise); estimate clipped and rounded to uint8; "
                 "PSNR/SSIM vs the uint8 image, no border crop; colour PSNR over RGB; every method gets the true "
-                "sigma (Poisson: the peak) except vae-blind, which estimates it (the model's own level map where "
-                "it has one, else the wavelet MAD)"
+                "sigma (Poisson: the peak) except vae-blind, which estimates it (vaekit.degrade.estimate_sigma)"
             )
             + "; one thread, in-process, models loaded; vae = one pass (prior mean), vae-8 = mean of 8 draws",
             "threads": args.threads,
             "models": model_info,
             "selfsup_fits": fits,
             "runs": runs,
-            "baseline_params": {m: _params(m) for m in methods if not m.startswith("vae")},
+            "baseline_params": {m: _params(m) for m in all_methods if not m.startswith("vae")},
             "provenance": provenance({"noise": "sha256(set/index/condition)[:4]"}),
             "summary": summary,
             "per_image": rows,
         }
-        write_results(
-            out_dir, f"denoise-{set_name}", payload, _table(set_name, summary, methods, [r["command"] for r in runs])
-        )
-        _sigma_plot(out_dir / f"denoise-{set_name}-psnr.png", set_name, summary, methods)
+        table = _table(set_name, summary, all_methods, [r["command"] for r in runs])
+        write_results(out_dir, f"denoise-{set_name}", payload, table)
+        _sigma_plot(out_dir / f"denoise-{set_name}-psnr.png", set_name, summary, all_methods)
         payloads[set_name] = payload
-        log(_table(set_name, summary, methods, [r["command"] for r in runs]))
+        log(table)
     print(f"reproduce with: {command}")
     return payloads
 

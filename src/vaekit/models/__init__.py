@@ -4,7 +4,7 @@ from ..registry import register
 from .base import VAEBase
 from .codec import CompressionVAE
 from .conditional import ConditionalMLPVAE
-from .denoiser import DenoisingVAE, MultiScaleDenoisingVAE, OpponentDenoisingVAE, SelfSupervisedDenoisingVAE
+from .denoiser import DenoisingVAE, OpponentDenoisingVAE, SelfSupervisedDenoisingVAE
 from .exposure import ExposurePosterior
 from .hierarchical import HierarchicalVAE
 from .inpainter import InpaintingVAE
@@ -20,11 +20,6 @@ register(
     "conditional VAE denoiser p(clean | noisy, sigma): U-Net context, spatial latent, "
     "any size (multiples of 8), gray or RGB",
 )(DenoisingVAE)
-register(
-    "denoise-vae-ms",
-    "conditional VAE denoiser p(clean | noisy, level map): four-scale residual U-Net, "
-    "per-pixel noise map, blind level estimator, any size (multiples of 16), gray or RGB",
-)(MultiScaleDenoisingVAE)
 register(
     "denoise-vae-opponent",
     "colour conditional VAE denoiser: the gray denoise-vae on the three opponent channels with learned "
@@ -64,7 +59,6 @@ __all__ = [
     "CompressionVAE",
     "DenoisingVAE",
     "OpponentDenoisingVAE",
-    "MultiScaleDenoisingVAE",
     "SelfSupervisedDenoisingVAE",
     "InpaintingVAE",
     "ExposurePosterior",

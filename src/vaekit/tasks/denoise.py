@@ -26,14 +26,16 @@ from ..io import as_float_image, restore_layout
 from ..models.denoiser import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT
 from .common import Result, check_samples, ramp, resolve_device, tile_starts
 
-# the default model per image channels: colour images go through the gray model's opponent channels, which
-# measured 2.8 dB above the shipped colour model on photos-val (docs/models/denoise.md)
-SHIPPED_BY_CHANNELS = {1: "denoise-gray", 3: "denoise-gray"}
+# the default model per image channels: the colour model is the gray one grown across the opponent channels
+# (docs/models/denoise.md)
+SHIPPED_BY_CHANNELS = {1: "denoise-gray", 3: "denoise-color"}
+# tile side: a 768 x 512 photo in one tile (tiles of 512 recompute a third of it in the overlap), about 0.8 GB
+TILE = 768
 
 
 def load_denoiser(model=None, channels: int = 1, device=None):
     """A denoising VAE: a loaded module, a name / run folder, or (None) the shipped one for ``channels``."""
-    from ..models.denoiser import DenoisingVAE, MultiScaleDenoisingVAE
+    from ..models.denoiser import DenoisingVAE
     from ..pretrained import SHIPPED
     from .common import resolve_model
     from .selfsup import SelfSupervisedDenoiser, is_selfsup
@@ -47,10 +49,10 @@ def load_denoiser(model=None, channels: int = 1, device=None):
     m = resolve_model(model, SHIPPED_BY_CHANNELS[channels], device=device)
     if is_selfsup(m):
         m = SelfSupervisedDenoiser(m)
-    if not isinstance(m, (DenoisingVAE, MultiScaleDenoisingVAE, SelfSupervisedDenoiser)):
+    if not isinstance(m, (DenoisingVAE, SelfSupervisedDenoiser)):
         raise VaekitError(
-            f"{model or 'the model'} is not a denoising VAE (train one with model: denoise-vae-ms, "
-            "or fit one on noisy images with vaekit denoise-fit)"
+            f"{model or 'the model'} is not a denoising VAE (train one with model: denoise-vae or "
+            "denoise-vae-opponent, or fit one on noisy images with vaekit denoise-fit)"
         )
     return m.eval()
 
@@ -63,16 +65,16 @@ def vae_denoise(
     *,
     samples: int = 0,
     seed: int = 0,
-    tile: int = 512,
+    tile: int | None = None,
     overlap: int = 32,
     temperature: float = 1.0,
     progress=None,
     device=None,
 ):
     """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255; None: the
-    model's own blind estimate, for models that have one), with ``samples`` draws (0: the one-pass estimate).
+    self-supervised denoisers' own fitted level), with ``samples`` draws (0: the one-pass estimate).
 
-    Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of ``tile``
+    Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of ``tile`` (default ``TILE``)
     pixels a side overlap by ``overlap`` and are blended linearly; the latent noise of
     tile ``t`` comes from a generator seeded by (seed, t), so results do not depend on the
     thread count."""
@@ -99,7 +101,7 @@ def vae_denoise(
     k = max(int(samples), 0)
     acc = torch.zeros(1 + 1 + k, C, H, W)  # mean, second moment of the std, draws
     wsum = torch.zeros(1, 1, H, W)
-    tile = max(int(tile), 64)
+    tile = max(int(TILE if tile is None else tile), 64)
     step = tile - overlap
     ys, xs = tile_starts(H, tile, step), tile_starts(W, tile, step)
     n = 0
@@ -137,7 +139,7 @@ def vae_denoise(
 def _opponent_denoise(model, y, sigma, *, samples, seed, **kw):
     """A gray denoiser on a colour image: each opponent channel denoised on its own, then back to RGB (the
     draws channel by channel, the std combined as for independent channels)."""
-    if sigma is None and not hasattr(model, "estimate"):
+    if sigma is None:
         raise VaekitError("a gray denoiser on a colour image needs the noise level (sigma)")
     o = y @ OPPONENT.T * OPPONENT_SCALE + OPPONENT_SHIFT
     means, var, draws = [], [], []
@@ -217,19 +219,6 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
 
-def blind_level(model, y: np.ndarray) -> float | None:
-    """The median of a model's own level map on ``y`` (0–255), or None for a model without an estimator."""
-    if not hasattr(model, "estimate"):
-        return None
-    t = torch.from_numpy(y.astype(np.float32))
-    t = t[None, None] if y.ndim == 2 else t.permute(2, 0, 1)[None]
-    ph, pw = (-t.shape[-2]) % model.STRIDE, (-t.shape[-1]) % model.STRIDE
-    t = torch.nn.functional.pad(t, (0, pw, 0, ph), mode="replicate")
-    p = next(model.parameters())
-    with torch.no_grad():
-        return float(model.estimate(t.to(p.device)).median()) * 255.0
-
-
 def denoise(
     image,
     sigma: float | None = None,
@@ -242,14 +231,14 @@ def denoise(
     samples: int = 1,
     seed: int = 0,
     device=None,
-    tile: int = 512,
+    tile: int | None = None,
     details: bool = False,
     progress=None,
 ):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 
-    ``sigma``: the Gaussian level on the 0–255 scale; None: blind (a model with its own level estimator
-    estimates a per-pixel level map; otherwise one level from the wavelet MAD).
+    ``sigma``: the Gaussian level on the 0–255 scale; None: blind (one level from the wavelet MAD,
+    raised for spatially correlated noise: ``vaekit.degrade.estimate_sigma``).
     ``noise``: "gaussian", "poisson" (give ``peak``) or "salt-pepper".
     ``method``: "vae" (the shipped denoiser for the image's channels, or ``model``) or a
     classical one from ``vaekit.baselines.BASELINES["denoise"]`` ("bm3d", "nlm", "tv", ...).
@@ -268,7 +257,6 @@ def denoise(
     y, layout = as_float_image(image)
     t0 = time.perf_counter()
     extra: dict = {}
-    blind = sigma is None and noise == "gaussian"
     if method == "vae":
         m = load_denoiser(model, 1 if y.ndim == 2 else 3, device=device)
         if hasattr(m, "noise"):  # self-supervised: the fitted noise model replaces the noise options
@@ -289,10 +277,7 @@ def denoise(
             extra.update(std=std, draws=draws)
             return mean
 
-        if blind and hasattr(m, "estimate"):  # the model's own per-pixel level map
-            est, s = fn(y, None), blind_level(m, y)
-        else:
-            est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
+        est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
     else:
         from .. import baselines
 
@@ -367,7 +352,7 @@ def denoise_paths(
     model=None,
     samples=1,
     seed=0,
-    tile=512,
+    tile=None,
     max_pixels=None,
     device=None,
     shard=None,
@@ -393,8 +378,8 @@ def denoise_paths(
 
     def work(it, img):
         use = model
+        ch = 1 if img.ndim == 2 or img.shape[2] == 1 else 3  # gray with its alpha dropped is H x W x 1
         if method == "vae":
-            ch = 1 if img.ndim == 2 else 3
             if ch not in loaded:
                 loaded[ch] = load_denoiser(model, ch, device=device)
             use = loaded[ch]
@@ -413,7 +398,7 @@ def denoise_paths(
             device=device,
         )
         if samples > 1:
-            name = str(model or SHIPPED_BY_CHANNELS.get(1 if img.ndim == 2 else 3))
+            name = str(model or SHIPPED_BY_CHANNELS[ch])
             write_sample_set(it.output, r, model_name=name, seed=seed)
         else:
             write_image(it.output, r.image)
