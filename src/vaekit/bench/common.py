@@ -135,9 +135,21 @@ def save_figure(fig, path: Path, dpi: int = 100) -> None:
 PER_ITEM_KEYS = ("per_image", "per_image_nll", "per_seed", "results")  # the bulky per-image data
 
 
+def _significant(v, digits: int = 6):
+    """``v`` with every float rounded to ``digits`` significant digits (per-image figures: a third of the bytes)."""
+    if isinstance(v, float):
+        return float(f"{v:.{digits}g}")
+    if isinstance(v, dict):
+        return {k: _significant(x, digits) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_significant(x, digits) for x in v]
+    return v
+
+
 def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> None:
-    """``<stem>.json`` (summary, provenance, command), ``<stem>.per_image.json.xz`` (the per-image data, xz: the
-    bulk of a run, kept so tables can be recomputed) and the markdown table ``<stem>.md``, each atomically."""
+    """``<stem>.json`` (summary, provenance, command), ``<stem>.per_image.json.xz`` (the per-image data to 6
+    significant digits, xz: the bulk of a run, kept so tables can be recomputed) and the markdown table
+    ``<stem>.md``, each atomically."""
     import lzma
 
     from ..io import atomic_write_text
@@ -147,7 +159,8 @@ def write_results(out_dir: Path, stem: str, payload: dict, table_md: str) -> Non
     head = {k: v for k, v in payload.items() if k not in bulk}
     if bulk:
         head["per_image_file"] = f"{stem}.per_image.json.xz"
-        raw = lzma.compress(json.dumps(bulk, separators=(",", ":")).encode(), preset=9 | lzma.PRESET_EXTREME)
+        raw = json.dumps(_significant(bulk), separators=(",", ":")).encode()
+        raw = lzma.compress(raw, preset=9 | lzma.PRESET_EXTREME)
         atomic_write_text(out_dir / head["per_image_file"], raw)
     atomic_write_text(out_dir / f"{stem}.json", json.dumps(head, indent=1) + "\n")
     atomic_write_text(out_dir / f"{stem}.md", table_md)
