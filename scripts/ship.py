@@ -38,7 +38,7 @@ MODELS = {
         "data": {
             "licence": PHOTOS
             + "; through its start, denoise-gray: train400 (BSDS crops, Berkeley non-commercial terms)",
-            "train": "starts from denoise-gray (stages 1-3, below); then the photos train split in colour "
+            "train": "starts from denoise-gray (stages 1-3: its card); then the photos train split in colour "
             "(948 images), area-downscaled by 2, random 96x96 crops with flips",
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 bits",
