@@ -684,6 +684,8 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     assert mean.shape == std.shape == (1, 3, 40, 48) and len(draws) == 3 and (std > 0).all()
     with pytest.raises(ValueError, match="RGB"):
         c.denoise(torch.rand(1, 1, 32, 32), 25.0)
+    torch.nn.init.normal_(c.mix[4].weight, std=0.5)  # trained mixing: the colour model leaves the gray path
+    assert not np.allclose(vae_denoise(c, y, 25)[0], vae_denoise(g, y, 25)[0], atol=1e-4)
     card = {"name": "t", "arch": "denoise-vae-opponent", "arch_args": {"widths": [8, 8, 16], "latent_channels": 2}}
     save_model(c, tmp_path, card, dtype=torch.float16)
     back = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json")

@@ -26,7 +26,7 @@ import numpy as np
 from .. import baselines as B
 from ..baselines import BASELINES
 from ..baselines import denoise as D
-from ..degrade import add_noise
+from ..degrade import add_noise, estimate_sigma
 from ..errors import VaekitError
 from ..metrics import psnr_u8, ssim_u8
 from .common import (
@@ -119,19 +119,12 @@ def load_photos_val(root) -> list[tuple[str, np.ndarray]]:
     return [(Path(f).name, np.asarray(read_array(f), dtype=np.float64)) for f in val]
 
 
-def _blind_sigma(y) -> float:
-    """The level every method gets on real noise: the blind estimate (0–255), as ``vaekit denoise`` makes it."""
-    from ..degrade import estimate_sigma
-
-    return estimate_sigma(y)
-
-
 def _run(method, y, cond, models, seed):
     """(estimate, sigma used) for one method on one noisy input."""
     from ..tasks import denoise as T
 
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
-    if cond["noise"] == "real":  # blind for everyone: the VAE's own map; classical ones its median level
+    if cond["noise"] == "real":  # blind for everyone: the VAE estimates; classical ones get the same estimate
         if method.startswith("vae"):
             side["sigma"] = None
         else:
@@ -218,7 +211,8 @@ def run(**kwargs) -> dict:
             seeds = [_seed(set_name, i, cond) for i in range(len(images))]
             if real:
                 noisy = real
-                cond["sigma_by_image"] = {sd: _blind_sigma(y) for sd, y in zip(seeds, noisy)}
+                # the level every method gets on real noise, as ``vaekit denoise`` estimates it
+                cond["sigma_by_image"] = {sd: estimate_sigma(y) for sd, y in zip(seeds, noisy)}
             else:
                 noisy = [
                     add_noise(
