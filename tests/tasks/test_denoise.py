@@ -170,6 +170,18 @@ def test_tiles_are_blended_without_seams_and_any_size_works():
     assert tiny.shape == (5, 7)
 
 
+def test_even_tiles_cover_with_the_fewest_equal_tiles():
+    from vaekit.tasks.common import even_tiles
+
+    assert even_tiles(600, 768, 32, 8) == (600, [0])
+    assert even_tiles(800, 768, 32, 8) == (416, [0, 384])  # not two 768 tiles, 1536 px for 800
+    for n in (769, 1000, 1500, 4321):
+        size, starts = even_tiles(n, 768, 32, 8)
+        assert size <= 768 and size % 8 == 0 and starts[0] == 0 and starts[-1] + size == n
+        assert len(starts) == -(-(n - 32) // (768 - 32))  # the fewest tiles that can overlap by 32
+        assert all(b - a <= size - 32 for a, b in zip(starts, starts[1:]))  # each pair overlaps by >= 32
+
+
 def test_denoise_api_with_samples_and_classical(tmp_path):
     import vaekit
 

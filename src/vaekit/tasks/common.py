@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,3 +92,13 @@ def tile_starts(n: int, tile: int, step: int) -> list[int]:
         return [0]
     s = list(range(0, n - tile, step))
     return s + [n - tile]
+
+
+def even_tiles(n: int, tile: int, overlap: int, multiple: int = 1) -> tuple[int, list[int]]:
+    """(size, offsets): the fewest tiles of at most ``tile`` pixels that cover ``n`` with ``overlap`` between
+    neighbours, all of one size (rounded up to ``multiple``) -- 800 px in two tiles of 416, not two of 768."""
+    if n <= tile:
+        return n, [0]
+    k = math.ceil((n - overlap) / (tile - overlap))
+    size = min(tile, -(-math.ceil((n + (k - 1) * overlap) / k) // multiple) * multiple)
+    return size, tile_starts(n, size, size - overlap)

@@ -24,7 +24,7 @@ from .. import degrade
 from ..errors import VaekitError
 from ..io import as_float_image, restore_layout
 from ..models.denoiser import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT
-from .common import Result, check_samples, ramp, resolve_device, tile_starts
+from .common import Result, check_samples, even_tiles, ramp, resolve_device
 
 # the default model per image channels: the colour model is the gray one grown across the opponent channels
 # (docs/models/denoise.md)
@@ -74,10 +74,9 @@ def vae_denoise(
     """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255; None: the
     self-supervised denoisers' own fitted level), with ``samples`` draws (0: the one-pass estimate).
 
-    Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of ``tile`` (default ``TILE``)
-    pixels a side overlap by ``overlap`` and are blended linearly; the latent noise of
-    tile ``t`` comes from a generator seeded by (seed, t), so results do not depend on the
-    thread count."""
+    Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of at most ``tile`` (default
+    ``TILE``) pixels a side, all of one size, overlap by ``overlap`` and are blended linearly; the latent noise
+    of tile ``t`` comes from a generator seeded by (seed, t), so results do not depend on the thread count."""
     y = as_float_image(noisy)[0]
     C = 1 if y.ndim == 2 else 3
     if C == 3 and model.channels == 1:
@@ -102,12 +101,11 @@ def vae_denoise(
     acc = torch.zeros(1 + 1 + k, C, H, W)  # mean, second moment of the std, draws
     wsum = torch.zeros(1, 1, H, W)
     tile = max(int(TILE if tile is None else tile), 64)
-    step = tile - overlap
-    ys, xs = tile_starts(H, tile, step), tile_starts(W, tile, step)
+    (th, ys), (tw, xs) = (even_tiles(n, tile, overlap, model.STRIDE) for n in (H, W))
     n = 0
     for i, top in enumerate(ys):
         for j, left in enumerate(xs):
-            h, w = min(tile, H - top), min(tile, W - left)
+            h, w = min(th, H - top), min(tw, W - left)
             patch = t[..., top : top + h, left : left + w]
             ph, pw = (-h) % model.STRIDE, (-w) % model.STRIDE
             if ph or pw:  # reflect needs the pad smaller than the side; replicate covers tiny images
