@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
     b.add_argument("--sets", default="bsd68", help="comma list: set12, bsd68 (gray), cbsd68, mcmaster (colour)")
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
-    b.add_argument("--noises", default="", help="extra conditions, e.g. poisson30,sp0.1")
+    b.add_argument("--noises", default="", help="extra conditions: poisson30, sp0.1, camera (camera files, all blind)")
     b.add_argument(
         "--methods",
         default=None,

@@ -11,10 +11,11 @@ same call gives byte-identical noisy images on any machine.
 * :func:`poisson` -- ``Poisson(peak * x) / peak`` (``peak`` photons at white);
 * :func:`salt_pepper` -- a fraction ``amount`` of pixels set to 0 or 1 (half
   each), the same positions across colour channels;
+* :func:`camera` -- a camera file's noise: Poisson–Gaussian on a Bayer mosaic, demosaicked, then 8-bit JPEG;
 * :func:`estimate_sigma` -- blind Gaussian level (0–255 scale) from the
   wavelet detail coefficients' median absolute deviation (Donoho), averaged
   over channels (scikit-image's ``estimate_sigma``), raised for spatially
-  correlated (camera) noise that shows more at half resolution.
+  correlated (camera) noise that the flattest 8x8 blocks hold more of than the finest scale shows.
 """
 
 from __future__ import annotations
@@ -52,6 +53,31 @@ def poisson(x, peak: float, seed: int = 0) -> np.ndarray:
         raise VaekitError(f"peak must be positive, not {peak}")
     a = _check(x)
     return _same_layout(np.random.default_rng(seed).poisson(np.clip(a, 0, 1) * peak) / float(peak), x)
+
+
+def camera(x, seed: int = 0, *, photons=None, read=None, quality=None) -> np.ndarray:
+    """``x`` as a camera file holds it: sensor noise of variance ``x / photons + (read/255)²`` sampled on an RGGB
+    Bayer mosaic and demosaicked (spatially and cross-channel correlated), clipped, then an 8-bit JPEG (4:2:0).
+    Only the noise goes through the mosaic, so ``x`` stays the reference, as the mean of many shots is for real
+    pairs.  Unset parameters are drawn from ``seed``: ``photons`` at white log-uniform in 100–4,000, ``read``
+    U(0, 2.5) on the 0–255 scale, ``quality`` 80–97.  Gray images skip the mosaic."""
+    a = _check(x)
+    rng = np.random.default_rng(seed)
+    photons = float(np.exp(rng.uniform(np.log(100), np.log(4000)))) if photons is None else float(photons)
+    read = float(rng.uniform(0, 2.5)) if read is None else float(read)
+    quality = int(rng.integers(80, 98)) if quality is None else int(quality)
+    if not photons > 0 or not 0 <= read <= 255 or not 1 <= quality <= 100:
+        raise VaekitError("camera noise needs photons > 0, read in 0..255 and quality in 1..100")
+    noise = rng.normal(0.0, 1.0, a.shape) * np.sqrt(np.clip(a, 0, 1) / photons + (read / 255.0) ** 2)
+    t = torch.from_numpy(noise.astype(np.float32))
+    if a.ndim == 3:
+        t = _bayer_roundtrip(t.permute(2, 0, 1)[None])[0]
+    else:
+        t = t[None]
+    clean = torch.from_numpy(a.astype(np.float32))
+    y = _jpeg_roundtrip((clean.permute(2, 0, 1) if a.ndim == 3 else clean[None]) + t, quality)
+    y = y.permute(1, 2, 0) if a.ndim == 3 else y[0]
+    return _same_layout(y.numpy().astype(np.float64), x)
 
 
 def salt_pepper(x, amount: float, seed: int = 0) -> np.ndarray:
@@ -92,7 +118,9 @@ def add_noise(
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(NOISES)}")
 
 
-CORRELATION_KNEE, CORRELATION_POWER = 2.5, 3.0  # chosen on simulated camera noise over photos-val
+# the blind level rises as (flat-block level / wavelet-MAD level) ** FLAT_POWER: chosen on simulated camera files
+# over photos-val (docs/decisions.md); FLAT_BLOCK px blocks, the FLAT_QUANTILE flattest of them
+FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
 
 
 def _mad_sigma(y: np.ndarray) -> float:
@@ -101,27 +129,50 @@ def _mad_sigma(y: np.ndarray) -> float:
     return float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
 
 
-def noise_correlation(y) -> tuple[float, float]:
-    """(white level, r): the wavelet-MAD level of ``y`` (0–255) and the ratio of the level at half resolution
-    (2x2 means, doubled) to it.  White noise gives r about 1; noise that demosaicking and JPEG made spatially
-    correlated hides from the finest scale, and r is 3–6 on camera files."""
+def flat_sigma(y) -> float:
+    """Noise level of ``y`` (0–255) where it is flattest: per channel, the std of each 8x8 block about its
+    least-squares plane, at the 10th percentile over blocks; averaged over channels.  The wavelet MAD sees only
+    the finest scale; a block holds the noise of every scale up to its size, so noise that demosaicking and JPEG
+    made spatially correlated shows in full.  Blocks that touch 0 or 255 (clipped) are left out; images with no
+    block left give the MAD level."""
     y = _check(y)
-    h, w = y.shape[0] // 2 * 2, y.shape[1] // 2 * 2
-    half = y[:h, :w].reshape(h // 2, 2, w // 2, 2, *y.shape[2:]).mean(axis=(1, 3))
+    b = FLAT_BLOCK
+    h, w = y.shape[0] // b * b, y.shape[1] // b * b
+    if not h or not w:
+        return _mad_sigma(y)
+    yy, xx = np.mgrid[0:b, 0:b].reshape(2, -1) - (b - 1) / 2.0
+    plane = np.stack([np.ones(b * b), yy, xx], 1)
+    resid = (np.eye(b * b) - plane @ np.linalg.pinv(plane)).astype(np.float32)  # removes each block's plane
+    chans = (y[..., None] if y.ndim == 2 else y).astype(np.float32)
+    levels = []
+    for c in range(chans.shape[2]):
+        blocks = chans[:h, :w, c].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b)
+        inside = ((blocks > 0.5 / 255) & (blocks < 254.5 / 255)).all(1)  # clipping would hide the noise
+        if inside.any():
+            var = ((blocks[inside] @ resid.T) ** 2).sum(1) / (b * b - plane.shape[1])
+            levels.append(np.sqrt(np.percentile(var, FLAT_QUANTILE)))
+    return float(np.mean(levels)) * 255.0 if levels else _mad_sigma(y)
+
+
+def noise_correlation(y) -> tuple[float, float]:
+    """(white level, r): the wavelet-MAD level of ``y`` (0–255) and the ratio of :func:`flat_sigma` to it.  White
+    noise gives r below 1 (the flattest blocks are a low quantile); noise that demosaicking and JPEG made
+    spatially correlated hides from the finest scale, and r is 1.3–3 on camera files."""
+    y = _check(y)
     white = _mad_sigma(y)
-    return white, 2.0 * _mad_sigma(half) / max(white, 0.3)
+    return white, flat_sigma(y) / max(white, 0.3)
 
 
 def estimate_sigma(y, *, correlated: bool = True) -> float:
     """Blind noise level of ``y`` on the 0–255 scale: the level to give a Gaussian denoiser.
 
-    The wavelet MAD measures white noise.  With ``correlated``, noise that shows more at half resolution than
-    at full (``noise_correlation`` ratio r above ``CORRELATION_KNEE``, as on camera JPEGs) raises the level to
-    ``white * (r / knee) ** CORRELATION_POWER``; white noise (r near 1) keeps its MAD level."""
+    The wavelet MAD measures white noise.  With ``correlated``, noise that the flattest blocks hold more of than
+    the finest scale shows (``noise_correlation`` ratio r above 1, as on camera JPEGs) raises the level to
+    ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level."""
     if not correlated:
         return _mad_sigma(_check(y))
     white, r = noise_correlation(y)
-    return white * max(1.0, r / CORRELATION_KNEE) ** CORRELATION_POWER
+    return white * max(1.0, r) ** FLAT_POWER
 
 
 def anscombe(y, peak: float) -> np.ndarray:
@@ -341,8 +392,8 @@ def simulate_noise(x: torch.Tensor, sigma_max: float = 55.0, kinds=(0.35, 0.2, 0
             s = (lo + (hi - lo) * field).expand_as(xi).clone()
         yi = xi + torch.randn_like(xi) * s
         if k == 3:
-            if C == 3:
-                yi = _bayer_roundtrip(yi)
+            if C == 3:  # the noise through the mosaic: the reference keeps its detail, as for real pairs
+                yi = xi + _bayer_roundtrip(yi - xi)
             yi = yi.clamp(0, 1)
             yi = (
                 _jpeg_roundtrip(yi[0], int(torch.randint(60, 96, ())))[None]

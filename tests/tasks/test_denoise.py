@@ -51,21 +51,34 @@ def test_sigma_estimator_is_close_on_a_smooth_image():
 
 
 def test_correlated_camera_noise_gets_a_higher_level_and_white_noise_keeps_its_own():
-    import torch
-
     x = smooth_image(192, 192)
     rgb = np.stack([x, x[::-1], x.T], axis=2).astype(np.float32)
     rng = np.random.default_rng(3)
     white = np.clip(rgb + rng.normal(0, 8 / 255, rgb.shape), 0, 1)
     w, r = degrade.noise_correlation(white)
     assert r < 1.6 and abs(degrade.estimate_sigma(white) - w) < 1e-9  # white noise: the MAD level itself
-    t = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-    torch.manual_seed(0)
-    cam = degrade._bayer_roundtrip(t + torch.randn_like(t) * 12 / 255).clamp(0, 1)  # demosaicked sensor noise
-    cam = degrade._jpeg_roundtrip(cam[0], 85).permute(1, 2, 0).numpy()
+    cam = degrade.camera(rgb, seed=0, photons=200, read=1, quality=85)  # demosaicked sensor noise, JPEG
     w, r = degrade.noise_correlation(cam)
     assert r > 2.5 and degrade.estimate_sigma(cam) > 1.5 * w
     assert degrade.estimate_sigma(cam, correlated=False) == w
+
+
+def test_camera_files_are_seeded_correlated_noise_around_the_reference():
+    x = smooth_image(128, 160)
+    rgb = (np.stack([x, x[::-1], 1 - x], axis=2) * 255).round().astype(np.uint8)
+    a, b = degrade.camera(rgb, seed=4), degrade.camera(rgb, seed=4)
+    assert a.dtype == np.uint8 and a.shape == rgb.shape and np.array_equal(a, b)
+    assert not np.array_equal(a, degrade.camera(rgb, seed=5))
+    noise = a.astype(float) - rgb
+    assert abs(noise.mean()) < 1.0 and noise.std() > 1.0  # zero-mean noise; the reference keeps its detail
+    # neighbouring pixels' noise is correlated (the mosaic), and so is the noise across channels
+    n = degrade.camera(np.full((128, 128, 3), 0.5), seed=1, photons=100, read=0, quality=100) - 0.5
+    assert np.corrcoef(n[:, :-1, 1].ravel(), n[:, 1:, 1].ravel())[0, 1] > 0.2
+    assert np.corrcoef(n[..., 0].ravel(), n[..., 1].ravel())[0, 1] > 0.2
+    gray = degrade.camera(x, seed=0)
+    assert gray.shape == x.shape and gray.dtype == x.dtype
+    with pytest.raises(VaekitError):
+        degrade.camera(x, photons=0)
 
 
 def test_anscombe_round_trip_is_nearly_unbiased():
@@ -635,6 +648,20 @@ def test_bench_denoise_real_pairs_are_blind_for_all_and_clipped_protocol(tmp_pat
         quiet=True,
     )["kodak"]
     assert set(r["summary"]) == {"sigma25", "sigma25-clipped"}
+    # simulated camera files: blind for every method, as for real pairs
+    cam = BENCHES["denoise"](
+        data_root=str(tmp_path / "data"),
+        sets="kodak",
+        sigmas="",
+        noises="camera",
+        methods="vae-blind,tv",
+        model_color=str(tmp_path / "run"),
+        output=str(tmp_path / "cam"),
+        quiet=True,
+    )["kodak"]
+    rows = cam["per_image"]
+    assert set(cam["summary"]) == {"camera"} and all(r["tv"]["sigma_given"] > 0 for r in rows)
+    assert [r["tv"]["sigma_given"] for r in rows] == [r["vae-blind"]["sigma_estimated"] for r in rows]
     # clipping removes noise below 0 and above 1, so the clipped input is closer to the clean image
     assert r["summary"]["sigma25-clipped"]["noisy"]["psnr"] > r["summary"]["sigma25"]["noisy"]["psnr"]
     with pytest.raises(VaekitError, match="25c"):

@@ -26,7 +26,7 @@ import numpy as np
 from .. import baselines as B
 from ..baselines import BASELINES
 from ..baselines import denoise as D
-from ..degrade import add_noise, estimate_sigma
+from ..degrade import add_noise, camera, estimate_sigma
 from ..errors import VaekitError
 from ..metrics import psnr_u8, ssim_u8
 from .common import (
@@ -49,6 +49,7 @@ VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup", "vae-divnoising")
 # self-supervised rows: the method each fits (None: r2r for Gaussian noise, divnoising for Poisson)
 SELFSUP = {"vae-selfsup": None, "vae-divnoising": "divnoising"}
 CLASSICAL = tuple(BASELINES["denoise"])
+BLIND_NOISES = ("real", "camera")  # conditions where no method is told the level
 
 
 def parse_conditions(sigmas: str, extra: str) -> list[dict]:
@@ -70,8 +71,12 @@ def parse_conditions(sigmas: str, extra: str) -> list[dict]:
             conds.append({"noise": "poisson", "peak": float(e[7:] or 30), "tag": e})
         elif e.startswith("sp"):
             conds.append({"noise": "salt-pepper", "amount": float(e[2:] or 0.1), "tag": e})
+        elif e == "camera":  # simulated camera files (vaekit.degrade.camera): every method blind, as on real noise
+            conds.append({"noise": "camera", "tag": e})
         else:
-            raise VaekitError(f"unknown extra noise {e!r}: use poissonPEAK or spAMOUNT (e.g. poisson30, sp0.1)")
+            raise VaekitError(
+                f"unknown extra noise {e!r}: use poissonPEAK, spAMOUNT or camera (e.g. poisson30, sp0.1, camera)"
+            )
     return conds
 
 
@@ -124,7 +129,7 @@ def _run(method, y, cond, models, seed):
     from ..tasks import denoise as T
 
     side = {"sigma": cond.get("sigma"), "peak": cond.get("peak")}
-    if cond["noise"] == "real":  # blind for everyone: the VAE estimates; classical ones get the same estimate
+    if cond["noise"] in BLIND_NOISES:  # blind for everyone: the VAE estimates; classical ones get the same estimate
         if method.startswith("vae"):
             side["sigma"] = None
         else:
@@ -209,10 +214,11 @@ def run(**kwargs) -> dict:
         fits = {}
         for ci, cond in enumerate([{"noise": "real", "tag": "real"}] if real else conds):
             seeds = [_seed(set_name, i, cond) for i in range(len(images))]
+            blind = cond["noise"] in BLIND_NOISES
             if real:
                 noisy = real
-                # the level every method gets on real noise, as ``vaekit denoise`` estimates it
-                cond["sigma_by_image"] = {sd: estimate_sigma(y) for sd, y in zip(seeds, noisy)}
+            elif cond["noise"] == "camera":
+                noisy = [camera(clean, seed) for (_, clean), seed in zip(images, seeds)]
             else:
                 noisy = [
                     add_noise(
@@ -227,6 +233,8 @@ def run(**kwargs) -> dict:
                 ]
                 if cond.get("clipped"):
                     noisy = [np.round(np.clip(y, 0, 1) * 255) / 255 for y in noisy]
+            if blind:  # the level every method gets, as ``vaekit denoise`` estimates it
+                cond["sigma_by_image"] = {sd: estimate_sigma(y) for sd, y in zip(seeds, noisy)}
             for m in SELFSUP:
                 if m in methods and cond["noise"] != "salt-pepper":
                     models[m], fits[f"{cond['tag']}/{m}"] = _fit_selfsup(
@@ -249,7 +257,7 @@ def run(**kwargs) -> dict:
                     if m in SELFSUP and cond["noise"] == "salt-pepper":
                         continue  # no noise model to fit
                     side = {c: v for c, v in cond.items() if c != "sigma_by_image"}
-                    if real:  # the level the classical methods are given is part of what they computed
+                    if blind:  # the level the classical methods are given is part of what they computed
                         side["sigma"] = cond["sigma_by_image"][seed]
                     k = Cache.key(m, side, sha, _params(m))
                     hit = None if m.startswith("vae") or args.fresh else cache.get(k)
@@ -260,7 +268,7 @@ def run(**kwargs) -> dict:
                     est, s_used = _run(m, y, cond, models, seed)
                     dt = time.perf_counter() - t0
                     res = {"psnr": psnr_u8(est, clean), "ssim": ssim_u8(est, clean), "seconds": dt}
-                    if m == "vae-blind" or real:
+                    if m == "vae-blind" or blind:
                         res["sigma_estimated" if m.startswith("vae") else "sigma_given"] = s_used
                     row[m] = res
                     pics[m] = est
@@ -332,7 +340,9 @@ def run(**kwargs) -> dict:
                 else "DnCNN: clean [0,1] + N(0,(sigma/255)^2), not clipped (conditions ending -clipped: clipped to "
                 "[0,1] and rounded to 8 bits, as files hold noise); estimate clipped and rounded to uint8; "
                 "PSNR/SSIM vs the uint8 image, no border crop; colour PSNR over RGB; every method gets the true "
-                "sigma (Poisson: the peak) except vae-blind, which estimates it (vaekit.degrade.estimate_sigma)"
+                "sigma (Poisson: the peak) except vae-blind, which estimates it (vaekit.degrade.estimate_sigma); "
+                "camera: vaekit.degrade.camera files (Bayer-mosaic Poisson-Gaussian noise, demosaicked, JPEG), "
+                "every method blind at the level estimate_sigma gives"
             )
             + "; one thread, in-process, models loaded; vae = one pass (prior mean), vae-8 = mean of 8 draws",
             "threads": args.threads,
