@@ -30,7 +30,12 @@ def _best(summary: dict, names) -> tuple[str, float] | None:
 
 def headline_rows() -> list[str]:
     rows = []
-    protocols = (("sigma25", "σ=25, float input"), ("sigma25-clipped", "σ=25, 8-bit files"), ("real", "real, blind"))
+    protocols = (
+        ("sigma25", "σ=25, float input"),
+        ("sigma25-clipped", "σ=25, 8-bit files"),
+        ("camera", "simulated camera files, blind"),
+        ("real", "real, blind"),
+    )
     for set_name in ("cbsd68", "mcmaster", "kodak", "photos-val", "bsd68", "set12", "realnoise-cc15"):
         r = _load(f"denoise-{set_name}")
         for tag, what in protocols:
@@ -40,7 +45,7 @@ def headline_rows() -> list[str]:
             ref = _best(s, [n for n in s if not n.startswith("vae") and n != "noisy"])  # the best classical one
             rows.append(
                 f"| denoise, {what} | {set_name} ({r['n_images']}) | {s['vae']['psnr']:.2f} dB, "
-                + (f"noisy input {s['noisy']['psnr']:.2f} dB, " if tag == "real" else "")
+                + (f"noisy input {s['noisy']['psnr']:.2f} dB, " if tag in ("real", "camera") else "")
                 + f"{s['vae']['seconds_median']:.2f} s | {ref[0]} {ref[1]:.2f} dB, "
                 f"{s[ref[0]]['seconds_median']:.1f} s | {s['vae']['psnr'] - ref[1]:+.2f} dB |"
             )

@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="image file or folder (recursive)")
     p.add_argument("-o", "--output", required=True, help="PNG (or folder); with --samples: a folder of draws")
     p.add_argument("--sigma", type=float, default=None, help="Gaussian level on the 0-255 scale (default: estimated)")
+    p.add_argument(
+        "--sigma-map", default=None, help="per-pixel levels (0-255) of the input's size: .npy, or a gray image (VAE)"
+    )
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson", "salt-pepper"))
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
     p.add_argument("--amount", type=float, default=None, help="salt-pepper: fraction of hit pixels (informative)")
@@ -691,12 +694,17 @@ def cmd_compensate(args):
 
 
 def cmd_denoise(args):
-    from .tasks.denoise import denoise_paths
+    from .tasks.denoise import denoise_paths, read_level_map
 
+    sigma = args.sigma
+    if args.sigma_map is not None:
+        if sigma is not None:
+            raise VaekitError("give --sigma or --sigma-map, not both")
+        sigma = read_level_map(args.sigma_map)
     summary = denoise_paths(
         args.input,
         args.output,
-        sigma=args.sigma,
+        sigma=sigma,
         noise=args.noise,
         peak=args.peak,
         amount=args.amount,

@@ -129,6 +129,21 @@ def _mad_sigma(y: np.ndarray) -> float:
     return float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
 
 
+def _blocks(y: np.ndarray):
+    """For the 8x8 blocks of ``y`` (float, [0, 1]): each channel's variance about the block's least-squares plane,
+    its mean, and whether it stays inside (0, 255) -- clipping hides noise.  Arrays of (blocks, channels)."""
+    b = FLAT_BLOCK
+    h, w = y.shape[0] // b * b, y.shape[1] // b * b
+    chans = (y[..., None] if y.ndim == 2 else y).astype(np.float32)
+    blocks = chans[:h, :w].reshape(h // b, b, w // b, b, -1).transpose(0, 2, 4, 1, 3).reshape(-1, chans.shape[2], b * b)
+    yy, xx = np.mgrid[0:b, 0:b].reshape(2, -1) - (b - 1) / 2.0
+    plane = np.stack([np.ones(b * b), yy, xx], 1)
+    resid = (np.eye(b * b) - plane @ np.linalg.pinv(plane)).astype(np.float32)  # removes each block's plane
+    var = ((blocks @ resid.T) ** 2).sum(2) / (b * b - plane.shape[1])
+    inside = ((blocks > 0.5 / 255) & (blocks < 254.5 / 255)).all(2)
+    return var, blocks.mean(2), inside
+
+
 def flat_sigma(y) -> float:
     """Noise level of ``y`` (0–255) where it is flattest: per channel, the std of each 8x8 block about its
     least-squares plane, at the 10th percentile over blocks; averaged over channels.  The wavelet MAD sees only
@@ -136,22 +151,47 @@ def flat_sigma(y) -> float:
     made spatially correlated shows in full.  Blocks that touch 0 or 255 (clipped) are left out; images with no
     block left give the MAD level."""
     y = _check(y)
-    b = FLAT_BLOCK
-    h, w = y.shape[0] // b * b, y.shape[1] // b * b
-    if not h or not w:
-        return _mad_sigma(y)
-    yy, xx = np.mgrid[0:b, 0:b].reshape(2, -1) - (b - 1) / 2.0
-    plane = np.stack([np.ones(b * b), yy, xx], 1)
-    resid = (np.eye(b * b) - plane @ np.linalg.pinv(plane)).astype(np.float32)  # removes each block's plane
-    chans = (y[..., None] if y.ndim == 2 else y).astype(np.float32)
-    levels = []
-    for c in range(chans.shape[2]):
-        blocks = chans[:h, :w, c].reshape(h // b, b, w // b, b).transpose(0, 2, 1, 3).reshape(-1, b * b)
-        inside = ((blocks > 0.5 / 255) & (blocks < 254.5 / 255)).all(1)  # clipping would hide the noise
-        if inside.any():
-            var = ((blocks[inside] @ resid.T) ** 2).sum(1) / (b * b - plane.shape[1])
-            levels.append(np.sqrt(np.percentile(var, FLAT_QUANTILE)))
+    var, _, inside = _blocks(y)
+    levels = [
+        np.sqrt(np.percentile(var[inside[:, c], c], FLAT_QUANTILE)) for c in range(var.shape[1]) if inside[:, c].any()
+    ]
     return float(np.mean(levels)) * 255.0 if levels else _mad_sigma(y)
+
+
+def level_shape(y, bins: int = 8) -> np.ndarray:
+    """How the noise level varies with brightness in ``y``: an (H, W) map with RMS 1, from the noise level function
+    ``var = a * mean + b`` (the Poisson–Gaussian sensor model) fitted to the flattest blocks of each brightness bin
+    (the 10th percentile of their variances, ``bins`` bins of equal count).  White noise fits ``a`` near 0 and
+    gives a flat map; shot noise makes bright parts noisier than dark ones.  Too few blocks give a flat map."""
+    from scipy.ndimage import uniform_filter
+
+    y = _check(y)
+    flat = np.ones(y.shape[:2])
+    var, mean, inside = _blocks(y)
+    keep = inside.all(1)
+    var, mean = var[keep].mean(1), mean[keep].mean(1)
+    if len(var) < 20 * bins:
+        return flat
+    edges = np.quantile(mean, np.linspace(0, 1, bins + 1))
+    cells = [c for lo, hi in zip(edges[:-1], edges[1:]) if (c := (mean >= lo) & (mean <= hi)).sum() >= 20]
+    if len(cells) < 3:
+        return flat
+    m = np.array([mean[c].mean() for c in cells])
+    v = np.array([np.percentile(var[c], FLAT_QUANTILE) for c in cells])
+    a, b = np.linalg.lstsq(np.stack([m, np.ones_like(m)], 1), v, rcond=None)[0]
+    if a < 0:  # darker parts noisier than bright ones: no shot noise to model
+        return flat
+    if b < 0:  # pure shot noise: the line through the origin
+        a, b = float(m @ v / (m @ m)), 0.0
+    bright = uniform_filter(y.mean(2) if y.ndim == 3 else y, 5)
+    level = np.sqrt(np.maximum(a * bright + b, 1e-12))
+    return level / np.sqrt(np.mean(level**2))
+
+
+def noise_level_map(y) -> np.ndarray:
+    """Blind per-pixel noise level of ``y`` (H, W; 0–255): :func:`estimate_sigma` spread over the image by
+    :func:`level_shape` (its RMS is that level)."""
+    return estimate_sigma(y) * level_shape(y)
 
 
 def noise_correlation(y) -> tuple[float, float]:

@@ -81,6 +81,39 @@ def test_camera_files_are_seeded_correlated_noise_around_the_reference():
         degrade.camera(x, photons=0)
 
 
+def test_level_shape_follows_shot_noise_and_stays_flat_for_white_noise():
+    x = np.tile(np.linspace(0.05, 0.95, 192), (192, 1))
+    rgb = np.stack([x, x, x], axis=2)
+    rng = np.random.default_rng(0)
+    white = degrade.level_shape(rgb + rng.normal(0, 10 / 255, rgb.shape))
+    assert white.shape == x.shape and abs(np.sqrt(np.mean(white**2)) - 1) < 1e-6 and white.std() < 0.1
+    shot = rgb + rng.normal(0, 1, rgb.shape) * np.sqrt(0.004 * rgb)  # Poisson-like: variance grows with the signal
+    m = degrade.level_shape(shot)
+    assert np.corrcoef(m.ravel(), x.ravel())[0, 1] > 0.9 and m[:, -8:].mean() > 2 * m[:, :8].mean()
+    assert np.isclose(np.sqrt(np.mean(degrade.noise_level_map(shot) ** 2)), degrade.estimate_sigma(shot))
+    assert np.all(degrade.level_shape(rgb[:16, :16]) == 1)  # too few blocks to fit: flat
+
+
+def test_a_level_map_is_read_per_pixel():
+    """A constant map is the level itself; a map that varies denoises each part at its own level."""
+    from vaekit.registry import create_model
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    for m in (tiny_denoiser(), create_model("denoise-vae-opponent", widths=[8, 8, 16], latent_channels=2).eval()):
+        torch.nn.init.normal_(m.out.weight, std=0.05)  # an output that depends on the level, trained or not
+        y = degrade.gaussian(smooth_image(40, 56, c=m.channels), 20, seed=1)
+        one = vae_denoise(m, y, 20.0)[0]
+        assert np.allclose(vae_denoise(m, y, np.full((40, 56), 20.0))[0], one, atol=1e-5)
+        assert np.allclose(vae_denoise(m, y, np.full((40, 56), 20.0), tile=32, overlap=8)[0], one, atol=0.02)
+        half = np.full((40, 56), 20.0)
+        half[:, 28:] = 40.0
+        two = vae_denoise(m, y, half)[0]
+        assert not np.allclose(two, one) and np.abs(two[:, :20] - one[:, :20]).mean() < np.abs(two - one).mean()
+        with pytest.raises(VaekitError, match="map"):
+            vae_denoise(m, y, np.full((8, 8), 20.0))
+
+
 def test_anscombe_round_trip_is_nearly_unbiased():
     from vaekit.tasks.denoise import for_noise
 
@@ -260,9 +293,19 @@ def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
         main(["denoise", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(tiny_run), "--quiet"]) == 0
     )
     assert (tmp_path / "out" / "a.png").is_file() and (tmp_path / "out" / "sub" / "b.png").is_file()
-    capsys.readouterr()
+    np.save(tmp_path / "map.npy", np.full((40, 40), 25.0))
+    np.save(tmp_path / "small.npy", np.full((8, 8), 25.0))
+    np.save(tmp_path / "hot.npy", np.full((40, 40), 300.0))
+    one = [str(tmp_path / "in" / "a.png"), "--model", str(tiny_run)]
+    assert main(["denoise", *one, "-o", str(tmp_path / "m.png"), "--sigma-map", str(tmp_path / "map.npy")]) == 0
+    assert "sigma 25.00" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
     bad = [["--sigma", "300"], ["--peak", "30"], ["--max-pixels", "100"], ["--samples", "-1"]]
+    bad += [["--sigma-map", str(tmp_path / f)] for f in ("small.npy", "hot.npy", "none.npy")]
+    bad += [
+        ["--sigma-map", str(tmp_path / "map.npy"), "--method", "tv"],
+        ["--sigma-map", str(tmp_path / "map.npy"), "--sigma", "5"],
+    ]
     for extra in bad:
         assert (
             main(
@@ -280,7 +323,7 @@ def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
         ), extra
     assert main(["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "y")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("vaekit: error:") == 5
+    assert "Traceback" not in err and err.count("vaekit: error:") == 10
     assert not (tmp_path / "x.png").exists()
 
 

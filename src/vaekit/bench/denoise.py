@@ -149,7 +149,8 @@ def _run(method, y, cond, models, seed):
         if cond["noise"] == "salt-pepper" and method == "median":
             return D.median(y), None
         fn = B.get("denoise", method)
-    return T.for_noise(fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"])
+    level_map = method.startswith("vae")  # blind VAE rows read a per-pixel level, as ``vaekit denoise`` does
+    return T.for_noise(fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map)
 
 
 DEFAULTS = {
@@ -344,6 +345,7 @@ def run(**kwargs) -> dict:
                 "camera: vaekit.degrade.camera files (Bayer-mosaic Poisson-Gaussian noise, demosaicked, JPEG), "
                 "every method blind at the level estimate_sigma gives"
             )
+            + "; blind VAE rows spread the level over the image by brightness (vaekit.degrade.level_shape)"
             + "; one thread, in-process, models loaded; vae = one pass (prior mean), vae-8 = mean of 8 draws",
             "threads": args.threads,
             "models": model_info,

@@ -153,16 +153,30 @@ class DenoisingVAE(nn.Module):
         if y.shape[-1] % self.STRIDE or y.shape[-2] % self.STRIDE:
             raise ValueError(f"height and width must be multiples of {self.STRIDE}, got {tuple(y.shape[-2:])}")
 
+    @staticmethod
+    def as_level(sigma, y):
+        """``sigma`` for the batch ``y``: one level per example (B,), or a per-pixel map (B, 1, H, W) when it is
+        given as one (0–255 scale)."""
+        s = torch.as_tensor(sigma, dtype=y.dtype, device=y.device)
+        return s.expand(y.shape[0], 1, *y.shape[-2:]) if s.dim() == 4 else s.expand(y.shape[0])
+
     def log_scale(self, sigma):
-        """log of the decoder's scale (0–1 image units) for noise levels ``sigma`` (B,) on the 0–255 scale."""
+        """log of the decoder's scale (0–1 image units) for noise levels ``sigma`` (B,) on the 0–255 scale (a
+        map's RMS level)."""
+        if sigma.dim() > 1:
+            sigma = sigma.flatten(1).pow(2).mean(1).sqrt()
         s = sigma.float().view(-1, 1) / 55.0
         return (self.scale_net(s).view(-1) - 3.5).clamp(-9.0, 0.0)
 
     def context(self, y, sigma):
-        """Skips (e1, e2, e3) and the prior's (mu, logvar) for noisy ``y`` at levels ``sigma`` (B,)."""
+        """Skips (e1, e2, e3) and the prior's (mu, logvar) for noisy ``y`` at levels ``sigma`` (B,) or a level
+        map (B, 1, H, W).  The network reads the level as a map (FFDNet's), so a map that varies is read as such."""
         self._check(y)
         h = F.pixel_unshuffle(y, 2)
-        smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
+        if sigma.dim() == 4:
+            smap = F.avg_pool2d(sigma.float(), 2) / 255.0
+        else:
+            smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
         e1 = self._mix(0, self.e1(torch.cat([h, smap], 1)))
         e2 = self._mix(1, self.e2(e1))
         e3 = self._mix(2, self.e3(e2))
@@ -249,12 +263,13 @@ class DenoisingVAE(nn.Module):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None):
-        """Estimate the clean image from noisy ``y`` (B, C, H, W; sizes multiples of 8).
+        """Estimate the clean image from noisy ``y`` (B, C, H, W; sizes multiples of 8) at ``sigma``: a level, one
+        per example, or a per-pixel map (B, 1, H, W).
 
         Returns ``(mean, std, draws)``: the estimate, the per-pixel std (spread of the
         draws combined with the decoder scale), and the list of individual draws
         (empty for ``samples=0``, the one-pass estimate with z = prior mean)."""
-        sigma = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0])
+        sigma = self.as_level(sigma, y)
         skips, (pm, plv) = self.context(y, sigma)
         scale2 = torch.exp(2 * self.log_scale(sigma)).view(-1, 1, 1, 1)
         if samples <= 0:
@@ -333,8 +348,11 @@ class OpponentDenoisingVAE(DenoisingVAE):
         return torch.einsum("ck,bkhw->bchw", self.inv.to(o.dtype), o)
 
     def row_sigma(self, sigma):
-        """Per-row levels (3B,) for RGB levels (B,): the level scaled as each opponent channel is."""
+        """Per-row levels (3B,) for RGB levels (B,), or row maps (3B, 1, H, W) for maps (B, 1, H, W) (one level
+        in all three channels): the level scaled as each opponent channel is."""
         scale = torch.as_tensor(OPPONENT_SCALE, dtype=sigma.dtype, device=sigma.device)
+        if sigma.dim() == 4:
+            return (sigma * scale.view(1, 3, 1, 1)).reshape(-1, 1, *sigma.shape[-2:])
         return (sigma.reshape(-1, 1) * scale).reshape(-1)
 
     def _rows(self, x, y, sigma):
@@ -352,7 +370,7 @@ class OpponentDenoisingVAE(DenoisingVAE):
         """As :meth:`DenoisingVAE.denoise`, on RGB ``y`` (B, 3, H, W) at RGB levels ``sigma``."""
         if y.dim() != 4 or y.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(y.shape)}")
-        sigma = torch.as_tensor(sigma, dtype=y.dtype, device=y.device).expand(y.shape[0])
+        sigma = self.as_level(sigma, y)
         mean, std, draws = super().denoise(self.to_rows(y), self.row_sigma(sigma), samples, temperature, generator)
         # rows are independent given the noisy image: variances add through the inverse transform's squares
         var = torch.einsum("ck,bkhw->bchw", self.inv.to(std.dtype) ** 2, std.reshape(-1, 3, *std.shape[-2:]) ** 2)

@@ -71,8 +71,9 @@ def vae_denoise(
     progress=None,
     device=None,
 ):
-    """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255; None: the
-    self-supervised denoisers' own fitted level), with ``samples`` draws (0: the one-pass estimate).
+    """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255: one level, an
+    (H, W) map of levels, or None: the self-supervised denoisers' own fitted level), with ``samples`` draws (0: the
+    one-pass estimate).
 
     Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of at most ``tile`` (default
     ``TILE``) pixels a side, all of one size, overlap by ``overlap`` and are blended linearly; the latent noise
@@ -97,6 +98,13 @@ def vae_denoise(
     t = torch.from_numpy(y.astype(np.float32))
     t = t[None, None] if C == 1 else t.permute(2, 0, 1)[None]
     H, W = t.shape[-2:]
+    level_map = sigma is not None and np.ndim(sigma) > 0
+    if level_map:
+        if np.shape(sigma) != (H, W):
+            raise VaekitError(
+                f"a noise-level map must be {H}x{W} like the image, not {'x'.join(map(str, np.shape(sigma)))}"
+            )
+        smap = torch.from_numpy(np.asarray(sigma, dtype=np.float32))[None, None]
     k = max(int(samples), 0)
     acc = torch.zeros(1 + 1 + k, C, H, W)  # mean, second moment of the std, draws
     wsum = torch.zeros(1, 1, H, W)
@@ -107,13 +115,17 @@ def vae_denoise(
         for j, left in enumerate(xs):
             h, w = min(th, H - top), min(tw, W - left)
             patch = t[..., top : top + h, left : left + w]
+            level = smap[..., top : top + h, left : left + w] if level_map else sigma
             ph, pw = (-h) % model.STRIDE, (-w) % model.STRIDE
             if ph or pw:  # reflect needs the pad smaller than the side; replicate covers tiny images
                 mode = "reflect" if ph < h and pw < w else "replicate"
                 patch = torch.nn.functional.pad(patch, (0, pw, 0, ph), mode=mode)
+                if level_map:
+                    level = torch.nn.functional.pad(level, (0, pw, 0, ph), mode="replicate")
             dev = resolve_device(device)
             g = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + n)
-            mean, std, draws = model.denoise(patch.to(dev), sigma, samples=k, temperature=temperature, generator=g)
+            level = level.to(dev) if level_map else level
+            mean, std, draws = model.denoise(patch.to(dev), level, samples=k, temperature=temperature, generator=g)
             mean, std, draws = mean.cpu(), std.cpu(), [d.cpu() for d in draws]
             wt = torch.from_numpy(
                 np.outer(ramp(h, overlap, i == 0, i == len(ys) - 1), ramp(w, overlap, j == 0, j == len(xs) - 1))
@@ -196,13 +208,19 @@ def _from_anscombe(a, peak: float) -> np.ndarray:
     return degrade.inverse_anscombe(np.asarray(a, dtype=np.float64) * _top(peak), peak)
 
 
-def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None):
-    """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.
+def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False):
+    """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
+    (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
+    (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright).
 
-    Returns (estimate, sigma used by gauss_fn)."""
+    Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map)."""
     y = as_float_image(noisy)[0]
     if noise == "gaussian":
+        if sigma is not None and np.ndim(sigma) > 0:  # a given map: its RMS is the level reported
+            return gauss_fn(y, sigma), float(np.sqrt(np.mean(np.square(sigma))))
         s = degrade.estimate_sigma(y) if sigma is None else float(sigma)
+        if sigma is None and level_map:
+            return gauss_fn(y, s * degrade.level_shape(y)), s
         return gauss_fn(y, s), s
     if noise == "poisson":
         if peak is None:
@@ -215,6 +233,34 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
         s = max(degrade.estimate_sigma(filled, correlated=False), 1.0) if sigma is None else float(sigma)
         return gauss_fn(filled, s), s
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
+
+
+def check_level_map(levels, shape) -> np.ndarray:
+    """A per-pixel Gaussian level map (0–255 scale) for an image of ``shape`` (H, W), or one clear error."""
+    a = np.asarray(levels, dtype=np.float64)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.shape != tuple(shape):
+        got = "x".join(map(str, a.shape))
+        raise VaekitError(f"the noise-level map is {got} but the image is {shape[0]}x{shape[1]}: they must match")
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > 255:
+        raise VaekitError("noise-level map values must lie in 0..255 (the 0–255 scale)")
+    return a
+
+
+def read_level_map(path) -> np.ndarray:
+    """A level map file: a ``.npy`` array or a gray image whose values are the levels (0–255 scale)."""
+    from pathlib import Path
+
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    if not p.is_file():
+        raise VaekitError(f"no noise-level map at {p}")
+    try:
+        return np.load(p) if p.suffix == ".npy" else np.asarray(Image.open(p))
+    except (OSError, ValueError, UnidentifiedImageError) as e:
+        raise VaekitError(f"cannot read the noise-level map {p}: {e}") from None
 
 
 def denoise(
@@ -235,8 +281,9 @@ def denoise(
 ):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 
-    ``sigma``: the Gaussian level on the 0–255 scale; None: blind (one level from the wavelet MAD,
-    raised for spatially correlated noise: ``vaekit.degrade.estimate_sigma``).
+    ``sigma``: the Gaussian level on the 0–255 scale, or (VAE) an (H, W) map of levels; None: blind (one level
+    from the wavelet MAD, raised for spatially correlated noise: ``vaekit.degrade.estimate_sigma``; the VAE reads
+    it as a per-pixel map that follows the brightness where the noise does, ``vaekit.degrade.level_shape``).
     ``noise``: "gaussian", "poisson" (give ``peak``) or "salt-pepper".
     ``method``: "vae" (the shipped denoiser for the image's channels, or ``model``) or a
     classical one from ``vaekit.baselines.BASELINES["denoise"]`` ("bm3d", "nlm", "tv", ...).
@@ -244,7 +291,12 @@ def denoise(
 
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
     :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``)."""
-    if sigma is not None and not 0 <= float(sigma) <= 255:
+    level_map = sigma is not None and np.ndim(sigma) > 0
+    if level_map:
+        sigma = check_level_map(sigma, as_float_image(image)[0].shape[:2])
+        if method != "vae" or noise != "gaussian":
+            raise VaekitError("a noise-level map works with the VAE denoiser and Gaussian noise only")
+    elif sigma is not None and not 0 <= float(sigma) <= 255:
         raise VaekitError(f"sigma must lie in 0..255 (the 0–255 scale), not {sigma}")
     if peak is not None and noise != "poisson":
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
@@ -275,7 +327,7 @@ def denoise(
             extra.update(std=std, draws=draws)
             return mean
 
-        est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount)
+        est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True)
     else:
         from .. import baselines
 
