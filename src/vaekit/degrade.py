@@ -121,6 +121,7 @@ def add_noise(
 # the blind level rises as (flat-block level / wavelet-MAD level) ** FLAT_POWER: chosen on simulated camera files
 # over photos-val (docs/decisions.md); FLAT_BLOCK px blocks, the FLAT_QUANTILE flattest of them
 FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
+SHOT_RATIO = 1.4  # the least change of level across the brightness range that draws a map (docs/decisions.md)
 
 
 def _mad_sigma(y: np.ndarray) -> float:
@@ -160,9 +161,10 @@ def flat_sigma(y) -> float:
 
 def level_shape(y, bins: int = 8) -> np.ndarray:
     """How the noise level varies with brightness in ``y``: an (H, W) map with RMS 1, from the noise level function
-    ``var = a * mean + b`` (the Poisson–Gaussian sensor model) fitted to the flattest blocks of each brightness bin
-    (the 10th percentile of their variances, ``bins`` bins of equal count).  White noise fits ``a`` near 0 and
-    gives a flat map; shot noise makes bright parts noisier than dark ones.  Too few blocks give a flat map."""
+    ``var = a * brightness + b`` (the Poisson–Gaussian sensor model) fitted to the flattest blocks of each
+    brightness bin (the 10th percentile of their variances, ``bins`` bins of equal count; Theil–Sen, so one
+    textured bin does not tilt the line) and read within the bins' range.  A map is drawn only when the fitted
+    level changes by at least ``SHOT_RATIO`` across that range: white noise, and too few blocks, give a flat map."""
     from scipy.ndimage import uniform_filter
 
     y = _check(y)
@@ -178,13 +180,17 @@ def level_shape(y, bins: int = 8) -> np.ndarray:
         return flat
     m = np.array([mean[c].mean() for c in cells])
     v = np.array([np.percentile(var[c], FLAT_QUANTILE) for c in cells])
-    a, b = np.linalg.lstsq(np.stack([m, np.ones_like(m)], 1), v, rcond=None)[0]
-    if a < 0:  # darker parts noisier than bright ones: no shot noise to model
+    i, j = np.triu_indices(len(m), 1)
+    apart = m[j] > m[i] + 1e-6
+    if not apart.any():
         return flat
-    if b < 0:  # pure shot noise: the line through the origin
-        a, b = float(m @ v / (m @ m)), 0.0
-    bright = uniform_filter(y.mean(2) if y.ndim == 3 else y, 5)
-    level = np.sqrt(np.maximum(a * bright + b, 1e-12))
+    a = float(np.median((v[j] - v[i])[apart] / (m[j] - m[i])[apart]))
+    b = float(np.median(v - a * m))
+    lo, hi = a * m.min() + b, a * m.max() + b
+    if a <= 0 or lo <= 0 or hi < SHOT_RATIO**2 * lo:
+        return flat
+    bright = np.clip(uniform_filter(y.mean(2) if y.ndim == 3 else y, 5), m.min(), m.max())
+    level = np.sqrt(a * bright + b)
     return level / np.sqrt(np.mean(level**2))
 
 
