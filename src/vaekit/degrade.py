@@ -136,6 +136,9 @@ def _blocks(y: np.ndarray):
     b = FLAT_BLOCK
     h, w = y.shape[0] // b * b, y.shape[1] // b * b
     chans = (y[..., None] if y.ndim == 2 else y).astype(np.float32)
+    if not h or not w:  # smaller than a block
+        none = np.zeros((0, chans.shape[2]), np.float32)
+        return none, none, none.astype(bool)
     blocks = chans[:h, :w].reshape(h // b, b, w // b, b, -1).transpose(0, 2, 4, 1, 3).reshape(-1, chans.shape[2], b * b)
     yy, xx = np.mgrid[0:b, 0:b].reshape(2, -1) - (b - 1) / 2.0
     plane = np.stack([np.ones(b * b), yy, xx], 1)
