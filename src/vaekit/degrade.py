@@ -119,7 +119,7 @@ def add_noise(
 
 
 # the blind level rises as (flat-block level / wavelet-MAD level) ** FLAT_POWER: chosen on simulated camera files
-# over photos-val (docs/decisions.md); FLAT_BLOCK px blocks, the FLAT_QUANTILE flattest of them
+# over photos-val (docs/decisions.md); blocks of FLAT_BLOCK px, read at the FLAT_QUANTILE-th percentile
 FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
 SHOT_RATIO = 1.4  # the least change of level across the brightness range that draws a map (docs/decisions.md)
 
@@ -195,12 +195,6 @@ def level_shape(y, bins: int = 8) -> np.ndarray:
     bright = np.clip(uniform_filter(y.mean(2) if y.ndim == 3 else y, 5), m.min(), m.max())
     level = np.sqrt(a * bright + b)
     return level / np.sqrt(np.mean(level**2))
-
-
-def noise_level_map(y) -> np.ndarray:
-    """Blind per-pixel noise level of ``y`` (H, W; 0–255): :func:`estimate_sigma` spread over the image by
-    :func:`level_shape` (its RMS is that level)."""
-    return estimate_sigma(y) * level_shape(y)
 
 
 def noise_correlation(y) -> tuple[float, float]:

@@ -90,7 +90,7 @@ def test_level_shape_follows_shot_noise_and_stays_flat_for_white_noise():
     shot = rgb + rng.normal(0, 1, rgb.shape) * np.sqrt(0.004 * rgb)  # Poisson-like: variance grows with the signal
     m = degrade.level_shape(shot)
     assert np.corrcoef(m.ravel(), x.ravel())[0, 1] > 0.9 and m[:, -8:].mean() > 2 * m[:, :8].mean()
-    assert np.isclose(np.sqrt(np.mean(degrade.noise_level_map(shot) ** 2)), degrade.estimate_sigma(shot))
+    assert abs(np.sqrt(np.mean(m**2)) - 1) < 1e-6  # the blind level is spread, not changed
     assert np.all(degrade.level_shape(rgb[:16, :16]) == 1)  # too few blocks to fit: flat
     tiny = rgb[:5, :7] + rng.normal(0, 10 / 255, (5, 7, 3))  # smaller than a block: the wavelet level alone
     assert degrade.estimate_sigma(tiny) == degrade.estimate_sigma(tiny, correlated=False)

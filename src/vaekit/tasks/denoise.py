@@ -100,11 +100,7 @@ def vae_denoise(
     H, W = t.shape[-2:]
     level_map = sigma is not None and np.ndim(sigma) > 0
     if level_map:
-        if np.shape(sigma) != (H, W):
-            raise VaekitError(
-                f"a noise-level map must be {H}x{W} like the image, not {'x'.join(map(str, np.shape(sigma)))}"
-            )
-        smap = torch.from_numpy(np.asarray(sigma, dtype=np.float32))[None, None]
+        smap = torch.from_numpy(check_level_map(sigma, (H, W)).astype(np.float32))[None, None]
     k = max(int(samples), 0)
     acc = torch.zeros(1 + 1 + k, C, H, W)  # mean, second moment of the std, draws
     wsum = torch.zeros(1, 1, H, W)
@@ -292,11 +288,9 @@ def denoise(
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
     :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``)."""
     level_map = sigma is not None and np.ndim(sigma) > 0
-    if level_map:
-        sigma = check_level_map(sigma, as_float_image(image)[0].shape[:2])
-        if method != "vae" or noise != "gaussian":
-            raise VaekitError("a noise-level map works with the VAE denoiser and Gaussian noise only")
-    elif sigma is not None and not 0 <= float(sigma) <= 255:
+    if level_map and (method != "vae" or noise != "gaussian"):
+        raise VaekitError("a noise-level map works with the VAE denoiser and Gaussian noise only")
+    if not level_map and sigma is not None and not 0 <= float(sigma) <= 255:
         raise VaekitError(f"sigma must lie in 0..255 (the 0–255 scale), not {sigma}")
     if peak is not None and noise != "poisson":
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
@@ -305,6 +299,8 @@ def denoise(
     n = check_samples(samples)
     k = 0 if n == 1 else n
     y, layout = as_float_image(image)
+    if level_map:
+        sigma = check_level_map(sigma, y.shape[:2])
     t0 = time.perf_counter()
     extra: dict = {}
     if method == "vae":
