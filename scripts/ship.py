@@ -28,6 +28,11 @@ from vaekit.tasks.inpaint import inpaint, pairwise_distance
 
 BSDS = "BSDS500 images (Berkeley): non-commercial research use; not redistributed"
 PHOTOS = "../shared/data/photos (per-file licences in its INDEX.tsv; research use); not redistributed"
+LEVELS = (
+    "Gaussian noise at a known or estimated level, or a per-pixel level map (trained on one level per image; a "
+    "blind level follows the brightness where shot noise does and is raised for correlated noise on camera JPEGs; "
+    "real camera noise is still only partly removed)."
+)
 MODELS = {
     "denoise-color": {
         "kind": "denoise",
@@ -43,9 +48,7 @@ MODELS = {
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 bits",
         },
-        "limits": "Gaussian noise at a known or estimated level (one level per image; on camera JPEGs the estimate is "
-        "raised for correlated noise, and real camera noise is still only partly removed). Trained on downscaled "
-        "photos: noise and detail at the scale of phone and camera JPEGs.",
+        "limits": LEVELS + " Trained on downscaled photos: noise and detail at the scale of phone and camera JPEGs.",
     },
     "denoise-gray": {
         "kind": "denoise",
@@ -62,9 +65,7 @@ MODELS = {
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale; in stages 2 and 3 half of the inputs clipped to 8 "
             "bits",
         },
-        "limits": "Gaussian noise at a known or estimated level (one level per image; on camera JPEGs the estimate "
-        "is raised for correlated noise, and real camera noise is still only partly removed). Colour images go "
-        "through it channel by channel in opponent colours.",
+        "limits": LEVELS + " Colour images go through it channel by channel in opponent colours.",
     },
     "inpaint-color": {
         "kind": "inpaint",
