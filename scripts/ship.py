@@ -30,8 +30,8 @@ BSDS = "BSDS500 images (Berkeley): non-commercial research use; not redistribute
 PHOTOS = "../shared/data/photos (per-file licences in its INDEX.tsv; research use); not redistributed"
 LEVELS = (
     "Gaussian noise at a known or estimated level, or a per-pixel level map (trained on one level per image; a "
-    "blind level follows the brightness where shot noise does and is raised for correlated noise on camera JPEGs; "
-    "real camera noise is still only partly removed)."
+    "blind level follows the brightness where shot noise does; correlated noise on camera JPEGs is denoised on 2x2 "
+    "pixel-shuffled sub-images; real camera noise is still only partly removed)."
 )
 MODELS = {
     "denoise-color": {

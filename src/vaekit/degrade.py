@@ -214,8 +214,13 @@ def estimate_sigma(y, *, correlated: bool = True) -> float:
     ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level."""
     if not correlated:
         return _mad_sigma(_check(y))
+    return blind_level(y)[0]
+
+
+def blind_level(y) -> tuple[float, float]:
+    """(:func:`estimate_sigma` level, :func:`noise_correlation` ratio r) from one pass over ``y``."""
     white, r = noise_correlation(y)
-    return white * max(1.0, r) ** FLAT_POWER
+    return white * max(1.0, r) ** FLAT_POWER, r
 
 
 def anscombe(y, peak: float) -> np.ndarray:

@@ -97,6 +97,33 @@ def test_level_shape_follows_shot_noise_and_stays_flat_for_white_noise():
     assert np.all(degrade.level_shape(tiny) == 1)
 
 
+def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
+    """Camera noise: four half-size passes at the sub-images' level, then one light pass; white noise: one pass."""
+    from vaekit.tasks.denoise import SHUFFLE_REFINE, for_noise
+
+    x = smooth_image(130, 97)  # odd width: sub-images of two sizes
+    rgb = np.stack([x, x[::-1], 1 - x], axis=2)
+    calls = []
+
+    def record(a, s):
+        calls.append((a.shape, s))
+        return a
+
+    cam = degrade.camera(rgb, seed=0, photons=200, read=1, quality=85)
+    est, s = for_noise(record, cam, level_map=True)
+    shapes = sorted(c[0][:2] for c in calls[:4])
+    assert len(calls) == 5 and shapes == [(65, 48), (65, 48), (65, 49), (65, 49)]
+    assert all(np.ndim(c[1]) == 2 and c[1].shape == c[0][:2] for c in calls[:4])  # level maps, per sub-image
+    assert calls[4][0] == cam.shape and calls[4][1] == pytest.approx(SHUFFLE_REFINE * degrade.estimate_sigma(cam))
+    assert np.allclose(est, cam, atol=1e-6) and 0 < s < degrade.estimate_sigma(cam)  # reassembled in place
+    calls.clear()
+    for_noise(record, cam)  # a denoiser of one level: one pass
+    assert len(calls) == 1 and calls[0][1] == pytest.approx(degrade.estimate_sigma(cam))
+    calls.clear()
+    for_noise(record, degrade.gaussian(rgb, 10, seed=1), level_map=True)
+    assert len(calls) == 1 and calls[0][0] == rgb.shape
+
+
 def test_a_level_map_is_read_per_pixel():
     """A constant map is the level itself; a map that varies denoises each part at its own level."""
     from vaekit.registry import create_model

@@ -8,7 +8,9 @@
   for Poisson noise (Anscombe transform, exact unbiased inverse) and for
   salt-and-pepper noise (impulses -- pixels at exactly 0 or 1 -- replaced by
   the median of their clean neighbours, then ``f`` at the estimated residual
-  level).
+  level).  Blind, on spatially correlated noise (camera files), a denoiser
+  that reads level maps runs on the 2x2 pixel-shuffled sub-images, where the
+  noise is closer to white (:func:`shuffle_denoise`).
 * :func:`denoise` is the API: ``vaekit.denoise(image, sigma=None, ...)``.
 """
 
@@ -31,6 +33,10 @@ from .common import Result, check_samples, even_tiles, ramp, resolve_device
 SHIPPED_BY_CHANNELS = {1: "denoise-gray", 3: "denoise-color"}
 # tile side: a 768 x 512 photo in one tile (tiles of 512 recompute a third of it in the overlap), about 0.8 GB
 TILE = 768
+# blind and correlated (degrade.noise_correlation ratio at least SHUFFLE_RATIO): denoise the 2x2 pixel-shuffled
+# sub-images, then the whole at SHUFFLE_REFINE times the full-resolution level; chosen on simulated camera files
+# over photos-val (docs/decisions.md)
+SHUFFLE_RATIO, SHUFFLE_REFINE = 1.3, 0.5
 
 
 def load_denoiser(model=None, channels: int = 1, device=None):
@@ -207,17 +213,20 @@ def _from_anscombe(a, peak: float) -> np.ndarray:
 def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False):
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
     (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
-    (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright).
+    (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright), and spatially
+    correlated noise goes through :func:`shuffle_denoise`.
 
     Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map)."""
     y = as_float_image(noisy)[0]
     if noise == "gaussian":
         if sigma is not None and np.ndim(sigma) > 0:  # a given map: its RMS is the level reported
             return gauss_fn(y, sigma), float(np.sqrt(np.mean(np.square(sigma))))
-        s = degrade.estimate_sigma(y) if sigma is None else float(sigma)
-        if sigma is None and level_map:
-            return gauss_fn(y, s * degrade.level_shape(y)), s
-        return gauss_fn(y, s), s
+        if sigma is not None:
+            return gauss_fn(y, float(sigma)), float(sigma)
+        s, r = degrade.blind_level(y)
+        if level_map and r >= SHUFFLE_RATIO:
+            return shuffle_denoise(gauss_fn, y, s)
+        return gauss_fn(y, s * degrade.level_shape(y) if level_map else s), s
     if noise == "poisson":
         if peak is None:
             raise VaekitError("poisson noise needs --peak (expected photons at white)")
@@ -229,6 +238,23 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
         s = max(degrade.estimate_sigma(filled, correlated=False), 1.0) if sigma is None else float(sigma)
         return gauss_fn(filled, s), s
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
+
+
+def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> tuple[np.ndarray, float]:
+    """Blind denoising of spatially correlated noise (Zhou et al. 2019, pixel-shuffle down-sampling): the four
+    2x2 sub-images hold the noise of pixels two apart, which demosaicking and JPEG left nearly independent, so a
+    denoiser trained on white noise sees what it knows.  Each sub-image is denoised at its own blind level map;
+    one pass over the reassembled image at ``SHUFFLE_REFINE * level`` (the full-resolution blind level) removes
+    the seams of the 2x2 grid.  ``gauss_fn`` reads (H, W) level maps.  Returns (estimate, the sub-images' mean
+    level); the last pass's std and draws are those of the refinement only."""
+    out = np.zeros(y.shape, np.float32)
+    levels = []
+    for i in (0, 1):
+        for j in (0, 1):
+            sub = y[i::2, j::2]
+            levels.append(degrade.estimate_sigma(sub))
+            out[i::2, j::2] = gauss_fn(sub, levels[-1] * degrade.level_shape(sub))
+    return gauss_fn(out.astype(y.dtype), SHUFFLE_REFINE * level), float(np.mean(levels))
 
 
 def check_level_map(levels, shape) -> np.ndarray:
