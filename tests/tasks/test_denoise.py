@@ -122,6 +122,9 @@ def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
     calls.clear()
     for_noise(record, degrade.gaussian(rgb, 10, seed=1), level_map=True)
     assert len(calls) == 1 and calls[0][0] == rgb.shape
+    calls.clear()
+    for_noise(record, cam[..., 1], level_map=True)  # gray: one pass whatever the correlation
+    assert len(calls) == 1
 
 
 def test_a_level_map_is_read_per_pixel():

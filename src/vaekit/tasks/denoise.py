@@ -8,9 +8,9 @@
   for Poisson noise (Anscombe transform, exact unbiased inverse) and for
   salt-and-pepper noise (impulses -- pixels at exactly 0 or 1 -- replaced by
   the median of their clean neighbours, then ``f`` at the estimated residual
-  level).  Blind, on spatially correlated noise (camera files), a denoiser
-  that reads level maps runs on the 2x2 pixel-shuffled sub-images, where the
-  noise is closer to white (:func:`shuffle_denoise`).
+  level).  Blind, on spatially correlated noise in colour (camera files), a
+  denoiser that reads level maps runs on the 2x2 pixel-shuffled sub-images,
+  where the noise is closer to white (:func:`shuffle_denoise`).
 * :func:`denoise` is the API: ``vaekit.denoise(image, sigma=None, ...)``.
 """
 
@@ -214,7 +214,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
     (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
     (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright), and spatially
-    correlated noise goes through :func:`shuffle_denoise`.
+    correlated noise in a colour image goes through :func:`shuffle_denoise`.
 
     Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map)."""
     y = as_float_image(noisy)[0]
@@ -224,7 +224,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
         if sigma is not None:
             return gauss_fn(y, float(sigma)), float(sigma)
         s, r = degrade.blind_level(y)
-        if level_map and r >= SHUFFLE_RATIO:
+        if level_map and y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
             return shuffle_denoise(gauss_fn, y, s)
         return gauss_fn(y, s * degrade.level_shape(y) if level_map else s), s
     if noise == "poisson":
