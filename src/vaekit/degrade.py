@@ -125,9 +125,13 @@ SHOT_RATIO = 1.4  # the least change of level across the brightness range that d
 
 
 def _mad_sigma(y: np.ndarray) -> float:
+    import warnings
+
     from skimage.restoration import estimate_sigma as sk_estimate
 
-    return float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
+    with warnings.catch_warnings():  # a plane 3 or 4 px wide makes scikit-image guess it is a colour image
+        warnings.filterwarnings("ignore", message="image is size", category=UserWarning)
+        return float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
 
 
 def _blocks(y: np.ndarray):

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -125,6 +126,14 @@ def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
     calls.clear()
     for_noise(record, cam[..., 1], level_map=True)  # gray: one pass whatever the correlation
     assert len(calls) == 1
+    calls.clear()
+    from scipy.ndimage import uniform_filter
+
+    tiny = np.clip(0.5 + uniform_filter(np.random.default_rng(0).normal(0, 0.1, (16, 9, 3)), (3, 3, 1)), 0, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sub-images 8 x 4 and 8 x 5: no complaint from the estimators
+        for_noise(record, tiny, level_map=True)
+    assert len(calls) == 5 and calls[0][0] == (8, 5, 3)
 
 
 def test_a_level_map_is_read_per_pixel():
