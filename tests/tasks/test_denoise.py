@@ -116,7 +116,9 @@ def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
     assert len(calls) == 5 and shapes == [(65, 48), (65, 48), (65, 49), (65, 49)]
     assert all(np.ndim(c[1]) == 2 and c[1].shape == c[0][:2] for c in calls[:4])  # level maps, per sub-image
     assert calls[4][0] == cam.shape and calls[4][1] == pytest.approx(SHUFFLE_REFINE * degrade.estimate_sigma(cam))
-    assert np.allclose(est, cam, atol=1e-6) and 0 < s < degrade.estimate_sigma(cam)  # reassembled in place
+    assert np.allclose(est, cam, atol=1e-6) and s == degrade.estimate_sigma(
+        cam
+    )  # reassembled in place; the blind level
     calls.clear()
     for_noise(record, cam)  # a denoiser of one level: one pass
     assert len(calls) == 1 and calls[0][1] == pytest.approx(degrade.estimate_sigma(cam))

@@ -225,7 +225,7 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
             return gauss_fn(y, float(sigma)), float(sigma)
         s, r = degrade.blind_level(y)
         if level_map and y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
-            return shuffle_denoise(gauss_fn, y, s)
+            return shuffle_denoise(gauss_fn, y, s), s
         return gauss_fn(y, s * degrade.level_shape(y) if level_map else s), s
     if noise == "poisson":
         if peak is None:
@@ -240,21 +240,19 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
 
-def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> tuple[np.ndarray, float]:
+def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> np.ndarray:
     """Blind denoising of spatially correlated noise (Zhou et al. 2019, pixel-shuffle down-sampling): the four
     2x2 sub-images hold the noise of pixels two apart, which demosaicking and JPEG left nearly independent, so a
     denoiser trained on white noise sees what it knows.  Each sub-image is denoised at its own blind level map;
     one pass over the reassembled image at ``SHUFFLE_REFINE * level`` (the full-resolution blind level) removes
-    the seams of the 2x2 grid.  ``gauss_fn`` reads (H, W) level maps.  Returns (estimate, the sub-images' mean
-    level); the last pass's std and draws are those of the refinement only."""
+    the seams of the 2x2 grid.  ``gauss_fn`` reads (H, W) level maps; the std and draws of its last call are
+    those of the refinement only."""
     out = np.zeros(y.shape, np.float32)
-    levels = []
     for i in (0, 1):
         for j in (0, 1):
             sub = y[i::2, j::2]
-            levels.append(degrade.estimate_sigma(sub))
-            out[i::2, j::2] = gauss_fn(sub, levels[-1] * degrade.level_shape(sub))
-    return gauss_fn(out.astype(y.dtype), SHUFFLE_REFINE * level), float(np.mean(levels))
+            out[i::2, j::2] = gauss_fn(sub, degrade.estimate_sigma(sub) * degrade.level_shape(sub))
+    return gauss_fn(out.astype(y.dtype), SHUFFLE_REFINE * level)
 
 
 def check_level_map(levels, shape) -> np.ndarray:
