@@ -160,6 +160,10 @@ def flat_sigma(y) -> float:
     block left give the MAD level."""
     y = _check(y)
     var, _, inside = _blocks(y)
+    return _flat_level(y, var, inside)
+
+
+def _flat_level(y, var, inside) -> float:
     levels = [
         np.sqrt(np.percentile(var[inside[:, c], c], FLAT_QUANTILE)) for c in range(var.shape[1]) if inside[:, c].any()
     ]
@@ -172,11 +176,14 @@ def level_shape(y, bins: int = 8) -> np.ndarray:
     brightness bin (the 10th percentile of their variances, ``bins`` bins of equal count; Theil–Sen, so one
     textured bin does not tilt the line) and read within the bins' range.  A map is drawn only when the fitted
     level changes by at least ``SHOT_RATIO`` across that range: white noise, and too few blocks, give a flat map."""
+    y = _check(y)
+    return _shape(y, *_blocks(y), bins)
+
+
+def _shape(y, var, mean, inside, bins: int = 8) -> np.ndarray:
     from scipy.ndimage import uniform_filter
 
-    y = _check(y)
     flat = np.ones(y.shape[:2])
-    var, mean, inside = _blocks(y)
     keep = inside.all(1)
     var, mean = var[keep].mean(1), mean[keep].mean(1)
     if len(var) < 20 * bins:
@@ -206,8 +213,13 @@ def noise_correlation(y) -> tuple[float, float]:
     noise gives r below 1 (the flattest blocks are a low quantile); noise that demosaicking and JPEG made
     spatially correlated hides from the finest scale, and r is 1.3–3 on camera files."""
     y = _check(y)
+    var, _, inside = _blocks(y)
+    return _correlation(y, var, inside)
+
+
+def _correlation(y, var, inside) -> tuple[float, float]:
     white = _mad_sigma(y)
-    return white, flat_sigma(y) / max(white, 0.3)
+    return white, _flat_level(y, var, inside) / max(white, 0.3)
 
 
 def estimate_sigma(y, *, correlated: bool = True) -> float:
@@ -218,13 +230,17 @@ def estimate_sigma(y, *, correlated: bool = True) -> float:
     ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level."""
     if not correlated:
         return _mad_sigma(_check(y))
-    return blind_level(y)[0]
-
-
-def blind_level(y) -> tuple[float, float]:
-    """(:func:`estimate_sigma` level, :func:`noise_correlation` ratio r) from one pass over ``y``."""
     white, r = noise_correlation(y)
-    return white * max(1.0, r) ** FLAT_POWER, r
+    return white * max(1.0, r) ** FLAT_POWER
+
+
+def blind_level(y) -> tuple[float, float, np.ndarray]:
+    """(:func:`estimate_sigma` level, :func:`noise_correlation` ratio r, :func:`level_shape` map) from one pass
+    over the blocks of ``y``."""
+    y = _check(y)
+    var, mean, inside = _blocks(y)
+    white, r = _correlation(y, var, inside)
+    return white * max(1.0, r) ** FLAT_POWER, r, _shape(y, var, mean, inside)
 
 
 def anscombe(y, peak: float) -> np.ndarray:

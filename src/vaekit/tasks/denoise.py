@@ -223,10 +223,13 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
             return gauss_fn(y, sigma), float(np.sqrt(np.mean(np.square(sigma))))
         if sigma is not None:
             return gauss_fn(y, float(sigma)), float(sigma)
-        s, r = degrade.blind_level(y)
-        if level_map and y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
+        if not level_map:
+            s = degrade.estimate_sigma(y)
+            return gauss_fn(y, s), s
+        s, r, shape = degrade.blind_level(y)
+        if y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
             return shuffle_denoise(gauss_fn, y, s), s
-        return gauss_fn(y, s * degrade.level_shape(y) if level_map else s), s
+        return gauss_fn(y, s * shape), s
     if noise == "poisson":
         if peak is None:
             raise VaekitError("poisson noise needs --peak (expected photons at white)")
@@ -250,8 +253,8 @@ def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> np.ndarray:
     out = np.zeros(y.shape, np.float32)
     for i in (0, 1):
         for j in (0, 1):
-            sub = y[i::2, j::2]
-            out[i::2, j::2] = gauss_fn(sub, degrade.estimate_sigma(sub) * degrade.level_shape(sub))
+            level_sub, _, shape = degrade.blind_level(y[i::2, j::2])
+            out[i::2, j::2] = gauss_fn(y[i::2, j::2], level_sub * shape)
     return gauss_fn(out.astype(y.dtype), SHUFFLE_REFINE * level)
 
 
