@@ -3,6 +3,10 @@
 A tiny mean-scale codec with seeded random weights codes a rendered image; the
 test decodes the committed file and must get the committed pixels, so a later
 change to the format, the tables or the integer path cannot pass silently.
+``--checkerboard`` adds the same for the checkerboard context: the tiny codec's
+tensors plus seeded context weights (a few KB beside it).
+
+    python scripts/make_golden_vkc.py [--checkerboard] [--force]
 """
 
 import sys
@@ -29,7 +33,32 @@ def rendered_image(h=96, w=160):
     return (np.stack([r, g, np.clip(b, 0, 1)], axis=2) * 255).round().astype(np.uint8)
 
 
+def checkerboard():
+    from safetensors.torch import save_file
+
+    from vaekit.pretrained import load_from_files
+
+    if (OUT / "golden-checkerboard.vkc").exists() and "--force" not in sys.argv:
+        sys.exit("the checkerboard golden files exist; old golden files must stay")
+    tiny = load_from_files(OUT / "tiny-codec.safetensors", OUT / "tiny-codec.json")
+    model = create_model("codec-checkerboard", **ARGS)
+    model.load_state_dict(tiny.state_dict(), strict=False)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name in ("ep.2.weight", "ep.2.bias"):  # zero at creation: the context would not show
+            model.get_parameter(name).normal_(0, 0.05)
+    extra = {k: v.contiguous() for k, v in model.state_dict().items() if k.startswith(("ctx.", "ep."))}
+    save_file(extra, str(OUT / "checkerboard-context.safetensors"))
+    model.eval()  # the tables stay the tiny codec's
+    data = compress(rendered_image(), 2, model=model, tile=64)
+    (OUT / "golden-checkerboard.vkc").write_bytes(data)
+    write_image(OUT / "golden-checkerboard-decoded.png", decompress(data, model=model))
+    print(f"wrote the checkerboard files in {OUT} ({len(data)} bytes)")
+
+
 def main():
+    if "--checkerboard" in sys.argv:
+        return checkerboard()
     if OUT.exists() and "--force" not in sys.argv:
         sys.exit(f"{OUT} exists; old golden files must stay (pass --force only for a new format version)")
     torch.manual_seed(0)

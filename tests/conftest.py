@@ -70,6 +70,7 @@ CODECS = {
     "codec-factorized": dict(N=8, M=8, lambdas=[0.003, 0.03]),
     "codec-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
     "codec-mean-scale-hyperprior": dict(N=8, M=8, lambdas=[0.003, 0.03]),
+    "codec-checkerboard": dict(N=8, M=8, lambdas=[0.003, 0.03]),
 }
 
 

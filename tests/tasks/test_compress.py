@@ -181,6 +181,57 @@ def test_integer_hyper_synthesis_is_exact_and_order_free(trained_tiny):
     assert (out.double() - ref.double()).abs().max() < 0.02 * 256 + 0.02 * ref.abs().max()
 
 
+def checkerboard_from(source, seed=0):
+    """A checkerboard codec holding ``source``'s weights, its context switched on with random weights."""
+    m = create_model("codec-checkerboard", N=source.N, M=source.M, lambdas=source.lambdas)
+    m.load_state_dict(source.state_dict(), strict=False)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        m.ep[-1].weight.normal_(0, 0.05)
+        m.ep[-1].bias.normal_(0, 0.05)
+    m.eval().update()
+    return m
+
+
+def test_checkerboard_starts_as_the_hyperprior_it_grows_from(trained_tiny):
+    src, _ = trained_tiny
+    m = create_model("codec-checkerboard", N=src.N, M=src.M, lambdas=src.lambdas)
+    m.load_state_dict(src.state_dict(), strict=False)
+    m.eval().update()
+    x = torch.from_numpy(picture(128, 192, seed=4)).permute(2, 0, 1)[None].float() / 255
+    a, b = src.compress(x, 1), m.compress(x, 1)
+    assert torch.equal(a["latents"]["y_sym"], b["latents"]["y_sym"])
+    assert a["bits"]["y"] == pytest.approx(b["bits"]["y"])  # the two halves cost what the whole cost
+
+
+def test_checkerboard_context_reads_the_anchors_and_decodes_exactly(trained_tiny):
+    m = checkerboard_from(trained_tiny[0])
+    blind = checkerboard_from(trained_tiny[0])
+    with torch.no_grad():
+        blind.ctx.weight.zero_()  # the same model with the anchors unseen
+    blind.update()
+    img = picture(128, 192, seed=6)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    r, rb = m.compress(x, 1), blind.compress(x, 1)
+    assert r["bits"]["y"] != rb["bits"]["y"]  # the second half's parameters follow the decoded anchors
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        data = compress(img, 2, model=m)
+        one, lat = decompress(data, model=m, return_latents=True)
+        torch.set_num_threads(2)
+        assert np.array_equal(one, decompress(data, model=m)) and data == compress(img, 2, model=m)
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(lat[0]["y_sym"], r["latents"]["y_sym"])
+    # the integer means follow the float ones the model trains with
+    with torch.no_grad():
+        y_g = m.g_a(x) * m.log_gain[1].exp()[None, :, None, None]
+        mu = m.hyper_mean(y_g)
+    err = (y_g - mu - r["latents"]["y_sym"]).abs()  # within the rounding, up to the fixed-point path's error
+    assert float(err.max()) < 0.5 + 0.05
+
+
 def test_quantized_tables_sum_exactly():
     counts = quantize_pmf(np.array([0.5, 0.25, 0.2499999]))
     assert counts.sum() == 1 << PRECISION and counts.min() >= 1 and counts.size == 4
@@ -210,6 +261,19 @@ def test_golden_file_still_decodes():
     assert (header.height, header.width, header.tile, header.n_tiles()) == (96, 160, 64, 6)
     expected = np.asarray(Image.open(GOLDEN / "golden-decoded.png"))
     assert np.array_equal(decompress(data, model=model), expected)
+
+
+def test_golden_checkerboard_file_still_decodes():
+    from PIL import Image
+    from safetensors.torch import load_file
+
+    tiny = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
+    model = create_model("codec-checkerboard", N=tiny.N, M=tiny.M, lambdas=tiny.lambdas)
+    model.load_state_dict({**tiny.state_dict(), **load_file(GOLDEN / "checkerboard-context.safetensors")})
+    data = (GOLDEN / "golden-checkerboard.vkc").read_bytes()
+    expected = np.asarray(Image.open(GOLDEN / "golden-checkerboard-decoded.png"))
+    assert np.array_equal(decompress(data, model=model.eval()), expected)
+    assert data != (GOLDEN / "golden.vkc").read_bytes()  # the context changed the payload
 
 
 def test_tiles_gray_float_and_odd_sizes(trained_tiny):

@@ -50,6 +50,10 @@ register("codec-scale-hyperprior", "compression VAE, scale hyperprior (Balle 201
 register("codec-mean-scale-hyperprior", "compression VAE, mean-scale hyperprior (Minnen 2018), GDN, variable rate")(
     lambda **kw: CompressionVAE(prior="mean-scale", **kw)
 )
+register(
+    "codec-checkerboard",
+    "compression VAE, mean-scale hyperprior with a checkerboard context (He et al. 2021), GDN, variable rate",
+)(lambda **kw: CompressionVAE(prior="mean-scale", context="checkerboard", **kw))
 
 __all__ = [
     "VAEBase",

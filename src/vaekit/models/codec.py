@@ -1,5 +1,6 @@
 """The compression VAE family: factorized prior (Ballé 2017), scale
-hyperprior (Ballé 2018) and mean-scale hyperprior (Minnen 2018), with GDN.
+hyperprior (Ballé 2018) and mean-scale hyperprior (Minnen 2018), with GDN,
+and the mean-scale hyperprior with a checkerboard context (He et al. 2021).
 
 One model codes every quality: per-quality *gain* vectors (Cui et al. 2021)
 scale the latent before quantization (``y_g = y * gain[q]``) and an inverse
@@ -12,8 +13,9 @@ As a VAE: ``g_a`` is the encoder (a uniform posterior of width 1 around
 Decoding never depends on float arithmetic that can differ between machines:
 ``y_hat`` and ``z_hat`` are integers (plus integer means in 1/256 units), the
 hyper-synthesis runs on integers in an exact fixed-point path
-(``IntegerHyperSynthesis``), and the probability tables are integer tables
-stored with the weights (``update()``).  Only ``g_s`` -- after the latents are
+(``IntegerHyperSynthesis``), as do the checkerboard context and the entropy
+parameters, and the probability tables are integer tables stored with the
+weights (``update()``).  Only ``g_s`` -- after the latents are
 known -- runs in float.
 """
 
@@ -90,8 +92,9 @@ class IntegerHyperSynthesis:
         self.layers = layers
 
     @classmethod
-    def from_float(cls, seq: nn.Sequential) -> "IntegerHyperSynthesis":
-        layers, a = [], 0  # a: fractional bits of the current activation
+    def from_float(cls, seq, in_bits: int = 0) -> "IntegerHyperSynthesis":
+        """``seq``: conv/deconv/ReLU modules; ``in_bits``: fractional bits of the integer input."""
+        layers, a = [], in_bits  # a: fractional bits of the current activation
         for m in seq:
             if isinstance(m, nn.ReLU):
                 layers.append({"kind": "relu"})
@@ -121,8 +124,8 @@ class IntegerHyperSynthesis:
         return cls(layers)
 
     def __call__(self, z_int: torch.Tensor) -> torch.Tensor:
-        """z_int: (B, C, h, w) integers -> final layer output in 1/256 units, int64."""
-        v = z_int.detach().to("cpu", torch.float64)
+        """z_int: (B, C, h, w) integers (``in_bits`` fractional bits) -> output in 1/256 units, int64."""
+        v = z_int.detach().to("cpu", torch.float64).clamp(-self.ACT_MAX, self.ACT_MAX)
         for L in self.layers:
             if L["kind"] == "relu":
                 v = v.clamp_min(0)
@@ -140,13 +143,54 @@ class IntegerHyperSynthesis:
         return v.to(torch.int64)
 
 
+def anchors(h: int, w: int) -> torch.Tensor:
+    """The checkerboard's first half: latent positions (i, j) with i + j even, as a (1, 1, h, w) bool mask."""
+    i, j = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return ((i + j) % 2 == 0)[None, None]
+
+
+class CheckerboardContext(nn.Module):
+    """A 5x5 convolution that keeps only the taps a second-half position can see: the 12 offsets with an odd
+    sum, which land on anchors (the other 13 would read zeros).  Storing only those halves its weights."""
+
+    TAPS = [(i, j) for i in range(5) for j in range(5) if (i + j) % 2]
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        bound = 1 / math.sqrt(cin * len(self.TAPS))
+        self.weight = nn.Parameter(torch.empty(cout, cin, len(self.TAPS)).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(cout).uniform_(-bound, bound))
+
+    def kernel(self):
+        k = self.weight.new_zeros(*self.weight.shape[:2], 25)
+        k[:, :, [5 * i + j for i, j in self.TAPS]] = self.weight
+        return k.view(*self.weight.shape[:2], 5, 5)
+
+    def forward(self, x):
+        return F.conv2d(x, self.kernel(), self.bias, padding=2)
+
+    def as_conv(self) -> nn.Conv2d:
+        """The same map as a plain convolution (what the exact integer path is built from)."""
+        c = nn.Conv2d(self.weight.shape[1], self.weight.shape[0], 5, padding=2)
+        with torch.no_grad():
+            c.weight.copy_(self.kernel())
+            c.bias.copy_(self.bias)
+        return c
+
+
 def scale_index(t_int: torch.Tensor) -> torch.Tensor:
     """ln-scale in 1/256 units (int64) -> index into the scale table (pure integer arithmetic)."""
     return torch.div(t_int - SCALE_T0 + SCALE_STEP // 2, SCALE_STEP, rounding_mode="floor").clamp(0, SCALE_LEVELS - 1)
 
 
 class CompressionVAE(nn.Module):
-    """``prior``: "factorized" (Ballé 2017), "scale" (Ballé 2018) or "mean-scale" (Minnen 2018)."""
+    """``prior``: "factorized" (Ballé 2017), "scale" (Ballé 2018) or "mean-scale" (Minnen 2018).
+
+    ``context="checkerboard"`` (mean-scale only; He et al. 2021) codes the latent in two halves: the
+    anchors (``anchors``) with parameters from the hyperprior alone, then the rest with parameters that
+    also read the decoded anchors through a 5x5 convolution (``CheckerboardContext``).  The
+    entropy-parameter network adds a correction to the hyperprior's (ln sigma, mean); its last layer
+    starts at zero, so a model initialised from a mean-scale hyperprior starts as exactly that model."""
 
     TABLES = ("z_table", "z_offsets", "z_lengths", "y_table", "y_offsets", "y_lengths")
 
@@ -158,13 +202,16 @@ class CompressionVAE(nn.Module):
         lambdas=DEFAULT_LAMBDAS,
         channels: int = 3,
         distortion: str = "mse",
+        context: str = "none",
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
             raise VaekitError(f"unknown prior {prior!r}: factorized, scale or mean-scale")
         if distortion not in ("mse", "ms-ssim"):
             raise VaekitError(f"unknown distortion {distortion!r}: mse or ms-ssim")
-        self.distortion = distortion
+        if context not in ("none", "checkerboard") or (context != "none" and prior != "mean-scale"):
+            raise VaekitError(f"context {context!r}: 'none', or 'checkerboard' with the mean-scale prior")
+        self.distortion, self.context = distortion, context
         self.prior, self.N, self.M, self.channels = prior, N, M, channels
         # total stride: g_a (16), times h_a (4) for the hyperprior models; inputs are padded to it
         self.pad_unit = 16 if prior == "factorized" else PAD
@@ -194,9 +241,14 @@ class CompressionVAE(nn.Module):
                 conv(mid, out, 3, 1),
             )
             self.z_density = FactorizedDensity(N)
+        if context == "checkerboard":
+            self.ctx = CheckerboardContext(M, M)
+            self.ep = nn.Sequential(nn.Conv2d(3 * M, M, 1), nn.ReLU(), nn.Conv2d(M, 2 * M, 1))
+            nn.init.zeros_(self.ep[-1].weight)
+            nn.init.zeros_(self.ep[-1].bias)
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
-        self._int_hs = None
+        self._int_hs = self._int_ctx = self._int_ep = None
         self._coders = {}
         self._weights_id = None  # cached by tasks.compress.weights_id; reset when the weights change
 
@@ -209,14 +261,23 @@ class CompressionVAE(nn.Module):
         """z = h_a(y_g) (the scale hyperprior sees |y_g|, as in Ballé 2018)."""
         return self.h_a(y_g if self.prior == "mean-scale" else y_g.abs())
 
-    def _hyper(self, z_hat):
-        """h_s(z_hat) -> (ln sigma, mean) in float (training)."""
-        t, mu = self._split(self.h_s(z_hat))
+    def _params(self, y_g, z_hat):
+        """(ln sigma, mean) of the gained latents ``y_g`` given ``z_hat``, in float (training); with the
+        checkerboard context, the second half's parameters read the rounded anchors."""
+        h = self.h_s(z_hat)
+        if self.context == "checkerboard":
+            a = anchors(*y_g.shape[-2:]).to(y_g.device)
+            first = h + self.ep(torch.cat([h, torch.zeros_like(h[:, : self.M])], 1))
+            mu = first[:, self.M :]
+            v = y_g - mu
+            y_hat = (v + (torch.round(v) - v).detach() + mu) * a  # straight-through, as the decoder sees it
+            h = torch.where(a, first, h + self.ep(torch.cat([h, self.ctx(y_hat)], 1)))
+        t, mu = self._split(h)
         return t.clamp(math.log(SCALE_MIN), math.log(SCALE_MAX)), mu
 
     def hyper_mean(self, y_g):
-        """The hyperprior's predicted latent mean for gained latents ``y_g`` (float, as in training)."""
-        return self._hyper(torch.round(self._analyse_hyper(y_g)))[1]
+        """The predicted latent mean for gained latents ``y_g`` (float, as in training)."""
+        return self._params(y_g, torch.round(self._analyse_hyper(y_g)))[1]
 
     def forward(self, x, quality=None):
         """x: (B, C, H, W) in [0, 1], H and W multiples of ``pad_unit`` -> x_hat, likelihoods, bpp, quality."""
@@ -239,7 +300,7 @@ class CompressionVAE(nn.Module):
             z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
             rows = torch.arange(self.N, device=x.device)[None].expand(B, -1)
             likelihoods["z"] = self.z_density.likelihood(z_hat, rows)
-            t, mu = self._hyper(z_hat)
+            t, mu = self._params(y_g, z_hat)
             v = y_g - mu
             v_noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5) if self.training else torch.round(v)
             likelihoods["y"] = gaussian_likelihood(v_noisy, t.exp())
@@ -290,14 +351,16 @@ class CompressionVAE(nn.Module):
         with the weights) and rebuild the integer hyper-synthesis from the current weights."""
         for name, v in self.coding_tables().items():
             setattr(self, name, v)
-        self._int_hs, self._coders, self._weights_id = None, {}, None
+        self._int_hs = self._int_ctx = self._int_ep = None
+        self._coders, self._weights_id = {}, None
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the tables' sizes depend on the trained densities: take them from the file
         for name in self.TABLES:
             if prefix + name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[prefix + name]))
-        self._int_hs, self._coders, self._weights_id = None, {}, None
+        self._int_hs = self._int_ctx = self._int_ep = None
+        self._coders, self._weights_id = {}, None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _coder(self, which: str) -> C.TableCoder:
@@ -314,8 +377,21 @@ class CompressionVAE(nn.Module):
         return self._int_hs
 
     def _hyper_int(self, z_hat):
-        """Exact (ln-sigma index, mean in 1/256 units) from integer z_hat."""
-        t, mu = self._split(self.integer_hyper()(z_hat))
+        """Exact h_s(z_hat) in 1/256 units from integer z_hat."""
+        return self.integer_hyper()(z_hat)
+
+    def _params_int(self, h, y_hat=None):
+        """Exact (ln-sigma index, mean in 1/256 units) from the integer hyper-synthesis output ``h``: the
+        hyperprior's own, the anchors' (``y_hat`` None) or the second half's (``y_hat``: the decoded anchors
+        in 1/256 units, zero elsewhere) under the checkerboard context."""
+        if self.context == "checkerboard":
+            if self._int_ep is None:
+                bits = IntegerHyperSynthesis.ACT_BITS  # the inputs' units: 1/256
+                self._int_ctx = IntegerHyperSynthesis.from_float([self.ctx.as_conv()], in_bits=bits)
+                self._int_ep = IntegerHyperSynthesis.from_float(self.ep, in_bits=bits)
+            c = torch.zeros_like(h[:, : self.M]) if y_hat is None else self._int_ctx(y_hat)
+            h = h + self._int_ep(torch.cat([h, c], 1))
+        t, mu = self._split(h)
         return scale_index(t), mu
 
     # ------------------------------------------------------------------ coding
@@ -341,9 +417,17 @@ class CompressionVAE(nn.Module):
             z_hat = torch.round(z).cpu().to(torch.int64)
             zrows = torch.arange(self.N).view(1, -1, 1, 1).expand_as(z_hat)
             bits["z"] = self._coder("z").encode(enc, z_hat.numpy(), zrows.numpy())
-            idx, mu = self._hyper_int(z_hat)
+            h = self._hyper_int(z_hat)
+            idx, mu = self._params_int(h)
             y_sym = torch.round(y_g - mu.double() / 256).to(torch.int64)
-            bits["y"] = self._coder("y").encode(enc, y_sym.numpy(), idx.numpy())
+            if self.context == "none":
+                bits["y"] = self._coder("y").encode(enc, y_sym.numpy(), idx.numpy())
+            else:
+                a = anchors(*y_sym.shape[-2:]).expand_as(y_sym)
+                bits["y"] = self._coder("y").encode(enc, y_sym[a].numpy(), idx[a].numpy())
+                idx2, mu2 = self._params_int(h, torch.where(a, y_sym * 256 + mu, 0))
+                y_sym = torch.where(a, y_sym, torch.round(y_g - mu2.double() / 256).to(torch.int64))
+                bits["y"] += self._coder("y").encode(enc, y_sym[~a].numpy(), idx2[~a].numpy())
             z_shape = tuple(z_hat.shape[-2:])
             latents = {"z_hat": z_hat, "y_sym": y_sym}
         return {"strings": [C.finish(enc)], "shape": z_shape, "bits": bits, "latents": latents}
@@ -364,8 +448,17 @@ class CompressionVAE(nn.Module):
             else:
                 zrows = torch.arange(self.N).view(1, -1, 1, 1).expand(1, self.N, h, w)
                 z_hat = torch.from_numpy(self._coder("z").decode(dec, zrows.numpy())).view(1, self.N, h, w)
-                idx, mu = self._hyper_int(z_hat)
-                y_sym = torch.from_numpy(self._coder("y").decode(dec, idx.numpy())).view(idx.shape)
+                h = self._hyper_int(z_hat)
+                idx, mu = self._params_int(h)
+                if self.context == "none":
+                    y_sym = torch.from_numpy(self._coder("y").decode(dec, idx.numpy())).view(idx.shape)
+                else:
+                    a = anchors(*idx.shape[-2:]).expand_as(idx)
+                    y_sym = torch.zeros(idx.shape, dtype=torch.int64)
+                    y_sym[a] = torch.from_numpy(self._coder("y").decode(dec, idx[a].numpy()))
+                    idx2, mu2 = self._params_int(h, torch.where(a, y_sym * 256 + mu, 0))
+                    y_sym[~a] = torch.from_numpy(self._coder("y").decode(dec, idx2[~a].numpy()))
+                    mu = torch.where(a, mu, mu2)
                 y_hat_g = y_sym.double() + mu.double() / 256
                 latents = {"z_hat": z_hat, "y_sym": y_sym}
         except VaekitError:
