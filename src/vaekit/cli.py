@@ -694,7 +694,7 @@ def cmd_compensate(args):
 
 
 def cmd_denoise(args):
-    from .tasks.denoise import denoise_paths, read_level_map
+    from .tasks.denoise import PATHS, denoise_paths, read_level_map
 
     sigma = args.sigma
     if args.sigma_map is not None:
@@ -724,6 +724,8 @@ def cmd_denoise(args):
             if r["sigma"] is None
             else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"] else ""))
         )
+        if r.get("path") == "shuffled":
+            level += f"; {PATHS['shuffled']}"
         return f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s"
 
     return _finish(args, summary, "denoised", line)

@@ -111,7 +111,7 @@ def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
         return a
 
     cam = degrade.camera(rgb, seed=0, photons=200, read=1, quality=85)
-    est, s = for_noise(record, cam, level_map=True)
+    est, s, path = for_noise(record, cam, level_map=True)
     shapes = sorted(c[0][:2] for c in calls[:4])
     assert len(calls) == 5 and shapes == [(65, 48), (65, 48), (65, 49), (65, 49)]
     assert all(np.ndim(c[1]) == 2 and c[1].shape == c[0][:2] for c in calls[:4])  # level maps, per sub-image
@@ -119,8 +119,9 @@ def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
     assert np.allclose(est, cam, atol=1e-6) and s == degrade.estimate_sigma(
         cam
     )  # reassembled in place; the blind level
+    assert path == "shuffled"
     calls.clear()
-    for_noise(record, cam)  # a denoiser of one level: one pass
+    assert for_noise(record, cam)[2] == "blind"  # a denoiser of one level: one pass
     assert len(calls) == 1 and calls[0][1] == pytest.approx(degrade.estimate_sigma(cam))
     calls.clear()
     for_noise(record, degrade.gaussian(rgb, 10, seed=1), level_map=True)
@@ -164,7 +165,7 @@ def test_anscombe_round_trip_is_nearly_unbiased():
     x = np.full((300, 300), 0.4)
     y = degrade.poisson(x, 30, seed=2)
     # the ideal Gaussian denoiser for a constant image: the mean in the transformed domain
-    est, s = for_noise(lambda a, sig: np.full_like(a, a.mean()), y, "poisson", peak=30)
+    est, s, path = for_noise(lambda a, sig: np.full_like(a, a.mean()), y, "poisson", peak=30)
     assert abs(est.mean() - 0.4) < 0.005
     assert 20 < s < 26  # unit noise in the stabilised domain, on the 0-255 scale
 
@@ -270,6 +271,19 @@ def test_even_tiles_cover_with_the_fewest_equal_tiles():
         assert size <= 768 and size % 8 == 0 and starts[0] == 0 and starts[-1] + size == n
         assert len(starts) == -(-(n - 32) // (768 - 32))  # the fewest tiles that can overlap by 32
         assert all(b - a <= size - 32 for a, b in zip(starts, starts[1:]))  # each pair overlaps by >= 32
+
+
+def test_cli_says_when_correlated_noise_took_the_shuffled_path(tmp_path, capsys):
+    from vaekit.io import write_image
+
+    x = smooth_image(128, 160)
+    rgb = np.stack([x, x[::-1], 1 - x], axis=2)
+    write_image(tmp_path / "cam.png", degrade.camera(rgb, seed=0, photons=200, read=1, quality=85))
+    write_image(tmp_path / "white.png", degrade.gaussian(rgb, 10, seed=1))
+    for name, shuffled in (("cam", True), ("white", False)):
+        assert main(["denoise", str(tmp_path / f"{name}.png"), "-o", str(tmp_path / f"{name}-out.png")]) == 0
+        out = capsys.readouterr().out
+        assert "(estimated)" in out and ("pixel-shuffled" in out) == shuffled
 
 
 def test_denoise_api_with_samples_and_classical(tmp_path):
@@ -804,7 +818,7 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     loss["loss"].backward()
     assert all(p.grad is not None for p in c.parameters()) and float(c.mix[2].weight.grad.abs().sum()) > 0
     rows = (out["log_px"] - out["kl"]).view(2, 3).sum(1).mean()
-    assert float(loss["elbo"]) == pytest.approx(float(rows) + 32 * 32 * c.log_det, rel=1e-5)
+    assert float(loss["elbo"].detach()) == pytest.approx(float(rows) + 32 * 32 * c.log_det, rel=1e-5)
     c.eval()
     mean, std, draws = c.denoise(torch.from_numpy(y).float().permute(2, 0, 1)[None], 25.0, samples=3)
     assert mean.shape == std.shape == (1, 3, 40, 48) and len(draws) == 3 and (std > 0).all()

@@ -210,36 +210,48 @@ def _from_anscombe(a, peak: float) -> np.ndarray:
     return degrade.inverse_anscombe(np.asarray(a, dtype=np.float64) * _top(peak), peak)
 
 
+# what ``for_noise`` did, as ``denoise`` reports it (info["path"])
+PATHS = {
+    "given": "the level given",
+    "map": "the level map given",
+    "blind": "one pass at the estimated level",
+    "shuffled": "correlated noise: 2x2 pixel-shuffled passes, then a light full-size pass",
+    "anscombe": "Poisson noise through the Anscombe transform",
+    "impulse-fill": "impulses filled from their neighbours, then a Gaussian pass",
+}
+
+
 def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False):
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
     (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
     (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright), and spatially
     correlated noise in a colour image goes through :func:`shuffle_denoise`.
 
-    Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map)."""
+    Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map, the path taken: one of
+    ``PATHS``)."""
     y = as_float_image(noisy)[0]
     if noise == "gaussian":
         if sigma is not None and np.ndim(sigma) > 0:  # a given map: its RMS is the level reported
-            return gauss_fn(y, sigma), float(np.sqrt(np.mean(np.square(sigma))))
+            return gauss_fn(y, sigma), float(np.sqrt(np.mean(np.square(sigma)))), "map"
         if sigma is not None:
-            return gauss_fn(y, float(sigma)), float(sigma)
+            return gauss_fn(y, float(sigma)), float(sigma), "given"
         if not level_map:
             s = degrade.estimate_sigma(y)
-            return gauss_fn(y, s), s
+            return gauss_fn(y, s), s, "blind"
         s, r, shape = degrade.blind_level(y)
         if y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
-            return shuffle_denoise(gauss_fn, y, s), s
-        return gauss_fn(y, s * shape), s
+            return shuffle_denoise(gauss_fn, y, s), s, "shuffled"
+        return gauss_fn(y, s * shape), s, "blind"
     if noise == "poisson":
         if peak is None:
             raise VaekitError("poisson noise needs --peak (expected photons at white)")
         a = degrade.anscombe(y, peak) / _top(peak)
         s = 255.0 / _top(peak)  # unit noise in the transformed domain, on the 0–255 scale
-        return _from_anscombe(gauss_fn(a, s), peak), s
+        return _from_anscombe(gauss_fn(a, s), peak), s, "anscombe"
     if noise == "salt-pepper":
         filled, _ = impulse_fill(y)
         s = max(degrade.estimate_sigma(filled, correlated=False), 1.0) if sigma is None else float(sigma)
-        return gauss_fn(filled, s), s
+        return gauss_fn(filled, s), s, "impulse-fill"
     raise VaekitError(f"unknown noise {noise!r}; choose one of {', '.join(degrade.NOISES)}")
 
 
@@ -313,7 +325,8 @@ def denoise(
     ``samples``: VAE only -- 1 is one pass (z at the prior mean); N > 1 averages N posterior draws.
 
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
-    :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``)."""
+    :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``) and the
+    path taken (``path``, a key of ``PATHS``)."""
     level_map = sigma is not None and np.ndim(sigma) > 0
     if level_map and (method != "vae" or noise != "gaussian"):
         raise VaekitError("a noise-level map works with the VAE denoiser and Gaussian noise only")
@@ -350,11 +363,11 @@ def denoise(
             extra.update(std=std, draws=draws)
             return mean
 
-        est, s = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True)
+        est, s, path = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True)
     else:
         from .. import baselines
 
-        est, s = for_noise(baselines.get("denoise", method), y, noise, sigma=sigma, peak=peak, amount=amount)
+        est, s, path = for_noise(baselines.get("denoise", method), y, noise, sigma=sigma, peak=peak, amount=amount)
     est = np.clip(np.asarray(est, dtype=np.float64), 0, 1)
     if not details:
         return restore_layout(est, layout)
@@ -365,6 +378,7 @@ def denoise(
     info = {
         "sigma": s,
         "sigma_estimated": sigma is None and noise != "poisson",
+        "path": path,
         "method": method,
         "seconds": time.perf_counter() - t0,
     }
@@ -404,7 +418,8 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
             "std_scale": scale,
             "std_units": "std.png / 255 * std_scale, image units (1 = white)",
         }
-        meta.update(extra if extra is not None else {k: result.info.get(k) for k in ("sigma", "sigma_estimated")})
+        keys = ("sigma", "sigma_estimated", "path")
+        meta.update(extra if extra is not None else {k: result.info.get(k) for k in keys})
         atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
         if final.is_dir():
             shutil.rmtree(final)
@@ -475,7 +490,7 @@ def denoise_paths(
             write_sample_set(it.output, r, model_name=name, seed=seed)
         else:
             write_image(it.output, r.image)
-        return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated}
+        return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
 
     return batch.run(
         items,
