@@ -45,6 +45,7 @@ def test_denoise_returns_a_png_of_the_same_size_with_its_figures(client, photo):
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).size == (96, 72)
     assert float(r.headers["x-vaekit-sigma"]) == 25 and r.headers["x-vaekit-sigma-estimated"] == "False"
+    assert r.headers["x-vaekit-path"] == "given"
     clean = photo
     r = client.post(
         "/api/denoise?format=json",

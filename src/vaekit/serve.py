@@ -237,7 +237,8 @@ class Tasks:
         if method == "vae":
             model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
         r = denoise(img, sigma, method=method, model=model, seed=seed, details=True)
-        figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "psnr": _psnr(clean, r.image)}
+        figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.path}
+        figures["psnr"] = _psnr(clean, r.image)
         if clean is not None:
             figures["psnr_noisy"] = _psnr(clean, img)
         return r.image, figures, {"noisy": img} if clean is not None else {}

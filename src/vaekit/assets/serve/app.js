@@ -153,6 +153,7 @@ function summary(f) {
   if (f.bpp != null) parts.push(`${f.bpp} bpp`);
   if (f.bytes != null) parts.push(`${f.bytes} B`);
   if (f.sigma != null) parts.push(`σ ${f.sigma.toFixed(1)}${f.sigma_estimated ? " (est.)" : ""}`);
+  if (f.path === "shuffled") parts.push("correlated noise: pixel-shuffled passes");
   if (f.changed === false) parts.push("left unchanged");
   else if (f.gain != null) parts.push(`gain ${f.gain.toFixed(2)}, γ ${f.gamma.toFixed(2)}`);
   if (f.p_change != null) parts.push(`P(change) ${f.p_change.toFixed(2)}`);
