@@ -263,16 +263,22 @@ def test_golden_file_still_decodes():
     assert np.array_equal(decompress(data, model=model), expected)
 
 
-def test_golden_checkerboard_file_still_decodes():
-    from PIL import Image
+def golden_checkerboard():
+    """The golden checkerboard codec: the tiny codec's tensors and the stored context weights."""
     from safetensors.torch import load_file
 
     tiny = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
     model = create_model("codec-checkerboard", N=tiny.N, M=tiny.M, lambdas=tiny.lambdas)
     model.load_state_dict({**tiny.state_dict(), **load_file(GOLDEN / "checkerboard-context.safetensors")})
+    return model.eval()
+
+
+def test_golden_checkerboard_file_still_decodes():
+    from PIL import Image
+
     data = (GOLDEN / "golden-checkerboard.vkc").read_bytes()
     expected = np.asarray(Image.open(GOLDEN / "golden-checkerboard-decoded.png"))
-    assert np.array_equal(decompress(data, model=model.eval()), expected)
+    assert np.array_equal(decompress(data, model=golden_checkerboard()), expected)
     assert data != (GOLDEN / "golden.vkc").read_bytes()  # the context changed the payload
 
 
@@ -344,6 +350,8 @@ def test_damaged_files_are_refused_cleanly():
     data = (GOLDEN / "golden.vkc").read_bytes()
     counts = _fuzz_module().fuzz(data, model, 200, seed=0)  # scripts/fuzz_vkc.py runs 10,000
     assert counts["refused"] > 100
+    cb = (GOLDEN / "golden-checkerboard.vkc").read_bytes()
+    assert _fuzz_module().fuzz(cb, golden_checkerboard(), 200, seed=1)["refused"] > 100  # two-pass decoding too
     for bad, msg in (
         (b"", "magic"),
         (b"hello world, not a vkc", "magic"),
