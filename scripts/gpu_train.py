@@ -62,8 +62,10 @@ JOBS = {
         ],
     },
     "codec-hyperprior": {
-        "config": "configs/codec-hyperprior.yaml",
+        "config": "configs/codec-checkerboard.yaml",
         "overrides": [
+            "init_from=codec-hyperprior",
+            "trainable=[]",
             "batch_size=16",
             "patch_size=256",
             "lr=1e-4",

@@ -28,6 +28,7 @@ SHIPPED = {
     "mnist-vae": "mnist-vae",
     "codec-hyperprior": "codec-hyperprior",
     "codec-hyperprior-r1": "codec-hyperprior-r1",
+    "codec-hyperprior-r2": "codec-hyperprior-r2",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -40,7 +41,9 @@ SHIPPED = {
 # tensors are a download, installed once with ``vaekit models --install FILE`` (offline) or ``download(name)``.
 DOWNLOADS = {
     "codec-hyperprior-r1": "https://github.com/vaekit/vaekit-weights/releases/download/r1/"
-    "codec-hyperprior-r1.safetensors"
+    "codec-hyperprior-r1.safetensors",
+    "codec-hyperprior-r2": "https://github.com/vaekit/vaekit-weights/releases/download/r2/"
+    "codec-hyperprior-r2.safetensors",
 }
 
 

@@ -41,7 +41,8 @@ VERSION = 1
 # id, and the old ones stay shipped under their own name so that every file written decodes.
 MODEL_IDS = {
     1: "codec-hyperprior-r1",  # the first release (22k steps), named codec-hyperprior until it was superseded
-    2: "codec-hyperprior",
+    2: "codec-hyperprior-r2",  # the second release (41k BSDS steps)
+    3: "codec-hyperprior",
 }
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
