@@ -417,15 +417,15 @@ class CompressionVAE(nn.Module):
             z_hat = torch.round(z).cpu().to(torch.int64)
             zrows = torch.arange(self.N).view(1, -1, 1, 1).expand_as(z_hat)
             bits["z"] = self._coder("z").encode(enc, z_hat.numpy(), zrows.numpy())
-            h = self._hyper_int(z_hat)
-            idx, mu = self._params_int(h)
+            hs = self._hyper_int(z_hat)
+            idx, mu = self._params_int(hs)
             y_sym = torch.round(y_g - mu.double() / 256).to(torch.int64)
             if self.context == "none":
                 bits["y"] = self._coder("y").encode(enc, y_sym.numpy(), idx.numpy())
             else:
                 a = anchors(*y_sym.shape[-2:]).expand_as(y_sym)
                 bits["y"] = self._coder("y").encode(enc, y_sym[a].numpy(), idx[a].numpy())
-                idx2, mu2 = self._params_int(h, torch.where(a, y_sym * 256 + mu, 0))
+                idx2, mu2 = self._params_int(hs, torch.where(a, y_sym * 256 + mu, 0))
                 y_sym = torch.where(a, y_sym, torch.round(y_g - mu2.double() / 256).to(torch.int64))
                 bits["y"] += self._coder("y").encode(enc, y_sym[~a].numpy(), idx2[~a].numpy())
             z_shape = tuple(z_hat.shape[-2:])
@@ -448,15 +448,15 @@ class CompressionVAE(nn.Module):
             else:
                 zrows = torch.arange(self.N).view(1, -1, 1, 1).expand(1, self.N, h, w)
                 z_hat = torch.from_numpy(self._coder("z").decode(dec, zrows.numpy())).view(1, self.N, h, w)
-                h = self._hyper_int(z_hat)
-                idx, mu = self._params_int(h)
+                hs = self._hyper_int(z_hat)
+                idx, mu = self._params_int(hs)
                 if self.context == "none":
                     y_sym = torch.from_numpy(self._coder("y").decode(dec, idx.numpy())).view(idx.shape)
                 else:
                     a = anchors(*idx.shape[-2:]).expand_as(idx)
                     y_sym = torch.zeros(idx.shape, dtype=torch.int64)
                     y_sym[a] = torch.from_numpy(self._coder("y").decode(dec, idx[a].numpy()))
-                    idx2, mu2 = self._params_int(h, torch.where(a, y_sym * 256 + mu, 0))
+                    idx2, mu2 = self._params_int(hs, torch.where(a, y_sym * 256 + mu, 0))
                     y_sym[~a] = torch.from_numpy(self._coder("y").decode(dec, idx2[~a].numpy()))
                     mu = torch.where(a, mu, mu2)
                 y_hat_g = y_sym.double() + mu.double() / 256
