@@ -448,6 +448,7 @@ def cmd_models(args):
                 "val_elbo",
                 "active_units",
                 "kodak_bd_rate_vs_jpeg_pct",
+                "kodak_bd_rate_vs_webp_pct",
                 "kodak_bd_rate_vs_avif_pct",
                 "kodak_gain_over_best_classical_db",
                 "bsd68_sigma25_psnr",

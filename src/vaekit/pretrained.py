@@ -239,7 +239,8 @@ def available_models(models_root: str | Path | None = None) -> list[dict]:
     for name, stem in sorted(SHIPPED.items()):
         cpath = (WEIGHTS_DIR / stem).with_suffix(".json")
         if cpath.is_file():
-            rows.append({"name": name, "source": "shipped", "card": read_card(cpath)})
+            source = "shipped" if installed_weights(name).is_file() else "download, not installed"
+            rows.append({"name": name, "source": source, "card": read_card(cpath)})
     local = Path(models_root) if models_root else models_dir()
     if local.is_dir():
         for card in sorted(local.glob("*/model.json")):

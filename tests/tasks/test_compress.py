@@ -481,6 +481,9 @@ def test_downloadable_weights_are_refused_clearly_until_installed_and_checked(tm
         pytest.skip("this build has the first codec release in the package")
     with pytest.raises(VaekitError, match="not installed"):
         load_pretrained("codec-hyperprior-r1")
+    assert main(["models"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("codec-hyperprior-r1 ")]
+    assert len(listed) == 1 and "[download, not installed]" in listed[0]
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not the weights")
     assert main(["models", "--install", f"codec-hyperprior-r1={bad}"]) == 2
