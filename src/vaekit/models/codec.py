@@ -248,9 +248,13 @@ class CompressionVAE(nn.Module):
             nn.init.zeros_(self.ep[-1].bias)
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
+        self._reset_caches()
+
+    def _reset_caches(self):
+        """Forget what is derived from the weights: the integer paths, the coders and the weights id (cached by
+        tasks.compress.weights_id)."""
         self._int_hs = self._int_ctx = self._int_ep = None
-        self._coders = {}
-        self._weights_id = None  # cached by tasks.compress.weights_id; reset when the weights change
+        self._coders, self._weights_id = {}, None
 
     # ----------------------------------------------------------------- training
     def _split(self, h):
@@ -351,16 +355,14 @@ class CompressionVAE(nn.Module):
         with the weights) and rebuild the integer hyper-synthesis from the current weights."""
         for name, v in self.coding_tables().items():
             setattr(self, name, v)
-        self._int_hs = self._int_ctx = self._int_ep = None
-        self._coders, self._weights_id = {}, None
+        self._reset_caches()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the tables' sizes depend on the trained densities: take them from the file
         for name in self.TABLES:
             if prefix + name in state_dict:
                 setattr(self, name, torch.zeros_like(state_dict[prefix + name]))
-        self._int_hs = self._int_ctx = self._int_ep = None
-        self._coders, self._weights_id = {}, None
+        self._reset_caches()
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _coder(self, which: str) -> C.TableCoder:
