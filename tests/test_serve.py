@@ -97,6 +97,10 @@ def test_compress_and_decompress_round_trip_beside_classical_codecs_at_the_same_
     assert set(codecs) == {"jpeg", "webp", "avif"} and body["vkc"].startswith("data:application/octet-stream")
     assert all(c["bytes"] <= ours or c["quality"] == 1 for c in codecs.values())
     assert all(15 < c["psnr"] < 60 for c in codecs.values())
+    searched = client.post(
+        "/api/compress?format=json", files={"image": ("a.png", _png(photo), "image/png")}, data={"effort": "1"}
+    ).json()["figures"]
+    assert searched["effort"] == 1 and searched["quality"] == 4 and 15 < searched["psnr"] < 60
 
 
 def test_compensate_reports_what_it_did(client, photo):
@@ -119,6 +123,7 @@ def test_bad_inputs_get_one_clear_sentence_and_a_4xx(client, photo):
         ("/api/denoise", img, {"method": "nope"}, 422, "unknown"),
         ("/api/inpaint", img, {}, 422, "needs a mask"),
         ("/api/inpaint", img, {"samples": "99"}, 422, "samples"),
+        ("/api/compress", img, {"effort": "9"}, 422, "effort"),
         ("/api/decompress", {"image": ("a.vkc", b"garbage", "application/octet-stream")}, {}, 422, "vkc"),
         ("/api/denoise", {"image": ("big.png", _png(np.zeros((500, 500), np.uint8)), "image/png")}, {}, 413, "limit"),
         ("/api/denoise", {"image": ("a.png", b"\0" * (2 * 2**20), "image/png")}, {}, 413, "larger than"),

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--quality", type=int, default=None, help="1 (smallest) .. 8 (best); default 4")
     g.add_argument("--target-bpp", type=float, default=None, help="largest quality whose file fits this bits/pixel")
     p.add_argument(
+        "--effort",
+        type=int,
+        default=0,
+        help="0 (fast, default) .. 3: search each image's latents for a smaller file at the same quality; "
+        "the decoder is the same (docs/models/codec-hyperprior.md gives seconds and gains)",
+    )
+    p.add_argument(
         "--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)"
     )
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
@@ -257,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", default="codec-hyperprior")
     b.add_argument("--limit", type=int, default=None, help="first N images only")
     b.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="classical codecs to sweep (comma list)")
+    b.add_argument("--efforts", default="0", help="encode efforts to measure (comma list; 0 always runs)")
+    b.add_argument("--qualities", default=None, help="codec qualities to measure (comma list; default all)")
     b.add_argument("--anchors", default=None, help="folder of anchor curves (default ../shared/anchors)")
     b.add_argument("--cache", default=None, help="cache of classical codec results (default results/.cache)")
     b.add_argument("-o", "--output", default="results", help="results folder")
@@ -610,6 +619,7 @@ def cmd_compress(args):
         args.output,
         quality=quality,
         target_bpp=args.target_bpp,
+        effort=args.effort,
         model=args.model,
         tile=args.tile,
         device=_device(args),

@@ -260,16 +260,17 @@ class Tasks:
             extra[f"sample_{i}"] = s
         return r.image, figures, extra
 
-    def compress(self, img, *, quality, compare):
+    def compress(self, img, *, quality, compare, effort=0):
         from .io import to_uint8
         from .tasks.compress import compress_info, decompress, load_codec
 
         img = to_uint8(img)  # the codecs, ours and the classical ones, take 8-bit pixels
         codec = self._model("codec", lambda: load_codec(None, self.device))
-        data, info = compress_info(img, quality, model=codec)
+        data, info = compress_info(img, quality, effort=effort, model=codec)
         rec = decompress(data, model=codec)
         figures = {
             "quality": info["quality"],
+            "effort": effort,
             "bytes": len(data),
             "bpp": round(info["bpp"], 4),
             "psnr": _psnr(img, rec),
@@ -434,14 +435,17 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         request: Request,
         image: UploadFile = File(...),
         quality: int = Form(4),
+        effort: int = Form(0),
         compare: bool = Form(False),
         format: str = "vkc",
     ):
         """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
-        JPEG, WebP and AVIF at the same file size)."""
+        JPEG, WebP and AVIF at the same file size); ``effort`` 0..3 as the CLI's."""
         img = await _read(image)
         t0 = time.perf_counter()
-        out, fig, extra = await worker.run(request, lambda: tasks.compress(img, quality=quality, compare=compare))
+        out, fig, extra = await worker.run(
+            request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort)
+        )
         return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"])
 
     @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})

@@ -225,6 +225,29 @@ def test_checkerboard_context_reads_the_anchors_and_decodes_its_latents(trained_
     assert float(err.max()) < 0.5 + 0.05
 
 
+def rd_cost(m, img, data, quality):
+    """lambda * 255^2 * MSE + bpp of a real file, the cost the encoder's search lowers."""
+    mse = np.mean((decompress(data, model=m).astype(float) - img) ** 2) / 255**2
+    return m.lambdas[quality - 1] * 255**2 * mse + 8 * len(data) / (img.shape[0] * img.shape[1])
+
+
+@pytest.mark.parametrize("context", ["none", "checkerboard"])
+def test_effort_searches_latents_that_cost_less_and_the_same_decoder_reads(trained_tiny, context):
+    m = trained_tiny[0] if context == "none" else checkerboard_from(trained_tiny[0])
+    img = picture(100, 150, seed=8)  # two tiles of 64 columns and a ragged one: padding costs nothing
+    base, info0 = compress_info(img, 2, model=m, tile=64)
+    searched, info = compress_info(img, 2, effort=2, model=m, tile=64)
+    assert info["effort"] == 2 and info["effort_cost_change_pct"] < 0  # the search found something
+    assert rd_cost(m, img, searched, 2) < rd_cost(m, img, base, 2)  # and the real file is better for it
+    assert container.unpack(searched, 10**8)[0] == container.unpack(base, 10**8)[0]  # same header: format unchanged
+    assert compress(img, 2, effort=2, model=m, tile=64) == searched  # a seeded search: the same file again
+    fit = 8 * len(base) / (100 * 150)
+    _, tb = compress_info(img, None, target_bpp=fit, effort=1, model=m, tile=64)
+    assert tb["quality"] == 2 and tb["bpp"] <= fit
+    with pytest.raises(VaekitError, match="effort"):
+        compress(img, 2, effort=7, model=m)
+
+
 def test_quantized_tables_sum_exactly():
     counts = quantize_pmf(np.array([0.5, 0.25, 0.2499999]))
     assert counts.sum() == 1 << PRECISION and counts.min() >= 1 and counts.size == 4
@@ -420,6 +443,7 @@ def test_api_and_cli(trained_tiny, tmp_path):
     for argv in (
         ["compress", str(tmp_path / "nope.png"), "-o", str(tmp_path / "x.vkc"), "--model", str(run)],
         ["compress", str(src / "a.png"), "-o", str(tmp_path / "x.vkc"), "--model", str(run), "--quality", "9"],
+        ["compress", str(src / "a.png"), "-o", str(tmp_path / "x.vkc"), "--model", str(run), "--effort", "4"],
         ["decompress", str(tmp_path / "junk.vkc"), "-o", str(tmp_path / "x.png"), "--model", str(run)],
         ["decompress", str(src / "a.png"), "-o", str(tmp_path / "x.png")],
     ):
@@ -499,3 +523,24 @@ def test_the_compression_benchmark_reads_photos_val_halved(tmp_path):
     full = np.asarray(Image.open(tmp_path / "b.png"), dtype=np.float64)
     assert imgs[0].shape == (16, 24, 3)
     assert np.abs(imgs[0] - full.reshape(16, 2, 24, 2, 3).mean((1, 3))).max() <= 0.5 + 1e-9
+
+
+def test_the_compression_benchmark_measures_effort_levels(trained_tiny, tmp_path):
+    """Each effort is a curve of its own, with its BD-rate against effort 0; no file costs more than effort 0's."""
+    from PIL import Image
+
+    from vaekit.bench.compress import run
+
+    m, path = trained_tiny
+    for i in range(2):
+        Image.fromarray(picture(176, 176, seed=10 + i)).save(tmp_path / f"{i}.png")  # MS-SSIM needs > 160
+    out = tmp_path / "results"
+    payload = run(data_dir=str(tmp_path), model=str(path), codecs="webp", efforts="1", output=str(out), quiet=True)
+    res = payload["results"]
+    assert set(res) == {"vaekit", "vaekit effort 1", "webp"} and payload["efforts"]["1"]["steps"] > 0
+    for q, lam in zip(("1", "2"), m.lambdas):
+        for a, b in zip(res["vaekit"][q]["images"], res["vaekit effort 1"][q]["images"]):
+            cost = lambda r: lam * 255**2 * 10 ** (-r["psnr"] / 10) + r["bpp"]  # noqa: E731
+            assert cost(b) <= cost(a) + 1e-9
+    assert "vs_vaekit" in payload["bd_rate"]["vaekit effort 1"]
+    assert "## Encode effort" in (out / f"compress-{tmp_path.name}.md").read_text()

@@ -118,19 +118,19 @@ def run_classical(codec, imgs, names, cache_dir: Path | None, log=print) -> dict
     return out
 
 
-def run_codec(model, imgs, names, log=print) -> dict:
+def run_codec(model, imgs, names, log=print, effort: int = 0, qualities=None) -> dict:
     from ..tasks.compress import as_rgb_tensor, compress_info, decompress, pad_to_multiple
 
     model.eval()
     compress_info(imgs[0][:64, :64], 1, model=model)  # warm-up (tables, integer hyper-synthesis)
     out = {}
-    for q in range(1, model.qualities + 1):
+    for q in qualities or range(1, model.qualities + 1):
         rows = []
         for name, img in zip(names, imgs):
             info = {}
 
             def enc():
-                data, inf = compress_info(img, q, model=model)
+                data, inf = compress_info(img, q, effort=effort, model=model)
                 info.update(inf)
                 return data
 
@@ -157,7 +157,10 @@ def run_codec(model, imgs, names, log=print) -> dict:
         s["file_overhead_pct"] = 100 * (s["file_bits"] / ideal - 1)
         s["estimate_vs_file_pct"] = 100 * (s["file_bits"] / s["model_estimate_bits"] - 1)
         out[q] = {"images": rows, **s}
-        log(f"  vaekit q{q}: {s['bpp']:.3f} bpp, {s['psnr']:.2f} dB, coder overhead {s['coder_overhead_pct']:+.3f}%")
+        log(
+            f"  vaekit effort {effort} q{q}: {s['bpp']:.3f} bpp, {s['psnr']:.2f} dB, "
+            f"coder overhead {s['coder_overhead_pct']:+.3f}%"
+        )
     return out
 
 
@@ -197,6 +200,10 @@ def vae_stats(model, imgs, samples: int = 8, crop: int = 256, seed: int = 0) -> 
     return out
 
 
+def _effort_name(effort: int) -> str:
+    return "vaekit" if effort == 0 else f"vaekit effort {effort}"
+
+
 def _curve(results: dict):
     qs = sorted(results, key=lambda k: results[k]["bpp"])
     return [results[q]["bpp"] for q in qs], [results[q]["psnr"] for q in qs]
@@ -210,6 +217,8 @@ DEFAULTS = {
     "model": "codec-hyperprior",
     "limit": None,
     "codecs": "jpeg,webp,avif,jxl",
+    "efforts": "0",
+    "qualities": None,
     "anchors": None,
     "cache": None,
     "output": "results",
@@ -229,6 +238,15 @@ def run(**kwargs) -> dict:
     for c in codecs:
         if c not in CODECS:
             raise VaekitError(f"unknown codec {c!r} in --codecs; known: {', '.join(CODECS)}")
+    from ..tasks.compress import EFFORT_STEPS
+
+    try:
+        efforts = sorted({0, *(int(e) for e in str(args.efforts).split(",") if e.strip())})
+        qualities = [int(q) for q in str(args.qualities).split(",") if q.strip()] if args.qualities else None
+    except ValueError:
+        raise VaekitError("--efforts and --qualities take comma lists of integers") from None
+    if efforts[-1] >= len(EFFORT_STEPS) or efforts[0] < 0:
+        raise VaekitError(f"--efforts: each from 0 to {len(EFFORT_STEPS) - 1}")
     set_name, files, imgs = _load_images(data_dir, args.limit)
     names = [Path(f).name for f in files]
     out_dir = Path(args.output)
@@ -239,8 +257,10 @@ def run(**kwargs) -> dict:
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
 
     model = load_codec(args.model)
+    if qualities and not all(1 <= q <= model.qualities for q in qualities):
+        raise VaekitError(f"--qualities: each from 1 to {model.qualities}")
     log(f"vaekit codec ({args.model}) on {len(imgs)} images of {set_name}, {torch.get_num_threads()} thread(s)")
-    results = {"vaekit": run_codec(model, imgs, names, log)}
+    results = {_effort_name(e): run_codec(model, imgs, names, log, e, qualities) for e in efforts}
     stats = vae_stats(model, imgs[:8])
     for c in codecs:
         results[c] = run_classical(c, imgs, names, cache, log)
@@ -275,7 +295,7 @@ def run(**kwargs) -> dict:
     bd = {}
     for name, (rate, ps) in {**curves, **published}.items():
         row = {}
-        for ref in ("jpeg", "webp", "avif"):
+        for ref in ("jpeg", "webp", "avif") + (("vaekit",) if name.startswith("vaekit effort") else ()):
             if ref in curves and ref != name:
                 v, rng = bd_rate(*curves[ref], rate, ps)
                 row[f"vs_{ref}"] = v
@@ -300,6 +320,7 @@ def run(**kwargs) -> dict:
         "codec_versions": _versions(),
         "anchor_checks": checks,
         "bd_rate": bd,
+        "efforts": {str(e): {"steps": EFFORT_STEPS[e]} for e in efforts},
         "vae_stats": stats,
         "results": {name: {str(q): v for q, v in r.items()} for name, r in results.items()},
     }
@@ -341,6 +362,8 @@ def _markdown(payload, results, bd, checks) -> str:
     fmt = lambda v: "—" if v is None else f"{v:+.1f}%"  # noqa: E731
     rng = lambda v: "—" if not v else f"{v[0]:.1f}–{v[1]:.1f}"  # noqa: E731
     for name, row in bd.items():
+        if name.startswith("vaekit effort"):
+            continue  # their own table below
         lines.append(
             f"| {name} | "
             + " | ".join(
@@ -348,6 +371,22 @@ def _markdown(payload, results, bd, checks) -> str:
             )
             + " |"
         )
+    searched = [n for n in results if n.startswith("vaekit effort")]
+    if searched:
+        lines += [
+            "",
+            "## Encode effort (the same decoder; the encoder searches each image's latents)",
+            "",
+            "| effort | search steps | BD-rate vs effort 0 | PSNR range (dB) | encode s | decode s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name in ["vaekit", *searched]:
+            e = "0" if name == "vaekit" else name.rsplit(" ", 1)[1]
+            med = lambda k: statistics.median(r[k] for v in results[name].values() for r in v["images"])  # noqa: E731
+            lines.append(
+                f"| {e} | {payload['efforts'][e]['steps']} | {fmt(bd[name].get('vs_vaekit', 0.0))} | "
+                f"{rng(bd[name].get('vs_vaekit_psnr_range'))} | {med('encode_s'):.2f} | {med('decode_s'):.2f} |"
+            )
     if checks:
         lines += [
             "",
@@ -369,7 +408,7 @@ def _markdown(payload, results, bd, checks) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        if name == "vaekit":
+        if name.startswith("vaekit"):
             continue
         for q, v in sorted(r.items()):
             lines.append(
@@ -387,7 +426,8 @@ def _plot(path: Path, curves: dict, published: dict, set_name: str):
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     for name, (r, p) in curves.items():
-        ax.plot(r, p, "o-" if name == "vaekit" else ".-", label=name, lw=2.5 if name == "vaekit" else 1.2, ms=4)
+        ours = name.startswith("vaekit")
+        ax.plot(r, p, "o-" if ours else ".-", label=name, lw=2.5 if ours else 1.2, ms=4)
     for name, (r, p) in published.items():
         ax.plot(r, p, "--", label=f"{name} (published)", lw=1)
     ax.set_xlim(0, 2.0)

@@ -17,6 +17,10 @@ hyper-synthesis runs on integers in an exact fixed-point path
 parameters, and the probability tables are integer tables stored with the
 weights (``update()``).  Only ``g_s`` -- after the latents are
 known -- runs in float.
+
+``refine`` is an encoder-side search (the CLI's ``--effort``): it moves one
+image's latents against that image's own rate-distortion cost before coding;
+the format and the decoder do not change.
 """
 
 from __future__ import annotations
@@ -44,6 +48,19 @@ from ..errors import VaekitError
 
 DEFAULT_LAMBDAS = (0.0013, 0.0025, 0.0048, 0.0093, 0.018, 0.035, 0.067, 0.13)
 PAD = 64  # g_a (16) x h_a (4): hyperprior inputs are padded to a multiple of this
+REFINE_LR = 0.01  # Adam's step on the gained latents (quantizer units), chosen on photos-val
+REFINE_TAU = (0.5, 0.05)  # the soft rounding's temperature, from .. to, geometric over the steps
+REFINE_CHECK = 10  # steps between real codings of the candidate
+
+
+def soft_round(v, tau: float, generator=None):
+    """Stochastic Gumbel annealing's relaxed rounding (Yang, Bamler & Mandt 2020): a sample of a soft choice
+    between floor(v) and ceil(v), weighted by closeness; it becomes hard rounding as ``tau`` goes to 0."""
+    fl = torch.floor(v)
+    r = (v - fl).clamp(1e-5, 1 - 1e-5)
+    u = torch.rand(v.shape, generator=generator, dtype=v.dtype).clamp(1e-6, 1 - 1e-6).to(v.device)
+    logistic = torch.log(u) - torch.log1p(-u)  # the difference of the two Gumbel draws
+    return fl + torch.sigmoid(((torch.atanh(r) - torch.atanh(1 - r)) / tau + logistic) / tau)
 
 
 class GDN(nn.Module):
@@ -395,6 +412,76 @@ class CompressionVAE(nn.Module):
             h = h + self._int_ep(torch.cat([h, c], 1))
         t, mu = self._split(h)
         return scale_index(t), mu
+
+    # ------------------------------------------------------------- encode effort
+    def _relaxed_cost(self, x, y_g, quality: int, tau: float, valid, generator):
+        """The rate-distortion cost of gained latents ``y_g`` with soft rounding (``soft_round``)."""
+        if self.prior == "factorized":
+            mu = torch.zeros_like(y_g)
+            rows = (quality * self.M + torch.arange(self.M, device=x.device))[None]
+            y_soft = soft_round(y_g, tau, generator)
+            bits = -torch.log2(self.y_density.likelihood(y_soft, rows)).sum()
+        else:
+            z = self._analyse_hyper(y_g)
+            z_hat = z + (torch.round(z) - z).detach()
+            rows = torch.arange(self.N, device=x.device)[None]
+            t, mu = self._params(y_g, z_hat)
+            v_soft = soft_round(y_g - mu, tau, generator)
+            bits = -torch.log2(self.z_density.likelihood(z_hat, rows)).sum()
+            bits = bits - torch.log2(gaussian_likelihood(v_soft, t.exp())).sum()
+            y_soft = v_soft + mu
+        x_hat = self.g_s(y_soft * self.log_inv_gain[quality].exp()[None, :, None, None])
+        h, w = valid
+        mse = (x_hat - x)[..., :h, :w].pow(2).mean()
+        return self.lambdas[quality] * 255**2 * mse + bits / (h * w)
+
+    @torch.no_grad()
+    def _true_cost(self, x, y, quality: int, valid) -> float:
+        """The cost of coding ``y`` for real: payload bits and the decoded 8-bit pixels."""
+        r = self.compress(x, quality, y=y)
+        x_hat = self.decompress(r["strings"], r["shape"], quality, device=x.device)["x_hat"]
+        h, w = valid
+        x_hat = torch.round(x_hat[..., :h, :w].clamp(0, 1) * 255) / 255
+        return self.lambdas[quality] * 255**2 * float((x_hat - x[..., :h, :w]).pow(2).mean()) + 8 * len(
+            r["strings"][0]
+        ) / (h * w)
+
+    def refine(self, x, quality: int, steps: int, y=None, valid=None, seed: int = 0):
+        """Latents for ``compress(x, quality, y=...)`` searched for this one image: ``steps`` Adam steps on its
+        rate-distortion cost under stochastic Gumbel annealing (``soft_round``), starting from ``g_a(x)``.
+        Every ``REFINE_CHECK`` steps the candidate is coded for real; the best is returned, so the result is
+        never worse than ``g_a(x)`` on that cost.  ``valid``: (h, w) of the real pixels inside the padded
+        ``x`` (the padding costs no distortion).  -> (ungained latents, (cost before, cost after))."""
+        if not 0 <= quality < self.qualities:
+            raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
+        valid = valid or tuple(x.shape[-2:])
+        gen = torch.Generator().manual_seed(seed)
+        gain = self.log_gain[quality].detach().exp()[None, :, None, None]
+        with torch.no_grad():
+            y = self.g_a(x) if y is None else y
+        best_y, first = y, self._true_cost(x, y, quality, valid)
+        best = first
+        frozen = [(p, p.requires_grad) for p in self.parameters()]
+        y_g = (y * gain).detach().requires_grad_(True)
+        opt = torch.optim.Adam([y_g], lr=REFINE_LR)
+        try:
+            for p, _ in frozen:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                for i in range(steps):
+                    tau = REFINE_TAU[0] * (REFINE_TAU[1] / REFINE_TAU[0]) ** (i / max(steps - 1, 1))
+                    opt.zero_grad()
+                    self._relaxed_cost(x, y_g, quality, tau, valid, gen).backward()
+                    opt.step()
+                    if (i + 1) % REFINE_CHECK == 0 or i + 1 == steps:
+                        cand = y_g.detach() / gain
+                        cost = self._true_cost(x, cand, quality, valid)
+                        if cost < best:
+                            best_y, best = cand, cost
+        finally:
+            for p, flag in frozen:
+                p.requires_grad_(flag)
+        return best_y, (first, best)
 
     # ------------------------------------------------------------------ coding
     @torch.no_grad()

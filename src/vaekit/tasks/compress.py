@@ -24,6 +24,8 @@ from ..io import max_pixels_default
 
 DEFAULT_CODEC = "codec-hyperprior"
 DEFAULT_TILE = 1024
+# encode effort -> steps of latent search per tile (``CompressionVAE.refine``); 0 is the amortized encoder
+EFFORT_STEPS = (0, 20, 50, 100)
 
 
 _WEIGHTS_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> weights_id, computed once
@@ -113,7 +115,7 @@ def pad_to_multiple(x, unit: int = container.TILE_UNIT):
 
 
 class _Encoder:
-    """Encodes one image at any quality; keeps the analysis transform of a single-tile image."""
+    """Encodes one image at any quality and effort; keeps the analysis transform of a single-tile image."""
 
     def __init__(self, model, x, tile):
         self.model, self.x, self.tile = model, x, tile
@@ -122,8 +124,8 @@ class _Encoder:
         self.header = container.Header(_model_id(model), weights_id(model), 0, 0, H, W, tile)
         self._y = {}
 
-    def encode(self, quality: int):
-        payloads, bits = [], {"z": 0.0, "y": 0.0}
+    def encode(self, quality: int, effort: int = 0):
+        payloads, bits, costs = [], {"z": 0.0, "y": 0.0}, [0.0, 0.0]
         tiles = self.header.tiles()
         for i, (top, left, h, w) in enumerate(tiles):
             xt = pad_to_multiple(self.x[:, :, top : top + h, left : left + w], self.model.pad_unit).to(self.device)
@@ -132,11 +134,19 @@ class _Encoder:
                 y = self.model.g_a(xt)
                 if len(tiles) == 1:
                     self._y[i] = y
+            if effort:
+                y, (before, after) = self.model.refine(xt, quality - 1, EFFORT_STEPS[effort], y=y, valid=(h, w))
+                costs[0], costs[1] = costs[0] + before * h * w, costs[1] + after * h * w
             r = self.model.compress(xt, quality - 1, y=y)
             payloads.append(r["strings"][0])
             for k, v in r["bits"].items():
                 bits[k] += v
-        return payloads, bits
+        return payloads, bits, (100 * (costs[1] / costs[0] - 1) if effort else 0.0)
+
+
+def _check_effort(effort):
+    if not isinstance(effort, int) or effort not in range(len(EFFORT_STEPS)):
+        raise VaekitError(f"effort must be an integer from 0 to {len(EFFORT_STEPS) - 1}, got {effort!r}")
 
 
 @torch.no_grad()
@@ -145,6 +155,7 @@ def compress_info(
     quality: int | None = 4,
     *,
     target_bpp: float | None = None,
+    effort: int = 0,
     model=None,
     tile: int = DEFAULT_TILE,
     device=None,
@@ -162,16 +173,17 @@ def compress_info(
         raise VaekitError(
             f"tile must be a positive multiple of {container.TILE_UNIT}, at most {container.MAX_TILE}, got {tile}"
         )
+    _check_effort(effort)
     if m.channels == 1:  # a gray codec (trained with image_mode L) codes the luminance
         x = x.mean(1, keepdim=True)
     Q = m.qualities
     enc = _Encoder(m, x, tile)
     enc.header.channels = channels
 
-    def run(q):
+    def run(q, e=0):
         enc.header.quality = q
-        payloads, bits = enc.encode(q)
-        return container.pack(enc.header, payloads), bits
+        payloads, bits, gain = enc.encode(q, e)
+        return container.pack(enc.header, payloads), bits, gain
 
     if target_bpp is not None:
         if not target_bpp > 0:
@@ -179,21 +191,24 @@ def compress_info(
         lo, hi, best = 1, Q, None  # largest quality whose real file fits (rate grows with quality)
         while lo <= hi:
             mid = (lo + hi) // 2
-            data, bits = run(mid)
+            data, bits, gain = run(mid)
             if 8 * len(data) / (H * W) <= target_bpp:
-                best, lo = (mid, data, bits), mid + 1
+                best, lo = (mid, data, bits, gain), mid + 1
             else:
                 hi = mid - 1
         target_met = best is not None
         if best is None:
-            data, bits = run(1)
-            best = (1, data, bits)
-        quality, data, bits = best
+            best = (1, *run(1))
+        if effort:  # the search runs at effort 0; the refined file replaces it where it still fits
+            refined = run(best[0], effort)
+            if not target_met or 8 * len(refined[0]) / (H * W) <= target_bpp:
+                best = (best[0], *refined)
+        quality, data, bits, gain = best
     else:
         if quality is None or not 1 <= int(quality) <= Q:
             raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality}")
         quality, target_met = int(quality), None
-        data, bits = run(quality)
+        data, bits, gain = run(quality, effort)
     info = {
         "quality": quality,
         "bytes": len(data),
@@ -204,6 +219,8 @@ def compress_info(
         "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
         "tiles": enc.header.n_tiles(),
         "target_met": target_met,
+        "effort": effort,
+        "effort_cost_change_pct": gain,
         "seconds": time.perf_counter() - t0,
     }
     return data, info
@@ -214,6 +231,7 @@ def compress(
     quality: int | None = 4,
     *,
     target_bpp: float | None = None,
+    effort: int = 0,
     model=None,
     tile: int = DEFAULT_TILE,
     device=None,
@@ -227,11 +245,13 @@ def compress(
     target_bpp : float, optional
         Bits per pixel (file size included) to stay under: the largest quality that fits is
         chosen (quality 1 if none does).
+    effort : int, 0 (the amortized encoder, fastest) .. 3: steps of a search over this image's latents
+        against its rate-distortion cost (``EFFORT_STEPS``); the decoder is the same
     model : shipped name, run folder, weights path or model; default the shipped codec
     tile : int, tile size in pixels (multiple of 64); part of the file
     device : torch device for the transforms (the coder and the hyper-synthesis always run on the CPU)
     """
-    return compress_info(image, quality, target_bpp=target_bpp, model=model, tile=tile, device=device)[0]
+    return compress_info(image, quality, target_bpp=target_bpp, effort=effort, model=model, tile=tile, device=device)[0]
 
 
 def read_header(data: bytes) -> container.Header:
@@ -309,6 +329,7 @@ def compress_paths(
     *,
     quality=4,
     target_bpp=None,
+    effort=0,
     model=None,
     tile=DEFAULT_TILE,
     device=None,
@@ -324,6 +345,7 @@ def compress_paths(
     from ..data import IMAGE_SUFFIXES
     from ..io import atomic_write_text, read_array
 
+    _check_effort(effort)
     items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"))
     m = load_codec(model, device)
 
@@ -332,7 +354,7 @@ def compress_paths(
         return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
     def work(it, img):
-        data, info = compress_info(img, quality, target_bpp=target_bpp, model=m, tile=tile)
+        data, info = compress_info(img, quality, target_bpp=target_bpp, effort=effort, model=m, tile=tile)
         it.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(it.output, data)
         return [it.output], info

@@ -109,6 +109,7 @@ async function formFor(method) {
     else f.append("mask", await maskBlob(), "mask.png");
   } else if (state.task === "compress") {
     f.append("quality", $("quality").value);
+    f.append("effort", $("effort").value);
     f.append("compare", $("compare").checked ? "true" : "false");
   } else {
     f.append("method", method);
