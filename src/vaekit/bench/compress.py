@@ -377,15 +377,16 @@ def _markdown(payload, results, bd, checks) -> str:
             "",
             "## Encode effort (the same decoder; the encoder searches each image's latents)",
             "",
-            "| effort | search steps | BD-rate vs effort 0 | PSNR range (dB) | encode s | decode s |",
-            "|---|---|---|---|---|---|",
+            "| effort | search steps | BD-rate vs effort 0 | PSNR range (dB) | vs WebP | encode s | decode s |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name in ["vaekit", *searched]:
             e = "0" if name == "vaekit" else name.rsplit(" ", 1)[1]
             med = lambda k: statistics.median(r[k] for v in results[name].values() for r in v["images"])  # noqa: E731
             lines.append(
                 f"| {e} | {payload['efforts'][e]['steps']} | {fmt(bd[name].get('vs_vaekit', 0.0))} | "
-                f"{rng(bd[name].get('vs_vaekit_psnr_range'))} | {med('encode_s'):.2f} | {med('decode_s'):.2f} |"
+                f"{rng(bd[name].get('vs_vaekit_psnr_range'))} | {fmt(bd[name].get('vs_webp'))} | "
+                f"{med('encode_s'):.2f} | {med('decode_s'):.2f} |"
             )
     if checks:
         lines += [
