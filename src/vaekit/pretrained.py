@@ -29,6 +29,7 @@ SHIPPED = {
     "codec-hyperprior": "codec-hyperprior",
     "codec-hyperprior-r1": "codec-hyperprior-r1",
     "codec-hyperprior-r2": "codec-hyperprior-r2",
+    "codec-hyperprior-r3": "codec-hyperprior-r3",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -44,6 +45,8 @@ DOWNLOADS = {
     "codec-hyperprior-r1.safetensors",
     "codec-hyperprior-r2": "https://github.com/vaekit/vaekit-weights/releases/download/r2/"
     "codec-hyperprior-r2.safetensors",
+    "codec-hyperprior-r3": "https://github.com/vaekit/vaekit-weights/releases/download/r3/"
+    "codec-hyperprior-r3.safetensors",
 }
 
 
