@@ -229,7 +229,7 @@ def run(**kwargs) -> dict:
     """Run the benchmark with ``DEFAULTS`` updated by ``kwargs``; writes results/ and returns the payload."""
     args = options(kwargs, DEFAULTS)
 
-    from ..tasks.compress import load_codec, weights_id
+    from ..tasks.compress import EFFORT_STEPS, load_codec, weights_id
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -238,8 +238,6 @@ def run(**kwargs) -> dict:
     for c in codecs:
         if c not in CODECS:
             raise VaekitError(f"unknown codec {c!r} in --codecs; known: {', '.join(CODECS)}")
-    from ..tasks.compress import EFFORT_STEPS
-
     try:
         efforts = sorted({0, *(int(e) for e in str(args.efforts).split(",") if e.strip())})
         qualities = [int(q) for q in str(args.qualities).split(",") if q.strip()] if args.qualities else None

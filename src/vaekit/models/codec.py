@@ -417,7 +417,6 @@ class CompressionVAE(nn.Module):
     def _relaxed_cost(self, x, y_g, quality: int, tau: float, valid, generator):
         """The rate-distortion cost of gained latents ``y_g`` with soft rounding (``soft_round``)."""
         if self.prior == "factorized":
-            mu = torch.zeros_like(y_g)
             rows = (quality * self.M + torch.arange(self.M, device=x.device))[None]
             y_soft = soft_round(y_g, tau, generator)
             bits = -torch.log2(self.y_density.likelihood(y_soft, rows)).sum()

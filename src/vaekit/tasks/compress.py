@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import numbers
 import time
 import weakref
 
@@ -145,7 +146,7 @@ class _Encoder:
 
 
 def _check_effort(effort):
-    if not isinstance(effort, int) or effort not in range(len(EFFORT_STEPS)):
+    if not isinstance(effort, numbers.Integral) or effort not in range(len(EFFORT_STEPS)):
         raise VaekitError(f"effort must be an integer from 0 to {len(EFFORT_STEPS) - 1}, got {effort!r}")
 
 
@@ -199,15 +200,16 @@ def compress_info(
         target_met = best is not None
         if best is None:
             best = (1, *run(1))
+        used = 0
         if effort:  # the search runs at effort 0; the refined file replaces it where it still fits
             refined = run(best[0], effort)
             if not target_met or 8 * len(refined[0]) / (H * W) <= target_bpp:
-                best = (best[0], *refined)
+                best, used = (best[0], *refined), effort
         quality, data, bits, gain = best
     else:
         if quality is None or not 1 <= int(quality) <= Q:
             raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality}")
-        quality, target_met = int(quality), None
+        quality, target_met, used = int(quality), None, effort
         data, bits, gain = run(quality, effort)
     info = {
         "quality": quality,
@@ -219,7 +221,7 @@ def compress_info(
         "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
         "tiles": enc.header.n_tiles(),
         "target_met": target_met,
-        "effort": effort,
+        "effort": used,
         "effort_cost_change_pct": gain,
         "seconds": time.perf_counter() - t0,
     }
