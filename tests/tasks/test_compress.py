@@ -235,7 +235,7 @@ def rd_cost(m, img, data, quality):
 def test_effort_searches_latents_that_cost_less_and_the_same_decoder_reads(trained_tiny, context):
     m = trained_tiny[0] if context == "none" else checkerboard_from(trained_tiny[0])
     img = picture(100, 150, seed=8)  # two tiles of 64 columns and a ragged one: padding costs nothing
-    base, info0 = compress_info(img, 2, model=m, tile=64)
+    base = compress(img, 2, model=m, tile=64)
     searched, info = compress_info(img, 2, effort=2, model=m, tile=64)
     assert info["effort"] == 2 and info["effort_cost_change_pct"] < 0  # the search found something
     assert rd_cost(m, img, searched, 2) < rd_cost(m, img, base, 2)  # and the real file is better for it
