@@ -414,6 +414,10 @@ class CompressionVAE(nn.Module):
         return scale_index(t), mu
 
     # ------------------------------------------------------------- encode effort
+    def _rd_cost(self, quality: int, mse, bits, pixels: int):
+        """The training objective for one image: lambda * 255^2 * MSE + bits per pixel."""
+        return self.lambdas[quality] * 255**2 * mse + bits / pixels
+
     def _relaxed_cost(self, x, y_g, quality: int, tau: float, valid, generator):
         """The rate-distortion cost of gained latents ``y_g`` with soft rounding (``soft_round``)."""
         if self.prior == "factorized":
@@ -431,8 +435,7 @@ class CompressionVAE(nn.Module):
             y_soft = v_soft + mu
         x_hat = self.g_s(y_soft * self.log_inv_gain[quality].exp()[None, :, None, None])
         h, w = valid
-        mse = (x_hat - x)[..., :h, :w].pow(2).mean()
-        return self.lambdas[quality] * 255**2 * mse + bits / (h * w)
+        return self._rd_cost(quality, (x_hat - x)[..., :h, :w].pow(2).mean(), bits, h * w)
 
     @torch.no_grad()
     def _true_cost(self, x, y, quality: int, valid) -> float:
@@ -441,9 +444,7 @@ class CompressionVAE(nn.Module):
         x_hat = self.decompress(r["strings"], r["shape"], quality, device=x.device)["x_hat"]
         h, w = valid
         x_hat = torch.round(x_hat[..., :h, :w].clamp(0, 1) * 255) / 255
-        return self.lambdas[quality] * 255**2 * float((x_hat - x[..., :h, :w]).pow(2).mean()) + 8 * len(
-            r["strings"][0]
-        ) / (h * w)
+        return self._rd_cost(quality, float((x_hat - x[..., :h, :w]).pow(2).mean()), 8 * len(r["strings"][0]), h * w)
 
     def refine(self, x, quality: int, steps: int, y=None, valid=None, seed: int = 0):
         """Latents for ``compress(x, quality, y=...)`` searched for this one image: ``steps`` Adam steps on its
