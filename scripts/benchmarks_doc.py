@@ -3,7 +3,8 @@
     python scripts/benchmarks_doc.py            # rewrite both
     python scripts/benchmarks_doc.py --check    # exit 1 if either is out of date (the tests run this)
 
-docs/benchmarks.md holds every results/<task>-<set>.md table with its picture and the command that made it.
+docs/benchmarks.md holds every results/<task>-<set>.md table (and those in results/'s folders) with its picture
+and the command that made it.
 The README's block between the ``headline`` markers holds one line per task from the JSON summaries.
 """
 
@@ -108,12 +109,14 @@ def benchmarks_md() -> str:
         "",
     ]
     for task in ORDER:
-        mds = [*RESULTS.glob(f"{task}.md"), *RESULTS.glob(f"{task}-*.md")]
-        for md in sorted(p for p in mds if not p.stem.endswith("-psnr")):
-            out += [f"## {md.stem}", "", md.read_text().strip(), ""]
+        # results/ itself, then its folders (runs of one setting, e.g. results/compress-effort/)
+        mds = [*RESULTS.glob(f"{task}.md"), *RESULTS.glob(f"{task}-*.md"), *RESULTS.glob(f"*/{task}-*.md")]
+        for md in sorted((p for p in mds if not p.stem.endswith("-psnr")), key=lambda p: (p.parent != RESULTS, p)):
+            name = md.relative_to(RESULTS).with_suffix("").as_posix()
+            out += [f"## {name}", "", md.read_text().strip(), ""]
             for pic in (md.with_suffix(".png"), md.with_name(md.stem + "-psnr.png")):
                 if pic.is_file():
-                    out += [f"![{pic.stem}](../results/{pic.name})", ""]
+                    out += [f"![{pic.stem}](../results/{pic.relative_to(RESULTS).as_posix()})", ""]
     return "\n".join(out)
 
 
