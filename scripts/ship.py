@@ -37,14 +37,15 @@ MODELS = {
     "denoise-color": {
         "kind": "denoise",
         "mode": "RGB",
-        "config": "configs/denoise-color-opponent.yaml",
+        "config": "configs/denoise-color-opponent2.yaml",
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
             "licence": PHOTOS
             + "; through its start, denoise-gray: train400 (BSDS crops, Berkeley non-commercial terms)",
             "train": "starts from denoise-gray (stages 1-3: its card); then the photos train split in colour "
-            "(948 images), area-downscaled by 2, random 96x96 crops with flips",
+            "(948 images), area-downscaled by 2, random crops with flips: 96x96 for 8,000 steps "
+            "(configs/denoise-color-opponent.yaml), then 160x160 for 2,000 (configs/denoise-color-opponent2.yaml)",
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 bits",
         },

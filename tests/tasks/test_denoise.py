@@ -450,6 +450,10 @@ def test_bench_denoise_tiny(tmp_path, tiny_run):
     assert tv.pop("runs") == [0]  # the figures are recomputed from the stored per-image ones (6 digits)
     assert tv == pytest.approx({k: v for k, v in kept.items() if k != "runs"}, rel=1e-5)
     assert res2["summary"]["sigma25"]["gaussian"]["runs"] == [1] and "tv" not in res2["summary"]["sigma15"]
+    # each run names its CPU, since seconds from merged runs compare only within one
+    cpus = [r["cpu"] for r in res2["runs"]]
+    last = (tmp_path / "res" / "denoise-set12.md").read_text().strip().splitlines()[-1]
+    assert all(cpus) and last.startswith("1. `") and last.endswith(f"--quiet` ({cpus[1]})")
 
 
 TINY_DIVNOISING = dict(

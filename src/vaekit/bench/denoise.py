@@ -29,6 +29,7 @@ from ..baselines import denoise as D
 from ..degrade import add_noise, camera, estimate_sigma
 from ..errors import VaekitError
 from ..metrics import psnr_u8, ssim_u8
+from ..training.loop import cpu_name
 from .common import (
     Cache,
     command_line,
@@ -286,6 +287,7 @@ def run(**kwargs) -> dict:
         runs = [
             {
                 "command": command,
+                "cpu": cpu_name(),  # seconds compare only within a run: merged runs may come from other machines
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "methods": methods,
                 "conditions": [c["tag"] for c in conds],
@@ -356,7 +358,7 @@ def run(**kwargs) -> dict:
             "summary": summary,
             "per_image": rows,
         }
-        table = _table(set_name, summary, all_methods, [r["command"] for r in runs])
+        table = _table(set_name, summary, all_methods, [(r["command"], r.get("cpu")) for r in runs])
         write_results(out_dir, f"denoise-{set_name}", payload, table)
         _sigma_plot(out_dir / f"denoise-{set_name}-psnr.png", set_name, summary, all_methods)
         payloads[set_name] = payload
@@ -371,6 +373,8 @@ def _merge(old: dict, rows: list, runs: list, fits: dict, n_images: int):
     if old.get("n_images") != n_images or "runs" not in old:
         return rows, runs, fits
     base = len(old["runs"])
+    for r in old["runs"]:  # files from before runs kept their CPU: the file's last one
+        r.setdefault("cpu", old.get("provenance", {}).get("cpu"))
     merged = {(r["image"], r["condition"]): r for r in old["per_image"]}
     for r in rows:
         for m, v in r.items():
@@ -502,8 +506,8 @@ def _table(set_name, summary, methods, commands) -> str:
             "sigma estimator (vae-blind), mean error / mean |error| on the 0–255 scale: "
             + ", ".join(f"{t}: {v['mean_error']:+.2f} / {v['mean_abs_error']:.2f}" for t, v in est.items()),
         ]
-    lines += ["", "Reproduce (these runs, in order, merge into the file):", ""]
-    lines += [f"{i}. `{c}`" for i, c in enumerate(commands)] + [""]
+    lines += ["", "Reproduce (these runs, in order, merge into the file; seconds compare only within a run):", ""]
+    lines += [f"{i}. `{c}`" + (f" ({cpu})" if cpu else "") for i, (c, cpu) in enumerate(commands)] + [""]
     return "\n".join(lines)
 
 
