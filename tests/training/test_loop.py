@@ -54,6 +54,23 @@ def test_killed_and_resumed_run_ends_with_identical_weights(tiny_mnist, tmp_path
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_weight_average_is_what_validates_saves_and_resumes(tiny_mnist, tmp_path):
+    cfg = tiny_config(tiny_mnist, max_steps=40, ckpt_every=10, eval_every=40, ema=0.9)
+    train(cfg, tmp_path / "straight", quiet=True)
+    ck = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    avg = {k.removeprefix("module."): v for k, v in ck["ema"].items() if k.startswith("module.")}
+    assert int(ck["ema"]["n_averaged"]) == 40 and avg.keys() == ck["model"].keys()
+    assert not all(torch.equal(avg[k], ck["model"][k]) for k in avg)  # the average lags the live weights
+    saved = load_file(str(tmp_path / "straight" / "model.safetensors"))  # validated once, at step 40
+    assert all(torch.equal(saved[k], avg[k]) for k in saved)
+    train(cfg, tmp_path / "resumed", quiet=True, stop_after=27)
+    train(None, tmp_path / "resumed", resume=True, quiet=True)
+    again = load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert all(torch.equal(saved[k], again[k]) for k in saved)
+    with pytest.raises(VaekitError, match="ema must be"):
+        tiny_config(tiny_mnist, ema=1.0)
+
+
 def test_resume_refuses_other_architecture(tiny_mnist, tmp_path):
     train(tiny_config(tiny_mnist, max_steps=10), tmp_path / "r", quiet=True)
     other = tiny_config(tiny_mnist, model="hvae", model_args={"hidden1": [8], "hidden2": [8], "latent_dims": [2, 2]})

@@ -39,6 +39,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear LR warm-up
     kl_warmup_steps: int = 0  # KL weight ramps 0 -> 1 over these steps
     grad_clip: float = 0.0  # max global grad norm; 0 disables
+    # exponential moving average of the weights, updated every step with this decay (e.g. 0.999); validation, the
+    # best weights and the card are the average's: it smooths small-batch noise out of the weights.  0: off
+    ema: float = 0.0
     seed: int = 0
     # bookkeeping
     ckpt_every: int = 1000  # steps between checkpoints (one is always written at the end)
@@ -103,6 +106,8 @@ class TrainConfig:
             bad(f"amp must be none or bf16, not {self.amp!r}")
         if self.time_budget_s < 0:
             bad("time_budget_s must be 0 (none) or positive")
+        if not 0.0 <= self.ema < 1.0:
+            bad(f"ema must be 0 (off) or a decay in (0, 1), not {self.ema}")
         if self.downscale < 1:
             bad(f"downscale must be 1 or more, not {self.downscale}")
         if not isinstance(self.model_args, dict):

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DistributedSampler
 
 from .. import __version__
@@ -270,6 +271,9 @@ def train(
             raise VaekitError(f"trainable: no parameter of {cfg.model} starts with {', '.join(cfg.trainable)}")
         for k, p in model.named_parameters():
             p.requires_grad_(k in names)
+    # the weights that are validated and saved: the moving average's copy when there is one
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+    judged = model if ema is None else ema.module
     ddp_model = model
     if info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
@@ -295,6 +299,8 @@ def train(
         sched.load_state_dict(ckpt["scheduler"])
         step, best, best_step, wall = ckpt["step"], ckpt["best_val_elbo"], ckpt["best_step"], ckpt["wall_time_s"]
         history = json.loads(ckpt["history"])
+        if ema is not None and "ema" in ckpt:  # a run that gains an average on resume starts it from here
+            ema.load_state_dict(ckpt["ema"])
         torch.set_rng_state(ckpt["rng"][info.rank] if info.rank < len(ckpt["rng"]) else ckpt["rng"][0])
     else:
         torch.manual_seed(cfg.seed * 1000 + info.rank)  # latent noise differs across ranks
@@ -345,7 +351,8 @@ def train(
                     "arch": cfg.model,
                     "vaekit": __version__,
                     "history": json.dumps(history),
-                },
+                }
+                | ({"ema": ema.state_dict()} if ema is not None else {}),
                 out_dir / CKPT,
             )
 
@@ -404,6 +411,8 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_value = float(m["loss"].detach())
             dt = time.perf_counter() - t0
@@ -428,7 +437,7 @@ def train(
                     writer.add_scalar(f"train/{k}", float(m[k].detach()), step)
                 writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
             if step % eval_every == 0 or step == total:
-                val = validate(model, val_ds, 500, device, cfg.seed + 12345)
+                val = validate(judged, val_ds, 500, device, cfg.seed + 12345)
                 history.append(
                     {
                         "step": step,
@@ -450,7 +459,7 @@ def train(
                     if info.is_main:
                         from ..pretrained import save_model
 
-                        save_model(model, out_dir, card(val))
+                        save_model(judged, out_dir, card(val))
             if stop_after is not None and step >= stop_after:
                 if bar is not None:
                     bar.close()
@@ -465,10 +474,10 @@ def train(
                 if info.is_main:
                     from ..pretrained import save_model
 
-                    val = validate(model, val_ds, 500, device, cfg.seed + 12345)
+                    val = validate(judged, val_ds, 500, device, cfg.seed + 12345)
                     if val["elbo"] > best or best_step < 0:
                         best, best_step = val["elbo"], step
-                        save_model(model, out_dir, card(val))
+                        save_model(judged, out_dir, card(val))
             if step >= total:
                 break
     if bar is not None:
@@ -476,9 +485,9 @@ def train(
     if best_step < 0 and info.is_main:  # e.g. warm-up longer than the run: keep the final weights
         from ..pretrained import save_model
 
-        val = validate(model, val_ds, 500, device, cfg.seed + 12345)
+        val = validate(judged, val_ds, 500, device, cfg.seed + 12345)
         best, best_step = val["elbo"], step
-        save_model(model, out_dir, card(val))
+        save_model(judged, out_dir, card(val))
     del ddp_model
     D.teardown(info)
     throughput = thr_imgs / max(thr_time, 1e-9)
