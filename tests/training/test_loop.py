@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from vaekit.errors import VaekitError
 from vaekit.training.config import TrainConfig
-from vaekit.training.loop import train
+from vaekit.training.loop import ema_update, train
 
 
 def test_config_yaml_overrides_and_unknown_keys(tmp_path):
@@ -69,6 +69,11 @@ def test_weight_average_is_what_validates_saves_and_resumes(tiny_mnist, tmp_path
     assert all(torch.equal(saved[k], again[k]) for k in saved)
     with pytest.raises(VaekitError, match="ema must be"):
         tiny_config(tiny_mnist, ema=1.0)
+    a = [torch.zeros(2)]
+    ema_update(0.999)(a, [torch.ones(2)], 0)  # the first updates move far: decay 1/10, not 0.999
+    assert torch.allclose(a[0], torch.full((2,), 0.9))
+    ema_update(0.5)(a, [torch.zeros(2)], 10**6)  # later, the given decay
+    assert torch.allclose(a[0], torch.full((2,), 0.45))
 
 
 def test_resume_refuses_other_architecture(tiny_mnist, tmp_path):

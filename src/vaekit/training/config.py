@@ -39,8 +39,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear LR warm-up
     kl_warmup_steps: int = 0  # KL weight ramps 0 -> 1 over these steps
     grad_clip: float = 0.0  # max global grad norm; 0 disables
-    # exponential moving average of the weights, updated every step with this decay (e.g. 0.999); validation, the
-    # best weights and the card are the average's: it smooths small-batch noise out of the weights.  0: off
+    # exponential moving average of the weights, updated every step with this decay (e.g. 0.999; lower over the
+    # first updates); validation, the best weights and the card are the average's: it smooths small-batch noise
+    # out of the weights.  0: off
     ema: float = 0.0
     seed: int = 0
     # bookkeeping

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DistributedSampler
 
 from .. import __version__
@@ -162,6 +162,19 @@ def _hardware(device: torch.device) -> str:
     return f"CPU {cpu_name()}, {torch.get_num_threads()} thread(s)"
 
 
+def ema_update(decay: float):
+    """The moving average's step for ``AveragedModel``: decay ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates (TensorFlow's ExponentialMovingAverage), so a short run's average is not held at its first weights."""
+
+    @torch.no_grad()
+    def update(averaged, current, n):
+        d = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        for a, c in zip(averaged, current, strict=True):
+            a.lerp_(c, 1.0 - d)
+
+    return update
+
+
 def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
     """Copy into ``model`` the tensors of ``source`` (a shipped model's name or a .safetensors file) whose name and
     shape match, except those whose name starts with one of ``exclude``; the others keep their fresh
@@ -272,7 +285,7 @@ def train(
         for k, p in model.named_parameters():
             p.requires_grad_(k in names)
     # the weights that are validated and saved: the moving average's copy when there is one
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema)) if cfg.ema else None
+    ema = AveragedModel(model, multi_avg_fn=ema_update(cfg.ema)) if cfg.ema else None
     judged = model if ema is None else ema.module
     ddp_model = model
     if info.enabled:
