@@ -11,9 +11,9 @@ recipes (PNG, about 12 MB, with a SPLITS.tsv that holds a few back for validatio
 fp16 (the latest CPU run of the denoiser; the shipped codec is in the tree), and the wheels the GPU image lacks.
 
 ``train`` runs every job of ``JOBS`` side by side on the one GPU, each ``vaekit train`` with a wall budget
-(``time_budget_s``), ``init_from`` its start weights, bf16 autocast where the job allows it, and a constant
-learning rate (a fine-tune that may stop at any step).  Each run's best weights, card and log are copied to
-``--out`` (the optimizer state is not: it would not fit the files a call brings back).
+(``time_budget_s``), ``init_from`` its start weights, bf16 autocast where the job allows it, and a constant learning
+rate (a fine-tune that may stop at any step) whose weights are averaged (``ema``). Each run's best weights, card and
+log are copied to ``--out`` (the optimizer state is not: it would not fit the files a call brings back).
 
 ``fetch`` copies them to ``runs/<job>-gpu/``; a CPU run continues from there with
 ``init_from=runs/<job>-gpu/model.safetensors``.
@@ -181,6 +181,7 @@ def train(stage_dir: Path, minutes: float, out: Path, device: str, jobs, extra=(
             "max_steps=1000000",
             "ckpt_every=1000000",
             "eval_every=500",
+            "ema=0.999",  # the constant learning rate's anneal: the kept weights are the average's
             *extra,
         ]
         over += [f"init_from={init}"] if init else []
