@@ -29,7 +29,6 @@ from ..baselines import denoise as D
 from ..degrade import add_noise, camera, estimate_sigma
 from ..errors import VaekitError
 from ..metrics import psnr_u8, ssim_u8
-from ..training.loop import cpu_name
 from .common import (
     Cache,
     command_line,
@@ -284,10 +283,11 @@ def run(**kwargs) -> dict:
                 pic = out_dir / f"denoise-{set_name}.png"
                 if ci == 0 and i == 0 and ("vae" in methods or not pic.is_file()):  # a run of a few rows keeps
                     _picture(pic, pics, methods, row)  # the full picture
+        prov = provenance({"noise": "sha256(set/index/condition)[:4]"})
         runs = [
             {
                 "command": command,
-                "cpu": cpu_name(),  # seconds compare only within a run: merged runs may come from other machines
+                "cpu": prov["cpu"],  # seconds compare only within a run: merged runs may come from other machines
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "methods": methods,
                 "conditions": [c["tag"] for c in conds],
@@ -354,7 +354,7 @@ def run(**kwargs) -> dict:
             "selfsup_fits": fits,
             "runs": runs,
             "baseline_params": {m: _params(m) for m in all_methods if not m.startswith("vae")},
-            "provenance": provenance({"noise": "sha256(set/index/condition)[:4]"}),
+            "provenance": prov,
             "summary": summary,
             "per_image": rows,
         }
