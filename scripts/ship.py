@@ -4,7 +4,7 @@
     python scripts/ship.py inpaint-color --card-figures      # after `vaekit bench inpaint`: results -> card
 
 NAME is one of MODELS below; each entry says which data the model saw, which held-out images its statistics
-use, and what the model cannot do.  The statistics are measured on the shipped fp16 file, on validation images
+use, and what the model cannot do.  The statistics are measured on the shipped file, on validation images
 only (never a test set): for the conditional denoisers and the inpainter the KL per latent channel (active
 units), the spread of posterior draws and its calibration (how often |error of the mean| <= 2 std); for the
 exposure posterior the compensation benchmark on photos-val.

@@ -67,6 +67,43 @@ def test_a_kill_between_the_renames_of_weights_and_card_still_loads_the_new_pair
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
 
 
+def test_int8_storage_quantizes_large_weights_by_row_and_loads_the_same_numbers_everywhere(tmp_path):
+    """Large convolution weights are stored as int8 rows with a float32 scale each, the rest in fp16; loading
+    widens them back within half a step of the row's largest value, and the file is much smaller."""
+    import vaekit.pretrained as P
+
+    torch.manual_seed(0)
+    m = vaekit.create_model("denoise-vae", channels=1, widths=[16, 32, 128], latent_channels=2)
+    big = P.int8_keys(m)
+    assert big and all(m.state_dict()[k].numel() >= P.INT8_MIN_SIZE for k in big)
+    with torch.no_grad():  # one row with an outlier: its own scale, the other rows unharmed
+        next(iter(m.state_dict()[k] for k in sorted(big)))[0].mul_(100)
+    P.save_model(m, tmp_path / "h", {"name": "t"}, dtype=torch.float16)
+    path = P.save_model(m, tmp_path / "q", {"name": "t"}, dtype=torch.int8)
+    assert path.stat().st_size < 0.7 * (tmp_path / "h" / "model.safetensors").stat().st_size
+    back = load_from_files(path, tmp_path / "q" / "model.json")
+    assert back.card["weights_dtype"] == "int8"
+    for k, v in m.state_dict().items():
+        got = back.state_dict()[k]
+        if k in big:
+            rows = v.reshape(v.shape[0], -1)
+            step = rows.abs().amax(1, keepdim=True) / 127
+            err = (got.reshape(v.shape[0], -1) - rows).abs()
+            assert (err <= step / 2 + 1e-7).all() and not torch.equal(got, v), k
+        elif v.is_floating_point():
+            assert torch.equal(got, v.half().float()), k
+    again = load_from_files(path, tmp_path / "q" / "model.json")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), again.state_dict().values()))
+    from safetensors.torch import load_file, save_file
+
+    bad = load_file(str(path))
+    key = sorted(big)[0] + P.SCALE_SUFFIX
+    bad[key] = bad[key][:-1]  # one scale short
+    save_file(bad, str(path))
+    with pytest.raises(VaekitError, match="scales do not match"):
+        load_from_files(path, tmp_path / "q" / "model.json", verify=False)
+
+
 def test_generate_is_seeded_and_tempered(model):
     a = vaekit.generate(model, 8, seed=3)
     assert a.shape == (8, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
