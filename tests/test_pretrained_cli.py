@@ -67,17 +67,18 @@ def test_a_kill_between_the_renames_of_weights_and_card_still_loads_the_new_pair
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
 
 
-def test_int8_storage_quantizes_large_weights_by_row_and_loads_the_same_numbers_everywhere(tmp_path):
-    """Large convolution weights are stored as int8 rows with a float32 scale each, the rest in fp16; loading
-    widens them back within half a step of the row's largest value, and the file is much smaller."""
+def test_int8_storage_quantizes_large_weights_by_kernel_and_loads_the_same_numbers_everywhere(tmp_path):
+    """Large convolution weights are stored as int8 with an fp16 scale per kernel, the rest in fp16; loading
+    widens them back within half a step of each kernel's largest value, and the file is much smaller."""
     import vaekit.pretrained as P
 
     torch.manual_seed(0)
     m = vaekit.create_model("denoise-vae", channels=1, widths=[16, 32, 128], latent_channels=2)
     big = P.int8_keys(m)
     assert big and all(m.state_dict()[k].numel() >= P.INT8_MIN_SIZE for k in big)
-    with torch.no_grad():  # one row with an outlier: its own scale, the other rows unharmed
-        next(iter(m.state_dict()[k] for k in sorted(big)))[0].mul_(100)
+    first = m.state_dict()[sorted(big)[0]]
+    with torch.no_grad():  # one kernel with an outlier: its own scale, its neighbours unharmed
+        first[0, 0].mul_(100)
     P.save_model(m, tmp_path / "h", {"name": "t"}, dtype=torch.float16)
     path = P.save_model(m, tmp_path / "q", {"name": "t"}, dtype=torch.int8)
     assert path.stat().st_size < 0.7 * (tmp_path / "h" / "model.safetensors").stat().st_size
@@ -86,10 +87,10 @@ def test_int8_storage_quantizes_large_weights_by_row_and_loads_the_same_numbers_
     for k, v in m.state_dict().items():
         got = back.state_dict()[k]
         if k in big:
-            rows = v.reshape(v.shape[0], -1)
-            step = rows.abs().amax(1, keepdim=True) / 127
-            err = (got.reshape(v.shape[0], -1) - rows).abs()
-            assert (err <= step / 2 + 1e-7).all() and not torch.equal(got, v), k
+            kernels = v.reshape(v.shape[0] * v.shape[1], -1)
+            step = kernels.abs().amax(1, keepdim=True) / 127
+            err = (got.reshape(kernels.shape) - kernels).abs()
+            assert (err <= step * 0.51 + 1e-7).all() and not torch.equal(got, v), k
         elif v.is_floating_point():
             assert torch.equal(got, v.half().float()), k
     again = load_from_files(path, tmp_path / "q" / "model.json")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -58,11 +59,11 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-SCALE_SUFFIX = ":int8-scale"  # beside an int8 tensor: its float32 scale per row
+SCALE_SUFFIX = ":int8-scale"  # beside an int8 tensor: its fp16 scales, one per kernel (or row)
 
 
-# Only large weights are stored as int8: the small ones are the full-resolution first and last layers, where int8
-# costs quality (0.33 dB for the colour denoiser's output layer alone), and they are a few percent of the bytes.
+# Only large weights are stored as int8: the small ones are the full-resolution first and last layers, where 8 bits
+# cost most (with one scale per row, 0.33 dB for the colour denoiser's output layer alone), and few of the bytes.
 INT8_MIN_SIZE = 65536
 
 
@@ -76,23 +77,28 @@ def int8_keys(model: torch.nn.Module) -> set[str]:
     }
 
 
-def quantize_rows(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 per row (dim 0) of ``w``: ``w ~= q * scale[:, None, ...]``; the error is at most half a step,
-    1/254 of the row's largest magnitude."""
-    flat = w.detach().float().reshape(w.shape[0], -1)
-    scale = flat.abs().amax(1).clamp_min(1e-30) / 127
-    q = torch.round(flat / scale[:, None]).clamp(-127, 127).to(torch.int8)
+def _groups(shape) -> int:
+    """Values that share one scale: a convolution kernel (the dimensions after the first two), or a row."""
+    return math.prod(shape[2:]) if len(shape) > 2 else math.prod(shape[1:])
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 per kernel of ``w`` (per row for a matrix) with fp16 scales: ``w ~= q * scale``, the error at
+    most half a step, 1/254 of the kernel's largest magnitude."""
+    flat = w.detach().float().reshape(-1, _groups(w.shape))
+    scale = (flat.abs().amax(1) / 127).clamp_min(2.0**-24).half()
+    q = torch.round(flat / scale.float()[:, None]).clamp(-127, 127).to(torch.int8)
     return q.reshape(w.shape).contiguous(), scale.contiguous()
 
 
 def _dequantize(state: dict) -> dict:
-    """Widen int8 rows back to float32 (one multiplication per value: exact and the same everywhere)."""
+    """Widen int8 kernels back to float32 (one multiplication per value: exact and the same everywhere)."""
     for k in [k for k in state if k.endswith(SCALE_SUFFIX)]:
         scale, base = state.pop(k), k[: -len(SCALE_SUFFIX)]
         q = state.get(base)
-        if q is None or q.dtype != torch.int8 or scale.numel() != q.shape[0]:
+        if q is None or q.dtype != torch.int8 or scale.numel() * _groups(q.shape) != q.numel():
             raise VaekitError(f"the int8 tensor {base!r} and its scales do not match")
-        state[base] = q.float() * scale.reshape(-1, *([1] * (q.dim() - 1)))
+        state[base] = (q.float().reshape(scale.numel(), -1) * scale.float()[:, None]).reshape(q.shape)
     return state
 
 
@@ -105,18 +111,18 @@ def save_model(
     A kill between the two renames leaves new weights beside the old card and the new card as ``<stem>.json.new``:
     :func:`load_from_files` sees the sha256 of the weights in that card and finishes the rename.
     ``dtype=torch.float16`` stores floating tensors in half precision; ``torch.int8`` (the shipped files) stores
-    the convolution and linear weights as int8 per output row with a float32 scale each (:func:`quantize_rows`)
-    and the other floating tensors in half precision. Both are widened back to float32 at load, the same
+    large convolution and linear weights as int8 with an fp16 scale per kernel (:func:`quantize_int8`) and the
+    other floating tensors in half precision. Both are widened back to float32 at load, the same
     numbers on every machine.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
-    rows = int8_keys(model) if dtype == torch.int8 else set()
+    as_int8 = int8_keys(model) if dtype == torch.int8 else set()
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
-        if k in rows:
-            tensors[k], tensors[k + SCALE_SUFFIX] = quantize_rows(v)
+        if k in as_int8:
+            tensors[k], tensors[k + SCALE_SUFFIX] = quantize_int8(v)
             continue
         if dtype is not None and v.is_floating_point():
             v = v.to(torch.float16 if dtype == torch.int8 else dtype)
@@ -297,7 +303,7 @@ def available_models(models_root: str | Path | None = None) -> list[dict]:
 
 
 def ship(run_dir: str | Path, name: str, arch_args: dict | None = None, **card_updates) -> Path:
-    """Copy a run's best weights into the package as ``name``: int8 rows, except codecs (maintainers).
+    """Copy a run's best weights into the package as ``name``, large weights in int8 (maintainers).
 
     ``arch_args`` overrides architecture arguments that change no tensor (inference settings chosen on
     validation data after training, e.g. an inpainter's ``prefill``); the weights must load unchanged.
@@ -314,9 +320,7 @@ def ship(run_dir: str | Path, name: str, arch_args: dict | None = None, **card_u
     for k in ("weights_file", "sha256", "parameters", "weights_dtype"):
         card.pop(k, None)
     update_card(card, card_updates)
-    # a codec's transforms set the top of its rate-distortion curve: int8 cost them 0.4 BD-rate points
-    dtype = torch.float16 if hasattr(model, "coding_tables") else torch.int8
-    return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=dtype)
+    return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=torch.int8)
 
 
 def update_card(card: dict, updates: dict) -> dict:
