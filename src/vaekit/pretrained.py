@@ -92,7 +92,8 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _dequantize(state: dict) -> dict:
-    """Widen int8 kernels back to float32 (one multiplication per value: exact and the same everywhere)."""
+    """Widen int8 kernels back to float32: each value is one product of an 8-bit integer and an fp16 scale (11
+    significant bits), which float32's 24 bits hold exactly, so every machine gets the same weights."""
     for k in [k for k in state if k.endswith(SCALE_SUFFIX)]:
         scale, base = state.pop(k), k[: -len(SCALE_SUFFIX)]
         q = state.get(base)
