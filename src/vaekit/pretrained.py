@@ -111,7 +111,7 @@ def save_model(
     Both are written in full under ``.new`` names, then the weights and then the card are renamed into place.
     A kill between the two renames leaves new weights beside the old card and the new card as ``<stem>.json.new``:
     :func:`load_from_files` sees the sha256 of the weights in that card and finishes the rename.
-    ``dtype=torch.float16`` stores floating tensors in half precision; ``torch.int8`` (the shipped files) stores
+    ``dtype=torch.float16`` stores floating tensors in half precision; ``torch.int8`` (what :func:`ship` writes) stores
     large convolution and linear weights as int8 with an fp16 scale per kernel (:func:`quantize_int8`) and the
     other floating tensors in half precision. Both are widened back to float32 at load, the same
     numbers on every machine.
