@@ -120,13 +120,14 @@ def save_model(
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {}
     as_int8 = int8_keys(model) if dtype == torch.int8 else set()
+    floats = torch.float16 if dtype == torch.int8 else dtype  # every other floating tensor
     for k, v in model.state_dict().items():
         v = v.detach().cpu()
         if k in as_int8:
             tensors[k], tensors[k + SCALE_SUFFIX] = quantize_int8(v)
             continue
-        if dtype is not None and v.is_floating_point():
-            v = v.to(torch.float16 if dtype == torch.int8 else dtype)
+        if floats is not None and v.is_floating_point():
+            v = v.to(floats)
         tensors[k] = v.contiguous()
     if hasattr(model, "coding_tables"):  # codecs: the integer tables every decoder must share
         tensors.update({k: v.contiguous() for k, v in model.coding_tables().items()})
