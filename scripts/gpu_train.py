@@ -111,7 +111,7 @@ def stage(stage_dir: Path, photos: Path, crops: int, seed: int, runs: dict, whee
         if name not in JOBS:
             raise SystemExit(f"unknown job {name!r}; jobs: {', '.join(JOBS)}")
         m = load_model(start)
-        save_model(m, stage_dir / "start" / name, dict(m.card, name=name), dtype=torch.float16)
+        save_model(m, stage_dir / "start" / name, dict(m.card, name=name), dtype=torch.int8)
     whl = stage_dir / "whl"
     if wheels and not any(whl.glob("*.whl")):
         subprocess.run(
@@ -143,8 +143,6 @@ def stage(stage_dir: Path, photos: Path, crops: int, seed: int, runs: dict, whee
 
 def train(stage_dir: Path, minutes: float, out: Path, device: str, jobs, extra=()) -> int:
     """Every job side by side for ``minutes``, then the results into ``out``."""
-    from vaekit.pretrained import SHIPPED
-
     env = dict(os.environ)
     site = Path("/tmp/vaekit-site")
     wheels = sorted((stage_dir / "whl").glob("*.whl"))
@@ -166,6 +164,9 @@ def train(stage_dir: Path, minutes: float, out: Path, device: str, jobs, extra=(
             check=False,
         )
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(site), env.get("PYTHONPATH", "")])
+    sys.path[:0] = [str(ROOT / "src"), str(site)]  # the GPU image has no vaekit installed
+    from vaekit.pretrained import SHIPPED
+
     work = out / ".runs"  # the runs themselves (optimizer state too) stay on the machine
     shutil.rmtree(work, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)

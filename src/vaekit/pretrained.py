@@ -103,6 +103,16 @@ def _dequantize(state: dict) -> dict:
     return state
 
 
+def read_weights(path: str | Path) -> dict:
+    """The tensors of a weights file, int8 kernels widened back to float32 (:func:`_dequantize`): what a model
+    or a training run's ``init_from`` loads."""
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
+        raise VaekitError(f"cannot read weights {path}: {e}") from None
+    return _dequantize(state)
+
+
 def save_model(
     model: torch.nn.Module, directory: str | Path, card: dict, *, stem: str = "model", dtype: torch.dtype | None = None
 ) -> Path:
@@ -172,12 +182,8 @@ def load_from_files(weights: str | Path, card_path: str | Path, verify: bool = T
             return load_from_files(weights, card_path, verify)
         raise VaekitError(f"sha256 of {weights} does not match its model card: the file is corrupted or was changed")
     model = create_model(card["arch"], **card.get("arch_args", {}))
-    try:
-        state = load_file(str(weights))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise VaekitError(f"cannot read weights {weights}: {e}") from None
+    state = read_weights(weights)
     ref = model.state_dict()
-    state = _dequantize(state)
     state = {k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()}
     try:
         model.load_state_dict(state)

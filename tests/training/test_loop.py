@@ -266,3 +266,25 @@ def test_time_budget_stops_with_a_checkpoint_and_weights_and_bf16_autocast_train
     assert all(torch.isfinite(v).all() for v in load_file(str(tmp_path / "run" / "model.safetensors")).values())
     with pytest.raises(VaekitError, match="amp"):
         TrainConfig.from_dict(dict(cfg.to_dict(), amp="fp8"))
+
+
+def test_init_from_widens_int8_stored_weights(tmp_path):
+    """A run started from an int8-stored file gets the widened weights, not the raw integers."""
+    from vaekit.pretrained import int8_keys, read_weights, save_model
+    from vaekit.registry import create_model
+    from vaekit.training.loop import init_weights
+
+    torch.manual_seed(0)
+    args = dict(channels=1, widths=[16, 32, 128], latent_channels=2)
+    src = create_model("denoise-vae", **args)
+    path = save_model(src, tmp_path, {"name": "t"}, dtype=torch.int8)
+    big = sorted(int8_keys(src))
+    assert big and load_file(str(path))[big[0]].dtype == torch.int8
+    dst = create_model("denoise-vae", **args)
+    init_weights(dst, str(path))
+    stored = read_weights(path)
+    assert set(stored) == set(dst.state_dict())
+    for k, v in dst.state_dict().items():
+        assert torch.equal(v, stored[k].to(v.dtype)), k
+    w, got = src.state_dict()[big[0]], dst.state_dict()[big[0]]
+    assert (got - w).abs().max() <= w.abs().max() / 254 + 1e-6  # scaled back, within half an int8 step

@@ -180,19 +180,17 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
     shape match, except those whose name starts with one of ``exclude``; the others keep their fresh
     initialisation.  Returns a one-line account.  Fewer than half of the
     model's tensors matching is taken for a wrong source, and refused."""
-    from safetensors.torch import load_file
+    from ..pretrained import SHIPPED, installed_weights, read_weights
 
-    from ..pretrained import SHIPPED, WEIGHTS_DIR
-
-    path = WEIGHTS_DIR / (SHIPPED[source] + ".safetensors") if source in SHIPPED else Path(source)
+    path = installed_weights(source) if source in SHIPPED else Path(source)
     if not path.is_file():
         raise VaekitError(
             f"init_from: {source!r} is neither a shipped model ({', '.join(sorted(SHIPPED))}) nor a weights file"
         )
     try:
-        state = load_file(str(path))
-    except Exception as e:  # noqa: BLE001 - safetensors raises several types for bad files
-        raise VaekitError(f"init_from: cannot read {path}: {e}") from None
+        state = read_weights(path)
+    except VaekitError as e:
+        raise VaekitError(f"init_from: {e}") from None
     ref = model.state_dict()
     fit = {
         k: v.to(ref[k].dtype)
