@@ -7,8 +7,9 @@
 
 ``stage`` writes, under the git-ignored ``.gpu/`` (what a device call carries beside the tracked tree, which must
 stay under 64 MiB together): random 256 x 256 crops of the photos train split, area-downscaled by 2 like the CPU
-recipes (PNG, about 12 MB, with a SPLITS.tsv that holds a few back for validation), each job's start weights in
-fp16 (the latest CPU run of the denoiser; the shipped codec is in the tree), and the wheels the GPU image lacks.
+recipes (PNG, about 6 MB, with a SPLITS.tsv that holds a few back for validation), each job's start weights stored
+int8 (``--start``, else the shipped model), and the wheels the GPU image lacks. It prints the size of what a call
+will carry, the tracked tree included: over 60 MiB is refused there (64 MiB, less what git does not show).
 
 ``train`` runs every job of ``JOBS`` side by side on the one GPU, each ``vaekit train`` with a wall budget
 (``time_budget_s``), ``init_from`` its start weights, bf16 autocast where the job allows it, and a constant learning
@@ -138,7 +139,14 @@ def stage(stage_dir: Path, photos: Path, crops: int, seed: int, runs: dict, whee
             check=False,
         )
     size = sum(p.stat().st_size for p in stage_dir.rglob("*") if p.is_file())
-    print(f"staged {len(rows) - 1} crops, start weights and wheels in {stage_dir}: {size / 2**20:.1f} MiB")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=False).stdout
+    tree = sum((ROOT / f).stat().st_size for f in tracked.decode().split("\0") if f and (ROOT / f).is_file())
+    print(
+        f"staged {len(rows) - 1} crops, start weights and wheels in {stage_dir}: {size / 2**20:.1f} MiB; "
+        f"with the tracked tree {(size + tree) / 2**20:.1f} MiB to carry"
+    )
+    if size + tree > 60 * 2**20:
+        raise SystemExit("too large for a device call: stage fewer --crops")
 
 
 def train(stage_dir: Path, minutes: float, out: Path, device: str, jobs, extra=()) -> int:
@@ -240,7 +248,7 @@ if __name__ == "__main__":
     sub = ap.add_subparsers(dest="verb", required=True)
     s = sub.add_parser("stage")
     s.add_argument("--photos", default=str(ROOT.parent / "shared" / "data" / "photos"))
-    s.add_argument("--crops", type=int, default=100)
+    s.add_argument("--crops", type=int, default=56)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--start", action="append", default=[], metavar="JOB=RUN", help="the run a job starts from")
     s.add_argument("--no-wheels", action="store_true", help="do not fetch the wheels the GPU image lacks")
