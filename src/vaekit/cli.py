@@ -735,8 +735,8 @@ def cmd_denoise(args):
             if r["sigma"] is None
             else (f", sigma {r['sigma']:.2f}" + (" (estimated)" if r["sigma_estimated"] else ""))
         )
-        if r.get("path") == "shuffled":
-            level += f"; {PATHS['shuffled']}"
+        if r.get("path") in ("shuffled", "camera"):
+            level += f"; {PATHS[r['path']]}"
         return f"{r['output']}: {args.method}{level}, {r['seconds']:.2f} s"
 
     return _finish(args, summary, "denoised", line)

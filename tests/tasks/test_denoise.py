@@ -699,7 +699,7 @@ def test_correlated_training_noise_keeps_its_level_and_is_correlated():
         assert float((h[..., 1:] * h[..., :-1]).mean() / h.var()) > rho  # neighbours move together
     m = create_model("denoise-vae", channels=1, widths=[8, 8, 8], latent_channels=2, corr_prob=1.0, corr_width=[1, 1])
     x = torch.full((16, 1, 32, 32), 0.5)
-    y, sigma = m.simulate(x, 20.0)
+    y, sigma, _ = m.simulate(x, 20.0)
     r = (y - x) * 255
     assert abs(float(r.std()) - 20) < 1.5 and float((r[..., 1:] * r[..., :-1]).mean() / r.var()) > 0.5
     with pytest.raises(ValueError, match="corr_prob"):
@@ -834,3 +834,67 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     save_model(c, tmp_path, card, dtype=torch.float16)
     back = load_from_files(tmp_path / "model.safetensors", tmp_path / "model.json")
     assert np.allclose(vae_denoise(back, y, 25)[0], vae_denoise(c, y, 25)[0], atol=2e-3)
+
+
+def test_camera_input_starts_as_the_model_it_grows_from_and_trains_on_camera_files(tmp_path):
+    """A colour model widened by the camera map starts as its source, camera map or not; with ``camera_prob``
+    training draws camera files, flagged, at the blind estimator's level map; only such a model takes the map."""
+    from vaekit.pretrained import save_model
+    from vaekit.registry import create_model
+    from vaekit.training.loop import init_weights
+
+    torch.manual_seed(0)
+    args = dict(widths=[8, 8, 16], latent_channels=2)
+    src = create_model("denoise-vae-opponent", **args)
+    for p in src.parameters():  # not the zero start of the mixing and output layers
+        p.data.normal_(0, 0.05)
+    path = save_model(src, tmp_path, {"name": "src"})
+    m = create_model("denoise-vae-opponent", camera_input=True, camera_prob=1.0, **args)
+    assert "widened" in init_weights(m, str(path))
+    y = torch.rand(2, 3, 32, 32)
+    ref = src.denoise(y, 20.0)[0]
+    assert torch.equal(m.denoise(y, 20.0)[0], ref) and torch.equal(m.denoise(y, 20.0, camera=True)[0], ref)
+    with torch.no_grad():
+        m.e1[0].weight[:, -1].fill_(0.1)  # once the map has weight, it changes the estimate
+    assert not torch.allclose(m.denoise(y, 20.0, camera=True)[0], ref)
+    with pytest.raises(ValueError, match="camera"):
+        src.denoise(y, 20.0, camera=True)
+    x = torch.from_numpy(smooth_image(64, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    noisy, levels, cam = m.simulate(x)
+    assert cam.tolist() == [1.0, 1.0] and levels.shape == (2, 1, 64, 64)
+    for i in range(2):
+        f = noisy[i].permute(1, 2, 0).numpy().astype(np.float64)
+        assert np.allclose(f * 255, np.round(f * 255), atol=1e-3)  # an 8-bit file
+        level, _, shape = degrade.blind_level(f)
+        assert np.allclose(levels[i, 0].numpy(), level * shape, rtol=1e-4)
+    assert torch.equal(m.simulate(x, 20.0)[2], torch.zeros(2))  # a given level: white noise, as asked
+    with pytest.raises(ValueError, match="camera_input"):
+        create_model("denoise-vae-opponent", camera_prob=0.5, **args)
+
+
+def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
+    """A colour file whose noise is correlated goes to ``camera_fn`` at the blind level map in one pass (no
+    pixel shuffle); white noise and gray images still take the plain path."""
+    from vaekit.tasks.denoise import for_noise
+
+    x = smooth_image(96, 80)
+    rgb = np.stack([x, x[::-1], 1 - x], axis=2)
+    cam = degrade.camera(rgb, seed=0, photons=200, read=1, quality=85)
+    calls = []
+
+    def plain(a, s):
+        calls.append(("plain", a.shape))
+        return a
+
+    def camera(a, s):
+        calls.append(("camera", a.shape, s))
+        return a
+
+    est, s, path = for_noise(plain, cam, level_map=True, camera_fn=camera)
+    level, _, shape = degrade.blind_level(cam)
+    assert path == "camera" and len(calls) == 1 and calls[0][0] == "camera" and s == level
+    assert np.allclose(calls[0][2], level * shape)
+    calls.clear()
+    assert for_noise(plain, degrade.gaussian(rgb, 10, seed=1), level_map=True, camera_fn=camera)[2] == "blind"
+    assert for_noise(plain, cam[..., 1], level_map=True, camera_fn=camera)[2] == "blind"
+    assert [c[0] for c in calls] == ["plain", "plain"]

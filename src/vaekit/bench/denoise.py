@@ -143,14 +143,19 @@ def _run(method, y, cond, models, seed):
         if method == "vae-blind":
             side["sigma"] = None
 
-        def fn(a, s):
-            return T.vae_denoise(model, a, s, samples=k, seed=seed)[0]
+        def fn(a, s, camera=False):
+            return T.vae_denoise(model, a, s, samples=k, seed=seed, camera=camera)[0]
+
+        cam = (lambda a, s: fn(a, s, camera=True)) if getattr(model, "camera_input", False) else None
     else:
+        cam = None
         if cond["noise"] == "salt-pepper" and method == "median":
             return D.median(y), None
         fn = B.get("denoise", method)
     level_map = method.startswith("vae")  # blind VAE rows read a per-pixel level, as ``vaekit denoise`` does
-    return T.for_noise(fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map)[:2]
+    return T.for_noise(
+        fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map, camera_fn=cam
+    )[:2]
 
 
 DEFAULTS = {

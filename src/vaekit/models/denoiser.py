@@ -96,6 +96,11 @@ class DenoisingVAE(nn.Module):
     corr_prob : the fraction of training examples whose noise is spatially correlated, as demosaicking and JPEG
         leave camera noise: white noise blurred by a Gaussian of width ``corr_width`` px (drawn per batch), rescaled
         so that each pixel's standard deviation is still the level
+    camera_input : the network also reads a camera map (0 white noise, 1 camera noise: Poisson–Gaussian through a
+        Bayer mosaic and JPEG, :func:`vaekit.degrade.camera`), so that one set of weights serves both noises without
+        trading one for the other; it starts at zero weight, so a model grown from one without it starts the same
+    camera_prob : the fraction of training examples that are simulated camera files, each given the level the blind
+        estimator reads on it (the level map of :func:`vaekit.degrade.blind_level`), as at inference
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -111,14 +116,20 @@ class DenoisingVAE(nn.Module):
         clip_prob: float = 0.0,
         corr_prob: float = 0.0,
         corr_width=(0.4, 1.2),
+        camera_input: bool = False,
+        camera_prob: float = 0.0,
     ):
         super().__init__()
         self.free_bits = float(free_bits)
-        for name, p in (("clip_prob", clip_prob), ("corr_prob", corr_prob)):
+        for name, p in (("clip_prob", clip_prob), ("corr_prob", corr_prob), ("camera_prob", camera_prob)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], not {p}")
         self.clip_prob = float(clip_prob)
         self.corr_prob = float(corr_prob)
+        self.camera_input = bool(camera_input)
+        self.camera_prob = float(camera_prob)
+        if self.camera_prob and not self.camera_input:
+            raise ValueError("camera_prob needs camera_input: the network must be told which examples are camera files")
         self.corr_width = (float(corr_width[0]), float(corr_width[1]))
         self.channels = int(channels)
         self.widths = tuple(int(w) for w in widths)
@@ -127,7 +138,7 @@ class DenoisingVAE(nn.Module):
         self.scale_ref = float(scale_ref)
         c4, (w0, w1, w2), L = 4 * self.channels, self.widths, self.latent_channels
         # context U-Net on (noisy, noise map)
-        self.e1 = _block(c4 + 1, w0, 2)
+        self.e1 = _block(c4 + 1 + self.camera_input, w0, 2)
         self.e2 = _block(w0, w1, 3, stride=2)
         self.e3 = _block(w1, w2, 3, stride=2)
         self.prior_head = conv3(w2, 2 * L)
@@ -168,16 +179,24 @@ class DenoisingVAE(nn.Module):
         s = sigma.float().view(-1, 1) / 55.0
         return (self.scale_net(s).view(-1) - 3.5).clamp(-9.0, 0.0)
 
-    def context(self, y, sigma):
+    def context(self, y, sigma, camera=None):
         """Skips (e1, e2, e3) and the prior's (mu, logvar) for noisy ``y`` at levels ``sigma`` (B,) or a level
-        map (B, 1, H, W).  The network reads the level as a map (FFDNet's), so a map that varies is read as such."""
+        map (B, 1, H, W).  The network reads the level as a map (FFDNet's), so a map that varies is read as such.
+        ``camera`` (B,): 1 where the noise is a camera file's (models with ``camera_input``; None: all white)."""
         self._check(y)
         h = F.pixel_unshuffle(y, 2)
         if sigma.dim() == 4:
             smap = F.avg_pool2d(sigma.float(), 2) / 255.0
         else:
             smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
-        e1 = self._mix(0, self.e1(torch.cat([h, smap], 1)))
+        maps = [h, smap.to(h.dtype)]
+        if self.camera_input:
+            cam = torch.zeros(y.shape[0], device=y.device) if camera is None else camera
+            cam = cam.to(h.dtype).repeat_interleave(y.shape[0] // cam.shape[0])  # opponent rows: 3 per image
+            maps.append(cam.view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:]))
+        elif camera is not None and bool((camera > 0).any()):
+            raise ValueError("this denoiser reads no camera map (it was trained without camera_input)")
+        e1 = self._mix(0, self.e1(torch.cat(maps, 1)))
         e2 = self._mix(1, self.e2(e1))
         e3 = self._mix(2, self.e3(e2))
         mu, logvar = self.prior_head(e3).chunk(2, 1)
@@ -206,9 +225,11 @@ class DenoisingVAE(nn.Module):
 
     # ------------------------------------------------------------------ training objective
     def simulate(self, x, sigma=None):
-        """Noisy copies of clean ``x`` (Gaussian; ``clip_prob`` of them clipped to 8 bits) and their levels (B,),
-        drawn from torch's RNG."""
-        if sigma is None:
+        """Noisy copies of clean ``x`` (Gaussian; ``clip_prob`` of them clipped to 8 bits; ``camera_prob`` of
+        them camera files), their levels ((B,), or level maps (B, 1, H, W) when a camera file is among them) and
+        the camera flags (B,), drawn from torch's RNG."""
+        drawn = sigma is None  # camera files only where the levels are drawn here too (training)
+        if drawn:
             lo, hi = self.sigma_range
             sigma = lo + (hi - lo) * torch.rand(x.shape[0], device=x.device)
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
@@ -221,12 +242,35 @@ class DenoisingVAE(nn.Module):
         if self.clip_prob > 0:
             clip = (torch.rand(x.shape[0], device=x.device) < self.clip_prob).view(-1, 1, 1, 1)
             y = torch.where(clip, (y.clamp(0, 1) * 255).round() / 255, y)
-        return y, sigma
+        cam = torch.zeros(x.shape[0], device=x.device)
+        if self.camera_prob > 0 and drawn:
+            cam = (torch.rand(x.shape[0], device=x.device) < self.camera_prob).to(x.dtype)
+            if bool(cam.any()):
+                y, sigma = self._camera_files(x, y, sigma, cam.bool())
+        return y, sigma, cam
+
+    @staticmethod
+    def _camera_files(x, y, sigma, which):
+        """``y`` with the examples ``which`` replaced by camera files of their clean images, and the level maps
+        (B, 1, H, W) of the batch: the blind estimator's for those, the constant level for the others."""
+        from .. import degrade
+
+        smap = sigma.view(-1, 1, 1, 1).expand(-1, 1, *x.shape[-2:]).clone()
+        y = y.clone()
+        for i in torch.nonzero(which).flatten().tolist():
+            a = x[i].detach().float().cpu().permute(1, 2, 0).squeeze(-1).numpy().astype(np.float64)
+            f = degrade.camera(a, int(torch.randint(2**31 - 1, ())))
+            level, _, shape = degrade.blind_level(f)
+            t = torch.from_numpy(f.astype(np.float32))
+            y[i] = (t[None] if t.ndim == 2 else t.permute(2, 0, 1)).to(y)
+            smap[i, 0] = torch.from_numpy((level * shape).astype(np.float32)).to(smap)
+        return y, smap
 
     def forward(self, x, sigma=None):
         """The conditional ELBO's terms on clean ``x`` (noise simulated here)."""
-        x, y, sigma = self._rows(x, *self.simulate(x, sigma))
-        skips, (pm, plv) = self.context(y, sigma)
+        y, sigma, cam = self.simulate(x, sigma)
+        x, y, sigma = self._rows(x, y, sigma)
+        skips, (pm, plv) = self.context(y, sigma, cam)
         qm, qlv = self.posterior(x, skips[2])
         z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
         mean = self.decode(z, skips, y)
@@ -262,15 +306,15 @@ class DenoisingVAE(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None):
+    def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None, camera: bool = False):
         """Estimate the clean image from noisy ``y`` (B, C, H, W; sizes multiples of 8) at ``sigma``: a level, one
-        per example, or a per-pixel map (B, 1, H, W).
+        per example, or a per-pixel map (B, 1, H, W); ``camera``: the noise is a camera file's (``camera_input``).
 
         Returns ``(mean, std, draws)``: the estimate, the per-pixel std (spread of the
         draws combined with the decoder scale), and the list of individual draws
         (empty for ``samples=0``, the one-pass estimate with z = prior mean)."""
         sigma = self.as_level(sigma, y)
-        skips, (pm, plv) = self.context(y, sigma)
+        skips, (pm, plv) = self.context(y, sigma, torch.full((y.shape[0],), float(camera), device=y.device))
         scale2 = torch.exp(2 * self.log_scale(sigma)).view(-1, 1, 1, 1)
         if samples <= 0:
             mean = self.decode(pm, skips, y)
@@ -281,8 +325,9 @@ class DenoisingVAE(nn.Module):
     @torch.no_grad()
     def latent_stats(self, x, sigma):
         """KL per example and per latent channel (B, L) on clean ``x`` at levels ``sigma``: for active units."""
-        x, y, sigma = self._rows(x, *self.simulate(x, sigma))
-        skips, (pm, plv) = self.context(y, sigma)
+        y, sigma, cam = self.simulate(x, sigma)
+        x, y, sigma = self._rows(x, y, sigma)
+        skips, (pm, plv) = self.context(y, sigma, cam)
         qm, qlv = self.posterior(x, skips[2])
         kl = gaussian_kl(qm, qlv, pm, plv)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])
@@ -366,12 +411,13 @@ class OpponentDenoisingVAE(DenoisingVAE):
         return res | {"elbo": elbo.mean().detach(), "rec": mse.mean().detach(), "psnr": psnr.detach()}
 
     @torch.no_grad()
-    def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None):
+    def denoise(self, y, sigma, samples: int = 0, temperature: float = 1.0, generator=None, camera: bool = False):
         """As :meth:`DenoisingVAE.denoise`, on RGB ``y`` (B, 3, H, W) at RGB levels ``sigma``."""
         if y.dim() != 4 or y.shape[1] != 3:
             raise ValueError(f"expected (B, 3, H, W) RGB images, got {tuple(y.shape)}")
         sigma = self.as_level(sigma, y)
-        mean, std, draws = super().denoise(self.to_rows(y), self.row_sigma(sigma), samples, temperature, generator)
+        rows = self.to_rows(y), self.row_sigma(sigma)
+        mean, std, draws = super().denoise(*rows, samples, temperature, generator, camera=camera)
         # rows are independent given the noisy image: variances add through the inverse transform's squares
         var = torch.einsum("ck,bkhw->bchw", self.inv.to(std.dtype) ** 2, std.reshape(-1, 3, *std.shape[-2:]) ** 2)
         return self.from_rows(mean), var.sqrt(), [self.from_rows(d) for d in draws]

@@ -76,10 +76,11 @@ def vae_denoise(
     temperature: float = 1.0,
     progress=None,
     device=None,
+    camera: bool = False,
 ):
     """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255: one level, an
     (H, W) map of levels, or None: the self-supervised denoisers' own fitted level), with ``samples`` draws (0: the
-    one-pass estimate).
+    one-pass estimate); ``camera``: the noise is a camera file's (a model with a camera input).
 
     Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of at most ``tile`` (default
     ``TILE``) pixels a side, all of one size, overlap by ``overlap`` and are blended linearly; the latent noise
@@ -127,7 +128,10 @@ def vae_denoise(
             dev = resolve_device(device)
             g = torch.Generator(device=dev).manual_seed(int(seed) * 1_000_003 + n)
             level = level.to(dev) if level_map else level
-            mean, std, draws = model.denoise(patch.to(dev), level, samples=k, temperature=temperature, generator=g)
+            kw = {"camera": True} if camera else {}
+            mean, std, draws = model.denoise(
+                patch.to(dev), level, samples=k, temperature=temperature, generator=g, **kw
+            )
             mean, std, draws = mean.cpu(), std.cpu(), [d.cpu() for d in draws]
             wt = torch.from_numpy(
                 np.outer(ramp(h, overlap, i == 0, i == len(ys) - 1), ramp(w, overlap, j == 0, j == len(xs) - 1))
@@ -216,16 +220,20 @@ PATHS = {
     "map": "the level map given",
     "blind": "one pass at the estimated level",
     "shuffled": "correlated noise: 2x2 pixel-shuffled passes, then a light full-size pass",
+    "camera": "correlated noise in colour: the model's camera-noise input",
     "anscombe": "Poisson noise through the Anscombe transform",
     "impulse-fill": "impulses filled from their neighbours, then a Gaussian pass",
 }
 
 
-def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False):
+def for_noise(
+    gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False, camera_fn=None
+):
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
     (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
     (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright), and spatially
-    correlated noise in a colour image goes through :func:`shuffle_denoise`.
+    correlated noise in a colour image goes to ``camera_fn(y, level map)`` (a denoiser trained on camera files),
+    or else through :func:`shuffle_denoise`.
 
     Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map, the path taken: one of
     ``PATHS``)."""
@@ -240,6 +248,8 @@ def for_noise(gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None
             return gauss_fn(y, s), s, "blind"
         s, r, shape = degrade.blind_level(y)
         if y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
+            if camera_fn is not None:
+                return camera_fn(y, s * shape), s, "camera"
             return shuffle_denoise(gauss_fn, y, s), s, "shuffled"
         return gauss_fn(y, s * shape), s, "blind"
     if noise == "poisson":
@@ -358,12 +368,15 @@ def denoise(
             r = Result(restore_layout(mean, layout), [restore_layout(d, layout) for d in draws], std, info)
             return r if details else r.image
 
-        def fn(a, s):
-            mean, std, draws = vae_denoise(m, a, s, samples=k, seed=seed, tile=tile, progress=progress, device=device)
+        def fn(a, s, camera=False):
+            mean, std, draws = vae_denoise(
+                m, a, s, samples=k, seed=seed, tile=tile, progress=progress, device=device, camera=camera
+            )
             extra.update(std=std, draws=draws)
             return mean
 
-        est, s, path = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True)
+        cam = (lambda a, s: fn(a, s, camera=True)) if getattr(m, "camera_input", False) else None
+        est, s, path = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True, camera_fn=cam)
     else:
         from .. import baselines
 
