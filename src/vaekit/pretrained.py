@@ -31,6 +31,7 @@ SHIPPED = {
     "codec-hyperprior-r1": "codec-hyperprior-r1",
     "codec-hyperprior-r2": "codec-hyperprior-r2",
     "codec-hyperprior-r3": "codec-hyperprior-r3",
+    "codec-hyperprior-r4": "codec-hyperprior-r4",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -48,6 +49,8 @@ DOWNLOADS = {
     "codec-hyperprior-r2.safetensors",
     "codec-hyperprior-r3": "https://github.com/vaekit/vaekit-weights/releases/download/r3/"
     "codec-hyperprior-r3.safetensors",
+    "codec-hyperprior-r4": "https://github.com/vaekit/vaekit-weights/releases/download/r4/"
+    "codec-hyperprior-r4.safetensors",
 }
 
 

@@ -43,7 +43,8 @@ MODEL_IDS = {
     1: "codec-hyperprior-r1",  # the first release (22k steps), named codec-hyperprior until it was superseded
     2: "codec-hyperprior-r2",  # the second release (41k BSDS steps)
     3: "codec-hyperprior-r3",  # the third release (photos fine-tune, checkerboard context)
-    4: "codec-hyperprior",
+    4: "codec-hyperprior-r4",  # the fourth release (photos fine-tune annealed, context retrained)
+    5: "codec-hyperprior",
 }
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
