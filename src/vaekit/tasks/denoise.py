@@ -99,6 +99,7 @@ def vae_denoise(
             temperature=temperature,
             progress=progress,
             device=device,
+            camera=camera,
         )
     if C != model.channels:
         raise VaekitError("this denoiser is for colour images; the image is gray")
