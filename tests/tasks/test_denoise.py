@@ -873,8 +873,8 @@ def test_camera_input_starts_as_the_model_it_grows_from_and_trains_on_camera_fil
 
 
 def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
-    """A colour file whose noise is correlated goes to ``camera_fn`` at the blind level map in one pass (no
-    pixel shuffle); white noise and gray images still take the plain path."""
+    """A colour file whose noise is correlated goes to a camera-trained denoiser at the blind level map in one pass
+    (no pixel shuffle); white noise and gray images still take the plain path."""
     from vaekit.tasks.denoise import for_noise
 
     x = smooth_image(96, 80)
@@ -882,19 +882,15 @@ def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
     cam = degrade.camera(rgb, seed=0, photons=200, read=1, quality=85)
     calls = []
 
-    def plain(a, s):
-        calls.append(("plain", a.shape))
+    def record(a, s, camera=False):
+        calls.append(("camera", a.shape, s) if camera else ("plain", a.shape))
         return a
 
-    def camera(a, s):
-        calls.append(("camera", a.shape, s))
-        return a
-
-    est, s, path = for_noise(plain, cam, level_map=True, camera_fn=camera)
+    est, s, path = for_noise(record, cam, level_map=True, camera=True)
     level, _, shape = degrade.blind_level(cam)
     assert path == "camera" and len(calls) == 1 and calls[0][0] == "camera" and s == level
     assert np.allclose(calls[0][2], level * shape)
     calls.clear()
-    assert for_noise(plain, degrade.gaussian(rgb, 10, seed=1), level_map=True, camera_fn=camera)[2] == "blind"
-    assert for_noise(plain, cam[..., 1], level_map=True, camera_fn=camera)[2] == "blind"
+    assert for_noise(record, degrade.gaussian(rgb, 10, seed=1), level_map=True, camera=True)[2] == "blind"
+    assert for_noise(record, cam[..., 1], level_map=True, camera=True)[2] == "blind"
     assert [c[0] for c in calls] == ["plain", "plain"]

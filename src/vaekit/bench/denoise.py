@@ -146,16 +146,16 @@ def _run(method, y, cond, models, seed):
         def fn(a, s, camera=False):
             return T.vae_denoise(model, a, s, samples=k, seed=seed, camera=camera)[0]
 
-        cam = (lambda a, s: fn(a, s, camera=True)) if getattr(model, "camera_input", False) else None
+        cam = getattr(model, "camera_input", False)
     else:
-        cam = None
+        cam = False
         if cond["noise"] == "salt-pepper" and method == "median":
             return D.median(y), None
         fn = B.get("denoise", method)
     level_map = method.startswith("vae")  # blind VAE rows read a per-pixel level, as ``vaekit denoise`` does
-    return T.for_noise(
-        fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map, camera_fn=cam
-    )[:2]
+    return T.for_noise(fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map, camera=cam)[
+        :2
+    ]
 
 
 DEFAULTS = {

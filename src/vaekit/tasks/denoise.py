@@ -228,13 +228,13 @@ PATHS = {
 
 
 def for_noise(
-    gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False, camera_fn=None
+    gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False, camera=False
 ):
     """Apply the Gaussian denoiser ``gauss_fn(y, sigma) -> estimate`` to any supported noise.  With ``level_map``
     (a denoiser that reads per-pixel levels) a blind Gaussian level is spread over the image by brightness
     (:func:`vaekit.degrade.level_shape`: shot noise is stronger where the image is bright), and spatially
-    correlated noise in a colour image goes to ``camera_fn(y, level map)`` (a denoiser trained on camera files),
-    or else through :func:`shuffle_denoise`.
+    correlated noise in a colour image goes through :func:`shuffle_denoise`, or with ``camera`` (a denoiser trained
+    on camera files, which takes ``camera=True``) to one ``gauss_fn(y, level map, camera=True)``.
 
     Returns (estimate, sigma used by gauss_fn: the level, or the RMS of the map, the path taken: one of
     ``PATHS``)."""
@@ -249,8 +249,8 @@ def for_noise(
             return gauss_fn(y, s), s, "blind"
         s, r, shape = degrade.blind_level(y)
         if y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
-            if camera_fn is not None:
-                return camera_fn(y, s * shape), s, "camera"
+            if camera:
+                return gauss_fn(y, s * shape, camera=True), s, "camera"
             return shuffle_denoise(gauss_fn, y, s), s, "shuffled"
         return gauss_fn(y, s * shape), s, "blind"
     if noise == "poisson":
@@ -376,8 +376,8 @@ def denoise(
             extra.update(std=std, draws=draws)
             return mean
 
-        cam = (lambda a, s: fn(a, s, camera=True)) if getattr(m, "camera_input", False) else None
-        est, s, path = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True, camera_fn=cam)
+        cam = getattr(m, "camera_input", False)
+        est, s, path = for_noise(fn, y, noise, sigma=sigma, peak=peak, amount=amount, level_map=True, camera=cam)
     else:
         from .. import baselines
 
