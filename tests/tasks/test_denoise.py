@@ -822,7 +822,7 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     loss["loss"].backward()
     assert all(p.grad is not None for p in c.parameters()) and float(c.mix[2].weight.grad.abs().sum()) > 0
     rows = (out["log_px"] - out["kl"]).view(2, 3).sum(1).mean()
-    assert float(loss["elbo"].detach()) == pytest.approx(float(rows) + 32 * 32 * c.log_det, rel=1e-5)
+    assert float(loss["elbo"]) == pytest.approx(float(rows.detach()) + 32 * 32 * c.log_det, rel=1e-5)
     c.eval()
     mean, std, draws = c.denoise(torch.from_numpy(y).float().permute(2, 0, 1)[None], 25.0, samples=3)
     assert mean.shape == std.shape == (1, 3, 40, 48) and len(draws) == 3 and (std > 0).all()
@@ -836,9 +836,10 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     assert np.allclose(vae_denoise(back, y, 25)[0], vae_denoise(c, y, 25)[0], atol=2e-3)
 
 
-def test_camera_input_starts_as_the_model_it_grows_from_and_trains_on_camera_files(tmp_path):
-    """A colour model widened by the camera map starts as its source, camera map or not; with ``camera_prob``
-    training draws camera files, flagged, at the blind estimator's level map; only such a model takes the map."""
+def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_files_only(tmp_path):
+    """A colour model grown a camera branch starts as its source on either noise; trained alone, the branch
+    changes camera-file estimates and leaves white-noise ones exactly as they were; with ``camera_prob``
+    training draws camera files, flagged, at the blind estimator's level map; only such a model takes them."""
     from vaekit.pretrained import save_model
     from vaekit.registry import create_model
     from vaekit.training.loop import init_weights
@@ -850,16 +851,21 @@ def test_camera_input_starts_as_the_model_it_grows_from_and_trains_on_camera_fil
         p.data.normal_(0, 0.05)
     path = save_model(src, tmp_path, {"name": "src"})
     m = create_model("denoise-vae-opponent", camera_input=True, camera_prob=1.0, **args)
-    assert "widened" in init_weights(m, str(path))
+    assert "fresh: camera." in init_weights(m, str(path))
     y = torch.rand(2, 3, 32, 32)
     ref = src.denoise(y, 20.0)[0]
     assert torch.equal(m.denoise(y, 20.0)[0], ref) and torch.equal(m.denoise(y, 20.0, camera=True)[0], ref)
-    with torch.no_grad():
-        m.e1[0].weight[:, -1].fill_(0.1)  # once the map has weight, it changes the estimate
+    branch = [p for k, p in m.named_parameters() if k.startswith("camera.")]
+    opt = torch.optim.Adam(branch, lr=1e-2)
+    x = torch.from_numpy(smooth_image(64, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    for _ in range(3):
+        opt.zero_grad()
+        m.loss(x, m(x))["loss"].backward()
+        opt.step()
+    assert torch.equal(m.denoise(y, 20.0)[0], ref)  # white noise: the branch is skipped
     assert not torch.allclose(m.denoise(y, 20.0, camera=True)[0], ref)
     with pytest.raises(ValueError, match="camera"):
         src.denoise(y, 20.0, camera=True)
-    x = torch.from_numpy(smooth_image(64, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
     noisy, levels, cam = m.simulate(x)
     assert cam.tolist() == [1.0, 1.0] and levels.shape == (2, 1, 64, 64)
     for i in range(2):

@@ -96,9 +96,10 @@ class DenoisingVAE(nn.Module):
     corr_prob : the fraction of training examples whose noise is spatially correlated, as demosaicking and JPEG
         leave camera noise: white noise blurred by a Gaussian of width ``corr_width`` px (drawn per batch), rescaled
         so that each pixel's standard deviation is still the level
-    camera_input : the network also reads a camera map (0 white noise, 1 camera noise: Poisson–Gaussian through a
-        Bayer mosaic and JPEG, :func:`vaekit.degrade.camera`), so that one set of weights serves both noises without
-        trading one for the other; it starts at zero weight, so a model grown from one without it starts the same
+    camera_input : the network is also told which inputs are camera files (Poisson–Gaussian noise through a Bayer
+        mosaic and JPEG, :func:`vaekit.degrade.camera`): on those, a residual branch after each of the five mixing
+        points (3x3 conv, ReLU, 1x1 conv, the last starting at zero) adds to the features, and on white noise it is
+        skipped.  Trained alone (``trainable: [camera]``) it leaves the white-noise estimate exactly as it was
     camera_prob : the fraction of training examples that are simulated camera files, each given the level the blind
         estimator reads on it (the level map of :func:`vaekit.degrade.blind_level`), as at inference
     """
@@ -138,7 +139,7 @@ class DenoisingVAE(nn.Module):
         self.scale_ref = float(scale_ref)
         c4, (w0, w1, w2), L = 4 * self.channels, self.widths, self.latent_channels
         # context U-Net on (noisy, noise map)
-        self.e1 = _block(c4 + 1 + self.camera_input, w0, 2)
+        self.e1 = _block(c4 + 1, w0, 2)
         self.e2 = _block(w0, w1, 3, stride=2)
         self.e3 = _block(w1, w2, 3, stride=2)
         self.prior_head = conv3(w2, 2 * L)
@@ -156,6 +157,13 @@ class DenoisingVAE(nn.Module):
         self.scale_net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if self.camera_input:  # one branch per mixing point: e1, e2, e3 in the context, d2, d1 in the decoder
+            self.camera = nn.ModuleList(
+                nn.Sequential(conv3(w, w), nn.ReLU(inplace=True), nn.Conv2d(w, w, 1)) for w in (w0, w1, w2, w1, w0)
+            )
+            for branch in self.camera:
+                nn.init.zeros_(branch[-1].weight)
+                nn.init.zeros_(branch[-1].bias)
 
     # ------------------------------------------------------------------ pieces
     def _check(self, y):
@@ -182,37 +190,47 @@ class DenoisingVAE(nn.Module):
     def context(self, y, sigma, camera=None):
         """Skips (e1, e2, e3) and the prior's (mu, logvar) for noisy ``y`` at levels ``sigma`` (B,) or a level
         map (B, 1, H, W).  The network reads the level as a map (FFDNet's), so a map that varies is read as such.
-        ``camera`` (B,): 1 where the noise is a camera file's (models with ``camera_input``; None: all white)."""
+        ``camera`` (B,) as :meth:`camera_rows` returns it."""
         self._check(y)
         h = F.pixel_unshuffle(y, 2)
         if sigma.dim() == 4:
             smap = F.avg_pool2d(sigma.float(), 2) / 255.0
         else:
             smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
-        maps = [h, smap.to(h.dtype)]
-        if self.camera_input:
-            cam = torch.zeros(y.shape[0], device=y.device) if camera is None else camera
-            cam = cam.to(h.dtype).repeat_interleave(y.shape[0] // cam.shape[0])  # opponent rows: 3 per image
-            maps.append(cam.view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:]))
-        elif camera is not None and bool((camera > 0).any()):
-            raise ValueError("this denoiser reads no camera map (it was trained without camera_input)")
-        e1 = self._mix(0, self.e1(torch.cat(maps, 1)))
-        e2 = self._mix(1, self.e2(e1))
-        e3 = self._mix(2, self.e3(e2))
+        e1 = self._camera(0, self._mix(0, self.e1(torch.cat([h, smap.to(h.dtype)], 1))), camera)
+        e2 = self._camera(1, self._mix(1, self.e2(e1)), camera)
+        e3 = self._camera(2, self._mix(2, self.e3(e2)), camera)
         mu, logvar = self.prior_head(e3).chunk(2, 1)
         return (e1, e2, e3), (mu, logvar.clamp(-12.0, 6.0))
+
+    def camera_rows(self, camera, rows: int):
+        """The camera flags (B,) of a batch spread over its ``rows`` network rows (None where there is no camera
+        file, so the branches are skipped).  A model without ``camera_input`` refuses a camera file."""
+        if camera is None or not bool((camera > 0).any()):
+            return None
+        if not self.camera_input:
+            raise ValueError("this denoiser has no camera branch (it was trained without camera_input)")
+        return camera.float().repeat_interleave(rows // camera.shape[0])  # opponent rows: 3 per image
+
+    def _camera(self, i: int, h, camera):
+        """Features after mixing point ``i`` plus, on camera files (``camera`` rows 1), its camera branch."""
+        if camera is None:
+            return h
+        return h + camera.to(h.dtype).view(-1, 1, 1, 1) * self.camera[i](h)
 
     def posterior(self, x, e3):
         q = self.q_in(F.pixel_unshuffle(x, 2))
         mu, logvar = self.q_head(torch.cat([q, e3], 1)).chunk(2, 1)
         return mu, logvar.clamp(-12.0, 6.0)
 
-    def decode(self, z, skips, y):
-        """Decoder mean: ``y`` plus the predicted residual."""
+    def decode(self, z, skips, y, camera=None):
+        """Decoder mean: ``y`` plus the predicted residual (``camera`` as for :meth:`context`)."""
         e1, e2, e3 = skips
         h = self.d3(torch.cat([e3, z], 1))
         h = self._mix(3, self.d2(torch.cat([F.relu(F.pixel_shuffle(self.up2(h), 2)), e2], 1)))
+        h = self._camera(3, h, camera)
         h = self._mix(4, self.d1(torch.cat([F.relu(F.pixel_shuffle(self.up1(h), 2)), e1], 1)))
+        h = self._camera(4, h, camera)
         return y + F.pixel_shuffle(self.out(h), 2)
 
     def _mix(self, i: int, h):
@@ -270,10 +288,11 @@ class DenoisingVAE(nn.Module):
         """The conditional ELBO's terms on clean ``x`` (noise simulated here)."""
         y, sigma, cam = self.simulate(x, sigma)
         x, y, sigma = self._rows(x, y, sigma)
+        cam = self.camera_rows(cam, y.shape[0])
         skips, (pm, plv) = self.context(y, sigma, cam)
         qm, qlv = self.posterior(x, skips[2])
         z = qm + torch.randn_like(qm) * (0.5 * qlv).exp()
-        mean = self.decode(z, skips, y)
+        mean = self.decode(z, skips, y, cam)
         ls = self.log_scale(sigma)
         npix = x[0].numel()
         sq = (x - mean).pow(2).flatten(1).sum(1)
@@ -314,12 +333,15 @@ class DenoisingVAE(nn.Module):
         draws combined with the decoder scale), and the list of individual draws
         (empty for ``samples=0``, the one-pass estimate with z = prior mean)."""
         sigma = self.as_level(sigma, y)
-        skips, (pm, plv) = self.context(y, sigma, torch.full((y.shape[0],), float(camera), device=y.device))
+        cam = self.camera_rows(torch.full((y.shape[0],), float(camera), device=y.device), y.shape[0])
+        skips, (pm, plv) = self.context(y, sigma, cam)
         scale2 = torch.exp(2 * self.log_scale(sigma)).view(-1, 1, 1, 1)
         if samples <= 0:
-            mean = self.decode(pm, skips, y)
+            mean = self.decode(pm, skips, y, cam)
             return mean, scale2.sqrt().expand_as(mean).clone(), []
-        mean, var, draws = prior_draws(lambda z: self.decode(z, skips, y), pm, plv, samples, temperature, generator)
+        mean, var, draws = prior_draws(
+            lambda z: self.decode(z, skips, y, cam), pm, plv, samples, temperature, generator
+        )
         return mean, (var + scale2).sqrt(), draws
 
     @torch.no_grad()
@@ -327,7 +349,7 @@ class DenoisingVAE(nn.Module):
         """KL per example and per latent channel (B, L) on clean ``x`` at levels ``sigma``: for active units."""
         y, sigma, cam = self.simulate(x, sigma)
         x, y, sigma = self._rows(x, y, sigma)
-        skips, (pm, plv) = self.context(y, sigma, cam)
+        skips, (pm, plv) = self.context(y, sigma, self.camera_rows(cam, y.shape[0]))
         qm, qlv = self.posterior(x, skips[2])
         kl = gaussian_kl(qm, qlv, pm, plv)
         return kl.mean((2, 3)), math.prod(kl.shape[2:])

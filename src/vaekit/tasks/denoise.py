@@ -80,7 +80,7 @@ def vae_denoise(
 ):
     """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255: one level, an
     (H, W) map of levels, or None: the self-supervised denoisers' own fitted level), with ``samples`` draws (0: the
-    one-pass estimate); ``camera``: the noise is a camera file's (a model with a camera input).
+    one-pass estimate); ``camera``: the noise is a camera file's (a model with a camera branch).
 
     Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of at most ``tile`` (default
     ``TILE``) pixels a side, all of one size, overlap by ``overlap`` and are blended linearly; the latent noise
@@ -221,7 +221,7 @@ PATHS = {
     "map": "the level map given",
     "blind": "one pass at the estimated level",
     "shuffled": "correlated noise: 2x2 pixel-shuffled passes, then a light full-size pass",
-    "camera": "correlated noise in colour: the model's camera-noise input",
+    "camera": "correlated noise in colour: the model's camera branch",
     "anscombe": "Poisson noise through the Anscombe transform",
     "impulse-fill": "impulses filled from their neighbours, then a Gaussian pass",
 }

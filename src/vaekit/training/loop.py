@@ -192,16 +192,10 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
     except VaekitError as e:
         raise VaekitError(f"init_from: {e}") from None
     ref = model.state_dict()
-    fit, widened = {}, []
+    fit = {}
     for k, v in state.items():
-        if k not in ref or k.startswith(tuple(exclude)):
-            continue
-        if ref[k].shape == v.shape:
+        if k in ref and ref[k].shape == v.shape and not k.startswith(tuple(exclude)):
             fit[k] = v.to(ref[k].dtype)
-        elif _grown_inputs(v.shape, ref[k].shape):  # a layer that reads more inputs: the new ones start at zero
-            fit[k] = torch.zeros_like(ref[k])
-            fit[k][:, : v.shape[1]] = v
-            widened.append(k)
     if 2 * len(fit) < len(ref):
         raise VaekitError(
             f"init_from: only {len(fit)} of the model's {len(ref)} tensors match {path}: "
@@ -209,17 +203,9 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
         )
     model.load_state_dict(fit, strict=False)
     fresh = sorted(k for k in ref if k not in fit)
-    return (
-        f"init_from {source}: {len(fit)} of {len(ref)} tensors loaded"
-        + (f"; widened with zero weights for new inputs: {', '.join(widened)}" if widened else "")
-        + (f"; fresh: {', '.join(fresh)}" if fresh else "")
+    return f"init_from {source}: {len(fit)} of {len(ref)} tensors loaded" + (
+        f"; fresh: {', '.join(fresh)}" if fresh else ""
     )
-
-
-def _grown_inputs(old, new) -> bool:
-    """Whether a weight of shape ``new`` is one of shape ``old`` that reads more inputs (dimension 1), as when a
-    network gains an input map: the old weights then fill the leading inputs."""
-    return len(old) == len(new) >= 2 and old[0] == new[0] and old[2:] == new[2:] and new[1] > old[1]
 
 
 def train(
