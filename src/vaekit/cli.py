@@ -322,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = bsub.add_parser("denoise", help="VAE and classical denoisers on Set12/BSD68/CBSD68/McMaster (DnCNN protocol)")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
-    b.add_argument("--sets", default="bsd68", help="comma list: set12, bsd68 (gray), cbsd68, mcmaster (colour)")
+    b.add_argument(
+        "--sets",
+        default="bsd68",
+        help="comma list: set12, bsd68 (gray), cbsd68, kodak, mcmaster, photos-val (colour), realnoise-cc15 (real "
+        "camera noise, all blind)",
+    )
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
     b.add_argument("--noises", default="", help="extra conditions: poisson30, sp0.1, camera (camera files, all blind)")
     b.add_argument(
@@ -334,9 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
         "DivNoising)",
     )
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
-    b.add_argument(
-        "--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-gray in opponent channels)"
-    )
+    b.add_argument("--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-color)")
     b.add_argument("--limit", type=int, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
