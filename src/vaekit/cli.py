@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False)
 
-    b = bsub.add_parser("denoise", help="VAE and classical denoisers on Set12/BSD68/CBSD68/McMaster (DnCNN protocol)")
+    b = bsub.add_parser("denoise", help="VAE and classical denoisers on gray, colour and real-noise sets")
     b.add_argument("--data-root", required=True, help="folder holding the sets (e.g. ../shared/data)")
     b.add_argument(
         "--sets",
