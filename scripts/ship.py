@@ -30,14 +30,14 @@ BSDS = "BSDS500 images (Berkeley): non-commercial research use; not redistribute
 PHOTOS = "../shared/data/photos (per-file licences in its INDEX.tsv; research use); not redistributed"
 LEVELS = (
     "Gaussian noise at a known or estimated level, or a per-pixel level map (trained on one level per image; a "
-    "blind level follows the brightness where shot noise does; correlated noise on camera JPEGs is denoised on 2x2 "
-    "pixel-shuffled sub-images; real camera noise is still only partly removed)."
+    "blind level follows the brightness where shot noise does; real camera noise is still only partly removed). "
 )
 MODELS = {
     "denoise-color": {
         "kind": "denoise",
         "mode": "RGB",
-        "config": "configs/denoise-color-opponent2.yaml",
+        "config": "configs/denoise-color-camera.yaml",
+        "storage": "float16",  # as the release it grows from: its white-noise estimates stay bit for bit
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
@@ -45,11 +45,16 @@ MODELS = {
             + "; through its start, denoise-gray: train400 (BSDS crops, Berkeley non-commercial terms)",
             "train": "starts from denoise-gray (stages 1-3: its card); then the photos train split in colour "
             "(948 images), area-downscaled by 2, random crops with flips: 96x96 for 8,000 steps "
-            "(configs/denoise-color-opponent.yaml), then 160x160 for 2,000 (configs/denoise-color-opponent2.yaml)",
+            "(configs/denoise-color-opponent.yaml), then 160x160 for 2,000 (configs/denoise-color-opponent2.yaml); "
+            "then the camera branch alone, the rest frozen, on 160x160 crops (configs/denoise-color-camera.yaml)",
             "validation": "photos-val (71 images)",
-            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 bits",
+            "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 "
+            "bits; the camera branch: simulated camera files (Poisson-Gaussian noise, 100-4,000 photons at white, "
+            "through an RGGB mosaic, 8 bits and JPEG quality 80-97) at the level map the blind estimator reads on each",
         },
-        "limits": LEVELS + " Trained on downscaled photos: noise and detail at the scale of phone and camera JPEGs.",
+        "limits": LEVELS + "Correlated noise on colour camera JPEGs goes through a camera branch trained on simulated "
+        "camera files (a noise model, not real sensors). Trained on downscaled photos: noise and detail at the scale "
+        "of phone and camera JPEGs.",
     },
     "denoise-gray": {
         "kind": "denoise",
@@ -66,7 +71,8 @@ MODELS = {
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale; in stages 2 and 3 half of the inputs clipped to 8 "
             "bits",
         },
-        "limits": LEVELS + " Colour images go through it channel by channel in opponent colours.",
+        "limits": LEVELS + "Correlated noise on camera JPEGs is denoised on 2x2 pixel-shuffled sub-images. Colour "
+        "images go through it channel by channel in opponent colours.",
     },
     "inpaint-color": {
         "kind": "inpaint",
@@ -309,6 +315,7 @@ if __name__ == "__main__":
         a.run,
         a.name,
         arch_args=spec.get("arch_args"),
+        dtype=getattr(torch, spec.get("storage", "int8")),
         data=spec["data"],
         limits=spec["limits"],
         training={

@@ -313,8 +313,12 @@ def available_models(models_root: str | Path | None = None) -> list[dict]:
     return rows
 
 
-def ship(run_dir: str | Path, name: str, arch_args: dict | None = None, **card_updates) -> Path:
-    """Copy a run's best weights into the package as ``name``, large weights in int8 (maintainers).
+def ship(
+    run_dir: str | Path, name: str, arch_args: dict | None = None, dtype: torch.dtype = torch.int8, **card_updates
+) -> Path:
+    """Copy a run's best weights into the package as ``name``, large weights in int8 (maintainers); ``dtype``
+    ``torch.float16`` keeps every tensor in half precision (a model grown from an fp16 release, whose tensors are
+    then stored exactly as before).
 
     ``arch_args`` overrides architecture arguments that change no tensor (inference settings chosen on
     validation data after training, e.g. an inpainter's ``prefill``); the weights must load unchanged.
@@ -331,7 +335,7 @@ def ship(run_dir: str | Path, name: str, arch_args: dict | None = None, **card_u
     for k in ("weights_file", "sha256", "parameters", "weights_dtype"):
         card.pop(k, None)
     update_card(card, card_updates)
-    return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=torch.int8)
+    return save_model(model, WEIGHTS_DIR, card, stem=SHIPPED.get(name, name), dtype=dtype)
 
 
 def update_card(card: dict, updates: dict) -> dict:

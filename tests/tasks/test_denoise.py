@@ -273,17 +273,25 @@ def test_even_tiles_cover_with_the_fewest_equal_tiles():
         assert all(b - a <= size - 32 for a, b in zip(starts, starts[1:]))  # each pair overlaps by >= 32
 
 
-def test_cli_says_when_correlated_noise_took_the_shuffled_path(tmp_path, capsys):
+def test_cli_says_which_path_correlated_noise_took(tmp_path, capsys):
+    """Blind camera-like noise in colour: the shipped colour model's camera branch, a model without one (the gray
+    model across opponent channels) the pixel-shuffled passes; white noise takes neither."""
     from vaekit.io import write_image
 
     x = smooth_image(128, 160)
     rgb = np.stack([x, x[::-1], 1 - x], axis=2)
     write_image(tmp_path / "cam.png", degrade.camera(rgb, seed=0, photons=200, read=1, quality=85))
     write_image(tmp_path / "white.png", degrade.gaussian(rgb, 10, seed=1))
-    for name, shuffled in (("cam", True), ("white", False)):
-        assert main(["denoise", str(tmp_path / f"{name}.png"), "-o", str(tmp_path / f"{name}-out.png")]) == 0
+    for name, model, path in (
+        ("cam", [], "camera branch"),
+        ("cam", ["--model", "denoise-gray"], "pixel-shuffled"),
+        ("white", [], None),
+    ):
+        assert main(["denoise", str(tmp_path / f"{name}.png"), "-o", str(tmp_path / "out.png"), *model]) == 0
         out = capsys.readouterr().out
-        assert "(estimated)" in out and ("pixel-shuffled" in out) == shuffled
+        assert "(estimated)" in out
+        for said in ("camera branch", "pixel-shuffled"):
+            assert (said in out) == (said == path), out
 
 
 def test_denoise_api_with_samples_and_classical(tmp_path):
