@@ -99,7 +99,7 @@ class DenoisingVAE(nn.Module):
     camera_input : the network is also told which inputs are camera files (Poisson–Gaussian noise through a Bayer
         mosaic and JPEG, :func:`vaekit.degrade.camera`): on those, a residual branch after each of the five mixing
         points (3x3 conv, ReLU, 1x1 conv, the last starting at zero) adds to the features, and on white noise it is
-        skipped.  Trained alone (``trainable: [camera]``) it leaves the white-noise estimate exactly as it was
+        skipped.  Trained alone (``trainable: [camera]``) it leaves the white-noise estimate exactly as it was.
     camera_prob : the fraction of training examples that are simulated camera files, each given the level the blind
         estimator reads on it (the level map of :func:`vaekit.degrade.blind_level`), as at inference
     """
