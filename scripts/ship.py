@@ -20,6 +20,7 @@ import torch
 
 from vaekit import data as vd
 from vaekit import degrade
+from vaekit.bench.compress import vae_stats
 from vaekit.io import read_array
 from vaekit.metrics import hole_psnr, psnr_u8, to_u8
 from vaekit.pretrained import load_pretrained, ship, update_shipped_card
@@ -253,35 +254,12 @@ def exposure_stats(model, spec, n):
     }
 
 
-@torch.no_grad()
 def codec_stats(model, spec, n, draws=4):
-    """The codec as a VAE, per quality, on 256x256 centre crops of the first ``n`` photos-val images: the rate (the
-    KL of the uniform posterior to the prior, up to a constant), the latent channels that carry it, and how much
-    decoding draws of the posterior, ``g_s(y_hat + u)``, differ."""
-    crops = []
-    for f in val_files(spec)[:n]:
-        a = np.asarray(read_array(f), dtype=np.float32)
-        top, left = (a.shape[0] - 256) // 2, (a.shape[1] - 256) // 2
-        crops.append(torch.from_numpy(a[top : top + 256, left : left + 256]).permute(2, 0, 1))
-    x = torch.stack(crops)
-    g = torch.Generator().manual_seed(0)
-    res = {}
-    for q in range(model.qualities):
-        out = model(x, quality=q)
-        rate = -torch.log2(out["likelihoods"]["y"])  # bits per latent element
-        per_channel = rate.mean((0, 2, 3))
-        y_g = model.g_a(x) * model.log_gain[q].exp()[None, :, None, None]
-        mu = model.hyper_mean(y_g)
-        y_hat = torch.round(y_g - mu) + mu
-        inv = model.log_inv_gain[q].exp()[None, :, None, None]
-        dec = torch.stack([model.g_s((y_hat + torch.rand(y_hat.shape, generator=g) - 0.5) * inv) for _ in range(draws)])
-        res[str(q + 1)] = {
-            "kl_bpp": round(float(out["bpp"].mean()), 4),
-            "active_channels": int((per_channel > 0.01).sum()),
-            "latent_channels": int(per_channel.numel()),
-            "sample_spread_255": round(float(dec.std(0).mean()) * 255, 3),
-        }
-        print(q + 1, res[str(q + 1)], flush=True)
+    """The codec as a VAE per quality (:func:`vaekit.bench.compress.vae_stats`: the rate, the latent channels that
+    carry it, the spread of posterior decodings) on 256x256 centre crops of the first ``n`` photos-val images."""
+    stats = vae_stats(model, [np.asarray(read_array(f), dtype=np.float32) for f in val_files(spec)[:n]], draws)
+    res = {str(q): {k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()} for q, s in stats.items()}
+    print(res, flush=True)
     return {
         f"vae_as_a_vae (first {n} photos-val images, 256x256 centre crops)": {
             "kl": "the rate, bits per pixel (KL of the uniform posterior to the prior, up to a constant)",

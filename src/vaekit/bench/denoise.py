@@ -153,9 +153,10 @@ def _run(method, y, cond, models, seed):
             return D.median(y), None
         fn = B.get("denoise", method)
     level_map = method.startswith("vae")  # blind VAE rows read a per-pixel level, as ``vaekit denoise`` does
-    return T.for_noise(fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map, camera=cam)[
-        :2
-    ]
+    est, sigma, _ = T.for_noise(
+        fn, y, cond["noise"], sigma=side["sigma"], peak=side["peak"], level_map=level_map, camera=cam
+    )
+    return est, sigma
 
 
 DEFAULTS = {
