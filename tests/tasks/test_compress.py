@@ -225,6 +225,32 @@ def test_checkerboard_context_reads_the_anchors_and_decodes_its_latents(trained_
     assert float(err.max()) < 0.5 + 0.05
 
 
+def test_a_wider_codec_starts_as_the_narrower_one_and_its_new_channels_learn(trained_tiny, tmp_path):
+    """init_from a codec with fewer latent channels and qualities: the old qualities give the old pixels and
+    the old channels' rates; the new channels are coded, and a training step reaches their synthesis."""
+    from vaekit.training.loop import init_weights
+
+    src = checkerboard_from(trained_tiny[0])
+    save_model(src, tmp_path, {"name": "narrow"})
+    lambdas = (*src.lambdas, 2 * src.lambdas[-1])
+    wide = create_model("codec-checkerboard", N=src.N, M=src.M + 4, lambdas=lambdas)
+    assert "fresh: y_" in init_weights(wide, str(tmp_path / "model.safetensors"))  # only the coding tables
+    wide.eval()
+    x = torch.from_numpy(picture(128, 128, seed=3)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        for q in range(src.qualities):
+            a, b = src(x, q), wide(x, q)
+            assert torch.allclose(a["x_hat"], b["x_hat"], atol=1e-5)
+            assert torch.allclose(a["likelihoods"]["y"], b["likelihoods"]["y"][:, : src.M], atol=1e-6)
+            assert b["bpp"] > a["bpp"]  # the new channels cost bits from the start
+    g = wide.log_gain.detach()
+    assert torch.allclose(g[-1, : src.M], 2 * g[-2, : src.M] - g[-3, : src.M])  # the new quality: one step more
+    wide.train()
+    loss = wide.loss(x, wide(x, src.qualities))["loss"]
+    loss.backward()
+    assert wide.g_s[0].weight.grad[src.M :].abs().sum() > 0
+
+
 def rd_cost(m, img, data, quality):
     """lambda * 255^2 * MSE + bpp of a real file, the cost the encoder's search lowers."""
     mse = np.mean((decompress(data, model=m).astype(float) - img) ** 2) / 255**2

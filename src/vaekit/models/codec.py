@@ -374,6 +374,50 @@ class CompressionVAE(nn.Module):
             setattr(self, name, v)
         self._reset_caches()
 
+    @torch.no_grad()
+    def grown_state(self, state: dict) -> dict:
+        """``state`` of a narrower model of this family (fewer latent channels, or fewer qualities at the top)
+        made to fit this one so that it starts as that model: old units keep their weights, new units start
+        fresh, and weights from new units into old ones start at zero, so the old latents, their rates and the
+        pixels are the narrower model's.  New top qualities continue the last step of the gains.  Capacity
+        where the transforms cap the curve can so be added without training from scratch."""
+        if "log_gain" not in state:
+            return state
+        old_q, old_m = state["log_gain"].shape
+        if (old_q, old_m) == (self.qualities, self.M) or old_q > self.qualities or old_m > self.M:
+            return state
+        fresh, modules = dict(self.named_parameters()), dict(self.named_modules())
+
+        def index(old: int, new: int) -> torch.Tensor:
+            k = old // old_m
+            if old != new and old == k * old_m and new == k * self.M:  # k latent-sized chunks side by side
+                return torch.cat([torch.arange(old_m) + j * self.M for j in range(k)])
+            return torch.arange(old)
+
+        out = dict(state)
+        for name, v in state.items():
+            if name not in fresh or fresh[name].shape == v.shape or fresh[name].dim() != v.dim():
+                continue
+            new = fresh[name].detach().clone()
+            idx = [index(o, n) for o, n in zip(v.shape, new.shape, strict=True)]
+            if name.startswith("log_"):  # (quality, channel): new qualities extrapolate the last step
+                idx[0] = torch.arange(old_q)
+            elif v.dim() > 1:  # weights: outputs / inputs are dims 0 / 1, swapped in transposed convolutions
+                o, i = (1, 0) if isinstance(modules[name.rsplit(".", 1)[0]], nn.ConvTranspose2d) else (0, 1)
+                new_in = torch.ones(new.shape[i], dtype=torch.bool)
+                new_in[idx[i]] = False
+                sel = [slice(None)] * new.dim()
+                sel[i] = new_in
+                old_out = new.index_select(o, idx[o])
+                old_out[tuple(sel)] = 0  # new inputs into old outputs
+                new.index_copy_(o, idx[o], old_out)
+            new[torch.meshgrid(*idx, indexing="ij")] = v.to(new.dtype)
+            if name.startswith("log_"):
+                for q in range(old_q, self.qualities):
+                    new[q] = 2 * new[q - 1] - new[q - 2]
+            out[name] = new
+        return out
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # the tables' sizes depend on the trained densities: take them from the file
         for name in self.TABLES:

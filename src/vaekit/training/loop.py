@@ -191,6 +191,9 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
         state = read_weights(path)
     except VaekitError as e:
         raise VaekitError(f"init_from: {e}") from None
+    grown = getattr(model, "grown_state", None)  # a model that can start from a narrower one of its family
+    if grown is not None:
+        state = grown(state)
     ref = model.state_dict()
     fit = {}
     for k, v in state.items():
