@@ -62,11 +62,9 @@ JOBS = {
             "val_patches_per_image=4",
         ],
     },
-    "codec-hyperprior": {
-        "config": "configs/codec-checkerboard.yaml",
+    "codec-hyperprior": {  # the shipped codec grown to more latent channels and a higher quality
+        "config": "configs/codec-wide.yaml",
         "overrides": [
-            "init_from=codec-hyperprior",
-            "trainable=[]",
             "batch_size=16",
             "patch_size=256",
             "lr=1e-4",
