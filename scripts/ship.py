@@ -289,6 +289,10 @@ if __name__ == "__main__":
     spec = MODELS[a.name]
     card = json.load(open(Path(a.run) / "model.json"))
     note = a.note if a.note is not None else card.get("training", {}).get("note", "")
+    # the run's own command gives its output folder and its overrides (key=value), so the card reproduces it
+    words = card.get("training", {}).get("command", "").split()
+    out = words[words.index("-o") + 1] if "-o" in words[:-1] else a.run
+    overrides = [w for w in words if "=" in w and not w.startswith("-")]
     p = ship(
         a.run,
         a.name,
@@ -297,7 +301,9 @@ if __name__ == "__main__":
         data=spec["data"],
         limits=spec["limits"],
         training={
-            "command": f"vaekit train {spec['config']} --data-dir {spec['data_dir']} -o {a.run} --quiet",
+            "command": " ".join(
+                ["vaekit train", spec["config"], "--data-dir", spec["data_dir"], "-o", out, *overrides, "--quiet"]
+            ),
             "note": note,
         },
     )
