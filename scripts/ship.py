@@ -37,8 +37,8 @@ MODELS = {
     "denoise-color": {
         "kind": "denoise",
         "mode": "RGB",
-        "config": "configs/denoise-color-camera.yaml",
-        "storage": "float16",  # as the release it grows from: its white-noise estimates stay bit for bit
+        "config": "configs/denoise-color-opponent3.yaml",
+        "storage": "float16",  # as the releases it grows from
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
@@ -47,7 +47,8 @@ MODELS = {
             "train": "starts from denoise-gray (stages 1-3: its card); then the photos train split in colour "
             "(948 images), area-downscaled by 2, random crops with flips: 96x96 for 8,000 steps "
             "(configs/denoise-color-opponent.yaml), then 160x160 for 2,000 (configs/denoise-color-opponent2.yaml); "
-            "then the camera branch alone, the rest frozen, on 160x160 crops (configs/denoise-color-camera.yaml)",
+            "then the camera branch alone, the rest frozen, on 160x160 crops (configs/denoise-color-camera.yaml); "
+            "then 2,000 more steps of 160x160 crops for all but the branch (configs/denoise-color-opponent3.yaml)",
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 "
             "bits; the camera branch: simulated camera files (Poisson-Gaussian noise, 100-4,000 photons at white, "
