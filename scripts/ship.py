@@ -95,13 +95,13 @@ MODELS = {
     },
     "codec-hyperprior": {
         "kind": "codec",
-        "config": "configs/codec-joint.yaml",
+        "config": "configs/codec-post.yaml",
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
             "licence": PHOTOS + " and, through stage 1, BSDS500 images (Berkeley, non-commercial research use)",
             "train": "stage 1: 400 BSDS500 images, 192x192 crops (release r2); stages 2-4: the photos train split "
-            "(948 images) at full size, 256x256 crops with flips",
+            "(948 images) at full size, 256x256 crops with flips; stage 5 (the post-filter): 128x128 crops of the same",
             "validation": "photos-val crops (2 per image); releases are chosen on the photos-val images, never Kodak",
         },
         "limits": "8 qualities from about 0.18 to 1.2 bpp on Kodak; above that the transforms (M = 128 latent "

@@ -32,6 +32,7 @@ SHIPPED = {
     "codec-hyperprior-r2": "codec-hyperprior-r2",
     "codec-hyperprior-r3": "codec-hyperprior-r3",
     "codec-hyperprior-r4": "codec-hyperprior-r4",
+    "codec-hyperprior-r5": "codec-hyperprior-r5",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -51,6 +52,8 @@ DOWNLOADS = {
     "codec-hyperprior-r3.safetensors",
     "codec-hyperprior-r4": "https://github.com/vaekit/vaekit-weights/releases/download/r4/"
     "codec-hyperprior-r4.safetensors",
+    "codec-hyperprior-r5": "https://github.com/vaekit/vaekit-weights/releases/download/r5/"
+    "codec-hyperprior-r5.safetensors",
 }
 
 

@@ -15,8 +15,16 @@ Decoding never depends on float arithmetic that can differ between machines:
 hyper-synthesis runs on integers in an exact fixed-point path
 (``IntegerHyperSynthesis``), as do the checkerboard context and the entropy
 parameters, and the probability tables are integer tables stored with the
-weights (``update()``).  Only ``g_s`` -- after the latents are
-known -- runs in float.
+weights (``update()``).  Only ``g_s`` and the post-filter -- after the
+latents are known -- run in float.
+
+``post`` (a width; 0 = none) adds a post-filter to the decoder: a small
+residual CNN at half resolution that reads the synthesis transform's last
+features and its image, and the quality, and corrects the image.  It trains
+on the transforms' output with that output held fixed (so the transforms keep
+their own rate-distortion objective), for the mean PSNR over qualities: with
+one synthesis for every rate, the lambda-weighted loss leaves the low
+qualities least served.  The latents and their rate do not change.
 
 ``refine`` is an encoder-side search (the CLI's ``--effort``): it moves one
 image's latents against that image's own rate-distortion cost before coding;
@@ -195,6 +203,32 @@ class CheckerboardContext(nn.Module):
         return c
 
 
+class PostFilter(nn.Module):
+    """A residual CNN over the synthesis transform's last features (``N`` channels at half resolution) and its
+    image (pixel-unshuffled to the same grid), with a learned bias per quality; its last layer starts at zero, so
+    a model that gains one starts as the model without it."""
+
+    SQUEEZE = 16  # the features pass through a 1x1 convolution to this many channels: the decode time is the budget
+
+    def __init__(self, N: int, qualities: int, width: int, channels: int = 3, blocks: int = 4):
+        super().__init__()
+        self.squeeze = nn.Conv2d(N, self.SQUEEZE, 1)
+        self.inp = nn.Conv2d(self.SQUEEZE + 4 * channels, width, 3, padding=1)
+        self.quality_bias = nn.Embedding(qualities, width)
+        nn.init.zeros_(self.quality_bias.weight)
+        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(blocks))
+        self.out = nn.Conv2d(width, 4 * channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, h, x, q):
+        g = self.inp(torch.cat([self.squeeze(h), F.pixel_unshuffle(x, 2)], 1)) + self.quality_bias(q)[:, :, None, None]
+        g = F.relu(g)
+        for conv3 in self.body:
+            g = F.relu(conv3(g)) + g
+        return x + F.pixel_shuffle(self.out(g), 2)
+
+
 def scale_index(t_int: torch.Tensor) -> torch.Tensor:
     """ln-scale in 1/256 units (int64) -> index into the scale table (pure integer arithmetic)."""
     return torch.div(t_int - SCALE_T0 + SCALE_STEP // 2, SCALE_STEP, rounding_mode="floor").clamp(0, SCALE_LEVELS - 1)
@@ -220,6 +254,7 @@ class CompressionVAE(nn.Module):
         channels: int = 3,
         distortion: str = "mse",
         context: str = "none",
+        post: int = 0,
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
@@ -263,6 +298,7 @@ class CompressionVAE(nn.Module):
             self.ep = nn.Sequential(nn.Conv2d(3 * M, M, 1), nn.ReLU(), nn.Conv2d(M, 2 * M, 1))
             nn.init.zeros_(self.ep[-1].weight)
             nn.init.zeros_(self.ep[-1].bias)
+        self.post = PostFilter(N, Q, int(post), channels) if post else None
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
         self._reset_caches()
@@ -328,26 +364,43 @@ class CompressionVAE(nn.Module):
         # distortion path: straight-through rounding (the decoder sees what it will see at test time)
         v = y_g - mu
         y_hat = v + (torch.round(v) - v).detach() + mu
-        x_hat = self.g_s(y_hat * self.log_inv_gain[q].exp()[:, :, None, None])
+        h = self.g_s[:-1](y_hat * self.log_inv_gain[q].exp()[:, :, None, None])
+        x_synth = self.g_s[-1](h)
+        # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
+        x_hat = x_synth if self.post is None else self.post(h.detach(), x_synth.detach(), q)
         pixels = x.shape[-2] * x.shape[-1]
         bits = sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
-        return {"x_hat": x_hat, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
+        return {"x_hat": x_hat, "x_synth": x_synth, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
+
+    def synthesize(self, y_hat, q: torch.Tensor, g_s=None, post=None):
+        """The decoded image from ungained latents ``y_hat`` at qualities ``q`` (B,): the synthesis transform,
+        then the post-filter (``g_s`` / ``post``: copies of them in another precision)."""
+        g_s = self.g_s if g_s is None else g_s
+        post = self.post if post is None else post
+        h = g_s[:-1](y_hat)
+        x = g_s[-1](h)
+        return x if post is None else post(h, x, q)
 
     def loss(self, x, out, kl_weight: float = 1.0):
         """Rate-distortion loss, averaged over the batch: lambda_q * 255^2 * MSE + bpp, or with
-        ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px).
+        ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px), on the synthesis
+        transform's image; with a post-filter, minus the mean PSNR (dB) of the filtered images, which only the
+        filter learns from.
 
-        Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE."""
+        Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE of the decoded (filtered) image."""
+        x_synth = out.get("x_synth", out["x_hat"])
         mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
         lam = torch.tensor(self.lambdas, device=x.device)[out["quality"]]
         if self.distortion == "ms-ssim":
             from pytorch_msssim import ms_ssim
 
-            d = 1 - ms_ssim(out["x_hat"].clamp(0, 1), x, data_range=1.0, size_average=False)
+            d = 1 - ms_ssim(x_synth.clamp(0, 1), x, data_range=1.0, size_average=False)
             per = lam * d + kl_weight * out["bpp"]
         else:
-            per = lam * 255**2 * mse + kl_weight * out["bpp"]
+            per = lam * 255**2 * (x_synth - x).pow(2).flatten(1).mean(1) + kl_weight * out["bpp"]
         loss = per.mean()
+        if self.post is not None:  # the filter's own objective: the mean PSNR over the batch's qualities
+            loss = loss + 10 * torch.log10(mse.clamp_min(1e-10)).mean()
         return {
             "loss": loss,
             "elbo": -loss.detach(),
@@ -477,7 +530,8 @@ class CompressionVAE(nn.Module):
             bits = -torch.log2(self.z_density.likelihood(z_hat, rows)).sum()
             bits = bits - torch.log2(gaussian_likelihood(v_soft, t.exp())).sum()
             y_soft = v_soft + mu
-        x_hat = self.g_s(y_soft * self.log_inv_gain[quality].exp()[None, :, None, None])
+        y_hat = y_soft * self.log_inv_gain[quality].exp()[None, :, None, None]
+        x_hat = self.synthesize(y_hat, self._q(quality, x.device))
         h, w = valid
         return self._rd_cost(quality, (x_hat - x)[..., :h, :w].pow(2).mean(), bits, h * w)
 
@@ -599,8 +653,15 @@ class CompressionVAE(nn.Module):
         except Exception as e:  # noqa: BLE001 - constriction reports damaged data with several types
             raise VaekitError(f"corrupted stream: {e}") from None
         y_hat = y_hat_g.to(device, dtype) * self.log_inv_gain[quality].to(device, dtype).exp()[None, :, None, None]
-        g_s = self.g_s if dtype == torch.float32 else _cast(self.g_s, dtype)
-        return {"x_hat": g_s(y_hat), "latents": latents}
+        g_s, post = self.g_s, self.post
+        if dtype != torch.float32:
+            g_s, post = _cast(g_s, dtype), None if post is None else _cast(post, dtype)
+        x_hat = self.synthesize(y_hat, self._q(quality, device), g_s, post)
+        return {"x_hat": x_hat, "latents": latents}
+
+    @staticmethod
+    def _q(quality: int, device=None) -> torch.Tensor:
+        return torch.tensor([quality], device=device)
 
 
 def _cast(module, dtype):
