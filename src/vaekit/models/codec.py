@@ -26,6 +26,12 @@ their own rate-distortion objective), for the mean PSNR over qualities: with
 one synthesis for every rate, the lambda-weighted loss leaves the low
 qualities least served.  The latents and their rate do not change.
 
+``strip`` (latent columns; 0 = the whole latent at once) makes the decoder run the float synthesis in column
+strips of at most that width, each with ``STRIP_HALO`` columns of overlap on either side (more than the
+synthesis and the post-filter see) and each on one thread, so strips decode side by side on several threads
+and the pixels still depend on the file alone.  It is part of a model's definition: a model without it decodes
+the whole latent in one call, as it always did.
+
 ``refine`` is an encoder-side search (the CLI's ``--effort``): it moves one
 image's latents against that image's own rate-distortion cost before coding;
 the format and the decoder do not change.
@@ -33,7 +39,9 @@ the format and the decoder do not change.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +67,7 @@ PAD = 64  # g_a (16) x h_a (4): hyperprior inputs are padded to a multiple of th
 REFINE_LR = 0.01  # Adam's step on the gained latents (quantizer units), chosen on photos-val
 REFINE_TAU = (0.5, 0.05)  # the soft rounding's temperature, from .. to, geometric over the steps
 REFINE_CHECK = 10  # steps between real codings of the candidate
+STRIP_HALO = 4  # latent columns (64 pixels) of overlap on each side of a synthesis strip
 
 
 def soft_round(v, tau: float, generator=None):
@@ -255,6 +264,7 @@ class CompressionVAE(nn.Module):
         distortion: str = "mse",
         context: str = "none",
         post: int = 0,
+        strip: int = 0,
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
@@ -299,6 +309,9 @@ class CompressionVAE(nn.Module):
             nn.init.zeros_(self.ep[-1].weight)
             nn.init.zeros_(self.ep[-1].bias)
         self.post = PostFilter(N, Q, int(post), channels) if post else None
+        if strip and int(strip) < 2 * STRIP_HALO:
+            raise VaekitError(f"strip must be 0 or at least {2 * STRIP_HALO} latent columns, not {strip}")
+        self.strip = int(strip)
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
         self._reset_caches()
@@ -539,7 +552,8 @@ class CompressionVAE(nn.Module):
     def _true_cost(self, x, y, quality: int, valid) -> float:
         """The cost of coding ``y`` for real: payload bits and the decoded 8-bit pixels."""
         r = self.compress(x, quality, y=y)
-        x_hat = self.decompress(r["strings"], r["shape"], quality, device=x.device)["x_hat"]
+        workers = torch.get_num_threads()
+        x_hat = self.decompress(r["strings"], r["shape"], quality, device=x.device, workers=workers)["x_hat"]
         h, w = valid
         x_hat = torch.round(x_hat[..., :h, :w].clamp(0, 1) * 255) / 255
         return self._rd_cost(quality, float((x_hat - x[..., :h, :w]).pow(2).mean()), 8 * len(r["strings"][0]), h * w)
@@ -620,8 +634,10 @@ class CompressionVAE(nn.Module):
         return {"strings": [C.finish(enc)], "shape": z_shape, "bits": bits, "latents": latents}
 
     @torch.no_grad()
-    def decompress(self, strings, shape, quality: int, dtype=torch.float32, device="cpu"):
-        """Inverse of ``compress``: -> {"x_hat": (1, C, H, W) float (not clamped), "latents"}."""
+    def decompress(self, strings, shape, quality: int, dtype=torch.float32, device="cpu", workers: int = 1):
+        """Inverse of ``compress``: -> {"x_hat": (1, C, H, W) float (not clamped), "latents"}.
+
+        ``workers``: threads for the synthesis strips (``strip``); the pixels do not depend on it."""
         if not 0 <= quality < self.qualities:
             raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
         dec = C.new_decoder(strings[0])
@@ -656,12 +672,49 @@ class CompressionVAE(nn.Module):
         g_s, post = self.g_s, self.post
         if dtype != torch.float32:
             g_s, post = _cast(g_s, dtype), None if post is None else _cast(post, dtype)
-        x_hat = self.synthesize(y_hat, self._q(quality, device), g_s, post)
+        x_hat = self._synthesize_strips(y_hat, self._q(quality, device), g_s, post, workers)
         return {"x_hat": x_hat, "latents": latents}
+
+    def _synthesize_strips(self, y_hat, q, g_s, post, workers: int):
+        """``synthesize`` over column strips of ``strip`` latent columns (the whole latent when ``strip`` is 0),
+        each computed on one thread and cut to its own columns; ``workers`` strips run at once."""
+        w = y_hat.shape[-1]
+        if not self.strip or w <= self.strip:
+            with one_thread():
+                return self.synthesize(y_hat, q, g_s, post)
+        n = -(-w // self.strip)
+        cuts = [round(i * w / n) for i in range(n + 1)]
+        s = 16  # g_s's stride: pixels per latent column
+
+        def run(i):
+            lo, hi = max(cuts[i] - STRIP_HALO, 0), min(cuts[i + 1] + STRIP_HALO, w)
+            with one_thread():
+                x = self.synthesize(y_hat[..., lo:hi], q, g_s, post)
+            return x[..., (cuts[i] - lo) * s : (cuts[i + 1] - lo) * s]
+
+        with one_thread():  # every thread that runs a strip, this one included, sums on one thread
+            if workers <= 1:
+                parts = [run(i) for i in range(n)]
+            else:
+                with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
+                    parts = list(pool.map(run, range(n)))
+        return torch.cat(parts, -1)
 
     @staticmethod
     def _q(quality: int, device=None) -> torch.Tensor:
         return torch.tensor([quality], device=device)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run torch's CPU kernels on one thread inside (in the calling thread): oneDNN splits a convolution's sums
+    by thread count, so the float synthesis's pixels could move by a grey level between --threads 1 and 2."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _cast(module, dtype):

@@ -9,7 +9,6 @@ with equal channels (or by a gray codec) and come back gray.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import numbers
 import time
@@ -284,12 +283,12 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     if not 1 <= header.quality <= m.qualities:
         raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
-    latents = []
+    latents, workers = [], torch.get_num_threads()
     for (top, left, h, w), payload in zip(header.tiles(), payloads):
         ph, pw = h + (-h % m.pad_unit), w + (-w % m.pad_unit)
         shape = (ph // 16, pw // 16) if m.prior == "factorized" else (ph // 64, pw // 64)
-        with one_thread():  # the float synthesis: the same sums in the same order whatever --threads says
-            r = m.decompress([payload], shape, header.quality - 1, dtype=dtype, device=next(m.parameters()).device)
+        device = next(m.parameters()).device
+        r = m.decompress([payload], shape, header.quality - 1, dtype=dtype, device=device, workers=workers)
         x_hat = r["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
         out[top : top + h, left : left + w] = x_hat.permute(1, 2, 0).cpu().numpy()
         if return_latents:
@@ -297,18 +296,6 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     if header.channels == 1:
         out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
     return (out, latents) if return_latents else out
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch's CPU kernels on one thread inside: oneDNN splits a convolution's sums by thread count, so
-    the synthesis transform's pixels could move by a grey level between --threads 1 and 2."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _files(src, suffixes):
