@@ -26,11 +26,11 @@ their own rate-distortion objective), for the mean PSNR over qualities: with
 one synthesis for every rate, the lambda-weighted loss leaves the low
 qualities least served.  The latents and their rate do not change.
 
-``strip`` (latent columns; 0 = the whole latent at once) makes the decoder run the float synthesis in column
-strips of at most that width, each with ``STRIP_HALO`` columns of overlap on either side (more than the
-synthesis and the post-filter see) and each on one thread, so strips decode side by side on several threads
-and the pixels still depend on the file alone.  It is part of a model's definition: a model without it decodes
-the whole latent in one call, as it always did.
+``strip`` (latent units; 0 = the whole latent at once) makes the decoder run the float synthesis in strips
+across the latent's longer side, at most that many units each, with ``STRIP_HALO`` units of overlap on either
+side (more than the synthesis and the post-filter see), each on one thread: strips decode side by side on
+several threads and the pixels still depend on the file alone.  It is part of a model's definition: a model
+without it decodes the whole latent in one call, as it always did.
 
 ``refine`` is an encoder-side search (the CLI's ``--effort``): it moves one
 image's latents against that image's own rate-distortion cost before coding;
@@ -67,7 +67,7 @@ PAD = 64  # g_a (16) x h_a (4): hyperprior inputs are padded to a multiple of th
 REFINE_LR = 0.01  # Adam's step on the gained latents (quantizer units), chosen on photos-val
 REFINE_TAU = (0.5, 0.05)  # the soft rounding's temperature, from .. to, geometric over the steps
 REFINE_CHECK = 10  # steps between real codings of the candidate
-STRIP_HALO = 4  # latent columns (64 pixels) of overlap on each side of a synthesis strip
+STRIP_HALO = 4  # latent units (64 pixels) of overlap on each side of a synthesis strip
 
 
 def soft_round(v, tau: float, generator=None):
@@ -310,7 +310,7 @@ class CompressionVAE(nn.Module):
             nn.init.zeros_(self.ep[-1].bias)
         self.post = PostFilter(N, Q, int(post), channels) if post else None
         if strip and int(strip) < 2 * STRIP_HALO:
-            raise VaekitError(f"strip must be 0 or at least {2 * STRIP_HALO} latent columns, not {strip}")
+            raise VaekitError(f"strip must be 0 or at least {2 * STRIP_HALO} latent units, not {strip}")
         self.strip = int(strip)
         for name in self.TABLES:
             self.register_buffer(name, torch.zeros(0, dtype=torch.int32))
@@ -676,21 +676,23 @@ class CompressionVAE(nn.Module):
         return {"x_hat": x_hat, "latents": latents}
 
     def _synthesize_strips(self, y_hat, q, g_s, post, workers: int):
-        """``synthesize`` over column strips of ``strip`` latent columns (the whole latent when ``strip`` is 0),
-        each computed on one thread and cut to its own columns; ``workers`` strips run at once."""
-        w = y_hat.shape[-1]
-        if not self.strip or w <= self.strip:
+        """``synthesize`` over strips across the latent's longer side (columns of a landscape image, rows of a
+        portrait one), ``strip`` latent units each at most (the whole latent when ``strip`` is 0), each computed on
+        one thread and cut to its own part; ``workers`` strips run at once."""
+        dim = -1 if y_hat.shape[-1] >= y_hat.shape[-2] else -2
+        n_lat = y_hat.shape[dim]
+        if not self.strip or n_lat <= self.strip:
             with one_thread():
                 return self.synthesize(y_hat, q, g_s, post)
-        n = -(-w // self.strip)
-        cuts = [round(i * w / n) for i in range(n + 1)]
-        s = 16  # g_s's stride: pixels per latent column
+        n = -(-n_lat // self.strip)
+        cuts = [round(i * n_lat / n) for i in range(n + 1)]
+        s = 16  # g_s's stride: pixels per latent unit
 
         def run(i):
-            lo, hi = max(cuts[i] - STRIP_HALO, 0), min(cuts[i + 1] + STRIP_HALO, w)
+            lo, hi = max(cuts[i] - STRIP_HALO, 0), min(cuts[i + 1] + STRIP_HALO, n_lat)
             with one_thread():
-                x = self.synthesize(y_hat[..., lo:hi], q, g_s, post)
-            return x[..., (cuts[i] - lo) * s : (cuts[i + 1] - lo) * s]
+                x = self.synthesize(y_hat.narrow(dim, lo, hi - lo), q, g_s, post)
+            return x.narrow(dim, (cuts[i] - lo) * s, (cuts[i + 1] - cuts[i]) * s)
 
         with one_thread():  # every thread that runs a strip, this one included, sums on one thread
             if workers <= 1:
@@ -698,7 +700,7 @@ class CompressionVAE(nn.Module):
             else:
                 with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
                     parts = list(pool.map(run, range(n)))
-        return torch.cat(parts, -1)
+        return torch.cat(parts, dim)
 
     @staticmethod
     def _q(quality: int, device=None) -> torch.Tensor:
