@@ -96,6 +96,7 @@ MODELS = {
     "codec-hyperprior": {
         "kind": "codec",
         "config": "configs/codec-post.yaml",
+        "arch_args": {"strip": 32},  # the synthesis in strips on several threads (model id 7 on)
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {

@@ -33,6 +33,7 @@ SHIPPED = {
     "codec-hyperprior-r3": "codec-hyperprior-r3",
     "codec-hyperprior-r4": "codec-hyperprior-r4",
     "codec-hyperprior-r5": "codec-hyperprior-r5",
+    "codec-hyperprior-r6": "codec-hyperprior-r6",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -54,6 +55,8 @@ DOWNLOADS = {
     "codec-hyperprior-r4.safetensors",
     "codec-hyperprior-r5": "https://github.com/vaekit/vaekit-weights/releases/download/r5/"
     "codec-hyperprior-r5.safetensors",
+    "codec-hyperprior-r6": "https://github.com/vaekit/vaekit-weights/releases/download/r6/"
+    "codec-hyperprior-r6.safetensors",
 }
 
 
