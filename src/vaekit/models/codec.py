@@ -681,10 +681,7 @@ class CompressionVAE(nn.Module):
         one thread and cut to its own part; ``workers`` strips run at once."""
         dim = -1 if y_hat.shape[-1] >= y_hat.shape[-2] else -2
         n_lat = y_hat.shape[dim]
-        if not self.strip or n_lat <= self.strip:
-            with one_thread():
-                return self.synthesize(y_hat, q, g_s, post)
-        n = -(-n_lat // self.strip)
+        n = -(-n_lat // self.strip) if self.strip else 1  # one strip: the whole latent
         cuts = [round(i * n_lat / n) for i in range(n + 1)]
         s = 16  # g_s's stride: pixels per latent unit
 
@@ -694,13 +691,12 @@ class CompressionVAE(nn.Module):
                 x = self.synthesize(y_hat.narrow(dim, lo, hi - lo), q, g_s, post)
             return x.narrow(dim, (cuts[i] - lo) * s, (cuts[i + 1] - cuts[i]) * s)
 
-        with one_thread():  # every thread that runs a strip, this one included, sums on one thread
-            if workers <= 1:
-                parts = [run(i) for i in range(n)]
-            else:
-                with ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
-                    parts = list(pool.map(run, range(n)))
-        return torch.cat(parts, dim)
+        if workers <= 1 or n == 1:
+            parts = [run(i) for i in range(n)]
+        else:
+            with one_thread(), ThreadPoolExecutor(max_workers=min(workers, n)) as pool:  # every strip on one thread
+                parts = list(pool.map(run, range(n)))
+        return parts[0] if n == 1 else torch.cat(parts, dim)
 
     @staticmethod
     def _q(quality: int, device=None) -> torch.Tensor:

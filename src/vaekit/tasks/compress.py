@@ -283,11 +283,10 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
     if not 1 <= header.quality <= m.qualities:
         raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
-    latents, workers = [], torch.get_num_threads()
+    latents, workers, device = [], torch.get_num_threads(), next(m.parameters()).device
     for (top, left, h, w), payload in zip(header.tiles(), payloads):
         ph, pw = h + (-h % m.pad_unit), w + (-w % m.pad_unit)
         shape = (ph // 16, pw // 16) if m.prior == "factorized" else (ph // 64, pw // 64)
-        device = next(m.parameters()).device
         r = m.decompress([payload], shape, header.quality - 1, dtype=dtype, device=device, workers=workers)
         x_hat = r["x_hat"][0, :, :h, :w].clamp(0, 1).mul(255).round().to(torch.uint8)
         out[top : top + h, left : left + w] = x_hat.permute(1, 2, 0).cpu().numpy()
