@@ -319,6 +319,42 @@ def test_a_post_filter_starts_as_the_codec_it_grows_from_and_learns_alone(traine
     assert err[1] < 0.9 * err[0]
 
 
+def test_the_encoder_fine_tunes_for_the_decoder_as_it_is(trained_tiny, tmp_path):
+    """``objective="output"``: the rate-distortion loss reaches the encoder through the frozen synthesis and
+    post-filter; training the encoder alone leaves every decoder tensor as it was and lowers the real cost."""
+    from vaekit.training.loop import init_weights
+
+    with pytest.raises(VaekitError, match="objective"):
+        create_model("codec-checkerboard", objective="output")
+    src = checkerboard_from(trained_tiny[0])
+    save_model(src, tmp_path, {"name": "base"})
+    m = create_model("codec-checkerboard", N=src.N, M=src.M, lambdas=src.lambdas, post=8, objective="output")
+    init_weights(m, str(tmp_path / "model.safetensors"))
+    torch.manual_seed(2)
+    torch.nn.init.normal_(m.post.out.weight, std=0.05)  # a filter that changes the image
+    m.eval().update()
+    img = picture(128, 192, seed=7)
+    before, old_id = rd_cost(m, img, compress(img, 2, model=m), 2), m.weights_id()
+    encoder = ("g_a.", "h_a.", "log_gain")
+    for k, v in m.named_parameters():
+        v.requires_grad_(k.startswith(encoder))
+    frozen = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith(encoder)}
+    x = torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+    opt = torch.optim.Adam([v for v in m.parameters() if v.requires_grad], 1e-3)
+    m.train()
+    for _ in range(30):
+        loss = m.loss(x, m(x, 1))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert m.post.out.weight.grad is None and m.g_a[0].weight.grad.abs().sum() > 0
+    m.eval().update()
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in frozen.items())
+    after = compress(img, 2, model=m)
+    assert container.unpack(after, 10**8)[0].weights_id == m.weights_id() != old_id  # the new weights' id
+    assert rd_cost(m, img, after, 2) < 0.97 * before
+
+
 def rd_cost(m, img, data, quality):
     """lambda * 255^2 * MSE + bpp of a real file, the cost the encoder's search lowers."""
     mse = np.mean((decompress(data, model=m).astype(float) - img) ** 2) / 255**2

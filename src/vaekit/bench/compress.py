@@ -229,7 +229,7 @@ def run(**kwargs) -> dict:
     """Run the benchmark with ``DEFAULTS`` updated by ``kwargs``; writes results/ and returns the payload."""
     args = options(kwargs, DEFAULTS)
 
-    from ..tasks.compress import EFFORT_STEPS, load_codec, weights_id
+    from ..tasks.compress import EFFORT_STEPS, load_codec
 
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
@@ -311,7 +311,7 @@ def run(**kwargs) -> dict:
         "model": {
             "spec": args.model,
             "arch": getattr(model, "arch", None),
-            "weights_id": weights_id(model).hex(),
+            "weights_id": model.weights_id().hex(),
             "lambdas": list(model.lambdas),
             "parameters": sum(p.numel() for p in model.parameters()),
         },

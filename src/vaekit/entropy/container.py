@@ -9,8 +9,8 @@ offset      bytes  field
 5           2      model id: a stable number from ``MODEL_IDS`` (0 = a local
                    model, named on the command line when decoding)
 7           8      weights id: the first 8 bytes of the sha256 of the
-                   model's tensors (``weights_id``); decoding with other
-                   weights is refused
+                   model's tensors (``CompressionVAE.weights_id``);
+                   decoding with other weights is refused
 15          1      quality (1 = smallest file)
 16          1      channels of the image (1 gray, 3 RGB)
 17          4      height in pixels

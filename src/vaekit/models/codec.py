@@ -40,6 +40,7 @@ the format and the decoder do not change.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -265,6 +266,7 @@ class CompressionVAE(nn.Module):
         context: str = "none",
         post: int = 0,
         strip: int = 0,
+        objective: str = "synthesis",
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
@@ -273,6 +275,9 @@ class CompressionVAE(nn.Module):
             raise VaekitError(f"unknown distortion {distortion!r}: mse or ms-ssim")
         if context not in ("none", "checkerboard") or (context != "none" and prior != "mean-scale"):
             raise VaekitError(f"context {context!r}: 'none', or 'checkerboard' with the mean-scale prior")
+        if objective not in ("synthesis", "output") or (objective == "output" and not post):
+            raise VaekitError(f"objective {objective!r}: 'synthesis', or 'output' with a post-filter")
+        self.objective = objective
         self.distortion, self.context = distortion, context
         self.prior, self.N, self.M, self.channels = prior, N, M, channels
         # total stride: g_a (16), times h_a (4) for the hyperprior models; inputs are padded to it
@@ -317,10 +322,22 @@ class CompressionVAE(nn.Module):
         self._reset_caches()
 
     def _reset_caches(self):
-        """Forget what is derived from the weights: the integer paths, the coders and the weights id (cached by
-        tasks.compress.weights_id)."""
+        """Forget what is derived from the weights: the integer paths, the coders and the weights id."""
         self._int_hs = self._int_ctx = self._int_ep = None
         self._coders, self._weights_id = {}, None
+
+    def weights_id(self) -> bytes:
+        """First 8 bytes of the sha256 of the tensors (names, dtypes, shapes, values; float32 on CPU): the exact
+        weights, whatever file they came from; a ``.vkc`` header carries it.  Kept until ``update``."""
+        if self._weights_id is None:
+            h = hashlib.sha256()
+            for k, v in sorted(self.state_dict().items()):
+                v = v.detach().cpu()
+                v = v.float() if v.is_floating_point() else v
+                h.update(k.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
+                h.update(v.contiguous().numpy().tobytes())
+            self._weights_id = h.digest()[:8]
+        return self._weights_id
 
     # ----------------------------------------------------------------- training
     def _split(self, h):
@@ -379,8 +396,12 @@ class CompressionVAE(nn.Module):
         y_hat = v + (torch.round(v) - v).detach() + mu
         h = self.g_s[:-1](y_hat * self.log_inv_gain[q].exp()[:, :, None, None])
         x_synth = self.g_s[-1](h)
-        # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
-        x_hat = x_synth if self.post is None else self.post(h.detach(), x_synth.detach(), q)
+        if self.post is None:
+            x_hat = x_synth
+        elif self.objective == "output":  # the loss reaches the latents through the filter
+            x_hat = self.post(h, x_synth, q)
+        else:  # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
+            x_hat = self.post(h.detach(), x_synth.detach(), q)
         pixels = x.shape[-2] * x.shape[-1]
         bits = sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
         return {"x_hat": x_hat, "x_synth": x_synth, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
@@ -398,10 +419,12 @@ class CompressionVAE(nn.Module):
         """Rate-distortion loss, averaged over the batch: lambda_q * 255^2 * MSE + bpp, or with
         ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px), on the synthesis
         transform's image; with a post-filter, minus the mean PSNR (dB) of the filtered images, which only the
-        filter learns from.
+        filter learns from.  With ``objective="output"`` the rate-distortion loss is on the decoded (filtered)
+        image itself: the encoder's fine-tune for a decoder that stays as it is (``trainable: [g_a, h_a,
+        log_gain]``), so every file it writes decodes with the same decoder.
 
         Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE of the decoded (filtered) image."""
-        x_synth = out.get("x_synth", out["x_hat"])
+        x_synth = out["x_hat"] if self.objective == "output" else out.get("x_synth", out["x_hat"])
         mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
         lam = torch.tensor(self.lambdas, device=x.device)[out["quality"]]
         if self.distortion == "ms-ssim":
@@ -412,7 +435,7 @@ class CompressionVAE(nn.Module):
         else:
             per = lam * 255**2 * (x_synth - x).pow(2).flatten(1).mean(1) + kl_weight * out["bpp"]
         loss = per.mean()
-        if self.post is not None:  # the filter's own objective: the mean PSNR over the batch's qualities
+        if self.post is not None and self.objective == "synthesis":  # the filter's own objective: mean PSNR
             loss = loss + 10 * torch.log10(mse.clamp_min(1e-10)).mean()
         return {
             "loss": loss,

@@ -9,10 +9,8 @@ with equal channels (or by a gray codec) and come back gray.
 
 from __future__ import annotations
 
-import hashlib
 import numbers
 import time
-import weakref
 
 import numpy as np
 import torch
@@ -26,26 +24,6 @@ DEFAULT_CODEC = "codec-hyperprior"
 DEFAULT_TILE = 1024
 # encode effort -> steps of latent search per tile (``CompressionVAE.refine``); 0 is the amortized encoder
 EFFORT_STEPS = (0, 20, 50, 100)
-
-
-_WEIGHTS_IDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # model -> weights_id, computed once
-
-
-def weights_id(model) -> bytes:
-    """First 8 bytes of the sha256 of the model's tensors (names, dtypes, values; float32 on CPU).
-
-    Identifies the exact weights independent of the file they came from."""
-    cached = _WEIGHTS_IDS.get(model)
-    if cached is not None:
-        return cached
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        v = v.detach().cpu()
-        v = v.float() if v.is_floating_point() else v
-        h.update(k.encode() + str(v.dtype).encode() + str(tuple(v.shape)).encode())
-        h.update(v.contiguous().numpy().tobytes())
-    _WEIGHTS_IDS[model] = h.digest()[:8]
-    return _WEIGHTS_IDS[model]
 
 
 def load_codec(model=None, device=None):
@@ -121,7 +99,7 @@ class _Encoder:
         self.model, self.x, self.tile = model, x, tile
         self.device = next(model.parameters()).device
         H, W = x.shape[-2:]
-        self.header = container.Header(_model_id(model), weights_id(model), 0, 0, H, W, tile)
+        self.header = container.Header(_model_id(model), model.weights_id(), 0, 0, H, W, tile)
         self._y = {}
 
     def encode(self, quality: int, effort: int = 0):
@@ -275,10 +253,10 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
             )
         model = name
     m = load_codec(model, device)
-    if weights_id(m) != header.weights_id:
+    if m.weights_id() != header.weights_id:
         raise VaekitError(
             f"this file was written with weights {header.weights_id.hex()}, "
-            f"but the model given has weights {weights_id(m).hex()}"
+            f"but the model given has weights {m.weights_id().hex()}"
         )
     if not 1 <= header.quality <= m.qualities:
         raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
