@@ -266,7 +266,6 @@ class CompressionVAE(nn.Module):
         context: str = "none",
         post: int = 0,
         strip: int = 0,
-        objective: str = "synthesis",
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
@@ -275,9 +274,6 @@ class CompressionVAE(nn.Module):
             raise VaekitError(f"unknown distortion {distortion!r}: mse or ms-ssim")
         if context not in ("none", "checkerboard") or (context != "none" and prior != "mean-scale"):
             raise VaekitError(f"context {context!r}: 'none', or 'checkerboard' with the mean-scale prior")
-        if objective not in ("synthesis", "output") or (objective == "output" and not post):
-            raise VaekitError(f"objective {objective!r}: 'synthesis', or 'output' with a post-filter")
-        self.objective = objective
         self.distortion, self.context = distortion, context
         self.prior, self.N, self.M, self.channels = prior, N, M, channels
         # total stride: g_a (16), times h_a (4) for the hyperprior models; inputs are padded to it
@@ -396,12 +392,8 @@ class CompressionVAE(nn.Module):
         y_hat = v + (torch.round(v) - v).detach() + mu
         h = self.g_s[:-1](y_hat * self.log_inv_gain[q].exp()[:, :, None, None])
         x_synth = self.g_s[-1](h)
-        if self.post is None:
-            x_hat = x_synth
-        elif self.objective == "output":  # the loss reaches the latents through the filter
-            x_hat = self.post(h, x_synth, q)
-        else:  # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
-            x_hat = self.post(h.detach(), x_synth.detach(), q)
+        # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
+        x_hat = x_synth if self.post is None else self.post(h.detach(), x_synth.detach(), q)
         pixels = x.shape[-2] * x.shape[-1]
         bits = sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
         return {"x_hat": x_hat, "x_synth": x_synth, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
@@ -419,12 +411,10 @@ class CompressionVAE(nn.Module):
         """Rate-distortion loss, averaged over the batch: lambda_q * 255^2 * MSE + bpp, or with
         ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px), on the synthesis
         transform's image; with a post-filter, minus the mean PSNR (dB) of the filtered images, which only the
-        filter learns from.  With ``objective="output"`` the rate-distortion loss is on the decoded (filtered)
-        image itself: the encoder's fine-tune for a decoder that stays as it is (``trainable: [g_a, h_a,
-        log_gain]``), so every file it writes decodes with the same decoder.
+        filter learns from.
 
         Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE of the decoded (filtered) image."""
-        x_synth = out["x_hat"] if self.objective == "output" else out.get("x_synth", out["x_hat"])
+        x_synth = out.get("x_synth", out["x_hat"])
         mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
         lam = torch.tensor(self.lambdas, device=x.device)[out["quality"]]
         if self.distortion == "ms-ssim":
@@ -435,7 +425,7 @@ class CompressionVAE(nn.Module):
         else:
             per = lam * 255**2 * (x_synth - x).pow(2).flatten(1).mean(1) + kl_weight * out["bpp"]
         loss = per.mean()
-        if self.post is not None and self.objective == "synthesis":  # the filter's own objective: mean PSNR
+        if self.post is not None:  # the filter's own objective: the mean PSNR over the batch's qualities
             loss = loss + 10 * torch.log10(mse.clamp_min(1e-10)).mean()
         return {
             "loss": loss,
