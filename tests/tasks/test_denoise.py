@@ -458,6 +458,7 @@ def test_bench_denoise_tiny(tmp_path, tiny_run):
     assert tv.pop("runs") == [0]  # the figures are recomputed from the stored per-image ones (6 digits)
     assert tv == pytest.approx({k: v for k, v in kept.items() if k != "runs"}, rel=1e-5)
     assert res2["summary"]["sigma25"]["gaussian"]["runs"] == [1] and "tv" not in res2["summary"]["sigma15"]
+    assert res2["models"] == res["models"] and res["models"]["gray"]["sha256"]  # the VAE rows' model stays named
     # each run names its CPU, since seconds from merged runs compare only within one
     cpus = [r["cpu"] for r in res2["runs"]]
     last = (tmp_path / "res" / "denoise-set12.md").read_text().strip().splitlines()[-1]

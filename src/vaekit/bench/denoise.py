@@ -300,8 +300,11 @@ def run(**kwargs) -> dict:
             }
         ]
         prev = out_dir / f"denoise-{set_name}.json"
+        earlier_models = {}
         if not args.fresh_file and prev.is_file():  # merge: earlier runs' other conditions and methods stay
-            rows, runs, fits = _merge(read_results(prev), rows, runs, fits, len(images))
+            old = read_results(prev)
+            rows, runs, fits = _merge(old, rows, runs, fits, len(images))
+            earlier_models = old.get("models", {}) if len(runs) > 1 else {}
         for r in rows:
             for m, v in r.items():
                 if isinstance(v, dict) and "psnr" in v and m != "noisy":
@@ -332,9 +335,12 @@ def run(**kwargs) -> dict:
                 }
         for m in SELFSUP:
             models.pop(m, None)
-        model_info = {
-            k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
-            for k, v in models.items()
+        model_info = {  # a run that loads no model of a kind keeps the earlier runs' record of it
+            **earlier_models,
+            **{
+                k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
+                for k, v in models.items()
+            },
         }
         payload = {
             "task": "denoise",
