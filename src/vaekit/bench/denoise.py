@@ -299,12 +299,15 @@ def run(**kwargs) -> dict:
                 "conditions": [c["tag"] for c in conds],
             }
         ]
+        for m in SELFSUP:
+            models.pop(m, None)
+        model_info = {
+            k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
+            for k, v in models.items()
+        }
         prev = out_dir / f"denoise-{set_name}.json"
-        earlier_models = {}
         if not args.fresh_file and prev.is_file():  # merge: earlier runs' other conditions and methods stay
-            old = read_results(prev)
-            rows, runs, fits = _merge(old, rows, runs, fits, len(images))
-            earlier_models = old.get("models", {}) if len(runs) > 1 else {}
+            rows, runs, fits, model_info = _merge(read_results(prev), rows, runs, fits, model_info, len(images))
         for r in rows:
             for m, v in r.items():
                 if isinstance(v, dict) and "psnr" in v and m != "noisy":
@@ -333,15 +336,6 @@ def run(**kwargs) -> dict:
                     "mean_error": statistics.mean(err),
                     "mean_abs_error": statistics.mean(abs(e) for e in err),
                 }
-        for m in SELFSUP:
-            models.pop(m, None)
-        model_info = {  # a run that loads no model of a kind keeps the earlier runs' record of it
-            **earlier_models,
-            **{
-                k: {"name": getattr(v, "card", {}).get("name"), "sha256": getattr(v, "card", {}).get("sha256")}
-                for k, v in models.items()
-            },
-        }
         payload = {
             "task": "denoise",
             "set": set_name,
@@ -379,11 +373,12 @@ def run(**kwargs) -> dict:
     return payloads
 
 
-def _merge(old: dict, rows: list, runs: list, fits: dict, n_images: int):
+def _merge(old: dict, rows: list, runs: list, fits: dict, models: dict, n_images: int):
     """Fold this run into an earlier results file of the same set: rows are keyed by (image, condition);
-    a method measured now replaces its earlier entry, every other entry is kept with its run index."""
+    a method measured now replaces its earlier entry, every other entry is kept with its run index, and so
+    are the earlier runs' self-supervised fits and model records (a run that loads no model keeps them)."""
     if old.get("n_images") != n_images or "runs" not in old:
-        return rows, runs, fits
+        return rows, runs, fits, models
     base = len(old["runs"])
     for r in old["runs"]:  # files from before runs kept their CPU: the file's last one
         r.setdefault("cpu", old.get("provenance", {}).get("cpu"))
@@ -399,7 +394,12 @@ def _merge(old: dict, rows: list, runs: list, fits: dict, n_images: int):
             merged[key].update(r)
         else:
             merged[key] = r
-    return list(merged.values()), old["runs"] + runs, {**old.get("selfsup_fits", {}), **fits}
+    return (
+        list(merged.values()),
+        old["runs"] + runs,
+        {**old.get("selfsup_fits", {}), **fits},
+        {**old.get("models", {}), **models},
+    )
 
 
 def _fit_selfsup(out_dir: Path, set_name: str, cond: dict, images, noisy, args, method=None):

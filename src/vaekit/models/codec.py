@@ -707,7 +707,8 @@ class CompressionVAE(nn.Module):
         if workers <= 1 or n == 1:
             parts = [run(i) for i in range(n)]
         else:
-            with one_thread(), ThreadPoolExecutor(max_workers=min(workers, n)) as pool:  # every strip on one thread
+            # torch's thread count is process-wide: held at 1 here, so no worker's exit restores it mid-strip
+            with one_thread(), ThreadPoolExecutor(max_workers=min(workers, n)) as pool:
                 parts = list(pool.map(run, range(n)))
         return parts[0] if n == 1 else torch.cat(parts, dim)
 
