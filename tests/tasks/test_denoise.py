@@ -887,39 +887,6 @@ def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_fi
         create_model("denoise-vae-opponent", camera_prob=0.5, **args)
 
 
-def test_a_coarse_level_starts_as_the_model_it_grows_from_and_learns_alone(tmp_path):
-    """A colour model grown a 1/16 level gives its source's estimate exactly, on sizes whose 1/8 grid is odd too;
-    trained alone (``trainable: [coarse]``), its first layer learns once its zero last layer has, and it changes the
-    estimate."""
-    from vaekit.pretrained import save_model
-    from vaekit.registry import create_model
-    from vaekit.training.loop import init_weights
-
-    torch.manual_seed(0)
-    args = dict(widths=[8, 8, 16], latent_channels=2)
-    src = create_model("denoise-vae-opponent", **args)
-    for p in src.parameters():  # not the zero start of the mixing and output layers
-        p.data.normal_(0, 0.05)
-    path = save_model(src, tmp_path, {"name": "src"})
-    m = create_model("denoise-vae-opponent", coarse_width=12, **args)
-    assert "fresh: coarse." in init_weights(m, str(path))
-    for shape in ((32, 32), (40, 56), (24, 8)):  # 1/8 grids 4x4, 5x7, 3x1
-        y = torch.rand(1, 3, *shape)
-        assert torch.equal(m.denoise(y, 20.0)[0], src.denoise(y, 20.0)[0])
-    before = {k: v.clone() for k, v in m.state_dict().items()}
-    level = [p for k, p in m.named_parameters() if k.startswith("coarse.")]
-    opt = torch.optim.Adam(level, lr=1e-2)
-    x = torch.from_numpy(smooth_image(48, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
-    for _ in range(3):
-        opt.zero_grad()
-        m.loss(x, m(x))["loss"].backward()
-        opt.step()
-    moved = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
-    assert {"coarse.1.weight", "coarse.0.0.weight"} <= moved
-    y = torch.rand(1, 3, 40, 56)
-    assert not torch.allclose(m.denoise(y, 20.0)[0], src.denoise(y, 20.0)[0])
-
-
 def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
     """A colour file whose noise is correlated goes to a camera-trained denoiser at the blind level map in one pass
     (no pixel shuffle); white noise and gray images still take the plain path."""

@@ -102,10 +102,6 @@ class DenoisingVAE(nn.Module):
         skipped.  Trained alone (``trainable: [camera]``) it leaves the white-noise estimate exactly as it was.
     camera_prob : the fraction of training examples that are simulated camera files, each given the level the blind
         estimator reads on it (the level map of :func:`vaekit.degrade.blind_level`), as at inference
-    coarse_width : channels of a fourth level at 1/16 resolution (0: none), over the context's last one: a strided
-        conv and two convs there, whose output comes back to 1/8 (a 1x1 conv and a pixel shuffle) as a residual
-        that starts at zero.  It widens what each estimate sees (repeated structure, smooth areas) for a few per cent
-        more arithmetic, and a model grown from one without it (``init_from``) starts as exactly that model.
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -123,7 +119,6 @@ class DenoisingVAE(nn.Module):
         corr_width=(0.4, 1.2),
         camera_input: bool = False,
         camera_prob: float = 0.0,
-        coarse_width: int = 0,
     ):
         super().__init__()
         self.free_bits = float(free_bits)
@@ -162,11 +157,6 @@ class DenoisingVAE(nn.Module):
         self.scale_net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
-        self.coarse_width = cw = int(coarse_width)
-        if cw:
-            self.coarse = nn.Sequential(_block(w2, cw, 3, stride=2), nn.Conv2d(cw, 4 * w2, 1))
-            nn.init.zeros_(self.coarse[-1].weight)
-            nn.init.zeros_(self.coarse[-1].bias)
         if self.camera_input:  # one branch per mixing point: e1, e2, e3 in the context, d2, d1 in the decoder
             self.camera = nn.ModuleList(
                 nn.Sequential(conv3(w, w), nn.ReLU(inplace=True), nn.Conv2d(w, w, 1)) for w in (w0, w1, w2, w1, w0)
@@ -209,7 +199,7 @@ class DenoisingVAE(nn.Module):
             smap = (sigma.float() / 255.0).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[-2:])
         e1 = self._camera(0, self._mix(0, self.e1(torch.cat([h, smap.to(h.dtype)], 1))), camera)
         e2 = self._camera(1, self._mix(1, self.e2(e1)), camera)
-        e3 = self._coarse(self._camera(2, self._mix(2, self.e3(e2)), camera))
+        e3 = self._camera(2, self._mix(2, self.e3(e2)), camera)
         mu, logvar = self.prior_head(e3).chunk(2, 1)
         return (e1, e2, e3), (mu, logvar.clamp(-12.0, 6.0))
 
@@ -227,14 +217,6 @@ class DenoisingVAE(nn.Module):
         if camera is None:
             return h
         return h + camera.to(h.dtype).view(-1, 1, 1, 1) * self.camera[i](h)
-
-    def _coarse(self, e3):
-        """``e3`` plus the fourth level's residual (``coarse_width``); an odd side is padded by one and cropped."""
-        if not self.coarse_width:
-            return e3
-        h, w = e3.shape[-2:]
-        r = self.coarse(F.pad(e3, (0, w % 2, 0, h % 2), mode="replicate"))
-        return e3 + F.pixel_shuffle(r, 2)[..., :h, :w]
 
     def posterior(self, x, e3):
         q = self.q_in(F.pixel_unshuffle(x, 2))
