@@ -34,6 +34,7 @@ SHIPPED = {
     "codec-hyperprior-r4": "codec-hyperprior-r4",
     "codec-hyperprior-r5": "codec-hyperprior-r5",
     "codec-hyperprior-r6": "codec-hyperprior-r6",
+    "codec-hyperprior-r7": "codec-hyperprior-r7",
     "compensate-posterior": "compensate-posterior",
     "cvae-mnist": "cvae-mnist",
     "denoise-gray": "denoise-gray",
@@ -57,6 +58,8 @@ DOWNLOADS = {
     "codec-hyperprior-r5.safetensors",
     "codec-hyperprior-r6": "https://github.com/vaekit/vaekit-weights/releases/download/r6/"
     "codec-hyperprior-r6.safetensors",
+    "codec-hyperprior-r7": "https://github.com/vaekit/vaekit-weights/releases/download/r7/"
+    "codec-hyperprior-r7.safetensors",
 }
 
 

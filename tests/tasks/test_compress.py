@@ -576,7 +576,7 @@ def test_shipped_codec_on_the_sample_photo():
     for q in (1, 4, 8):
         data = compress(img, q)  # the shipped codec by default, decoded by its model id
         rec = decompress(data)
-        assert container.unpack(data, 10**8)[0].model_id == 7
+        assert container.unpack(data, 10**8)[0].model_id == 8
         sizes.append(len(data))
         psnrs.append(10 * np.log10(255**2 / np.mean((rec.astype(float) - img) ** 2)))
     assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2]
@@ -585,7 +585,7 @@ def test_shipped_codec_on_the_sample_photo():
 
 @pytest.mark.parametrize(
     "release,model_id",
-    [(f"codec-hyperprior-r{i}", i) for i in range(1, 7)],
+    [(f"codec-hyperprior-r{i}", i) for i in range(1, 8)],
 )
 def test_files_of_earlier_codec_releases_still_decode(release, model_id):
     """Retrained weights get a new model id; an earlier release, once installed, decodes its files."""
@@ -597,7 +597,7 @@ def test_files_of_earlier_codec_releases_still_decode(release, model_id):
     img = sample_photo("chelsea")[:128, :192]
     old = compress(img, 3, model=release)
     new = compress(img, 3)
-    assert container.unpack(old, 10**8)[0].model_id == model_id and container.unpack(new, 10**8)[0].model_id == 7
+    assert container.unpack(old, 10**8)[0].model_id == model_id and container.unpack(new, 10**8)[0].model_id == 8
     assert old != new
     rec_old, rec_new = decompress(old), decompress(new)  # each found by the id in its header
     assert rec_old.shape == rec_new.shape == img.shape and not np.array_equal(rec_old, rec_new)

@@ -46,7 +46,8 @@ MODEL_IDS = {
     4: "codec-hyperprior-r4",  # the fourth release (photos fine-tune annealed, context retrained)
     5: "codec-hyperprior-r5",  # the fifth release (trained end to end), before the post-filter
     6: "codec-hyperprior-r6",  # the sixth release (id 5 with a post-filter, 5,000 steps)
-    7: "codec-hyperprior",
+    7: "codec-hyperprior-r7",  # the seventh release (the post-filter to step 11,000, the synthesis in strips)
+    8: "codec-hyperprior",
 }
 _HEAD = struct.Struct("<4sBH8sBBIIH")
 TILE_UNIT = 64
