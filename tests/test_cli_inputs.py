@@ -70,7 +70,14 @@ def _corpus(d):
     for name, im in odd.items():
         im.save(d / name)
         files[name] = (d / name, 0, "")
+    import imagecodecs
+
+    (d / "rgb16.png").write_bytes(imagecodecs.png_encode(_photo().astype(np.uint16) * 251 + 3))
+    files["rgb16.png"] = (d / "rgb16.png", 0, "")
     return good, files
+
+
+DEEP = {"gray16.png", "rgb16.png"}  # 16-bit files, whose restored images come back 16-bit
 
 
 COMMANDS = {  # command -> extra arguments; every one reads an image and writes one
@@ -99,6 +106,8 @@ def test_every_command_against_bad_and_odd_inputs(command, tmp_path, capsys):
             assert not out.exists(), (command, name)
         else:
             assert out.is_file() and out.stat().st_size > 0, (command, name)
+            if command != "compress":  # PNG bit depth: byte 24 of the file
+                assert out.read_bytes()[24] == (16 if name in DEEP else 8), (command, name)
             assert all(line.startswith("vaekit: warning:") for line in err.splitlines()), (command, name, err)
         assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")], (command, name)
 

@@ -111,6 +111,29 @@ def test_16bit_color_png_and_tiff_keep_their_precision(tmp_path):
         read_image(tmp_path / "t.png")
 
 
+def test_16bit_sources_are_written_back_in_16_bits(tmp_path):
+    import imagecodecs
+
+    from vaekit.io import read_array, source_bits
+
+    rgb16 = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 701 + 11).astype(np.uint16)
+    (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(rgb16))
+    Image.fromarray(rgb16[..., 0]).save(tmp_path / "g.png")
+    Image.fromarray((rgb16 >> 8).astype(np.uint8)).save(tmp_path / "c8.png")
+    np.save(tmp_path / "f.npy", rgb16.astype(np.float32) / 65535)
+    bits = {p: source_bits(tmp_path / p) for p in ("c.png", "g.png", "c8.png", "f.npy")}
+    assert bits == {"c.png": 16, "g.png": 16, "c8.png": 8, "f.npy": 16}
+    for name in ("c.png", "g.png"):
+        a = read_array(tmp_path / name)
+        write_image(tmp_path / ("out_" + name), a, bits=16)
+        back = imagecodecs.png_decode((tmp_path / ("out_" + name)).read_bytes())
+        assert back.dtype == np.uint16 and np.array_equal(back, rgb16 if name == "c.png" else rgb16[..., 0])
+    write_image(tmp_path / "u8.png", np.asarray(Image.open(tmp_path / "c8.png")), bits=16)  # 8-bit data, scaled
+    assert np.array_equal(imagecodecs.png_decode((tmp_path / "u8.png").read_bytes()), (rgb16 >> 8) * 257)
+    with pytest.raises(ValueError, match="bits"):
+        write_image(tmp_path / "x.png", np.zeros((2, 2)), bits=12)
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_array_orientation_matches_pillow(tmp_path, orientation):
     from PIL import ImageOps

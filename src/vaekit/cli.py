@@ -675,10 +675,10 @@ def cmd_augment(args):
 
 def cmd_enhance(args):
     from .enhance import apply_ops, parse_ops
-    from .io import read_array, write_image
+    from .io import read_array, source_bits, write_image
 
     ops = parse_ops(args.ops)
-    write_image(args.output, apply_ops(read_array(args.input), ops))
+    write_image(args.output, apply_ops(read_array(args.input), ops), source_bits(args.input))
     print(f"{args.output}: {', '.join(ops)}")
 
 

@@ -3,7 +3,8 @@
 ``read_image`` turns any PNG / JPEG / TIFF / WebP / BMP that Pillow reads
 (gray, RGB, RGBA, palette, 8- or 16-bit, float TIFF) or a ``.npy`` float
 array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
-``write_image`` writes PNG atomically (temp name, then rename).
+``write_image`` writes PNG atomically (temp name, then rename), 16-bit where :func:`source_bits` says the
+input had more than 8 bits, so that restoring a 16-bit scan does not truncate it.
 
 :func:`as_float_image` / :func:`restore_layout` are the one image-coercion contract of the task API: any
 numpy image (H x W, H x W x 1 or H x W x 3; uint8, uint16, 0..255 integers or float in [0, 1] units; a tensor is
@@ -262,24 +263,32 @@ def restore_layout(a, layout: ImageLayout, *, clip: bool = True) -> np.ndarray:
     return (np.clip(a, 0, 1) if clip else a).astype(dt)
 
 
-def to_uint8(img) -> np.ndarray:
-    """Tensor (C, H, W) / (B=1, ...) or array (H, W[, C]) in [0, 1] -> uint8 (H, W[, C])."""
+def _hwc(img) -> np.ndarray:
+    """Tensor (C, H, W) / (B=1, ...) or array (H, W[, C]) -> array (H, W[, C])."""
     if isinstance(img, torch.Tensor):
         t = img.detach().cpu().float()
         if t.ndim == 4:
             if t.shape[0] != 1:
                 raise ValueError("to_uint8 takes one image, not a batch")
             t = t[0]
-        arr = t.permute(1, 2, 0).numpy() if t.ndim == 3 else t.numpy()
-    else:
-        arr = np.asarray(img)
-    if arr.dtype == np.uint8:
-        out = arr
-    else:
-        out = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
-    if out.ndim == 3 and out.shape[2] == 1:
-        out = out[..., 0]
-    return out
+        return t.permute(1, 2, 0).numpy() if t.ndim == 3 else t.numpy()
+    return np.asarray(img)
+
+
+def _samples(arr: np.ndarray, dtype, top: float) -> np.ndarray:
+    out = arr if arr.dtype == dtype else (np.clip(arr.astype(np.float32), 0.0, 1.0) * top + 0.5).astype(dtype)
+    return out[..., 0] if out.ndim == 3 and out.shape[2] == 1 else out
+
+
+def to_uint8(img) -> np.ndarray:
+    """Tensor (C, H, W) / (B=1, ...) or array (H, W[, C]) in [0, 1] -> uint8 (H, W[, C])."""
+    return _samples(_hwc(img), np.uint8, 255.0)
+
+
+def to_uint16(img) -> np.ndarray:
+    """As :func:`to_uint8`, to uint16 (full scale 65535; uint8 input is scaled by 257)."""
+    arr = _hwc(img)
+    return _samples(arr.astype(np.uint16) * 257 if arr.dtype == np.uint8 else arr, np.uint16, 65535.0)
 
 
 def check_output_path(path: str | os.PathLike) -> None:
@@ -323,14 +332,34 @@ def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, img) -> Path:
-    """Write an image as PNG (8-bit) atomically; parent folders are created."""
+def source_bits(path: str | os.PathLike) -> int:
+    """Bits per sample an output made from the file at ``path`` keeps: 16 for 16-bit PNG / TIFF, float TIFF and
+    uint16 or float ``.npy`` (more than 8 bits of precision), else 8."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        return 8 if np.load(path, mmap_mode="r", allow_pickle=False).dtype in (np.uint8, bool) else 16
+    with Image.open(path) as im:
+        if im.mode.startswith("I;16") or im.mode in ("I", "F") or _deep_color(im):
+            return 16
+    return 8
+
+
+def write_image(path: str | os.PathLike, img, bits: int = 8) -> Path:
+    """Write an image as PNG (``bits`` 8 or 16 per sample) atomically; parent folders are created."""
+    import imagecodecs
+
+    if bits not in (8, 16):
+        raise ValueError(f"bits must be 8 or 16, not {bits}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    arr = to_uint8(img)
     tmp = temp_path(path)
     try:
-        Image.fromarray(arr).save(tmp, format="PNG")
+        if bits == 16:
+            tmp.write_bytes(
+                imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img)))
+            )  # Pillow writes no 16-bit colour PNG
+        else:
+            Image.fromarray(to_uint8(img)).save(tmp, format="PNG")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

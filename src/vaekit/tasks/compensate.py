@@ -181,7 +181,7 @@ def compensate_paths(
 
     from .. import batch
     from ..data import find_images
-    from ..io import read_array, write_image
+    from ..io import read_array, source_bits, write_image
     from .common import resolve_model
 
     inp, output = Path(inp), Path(output)
@@ -193,7 +193,7 @@ def compensate_paths(
 
     def work(it, img):
         r = compensate(img, method=method, model=use, seed=seed, device=device, details=True)
-        write_image(it.output, r.image)
+        write_image(it.output, r.image, source_bits(it.input))
         return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
 
     return batch.run(

@@ -399,8 +399,9 @@ def denoise(
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
 
 
-def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None) -> None:
-    """``--samples N -o DIR``: mean.png, sample_000.png ..., std.png (scaled to 8 bits) and samples.json.
+def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None, bits: int = 8) -> None:
+    """``--samples N -o DIR``: mean.png, sample_000.png ... (``bits`` per sample), std.png (scaled to 8 bits) and
+    samples.json.
 
     ``result``: a :class:`~vaekit.tasks.common.Result`; ``extra``: more fields for samples.json (default: the
     denoiser's noise level)."""
@@ -415,9 +416,9 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
     out_dir = temp_path(final)  # filled, then renamed: a set is complete or absent
     out_dir.mkdir()
     try:
-        write_image(out_dir / "mean.png", result.image)
+        write_image(out_dir / "mean.png", result.image, bits)
         for i, d in enumerate(result.samples):
-            write_image(out_dir / f"sample_{i:03d}.png", d)
+            write_image(out_dir / f"sample_{i:03d}.png", d, bits)
         scale = None
         if result.std is not None:
             top = float(np.max(result.std)) or 1.0
@@ -467,7 +468,7 @@ def denoise_paths(
 
     from .. import batch
     from ..data import find_images
-    from ..io import read_array, write_image
+    from ..io import read_array, source_bits, write_image
 
     inp, output = Path(inp), Path(output)
     files = find_images(inp)
@@ -501,9 +502,9 @@ def denoise_paths(
         )
         if samples > 1:
             name = str(model or SHIPPED_BY_CHANNELS[ch])
-            write_sample_set(it.output, r, model_name=name, seed=seed)
+            write_sample_set(it.output, r, model_name=name, seed=seed, bits=source_bits(it.input))
         else:
-            write_image(it.output, r.image)
+            write_image(it.output, r.image, source_bits(it.input))
         return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
 
     return batch.run(

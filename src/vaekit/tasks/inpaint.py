@@ -473,7 +473,7 @@ def inpaint_paths(
 
     from .. import batch
     from ..data import find_images
-    from ..io import read_array, write_image
+    from ..io import read_array, source_bits, write_image
     from .denoise import write_sample_set
 
     inp, output = Path(inp), Path(output)
@@ -510,9 +510,10 @@ def inpaint_paths(
         )
         if samples > 1:
             extra = {"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)}
-            write_sample_set(it.output, r, model_name=str(model or SHIPPED_INPAINTER), seed=seed, extra=extra)
+            name = str(model or SHIPPED_INPAINTER)
+            write_sample_set(it.output, r, model_name=name, seed=seed, extra=extra, bits=source_bits(it.input))
         else:
-            write_image(it.output, r.image)
+            write_image(it.output, r.image, source_bits(it.input))
         return [it.output], {"hole_fraction": float(mk.mean()), "method": r.method}
 
     return batch.run(
