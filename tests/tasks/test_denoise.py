@@ -887,6 +887,39 @@ def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_fi
         create_model("denoise-vae-opponent", camera_prob=0.5, **args)
 
 
+def test_decoder_blocks_start_as_the_model_they_grow_from_and_learn_alone(tmp_path):
+    """A colour model grown residual blocks in its decoder gives its source's estimate exactly; trained alone
+    (``trainable: [deep]``), the blocks' first layers learn once their zero last layers have, and the estimate
+    changes."""
+    from vaekit.pretrained import save_model
+    from vaekit.registry import create_model
+    from vaekit.training.loop import init_weights
+
+    torch.manual_seed(0)
+    args = dict(widths=[8, 8, 16], latent_channels=2)
+    src = create_model("denoise-vae-opponent", **args)
+    for p in src.parameters():  # not the zero start of the mixing and output layers
+        p.data.normal_(0, 0.05)
+    path = save_model(src, tmp_path, {"name": "src"})
+    m = create_model("denoise-vae-opponent", decoder_blocks=2, **args)
+    assert "fresh: deep." in init_weights(m, str(path))
+    y = torch.rand(1, 3, 40, 56)
+    assert torch.equal(m.denoise(y, 20.0)[0], src.denoise(y, 20.0)[0])
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    blocks = [p for k, p in m.named_parameters() if k.startswith("deep.")]
+    assert len(blocks) == 4 * 2 * 2  # two levels, two blocks each, two convs with bias
+    opt = torch.optim.Adam(blocks, lr=1e-2)
+    x = torch.from_numpy(smooth_image(48, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    for _ in range(3):
+        opt.zero_grad()
+        m.loss(x, m(x))["loss"].backward()
+        opt.step()
+    moved = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
+    assert {"deep.0.0.weight", "deep.0.2.weight", "deep.3.0.weight", "deep.3.2.weight"} <= moved
+    assert not any(k.startswith(("e1.", "d1.", "mix.")) for k in moved)
+    assert not torch.allclose(m.denoise(y, 20.0)[0], src.denoise(y, 20.0)[0])
+
+
 def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
     """A colour file whose noise is correlated goes to a camera-trained denoiser at the blind level map in one pass
     (no pixel shuffle); white noise and gray images still take the plain path."""

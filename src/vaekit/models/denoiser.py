@@ -102,6 +102,9 @@ class DenoisingVAE(nn.Module):
         skipped.  Trained alone (``trainable: [camera]``) it leaves the white-noise estimate exactly as it was.
     camera_prob : the fraction of training examples that are simulated camera files, each given the level the blind
         estimator reads on it (the level map of :func:`vaekit.degrade.blind_level`), as at inference
+    decoder_blocks : residual blocks (3x3 conv, ReLU, 3x3 conv, the last starting at zero) added after each of the
+        decoder's 1/4 and 1/2 levels: depth where the estimate's detail is formed.  A model grown from one without
+        them (``init_from``) starts as exactly that model.
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -119,6 +122,7 @@ class DenoisingVAE(nn.Module):
         corr_width=(0.4, 1.2),
         camera_input: bool = False,
         camera_prob: float = 0.0,
+        decoder_blocks: int = 0,
     ):
         super().__init__()
         self.free_bits = float(free_bits)
@@ -157,6 +161,15 @@ class DenoisingVAE(nn.Module):
         self.scale_net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        self.decoder_blocks = int(decoder_blocks)
+        self.deep = nn.ModuleList(
+            nn.Sequential(conv3(w, w), nn.ReLU(inplace=True), conv3(w, w))
+            for w in (w1, w0)
+            for _ in range(self.decoder_blocks)
+        )
+        for block in self.deep:
+            nn.init.zeros_(block[-1].weight)
+            nn.init.zeros_(block[-1].bias)
         if self.camera_input:  # one branch per mixing point: e1, e2, e3 in the context, d2, d1 in the decoder
             self.camera = nn.ModuleList(
                 nn.Sequential(conv3(w, w), nn.ReLU(inplace=True), nn.Conv2d(w, w, 1)) for w in (w0, w1, w2, w1, w0)
@@ -228,10 +241,17 @@ class DenoisingVAE(nn.Module):
         e1, e2, e3 = skips
         h = self.d3(torch.cat([e3, z], 1))
         h = self._mix(3, self.d2(torch.cat([F.relu(F.pixel_shuffle(self.up2(h), 2)), e2], 1)))
-        h = self._camera(3, h, camera)
+        h = self._deep(0, self._camera(3, h, camera))
         h = self._mix(4, self.d1(torch.cat([F.relu(F.pixel_shuffle(self.up1(h), 2)), e1], 1)))
-        h = self._camera(4, h, camera)
+        h = self._deep(1, self._camera(4, h, camera))
         return y + F.pixel_shuffle(self.out(h), 2)
+
+    def _deep(self, level: int, h):
+        """``h`` through the ``decoder_blocks`` residual blocks of decoder level ``level`` (0: 1/4, 1: 1/2)."""
+        n = self.decoder_blocks
+        for block in self.deep[level * n : (level + 1) * n]:
+            h = h + block(h)
+        return h
 
     def _mix(self, i: int, h):
         """Features after mixing point ``i`` (0-2 in the context, 3-4 in the decoder): unchanged here."""
