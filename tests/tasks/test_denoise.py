@@ -197,6 +197,33 @@ def test_classical_baselines_improve_a_noisy_image():
         baselines.get("denoise", "nope")
 
 
+def test_bm3d_runs_on_the_thread_budget_not_on_every_core(monkeypatch):
+    """The bm3d package runs on every core unless its profile says otherwise; the baseline gives it torch's
+    thread count (what ``--threads`` sets), so that timings "at one thread" are."""
+    import sys
+    import types
+
+    from vaekit import baselines
+
+    seen = []
+
+    class Profile:
+        num_threads = 0
+
+    def run(z, sigma, profile):
+        seen.append((z.ndim, profile.num_threads))
+        return z
+
+    fake = types.SimpleNamespace(BM3DProfile=Profile, bm3d=run, bm3d_rgb=run)
+    monkeypatch.setitem(sys.modules, "bm3d", fake)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    bm3d = baselines.get("denoise", "bm3d")
+    bm3d(np.zeros((8, 8)), 25)
+    bm3d(np.zeros((8, 8, 3)), 25)
+    bm3d(np.zeros((8, 8)), 25, threads=3)
+    assert seen == [(2, 1), (3, 1), (2, 3)]
+
+
 def tiny_denoiser(channels=1, seed=0):
     from vaekit import create_model
 
