@@ -297,6 +297,7 @@ def run(**kwargs) -> dict:
                 "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "methods": methods,
                 "conditions": [c["tag"] for c in conds],
+                "bm3d_threads": args.threads,  # earlier runs let the bm3d package use every core
             }
         ]
         for m in SELFSUP:
