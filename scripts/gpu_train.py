@@ -36,6 +36,7 @@ JOBS = {
     "denoise-color": {
         "config": "configs/denoise-color-opponent.yaml",
         "overrides": [
+            "model_args.decoder_blocks=1",  # the shipped model's decoder blocks
             "amp=bf16",
             "batch_size=32",
             "patch_size=128",

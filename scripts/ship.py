@@ -37,7 +37,7 @@ MODELS = {
     "denoise-color": {
         "kind": "denoise",
         "mode": "RGB",
-        "config": "configs/denoise-color-opponent3.yaml",
+        "config": "configs/denoise-color-deep.yaml",
         "storage": "float16",  # as the releases it grows from
         "data_dir": "../shared/data/photos",
         "val": "split",
@@ -48,7 +48,9 @@ MODELS = {
             "(948 images), area-downscaled by 2, random crops with flips: 96x96 for 8,000 steps "
             "(configs/denoise-color-opponent.yaml), then 160x160 for 2,000 (configs/denoise-color-opponent2.yaml); "
             "then the camera branch alone, the rest frozen, on 160x160 crops (configs/denoise-color-camera.yaml); "
-            "then 2,000 more steps of 160x160 crops for all but the branch (configs/denoise-color-opponent3.yaml)",
+            "then 2,000 more steps of 160x160 crops for all but the branch (configs/denoise-color-opponent3.yaml), "
+            "and three more such cycles on 176x176 crops in batches of 5; then one residual block after each of the "
+            "decoder's 1/4 and 1/2 levels, trained alone (configs/denoise-color-deep.yaml)",
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 "
             "bits; the camera branch: simulated camera files (Poisson-Gaussian noise, 100-4,000 photons at white, "
