@@ -872,10 +872,9 @@ def test_opponent_colour_model_starts_as_the_gray_opponent_path_and_its_mixing_l
     assert np.allclose(vae_denoise(back, y, 25)[0], vae_denoise(c, y, 25)[0], atol=2e-3)
 
 
-def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_files_only(tmp_path):
-    """A colour model grown a camera branch starts as its source on either noise; trained alone, the branch
-    changes camera-file estimates and leaves white-noise ones exactly as they were; with ``camera_prob``
-    training draws camera files, flagged, at the blind estimator's level map; only such a model takes them."""
+def _grown_colour_model(tmp_path, part: str, **grow):
+    """A small colour model with random weights (not the zero start of its mixing and output layers), and the same
+    model grown ``grow`` from its file; ``part`` (a tensor-name prefix) must be what was grown."""
     from vaekit.pretrained import save_model
     from vaekit.registry import create_model
     from vaekit.training.loop import init_weights
@@ -883,21 +882,37 @@ def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_fi
     torch.manual_seed(0)
     args = dict(widths=[8, 8, 16], latent_channels=2)
     src = create_model("denoise-vae-opponent", **args)
-    for p in src.parameters():  # not the zero start of the mixing and output layers
+    for p in src.parameters():
         p.data.normal_(0, 0.05)
     path = save_model(src, tmp_path, {"name": "src"})
-    m = create_model("denoise-vae-opponent", camera_input=True, camera_prob=1.0, **args)
-    assert "fresh: camera." in init_weights(m, str(path))
-    y = torch.rand(2, 3, 32, 32)
-    ref = src.denoise(y, 20.0)[0]
-    assert torch.equal(m.denoise(y, 20.0)[0], ref) and torch.equal(m.denoise(y, 20.0, camera=True)[0], ref)
-    branch = [p for k, p in m.named_parameters() if k.startswith("camera.")]
-    opt = torch.optim.Adam(branch, lr=1e-2)
-    x = torch.from_numpy(smooth_image(64, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
-    for _ in range(3):
+    m = create_model("denoise-vae-opponent", **args, **grow)
+    assert f"fresh: {part}." in init_weights(m, str(path))
+    return src, m, args
+
+
+def _train_alone(m, part: str, h: int, w: int, steps: int = 3):
+    """``steps`` Adam steps on two smooth crops for the parameters under ``part`` only; returns the crops."""
+    params = [p for k, p in m.named_parameters() if k.startswith(part + ".")]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    x = torch.from_numpy(smooth_image(h, w, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    for _ in range(steps):
         opt.zero_grad()
         m.loss(x, m(x))["loss"].backward()
         opt.step()
+    return x
+
+
+def test_camera_branch_starts_as_the_model_it_grows_from_and_trains_on_camera_files_only(tmp_path):
+    """A colour model grown a camera branch starts as its source on either noise; trained alone, the branch
+    changes camera-file estimates and leaves white-noise ones exactly as they were; with ``camera_prob``
+    training draws camera files, flagged, at the blind estimator's level map; only such a model takes them."""
+    from vaekit.registry import create_model
+
+    src, m, args = _grown_colour_model(tmp_path, "camera", camera_input=True, camera_prob=1.0)
+    y = torch.rand(2, 3, 32, 32)
+    ref = src.denoise(y, 20.0)[0]
+    assert torch.equal(m.denoise(y, 20.0)[0], ref) and torch.equal(m.denoise(y, 20.0, camera=True)[0], ref)
+    x = _train_alone(m, "camera", 64, 64)
     assert torch.equal(m.denoise(y, 20.0)[0], ref)  # white noise: the branch is skipped
     assert not torch.allclose(m.denoise(y, 20.0, camera=True)[0], ref)
     with pytest.raises(ValueError, match="camera"):
@@ -918,29 +933,12 @@ def test_decoder_blocks_start_as_the_model_they_grow_from_and_learn_alone(tmp_pa
     """A colour model grown residual blocks in its decoder gives its source's estimate exactly; trained alone
     (``trainable: [deep]``), the blocks' first layers learn once their zero last layers have, and the estimate
     changes."""
-    from vaekit.pretrained import save_model
-    from vaekit.registry import create_model
-    from vaekit.training.loop import init_weights
-
-    torch.manual_seed(0)
-    args = dict(widths=[8, 8, 16], latent_channels=2)
-    src = create_model("denoise-vae-opponent", **args)
-    for p in src.parameters():  # not the zero start of the mixing and output layers
-        p.data.normal_(0, 0.05)
-    path = save_model(src, tmp_path, {"name": "src"})
-    m = create_model("denoise-vae-opponent", decoder_blocks=2, **args)
-    assert "fresh: deep." in init_weights(m, str(path))
+    src, m, _ = _grown_colour_model(tmp_path, "deep", decoder_blocks=2)
     y = torch.rand(1, 3, 40, 56)
     assert torch.equal(m.denoise(y, 20.0)[0], src.denoise(y, 20.0)[0])
     before = {k: v.clone() for k, v in m.state_dict().items()}
-    blocks = [p for k, p in m.named_parameters() if k.startswith("deep.")]
-    assert len(blocks) == 4 * 2 * 2  # two levels, two blocks each, two convs with bias
-    opt = torch.optim.Adam(blocks, lr=1e-2)
-    x = torch.from_numpy(smooth_image(48, 64, c=3).astype(np.float32)).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
-    for _ in range(3):
-        opt.zero_grad()
-        m.loss(x, m(x))["loss"].backward()
-        opt.step()
+    assert len([k for k, _ in m.named_parameters() if k.startswith("deep.")]) == 4 * 2 * 2  # 2 levels x 2 blocks
+    _train_alone(m, "deep", 48, 64)
     moved = {k for k, v in m.state_dict().items() if not torch.equal(v, before[k])}
     assert {"deep.0.0.weight", "deep.0.2.weight", "deep.3.0.weight", "deep.3.2.weight"} <= moved
     assert not any(k.startswith(("e1.", "d1.", "mix.")) for k in moved)
