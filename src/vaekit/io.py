@@ -269,7 +269,7 @@ def _hwc(img) -> np.ndarray:
         t = img.detach().cpu().float()
         if t.ndim == 4:
             if t.shape[0] != 1:
-                raise ValueError("to_uint8 takes one image, not a batch")
+                raise ValueError(f"expected one image, not a batch of {t.shape[0]}")
             t = t[0]
         return t.permute(1, 2, 0).numpy() if t.ndim == 3 else t.numpy()
     return np.asarray(img)
@@ -354,10 +354,8 @@ def write_image(path: str | os.PathLike, img, bits: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        if bits == 16:
-            tmp.write_bytes(
-                imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img)))
-            )  # Pillow writes no 16-bit colour PNG
+        if bits == 16:  # Pillow writes no 16-bit colour PNG
+            tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img))))
         else:
             Image.fromarray(to_uint8(img)).save(tmp, format="PNG")
         os.replace(tmp, path)
