@@ -5,6 +5,7 @@ import io
 import struct
 import zlib
 
+import imagecodecs
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -70,8 +71,6 @@ def _corpus(d):
     for name, im in odd.items():
         im.save(d / name)
         files[name] = (d / name, 0, "")
-    import imagecodecs
-
     (d / "rgb16.png").write_bytes(imagecodecs.png_encode(_photo().astype(np.uint16) * 251 + 3))
     files["rgb16.png"] = (d / "rgb16.png", 0, "")
     return good, files
