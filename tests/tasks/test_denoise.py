@@ -967,3 +967,19 @@ def test_blind_camera_noise_goes_to_a_camera_model_at_the_blind_level_map():
     assert for_noise(record, degrade.gaussian(rgb, 10, seed=1), level_map=True, camera=True)[2] == "blind"
     assert for_noise(record, cam[..., 1], level_map=True, camera=True)[2] == "blind"
     assert [c[0] for c in calls] == ["plain", "plain"]
+
+
+def test_photos_val_gray_is_the_val_split_in_luma(tmp_path):
+    """photos-val-gray reads the val rows of SPLITS.tsv as Pillow's 8-bit luma, the gray training's reading."""
+    from PIL import Image
+
+    from vaekit.bench.denoise import GRAY_SETS, load_photos_val
+
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "SPLITS.tsv").write_text("file\tsplit\na.png\ttrain\nb.png\tval\n")
+    [(name, x)] = load_photos_val(tmp_path, gray=True)
+    assert name == "b.png" and x.shape == (20, 30) and "photos-val-gray" in GRAY_SETS
+    assert np.array_equal(x * 255, np.asarray(Image.open(tmp_path / "b.png").convert("L"), np.float64))
+    assert load_photos_val(tmp_path)[0][1].shape == (20, 30, 3)

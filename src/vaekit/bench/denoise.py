@@ -42,7 +42,7 @@ from .common import (
     write_results,
 )
 
-GRAY_SETS = ("set12", "bsd68")
+GRAY_SETS = ("set12", "bsd68", "photos-val-gray")  # photos-val-gray: for choosing gray models
 COLOR_SETS = ("cbsd68", "mcmaster", "kodak", "photos-val")
 REAL_SETS = ("realnoise-cc15",)  # real noisy/clean pairs: every method blind
 VAE_METHODS = ("vae", "vae-8", "vae-blind", "vae-selfsup", "vae-divnoising")
@@ -114,14 +114,23 @@ def load_pairs(path) -> list[tuple[str, np.ndarray, np.ndarray]]:
     return pairs
 
 
-def load_photos_val(root) -> list[tuple[str, np.ndarray]]:
-    """photos-val: the ``val`` rows of ``photos/SPLITS.tsv``, as read from their JPEG files."""
+def load_photos_val(root, gray: bool = False) -> list[tuple[str, np.ndarray]]:
+    """photos-val: the ``val`` rows of ``photos/SPLITS.tsv``, as read from their JPEG files; ``gray``: their
+    8-bit luma (Pillow's ``L``, as gray training reads the train split)."""
     from .. import data as vd
     from ..io import read_array
 
     root = Path(root)
     _, val = vd.split_by_file(vd.find_images(root), root / "SPLITS.tsv")
-    return [(Path(f).name, np.asarray(read_array(f), dtype=np.float64)) for f in val]
+    out = []
+    for f in val:
+        x = np.asarray(read_array(f), dtype=np.float64)
+        if gray:
+            from PIL import Image
+
+            x = np.asarray(Image.fromarray(np.round(x * 255).astype(np.uint8)).convert("L"), np.float64) / 255
+        out.append((Path(f).name, x))
+    return out
 
 
 def _run(method, y, cond, models, seed):
@@ -213,8 +222,8 @@ def run(**kwargs) -> dict:
         if set_name in REAL_SETS:
             pairs = load_pairs(root / set_name)[: args.limit or None]
             images, real = [(n, c) for n, c, _ in pairs], [y for _, _, y in pairs]
-        elif set_name == "photos-val":
-            images = load_photos_val(root / "photos")[: args.limit or None]
+        elif set_name in ("photos-val", "photos-val-gray"):
+            images = load_photos_val(root / "photos", gray=set_name in GRAY_SETS)[: args.limit or None]
         else:
             images = load_set(root / set_name, mode)[: args.limit or None]
         rows = []
