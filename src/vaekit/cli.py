@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
     )
     p.add_argument(
+        "--ensemble",
+        type=int,
+        default=None,
+        help="VAE: average 1, 2, 4 or 8 passes over flipped and turned copies (default: the model's; denoise-gray 2)",
+    )
+    p.add_argument(
         "--tile", type=int, default=None, help="tile side for large images (overlapping, blended; default 768)"
     )
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
@@ -725,6 +731,7 @@ def cmd_denoise(args):
         method=args.method,
         model=args.model,
         samples=args.samples or 1,
+        ensemble=args.ensemble,
         seed=args.seed,
         tile=args.tile,
         max_pixels=args.max_pixels,

@@ -983,3 +983,51 @@ def test_photos_val_gray_is_the_val_split_in_luma(tmp_path):
     assert name == "b.png" and x.shape == (20, 30) and "photos-val-gray" in GRAY_SETS
     assert np.array_equal(x * 255, np.asarray(Image.open(tmp_path / "b.png").convert("L"), np.float64))
     assert load_photos_val(tmp_path)[0][1].shape == (20, 30, 3)
+
+
+def test_a_self_ensemble_averages_turned_passes_and_the_model_sets_its_default(tmp_path, capsys):
+    """ensemble=2 is the mean of the image's pass and its mirror's (turned back); a model's own ``ensemble`` is
+    the default the call overrides; draws are shared out among the passes; bad sizes get one sentence."""
+    import vaekit
+    from vaekit.io import write_image
+    from vaekit.pretrained import save_model
+    from vaekit.registry import create_model
+    from vaekit.tasks.denoise import vae_denoise
+
+    torch.manual_seed(0)
+    m = create_model("denoise-vae", widths=[8, 8, 16], latent_channels=2).eval()
+    with torch.no_grad():  # a decoder that is not mirror-symmetric, so the passes differ
+        m.out.weight.normal_(0, 0.05)
+    y = degrade.gaussian(smooth_image(40, 56), 25, seed=0).astype(np.float32)
+    one = vae_denoise(m, y, 25.0)[0]
+    mirror = vae_denoise(m, np.ascontiguousarray(y[:, ::-1]), 25.0)[0][:, ::-1]
+    assert np.abs(one - mirror).max() > 1e-4
+    two, std, _ = vae_denoise(m, y, 25.0, ensemble=2)
+    np.testing.assert_allclose(two, (one + mirror) / 2, atol=1e-6)
+    assert (std >= vae_denoise(m, y, 25.0)[1] - 1e-6).all()  # the passes' spread adds to the decoder's scale
+    levels = np.full(y.shape, 25.0)
+    levels[:, :20] = 10.0  # a level map turns with the image
+    np.testing.assert_allclose(
+        vae_denoise(m, y, levels, ensemble=2)[0],
+        (vae_denoise(m, y, levels)[0] + vae_denoise(m, y[:, ::-1].copy(), levels[:, ::-1].copy())[0][:, ::-1]) / 2,
+        atol=1e-6,
+    )
+    mean, _, draws = vae_denoise(m, y, 25.0, samples=3, ensemble=8)
+    assert len(draws) == 3 and np.abs(mean - np.mean(draws, 0)).max() < 1e-5
+    m2 = create_model("denoise-vae", widths=[8, 8, 16], latent_channels=2, ensemble=2).eval()
+    m2.load_state_dict(m.state_dict())
+    r = vaekit.denoise(y, 25, model=m2, details=True)
+    assert r.ensemble == 2 and np.abs(r.image - np.clip(two, 0, 1)).max() < 1e-6
+    assert vaekit.denoise(y, 25, model=m2, ensemble=1, details=True).ensemble == 1
+    with pytest.raises(ValueError, match="ensemble"):
+        create_model("denoise-vae", ensemble=3)
+    with pytest.raises(VaekitError, match="ensemble must be one of 1, 2, 4, 8"):
+        vaekit.denoise(y, 25, model=m, ensemble=3)
+    with pytest.raises(VaekitError, match="classical"):
+        vaekit.denoise(y, 25, method="tv", ensemble=2)
+    save_model(m2, tmp_path / "run", {"name": "tiny-e2"})
+    write_image(tmp_path / "y.png", y)
+    assert main(["denoise", str(tmp_path / "y.png"), "-o", str(tmp_path / "o.png"), "--ensemble", "5"]) == 2
+    assert "ensemble must be one of" in capsys.readouterr().err and not (tmp_path / "o.png").exists()
+    args = ["denoise", str(tmp_path / "y.png"), "-o", str(tmp_path / "o.png"), "--model", str(tmp_path / "run")]
+    assert main([*args, "--sigma", "25"]) == 0 and (tmp_path / "o.png").is_file()

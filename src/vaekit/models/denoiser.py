@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import LOG2PI
-from .layers import conv3
+from .layers import ENSEMBLES, conv3, dihedral
 
 
 def _block(cin, cout, n=2, stride=1):
@@ -105,6 +105,9 @@ class DenoisingVAE(nn.Module):
     decoder_blocks : residual blocks (3x3 conv, ReLU, 3x3 conv, the last starting at zero) added after each of the
         decoder's 1/4 and 1/2 levels: depth where the estimate's detail is formed.  A model grown from one without
         them (``init_from``) starts as exactly that model.
+    ensemble : an inference setting, no tensor: how many flipped and turned copies of an image
+        :func:`vaekit.tasks.denoise.vae_denoise` averages by default (1, 2, 4 or 8; chosen on validation images
+        where the model is fast enough to spare the time).
     """
 
     STRIDE = 8  # inputs are padded to a multiple of this inside ``denoise``
@@ -123,8 +126,12 @@ class DenoisingVAE(nn.Module):
         camera_input: bool = False,
         camera_prob: float = 0.0,
         decoder_blocks: int = 0,
+        ensemble: int = 1,
     ):
         super().__init__()
+        if ensemble not in ENSEMBLES:
+            raise ValueError(f"ensemble must be one of {ENSEMBLES}, not {ensemble}")
+        self.ensemble = int(ensemble)
         self.free_bits = float(free_bits)
         for name, p in (("clip_prob", clip_prob), ("corr_prob", corr_prob), ("camera_prob", camera_prob)):
             if not 0.0 <= p <= 1.0:
@@ -465,15 +472,6 @@ class OpponentDenoisingVAE(DenoisingVAE):
         return self.from_rows(mean), var.sqrt(), [self.from_rows(d) for d in draws]
 
 
-def _dihedral(t, k: int, flip: bool, inverse: bool = False):
-    """One of the 8 rotations/flips of (B, C, H, W) images (``inverse`` undoes it)."""
-    if not inverse:
-        t = torch.flip(t, (-1,)) if flip else t
-        return torch.rot90(t, k, (-2, -1))
-    t = torch.rot90(t, -k, (-2, -1))
-    return torch.flip(t, (-1,)) if flip else t
-
-
 class SelfSupervisedDenoisingVAE(DenoisingVAE):
     """The conditional VAE denoiser fitted on **noisy images only** (recorrupted-to-recorrupted, Pang et al. 2021).
 
@@ -613,11 +611,12 @@ class SelfSupervisedDenoisingVAE(DenoisingVAE):
         draws, acc, acc2 = [], 0.0, 0.0
         for i in range(n_pass):
             y_in = y + a * (s / 255.0) * torch.randn(y.shape, generator=generator, dtype=y.dtype, device=y.device)
-            k, flip = (i % 4, (i // 4) % 2 == 1) if self.test_flips else (0, False)
+            # pass i: i % 4 quarter turns of the image, left-right flipped first in passes 4-7 of every 8
+            r = (i % 4 if i % 8 < 4 else 4 + (-i) % 4) if self.test_flips else 0
             mean, std, d = super().denoise(
-                _dihedral(y_in, k, flip), lev, samples=1 if samples else 0, temperature=temperature, generator=generator
+                dihedral(y_in, r), lev, samples=1 if samples else 0, temperature=temperature, generator=generator
             )
-            mean, d = _dihedral(mean, k, flip, inverse=True), [_dihedral(t, k, flip, inverse=True) for t in d]
+            mean, d = dihedral(mean, r, inverse=True), [dihedral(t, r, inverse=True) for t in d]
             acc = acc + mean
             acc2 = acc2 + mean * mean
             draws += d

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: 1 none, 2 a flip, 4 the quarter turns, 8 every flip and turn
+
+
+def dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The ``k``-th (0-7) of the eight flips and quarter turns of the image plane of ``t`` (..., H, W): ``k % 4``
+    quarter turns, then a left-right flip if ``k >= 4``; ``inverse`` undoes it."""
+    if not inverse:
+        t = torch.rot90(t, k % 4, (-2, -1))
+        return t.flip(-1) if k >= 4 else t
+    t = t.flip(-1) if k >= 4 else t
+    return torch.rot90(t, -(k % 4), (-2, -1))
 
 
 def conv3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

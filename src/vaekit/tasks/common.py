@@ -51,6 +51,21 @@ def check_samples(samples) -> int:
     return n
 
 
+def check_ensemble(n) -> int:
+    """A self-ensemble size (``vaekit.models.layers.ENSEMBLES``) as an int, or one clear error."""
+    from ..models.layers import ENSEMBLES
+
+    if n not in ENSEMBLES:
+        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {n}")
+    return int(n)
+
+
+def ensemble_transforms(n: int) -> tuple:
+    """The transforms (``vaekit.models.layers.dihedral`` indices) a self-ensemble of ``n`` passes averages: 1
+    none, 2 a flip, 4 the quarter turns, 8 all."""
+    return {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}[n]
+
+
 def resolve_device(device=None) -> torch.device:
     """``None``/"cpu", "cuda", "auto" or a torch.device."""
     from ..training.loop import resolve_device as _resolve

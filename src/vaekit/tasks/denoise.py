@@ -26,7 +26,16 @@ from .. import degrade
 from ..errors import VaekitError
 from ..io import as_float_image, restore_layout
 from ..models.denoiser import OPPONENT, OPPONENT_SCALE, OPPONENT_SHIFT
-from .common import Result, check_samples, even_tiles, ramp, resolve_device
+from ..models.layers import dihedral
+from .common import (
+    Result,
+    check_ensemble,
+    check_samples,
+    ensemble_transforms,
+    even_tiles,
+    ramp,
+    resolve_device,
+)
 
 # the default model per image channels: the colour model is the gray one grown across the opponent channels
 # (docs/models/denoise.md)
@@ -77,30 +86,25 @@ def vae_denoise(
     progress=None,
     device=None,
     camera: bool = False,
+    ensemble: int | None = None,
 ):
     """Run ``model`` on ``noisy`` ((H, W) or (H, W, C), [0, 1] units) at level ``sigma`` (0–255: one level, an
     (H, W) map of levels, or None: the self-supervised denoisers' own fitted level), with ``samples`` draws (0: the
-    one-pass estimate); ``camera``: the noise is a camera file's (a model with a camera branch).
+    one-pass estimate); ``camera``: the noise is a camera file's (a model with a camera branch); ``ensemble``
+    (1, 2, 4 or 8; None: the model's own ``ensemble``): average that many passes over flipped and turned copies
+    (:func:`_ensemble_denoise`).
 
     Returns (mean, std, draws) as float32 arrays of the input's layout.  Tiles of at most ``tile`` (default
     ``TILE``) pixels a side, all of one size, overlap by ``overlap`` and are blended linearly; the latent noise
     of tile ``t`` comes from a generator seeded by (seed, t), so results do not depend on the thread count."""
     y = as_float_image(noisy)[0]
     C = 1 if y.ndim == 2 else 3
+    kw = dict(tile=tile, overlap=overlap, temperature=temperature, device=device, camera=camera, ensemble=1)
+    n = check_ensemble(getattr(model, "ensemble", 1) if ensemble is None else ensemble)
+    if n > 1:
+        return _ensemble_denoise(model, y, sigma, n, samples=samples, seed=seed, progress=progress, **kw)
     if C == 3 and model.channels == 1:
-        return _opponent_denoise(
-            model,
-            y,
-            sigma,
-            samples=samples,
-            seed=seed,
-            tile=tile,
-            overlap=overlap,
-            temperature=temperature,
-            progress=progress,
-            device=device,
-            camera=camera,
-        )
+        return _opponent_denoise(model, y, sigma, samples=samples, seed=seed, progress=progress, **kw)
     if C != model.channels:
         raise VaekitError("this denoiser is for colour images; the image is gray")
     t = torch.from_numpy(y.astype(np.float32))
@@ -151,6 +155,40 @@ def vae_denoise(
         return a[0] if C == 1 else a.transpose(1, 2, 0)
 
     return back(acc[0]), back(acc[1].sqrt()), [back(acc[2 + i]) for i in range(k)]
+
+
+def _ensemble_denoise(model, y, sigma, n, *, samples, seed, progress, **kw):
+    """:func:`vae_denoise` averaged over ``n`` flipped and turned copies of ``y`` (and of a level map), each
+    turned back (the self-ensemble of Lim et al. 2017): a convolutional denoiser's errors differ between them.
+    The ``samples`` draws are shared out among the passes (no more passes than draws), so the cost is ``n``
+    one-pass estimates, or the draws; the std is the spread of the mixture of the passes."""
+    turns = ensemble_transforms(n)[: samples or None]
+    counts = [samples // len(turns) + (i < samples % len(turns)) for i in range(len(turns))]
+
+    def turn(a, r, inverse=False):
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = dihedral(t.movedim(-1, 0), r, inverse).movedim(0, -1) if a.ndim == 3 else dihedral(t, r, inverse)
+        return np.ascontiguousarray(t.numpy())
+
+    level_map = sigma is not None and np.ndim(sigma) > 0
+    mean, second, draws = 0.0, 0.0, []
+    for i, r in enumerate(turns):
+        tick = None if progress is None else (lambda a, b, i=i: progress(i * b + a, len(turns) * b))
+        m, s, d = vae_denoise(
+            model,
+            turn(y, r),
+            turn(sigma, r) if level_map else sigma,
+            samples=counts[i],
+            seed=seed * 8 + i,
+            progress=tick,
+            **kw,
+        )
+        w = counts[i] / samples if samples else 1 / len(turns)
+        m, s = turn(m, r, True), turn(s, r, True)
+        mean, second = mean + w * m, second + w * (s.astype(np.float64) ** 2 + m.astype(np.float64) ** 2)
+        draws += [turn(a, r, True) for a in d]
+    std = np.sqrt(np.maximum(second - mean.astype(np.float64) ** 2, 0)).astype(np.float32)
+    return mean.astype(np.float32), std, draws
 
 
 def _opponent_denoise(model, y, sigma, *, samples, seed, **kw):
@@ -324,6 +362,7 @@ def denoise(
     tile: int | None = None,
     details: bool = False,
     progress=None,
+    ensemble: int | None = None,
 ):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 
@@ -334,6 +373,8 @@ def denoise(
     ``method``: "vae" (the shipped denoiser for the image's channels, or ``model``) or a
     classical one from ``vaekit.baselines.BASELINES["denoise"]`` ("bm3d", "nlm", "tv", ...).
     ``samples``: VAE only -- 1 is one pass (z at the prior mean); N > 1 averages N posterior draws.
+    ``ensemble``: VAE only -- 1, 2, 4 or 8 flipped and turned copies averaged (None: the model's own setting;
+    :func:`vae_denoise`).
 
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
     :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``) and the
@@ -349,6 +390,10 @@ def denoise(
         raise VaekitError("--amount applies to salt-pepper noise only: add --noise salt-pepper")
     n = check_samples(samples)
     k = 0 if n == 1 else n
+    if ensemble is not None:
+        check_ensemble(ensemble)
+        if method != "vae":
+            raise VaekitError(f"ensemble is for the VAE denoiser, not the classical method {method!r}")
     y, layout = as_float_image(image)
     if level_map:
         sigma = check_level_map(sigma, y.shape[:2])
@@ -358,7 +403,7 @@ def denoise(
         m = load_denoiser(model, 1 if y.ndim == 2 else 3, device=device)
         if hasattr(m, "noise"):  # self-supervised: the fitted noise model replaces the noise options
             mean, std, draws = vae_denoise(
-                m, y, None, samples=k, seed=seed, tile=tile, progress=progress, device=device
+                m, y, None, samples=k, seed=seed, tile=tile, progress=progress, device=device, ensemble=ensemble
             )
             info = {
                 "sigma": m.noise.get("sigma"),
@@ -369,9 +414,20 @@ def denoise(
             r = Result(restore_layout(mean, layout), [restore_layout(d, layout) for d in draws], std, info)
             return r if details else r.image
 
+        extra["ensemble"] = check_ensemble(getattr(m, "ensemble", 1) if ensemble is None else ensemble)
+
         def fn(a, s, camera=False):
             mean, std, draws = vae_denoise(
-                m, a, s, samples=k, seed=seed, tile=tile, progress=progress, device=device, camera=camera
+                m,
+                a,
+                s,
+                samples=k,
+                seed=seed,
+                tile=tile,
+                progress=progress,
+                device=device,
+                camera=camera,
+                ensemble=extra["ensemble"],
             )
             extra.update(std=std, draws=draws)
             return mean
@@ -394,6 +450,7 @@ def denoise(
         "sigma_estimated": sigma is None and noise != "poisson",
         "path": path,
         "method": method,
+        **({"ensemble": extra["ensemble"]} if "ensemble" in extra else {}),
         "seconds": time.perf_counter() - t0,
     }
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
@@ -461,6 +518,7 @@ def denoise_paths(
     shard=None,
     overwrite=False,
     progress=False,
+    ensemble=None,
 ):
     """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run`; with
     ``samples`` > 1 each image gets a folder of draws (``output`` itself for a single image)."""
@@ -499,6 +557,7 @@ def denoise_paths(
             tile=tile,
             details=True,
             device=device,
+            ensemble=ensemble,
         )
         if samples > 1:
             name = str(model or SHIPPED_BY_CHANNELS[ch])

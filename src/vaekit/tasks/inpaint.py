@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from .. import degrade
 from ..errors import VaekitError
 from ..io import as_float_image, restore_layout
-from .common import Result, check_samples, ramp, resolve_model, tile_starts
+from ..models.layers import dihedral
+from .common import Result, check_ensemble, check_samples, ensemble_transforms, ramp, resolve_model, tile_starts
 
 SHIPPED_INPAINTER = "inpaint-color"
 
@@ -136,29 +137,6 @@ def _pyramid_fill(model, t, m, draw: bool, seed: int, tile: int, overlap: int, l
     return _tiled_fill(model, t2, m2, draw, _mix(seed, level), tile, overlap)
 
 
-ENSEMBLES = (1, 2, 4, 8)
-
-
-def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """The ``k``-th (0-7) of the eight flips and quarter turns of the image plane of ``t`` (..., H, W): ``k % 4``
-    quarter turns, then a left-right flip if ``k >= 4``; ``inverse`` undoes it."""
-    if not inverse:
-        t = torch.rot90(t, k % 4, (-2, -1))
-        return t.flip(-1) if k >= 4 else t
-    t = t.flip(-1) if k >= 4 else t
-    return torch.rot90(t, -(k % 4), (-2, -1))
-
-
-def _check_ensemble(n) -> None:
-    if int(n) not in ENSEMBLES:
-        raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {n}")
-
-
-def _ensemble_transforms(n: int) -> tuple:
-    """The transforms a self-ensemble of ``n`` passes averages: 1 none, 2 a flip, 4 the quarter turns, 8 all."""
-    return {1: (0,), 2: (0, 4), 4: (0, 1, 2, 3), 8: tuple(range(8))}[n]
-
-
 @torch.no_grad()
 def vae_inpaint(
     model,
@@ -182,8 +160,8 @@ def vae_inpaint(
     copies of the image, turned back (the self-ensemble of Lim et al. 2017): a convolutional inpainter's errors
     differ between them, so the average is closer to the truth, at ``ensemble`` times the time (figures:
     docs/models/inpaint-color.md)."""
-    _check_ensemble(ensemble)
-    turns = _ensemble_transforms(int(ensemble))
+    check_ensemble(ensemble)
+    turns = ensemble_transforms(int(ensemble))
     y = as_float_image(image)[0]
     gray = y.ndim == 2
     if model.channels == 3 and gray:
@@ -199,8 +177,8 @@ def vae_inpaint(
     fills = []
     for j in range(k):
         f = sum(
-            _dihedral(
-                _pyramid_fill(model, _dihedral(t, r), _dihedral(m, r), k > 1, _mix(int(seed), j), tile, overlap),
+            dihedral(
+                _pyramid_fill(model, dihedral(t, r), dihedral(m, r), k > 1, _mix(int(seed), j), tile, overlap),
                 r,
                 inverse=True,
             )
@@ -374,7 +352,7 @@ def inpaint(
     mask = mask.astype(bool)
     degrade.check_mask(mask)
     samples = check_samples(samples)
-    _check_ensemble(ensemble)
+    check_ensemble(ensemble)
     t0 = time.perf_counter()
     std, fills = None, []
     if method == "vae":
