@@ -64,6 +64,8 @@ MODELS = {
         "kind": "denoise",
         "mode": "L",
         "config": "configs/denoise-gray-photos3.yaml",
+        "storage": "float16",
+        "arch_args": {"ensemble": 2},  # two passes (the image and its mirror): chosen on photos-val in gray
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
