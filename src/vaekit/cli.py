@@ -189,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="default denoise-gray (colour images: in opponent channels); denoise-color; a run folder",
+        help="default: denoise-gray for gray images, denoise-color for colour (denoise-gray runs on colour in opponent "
+        "channels); or a run folder",
     )
     p.add_argument(
         "--samples", type=int, default=1, help="N > 1: N posterior draws, mean.png, sample_*.png, std.png (1: one pass)"
