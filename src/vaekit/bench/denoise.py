@@ -117,6 +117,8 @@ def load_pairs(path) -> list[tuple[str, np.ndarray, np.ndarray]]:
 def load_photos_val(root, gray: bool = False) -> list[tuple[str, np.ndarray]]:
     """photos-val: the ``val`` rows of ``photos/SPLITS.tsv``, as read from their JPEG files; ``gray``: their
     8-bit luma (Pillow's ``L``, as gray training reads the train split)."""
+    from PIL import Image
+
     from .. import data as vd
     from ..io import read_array
 
@@ -126,8 +128,6 @@ def load_photos_val(root, gray: bool = False) -> list[tuple[str, np.ndarray]]:
     for f in val:
         x = np.asarray(read_array(f), dtype=np.float64)
         if gray:
-            from PIL import Image
-
             x = np.asarray(Image.fromarray(np.round(x * 255).astype(np.uint8)).convert("L"), np.float64) / 255
         out.append((Path(f).name, x))
     return out

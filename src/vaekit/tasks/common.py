@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
+from ..models.layers import ENSEMBLES
 
 
 @dataclass
@@ -53,8 +54,6 @@ def check_samples(samples) -> int:
 
 def check_ensemble(n) -> int:
     """A self-ensemble size (``vaekit.models.layers.ENSEMBLES``) as an int, or one clear error."""
-    from ..models.layers import ENSEMBLES
-
     if n not in ENSEMBLES:
         raise VaekitError(f"ensemble must be one of {', '.join(map(str, ENSEMBLES))}, not {n}")
     return int(n)

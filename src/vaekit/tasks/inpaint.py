@@ -160,8 +160,7 @@ def vae_inpaint(
     copies of the image, turned back (the self-ensemble of Lim et al. 2017): a convolutional inpainter's errors
     differ between them, so the average is closer to the truth, at ``ensemble`` times the time (figures:
     docs/models/inpaint-color.md)."""
-    check_ensemble(ensemble)
-    turns = ensemble_transforms(int(ensemble))
+    turns = ensemble_transforms(check_ensemble(ensemble))
     y = as_float_image(image)[0]
     gray = y.ndim == 2
     if model.channels == 3 and gray:
