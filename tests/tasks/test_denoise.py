@@ -986,7 +986,7 @@ def test_photos_val_gray_is_the_val_split_in_luma(tmp_path):
 
 
 def test_a_self_ensemble_averages_turned_passes_and_the_model_sets_its_default(tmp_path, capsys):
-    """ensemble=2 is the mean of the image's pass and its mirror's (turned back); a model's own ``ensemble`` is
+    """ensemble=2 is the mean of the image's pass and its half turn's (turned back); a model's own ``ensemble`` is
     the default the call overrides; draws are shared out among the passes; bad sizes get one sentence."""
     import vaekit
     from vaekit.io import write_image
@@ -994,19 +994,20 @@ def test_a_self_ensemble_averages_turned_passes_and_the_model_sets_its_default(t
     from vaekit.registry import create_model
     from vaekit.tasks.denoise import vae_denoise
 
-    m = tiny_denoiser()  # its decoder is not mirror-symmetric, so the passes differ
+    m = tiny_denoiser()  # its network is not symmetric, so the passes differ
     y = degrade.gaussian(smooth_image(40, 56), 25, seed=0).astype(np.float32)
     one = vae_denoise(m, y, 25.0)[0]
-    mirror = vae_denoise(m, np.ascontiguousarray(y[:, ::-1]), 25.0)[0][:, ::-1]
-    assert np.abs(one - mirror).max() > 1e-4
+    half = vae_denoise(m, np.ascontiguousarray(y[::-1, ::-1]), 25.0)[0][::-1, ::-1]
+    assert np.abs(one - half).max() > 1e-4
     two, std, _ = vae_denoise(m, y, 25.0, ensemble=2)
-    np.testing.assert_allclose(two, (one + mirror) / 2, atol=1e-6)
+    np.testing.assert_allclose(two, (one + half) / 2, atol=1e-6)
     assert (std >= vae_denoise(m, y, 25.0)[1] - 1e-6).all()  # the passes' spread adds to the decoder's scale
     levels = np.full(y.shape, 25.0)
     levels[:, :20] = 10.0  # a level map turns with the image
     np.testing.assert_allclose(
         vae_denoise(m, y, levels, ensemble=2)[0],
-        (vae_denoise(m, y, levels)[0] + vae_denoise(m, y[:, ::-1].copy(), levels[:, ::-1].copy())[0][:, ::-1]) / 2,
+        (vae_denoise(m, y, levels)[0] + vae_denoise(m, y[::-1, ::-1].copy(), levels[::-1, ::-1].copy())[0][::-1, ::-1])
+        / 2,
         atol=1e-6,
     )
     mean, _, draws = vae_denoise(m, y, 25.0, samples=3, ensemble=8)

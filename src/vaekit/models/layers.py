@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: 1 none, 2 a flip, 4 the quarter turns, 8 every flip and turn
+ENSEMBLES = (1, 2, 4, 8)  # self-ensemble sizes: 1 none, 2 a half turn, 4 the quarter turns, 8 every flip and turn
 
 
 def dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
