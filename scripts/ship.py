@@ -50,7 +50,8 @@ MODELS = {
             "then the camera branch alone, the rest frozen, on 160x160 crops (configs/denoise-color-camera.yaml); "
             "then 2,000 more steps of 160x160 crops for all but the branch (configs/denoise-color-opponent3.yaml), "
             "and three more such cycles on 176x176 crops in batches of 5; then one residual block after each of the "
-            "decoder's 1/4 and 1/2 levels, trained alone (configs/denoise-color-deep.yaml)",
+            "decoder's 1/4 and 1/2 levels, trained alone (configs/denoise-color-deep.yaml), 2,000 more steps of them "
+            "alone, and 2,000 steps of the whole model on white noise (the camera branch carried untouched)",
             "validation": "photos-val (71 images)",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale, added in RGB; half of the inputs clipped to 8 "
             "bits; the camera branch: simulated camera files (Poisson-Gaussian noise, 100-4,000 photons at white, "
