@@ -153,7 +153,7 @@ def _run(method, y, cond, models, seed):
             side["sigma"] = None
 
         def fn(a, s, camera=False):
-            return T.vae_denoise(model, a, s, samples=k, seed=seed, camera=camera)[0]
+            return T.vae_estimate(model, a, s, samples=k, seed=seed, camera=camera)[0]
 
         cam = getattr(model, "camera_input", False)
     else:

@@ -11,6 +11,9 @@
   level).  Blind, on spatially correlated noise in colour (camera files), a
   denoiser that reads level maps runs on the 2x2 pixel-shuffled sub-images,
   where the noise is closer to white (:func:`shuffle_denoise`).
+* :func:`vae_estimate` is :func:`vae_denoise` with the repeated fine structure
+  that the network took for noise handed back from its residual
+  (:func:`periodic_residual`).
 * :func:`denoise` is the API: ``vaekit.denoise(image, sigma=None, ...)``.
 """
 
@@ -46,6 +49,9 @@ TILE = 768
 # sub-images, then the whole at SHUFFLE_REFINE times the full-resolution level; chosen on simulated camera files
 # over photos-val (docs/decisions.md)
 SHUFFLE_RATIO, SHUFFLE_REFINE = 1.3, 0.5
+# periodic_residual: tile side, gain threshold (times the noise power), lowest frequency kept (cycles per tile);
+# chosen on photos-val in gray at sigma 15, 25 and 50 (docs/decisions.md)
+PERIODIC_TILE, PERIODIC_TAU, PERIODIC_LOW = 32, 3.0, 2
 
 
 def load_denoiser(model=None, channels: int = 1, device=None):
@@ -155,6 +161,58 @@ def vae_denoise(
         return a[0] if C == 1 else a.transpose(1, 2, 0)
 
     return back(acc[0]), back(acc[1].sqrt()), [back(acc[2 + i]) for i in range(k)]
+
+
+def periodic_residual(residual: np.ndarray, sigma) -> np.ndarray:
+    """The part of a denoiser's ``residual`` (noisy minus estimate, (H, W)) that stands above the noise: repeated
+    fine structure (stripes, weaves, grilles) that a network of bounded context takes for noise where block
+    matching (BM3D) finds it repeated.  Overlapping tiles (half overlap, sine windows that sum to one) are shrunk
+    in frequency by the gain max(0, 1 - tau N / P), P a coefficient's power pooled over the 3x3 neighbouring tiles
+    and N the noise's: the larger of the white floor of ``sigma`` (0-1 units: a level or an (H, W) map, by which
+    the residual is divided first) and the noise power that the tiles' lower quartile implies, which holds for
+    noise that is not white and for structure that fills most of the image.  The lowest frequencies, where clipping
+    leaves an offset, stay out."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    T, hop = PERIODIC_TILE, PERIODIC_TILE // 2
+    r = residual / np.maximum(sigma, 1e-4)
+    H, W = r.shape
+    r = np.pad(r.astype(np.float32), ((hop, hop + (-H) % hop), (hop, hop + (-W) % hop)), mode="reflect")
+    w1 = np.sin(np.pi * (np.arange(T) + 0.5) / T).astype(np.float32)
+    win = np.outer(w1, w1)
+    R = np.fft.rfft2(sliding_window_view(r, (T, T))[::hop, ::hop] * win)  # (rows, cols, T, T/2 + 1)
+    P = R.real**2 + R.imag**2
+    ny, nx = P.shape[:2]
+    Pe = np.pad(P, ((1, 1), (1, 1), (0, 0), (0, 0)), mode="edge")
+    pooled = sum(Pe[a : a + ny, b : b + nx] for a in range(3) for b in range(3)) / 9
+    low = np.quantile(P[::2, ::2].reshape(-1, *P.shape[2:]), 0.25, axis=0)  # over tiles that do not overlap
+    noise = np.maximum((win**2).sum(), low / -np.log(0.75))  # the power's lower quartile, as exponential
+    fy, fx = np.fft.fftfreq(T)[:, None] * T, np.fft.rfftfreq(T)[None] * T
+    gain = np.maximum(0, 1 - PERIODIC_TAU * noise / np.maximum(pooled, 1e-30)) * (np.hypot(fy, fx) > PERIODIC_LOW)
+    back = np.fft.irfft2(R * gain, s=(T, T)).astype(np.float32) * win
+    out = np.zeros_like(r)
+    for a in (0, 1):  # tiles of one parity do not overlap: add each of the four sets as one mosaic
+        for b in (0, 1):
+            blk = back[a::2, b::2]
+            mosaic = blk.transpose(0, 2, 1, 3).reshape(blk.shape[0] * T, blk.shape[1] * T)
+            out[a * hop : a * hop + mosaic.shape[0], b * hop : b * hop + mosaic.shape[1]] += mosaic
+    return out[hop : hop + H, hop : hop + W] * sigma
+
+
+def vae_estimate(model, noisy, sigma, *, camera: bool = False, **kw):
+    """:func:`vae_denoise`, with :func:`periodic_residual` of the residual's luminance added to the mean and the
+    draws (Gaussian levels only: a camera file's noise is the camera branch's).  Same arguments and returns."""
+    mean, std, draws = vae_denoise(model, noisy, sigma, camera=camera, **kw)
+    if sigma is None or camera:
+        return mean, std, draws
+    y = as_float_image(noisy)[0]
+    s = np.asarray(sigma, np.float32) / 255
+    if y.ndim == 2:
+        fix = periodic_residual(y - mean, s)
+    else:  # the luminance, the opponent transform's first channel; its noise level is the channels'
+        fix = periodic_residual((y - mean) @ OPPONENT[0], s)[..., None] * OPPONENT[0]
+    fix = fix.astype(np.float32)
+    return mean + fix, std, [d + fix for d in draws]
 
 
 def _ensemble_denoise(model, y, sigma, n, *, samples, seed, progress, **kw):
@@ -417,7 +475,7 @@ def denoise(
         extra["ensemble"] = check_ensemble(getattr(m, "ensemble", 1) if ensemble is None else ensemble)
 
         def fn(a, s, camera=False):
-            mean, std, draws = vae_denoise(
+            mean, std, draws = vae_estimate(
                 m,
                 a,
                 s,
