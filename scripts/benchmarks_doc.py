@@ -105,7 +105,10 @@ def headline() -> str:
     head = ["| task | set | vaekit | classical (same inputs) | difference |", "|---|---|---|---|---|"]
     rows, mixed, dagger = headline_rows()
     note = ["\\* seconds from runs on different CPUs (the set's table names them): compare them within a run."]
-    note_all = ["† BM3D on every core of its machine; both at one thread: `results/denoise-speed/`."]
+    note_all = [
+        "† BM3D on every core of its machine, vaekit on one thread beside other work; both at one thread with "
+        "nothing else running: `results/denoise-speed/`."
+    ]
     notes = (note if mixed else []) + (note_all if dagger else [])
     return "\n".join([START, *head, *rows, *([""] + notes if notes else []), END])
 
