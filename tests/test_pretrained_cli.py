@@ -67,6 +67,25 @@ def test_a_kill_between_the_renames_of_weights_and_card_still_loads_the_new_pair
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), m.state_dict().values()))
 
 
+def test_tasks_load_a_shipped_model_once_and_anew_when_its_file_changes(tmp_path, monkeypatch):
+    import os
+
+    import vaekit.pretrained as P
+    from vaekit.tasks.common import resolve_model
+
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(WEIGHTS_DIR / f"mnist-vae{suffix}", tmp_path / f"mnist-vae{suffix}")
+    monkeypatch.setattr(P, "WEIGHTS_DIR", tmp_path)
+    first = resolve_model("mnist-vae")
+    assert resolve_model("mnist-vae") is first and P.shared_model("mnist-vae") is first
+    st = (tmp_path / "mnist-vae.safetensors").stat()
+    os.utime(tmp_path / "mnist-vae.safetensors", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    again = resolve_model("mnist-vae")
+    assert again is not first and resolve_model("mnist-vae") is again
+    P.save_model(again, tmp_path / "run", {"name": "run"})  # a run folder may still be training: read each time
+    assert resolve_model(tmp_path / "run") is not resolve_model(tmp_path / "run")
+
+
 def test_int8_storage_quantizes_large_weights_by_kernel_and_loads_the_same_numbers_everywhere(tmp_path):
     """Large convolution weights are stored as int8 with an fp16 scale per kernel, the rest in fp16; loading
     widens them back within half a step of each kernel's largest value, and the file is much smaller."""

@@ -9,6 +9,7 @@ and refuses a tensors file whose sha256 differs from the card's.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -263,6 +264,26 @@ def load_pretrained(name: str) -> torch.nn.Module:
             f"install the file with: vaekit models --install {name}=FILE"
         )
     return load_from_files(weights, (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json"))
+
+
+def shared_model(spec: str | Path, models_root: str | Path | None = None) -> torch.nn.Module:
+    """:func:`load_model`, but a shipped model is loaded once per process and the same module handed back after
+    (keyed by its weights file's path, size and mtime, so an install loads anew): an API loop over many images then
+    pays the 60-90 ms load once.  Callers must not change its weights; run folders and paths load afresh each
+    time (a run may still be training)."""
+    name = str(spec)
+    if name not in SHIPPED:
+        return load_model(spec, models_root)
+    weights = installed_weights(name)
+    stat = weights.stat() if weights.is_file() else None
+    if stat is None:
+        return load_pretrained(name)  # its clear error
+    return _shared(name, str(weights), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _shared(name: str, weights: str, size: int, mtime_ns: int) -> torch.nn.Module:
+    return load_pretrained(name)
 
 
 def load_checkpoint(path: str | Path) -> torch.nn.Module:

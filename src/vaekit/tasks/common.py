@@ -77,15 +77,15 @@ def resolve_device(device=None) -> torch.device:
 
 def resolve_model(model, default: str | None = None, *, device=None) -> torch.nn.Module:
     """A loaded module as it is, or a shipped name / run folder / weights path loaded (``default`` when None),
-    in eval mode on ``device``."""
-    from ..pretrained import load_model
+    in eval mode on ``device`` (a shipped one is loaded once per process, :func:`vaekit.pretrained.shared_model`)."""
+    from ..pretrained import shared_model
 
     if isinstance(model, torch.nn.Module):
         m = model
     else:
         if model is None and default is None:
             raise VaekitError("no model given")
-        m = load_model(model if model is not None else default)
+        m = shared_model(model if model is not None else default)
     return m.eval().to(resolve_device(device))
 
 

@@ -27,12 +27,13 @@ EFFORT_STEPS = (0, 20, 50, 100)
 
 
 def load_codec(model=None, device=None):
-    """A compression model: an instance, a shipped name, a run folder or a .safetensors path."""
+    """A compression model: an instance, a shipped name (loaded once per process), a run folder or a
+    .safetensors path."""
     from ..models.codec import CompressionVAE
-    from ..pretrained import load_model
+    from ..pretrained import shared_model
 
     m = (
-        load_model(model or DEFAULT_CODEC)
+        shared_model(model or DEFAULT_CODEC)
         if model is None or isinstance(model, (str, bytes)) or hasattr(model, "__fspath__")
         else model
     )
