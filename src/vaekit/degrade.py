@@ -131,7 +131,9 @@ def _mad_sigma(y: np.ndarray) -> float:
 
     with warnings.catch_warnings():  # a plane 3 or 4 px wide makes scikit-image guess it is a colour image
         warnings.filterwarnings("ignore", message="image is size", category=UserWarning)
-        return float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
+        warnings.filterwarnings("ignore", category=RuntimeWarning)  # a constant plane: no detail to take a MAD of
+        level = float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
+    return level if np.isfinite(level) else 0.0
 
 
 def _blocks(y: np.ndarray):

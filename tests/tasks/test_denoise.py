@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import warnings
 
@@ -195,6 +196,24 @@ def test_classical_baselines_improve_a_noisy_image():
         assert psnr_u8(out, x) > psnr_u8(y, x) + 3, m
     with pytest.raises(VaekitError):
         baselines.get("denoise", "nope")
+
+
+def test_tiny_and_constant_images_are_denoised_by_every_method():
+    from vaekit import baselines
+    from vaekit.tasks.denoise import denoise
+
+    rng = np.random.default_rng(0)
+    methods = ["vae"] + [m for m in baselines.BASELINES["denoise"] if m != "bm3d" or importlib.util.find_spec("bm3d")]
+    for shape in ((1, 1), (3, 5, 3), (7, 30), (8, 8, 3)):  # BM3D alone crashed on (8, 8, 3) and failed under 8 px
+        y = (rng.random(shape) * 255).astype(np.uint8)
+        for m in methods:
+            out = denoise(y, 25, method=m)
+            assert out.shape == y.shape and out.dtype == np.uint8, (shape, m)
+    for black in (np.zeros((64, 64, 3), np.uint8), np.zeros((1, 1), np.uint8)):  # no detail: level 0, not NaN
+        r = denoise(black, details=True)
+        assert r.info["sigma"] == 0 and np.array_equal(r.image, black)
+    big = rng.random((20, 24))
+    assert np.array_equal(denoise(big, 25, method="median"), baselines.get("denoise", "median")(big, 25).clip(0, 1))
 
 
 def test_bm3d_runs_on_the_thread_budget_not_on_every_core(monkeypatch):

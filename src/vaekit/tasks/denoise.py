@@ -324,6 +324,22 @@ PATHS = {
 }
 
 
+CLASSICAL_MIN_SIDE = 16  # BM3D's blocks and NL-means' patches need room: smaller images are mirrored up to it
+
+
+def _mirrored_to(side: int, fn):
+    """``fn(y, sigma)`` for images of any size: one with a side under ``side`` pixels is mirrored out to it, denoised,
+    and cut back (BM3D fails or crashes on images smaller than its blocks)."""
+
+    def run(y, sigma, **kw):
+        pad = [(0, max(0, side - n)) for n in y.shape[:2]] + [(0, 0)] * (y.ndim - 2)
+        if pad[0] == pad[1] == (0, 0):
+            return fn(y, sigma, **kw)
+        return np.asarray(fn(np.pad(y, pad, mode="symmetric"), sigma, **kw))[: y.shape[0], : y.shape[1]]
+
+    return run
+
+
 def for_noise(
     gauss_fn, noisy, noise: str = "gaussian", *, sigma=None, peak=None, amount=None, level_map=False, camera=False
 ):
@@ -476,6 +492,10 @@ def denoise(
         extra["ensemble"] = check_ensemble(getattr(m, "ensemble", 1) if ensemble is None else ensemble)
 
         def fn(a, s, camera=False):
+            if not np.any(s):  # no noise to remove (the network is not exactly the identity at level 0)
+                a = np.asarray(a, np.float32)
+                extra.update(std=np.zeros_like(a), draws=[a.copy() for _ in range(k)])
+                return a
             mean, std, draws = vae_estimate(
                 m,
                 a,
@@ -496,7 +516,14 @@ def denoise(
     else:
         from .. import baselines
 
-        est, s, path = for_noise(baselines.get("denoise", method), y, noise, sigma=sigma, peak=peak, amount=amount)
+        est, s, path = for_noise(
+            _mirrored_to(CLASSICAL_MIN_SIDE, baselines.get("denoise", method)),
+            y,
+            noise,
+            sigma=sigma,
+            peak=peak,
+            amount=amount,
+        )
     est = np.clip(np.asarray(est, dtype=np.float64), 0, 1)
     if not details:
         return restore_layout(est, layout)
