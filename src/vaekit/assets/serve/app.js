@@ -1,7 +1,7 @@
 // vaekit serve: the page. It uses only the HTTP API (/api/...), and loads nothing from outside.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { task: "denoise", source: null, info: null, view: { s: 1, x: 0, y: 0 }, results: [], fills: [], fill: 0, abort: null, undo: [] };
+const state = { task: "denoise", source: null, info: null, view: { s: 1, x: 0, y: 0 }, results: [], fills: [], fill: 0, abort: null, undo: [], running: false };
 
 // ------------------------------------------------------------------ loading
 async function init() {
@@ -82,7 +82,7 @@ async function call(url, form) {
     say(e.name === "AbortError" ? "Cancelled." : `No answer from the server: ${e.message}`, e.name !== "AbortError");
     return null;
   } finally {
-    clearInterval(tick); $("progress").textContent = ""; $("cancel").hidden = true; $("run").disabled = !state.source;
+    clearInterval(tick); $("progress").textContent = ""; $("cancel").hidden = true; $("run").disabled = !state.source || state.running;
   }
 }
 $("cancel").onclick = () => state.abort?.abort();
@@ -118,19 +118,24 @@ async function formFor(method) {
 }
 
 $("run").onclick = async () => {
-  if (!state.source) return;
-  state.results = []; $("cards").replaceChildren();
-  const picked = [...document.querySelectorAll("#classical input:checked")].map((i) => i.value);
-  const methods = state.task === "compress" ? ["vae"] : ["vae", ...picked];
-  for (const method of methods) {
-    const r = await call(`/api/${state.task}`, await formFor(method));
-    if (!r) return;
-    if (r.noisy && !state.results.length) addCard("noisy input", r.noisy, {});
-    if (r.mask && $("detect").checked && !state.undo.length) await loadMask(r.mask);
-    const label = state.task === "compress" ? "vaekit .vkc" : method === "vae" ? "vaekit VAE" : method;
-    addCard(label, r.image, r.figures, r);
-    for (const c of r.figures.classical || []) addCard(`${c.codec} q${c.quality}`, c.image, { bytes: c.bytes, bpp: c.bpp, psnr: c.psnr });
-    if (method === "vae") showResult(state.results.length - 1);
+  if (!state.source || state.running) return;
+  state.running = true;  // Run stays disabled from the first method's call to the last one's answer
+  try {
+    state.results = []; $("cards").replaceChildren();
+    const picked = [...document.querySelectorAll("#classical input:checked")].map((i) => i.value);
+    const methods = state.task === "compress" ? ["vae"] : ["vae", ...picked];
+    for (const method of methods) {
+      const r = await call(`/api/${state.task}`, await formFor(method));
+      if (!r) return;
+      if (r.noisy && !state.results.length) addCard("noisy input", r.noisy, {});
+      if (r.mask && $("detect").checked && !state.undo.length) await loadMask(r.mask);
+      const label = state.task === "compress" ? "vaekit .vkc" : method === "vae" ? "vaekit VAE" : method;
+      addCard(label, r.image, r.figures, r);
+      for (const c of r.figures.classical || []) addCard(`${c.codec} q${c.quality}`, c.image, { bytes: c.bytes, bpp: c.bpp, psnr: c.psnr });
+      if (method === "vae") showResult(state.results.length - 1);
+    }
+  } finally {
+    state.running = false; $("run").disabled = !state.source;
   }
 };
 
