@@ -57,11 +57,11 @@ class Summary:
 def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: bool = True) -> list[Item]:
     """Items for ``files`` found under ``src``: a folder maps to ``dst`` with ``name(relative path)``;
     a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder).  Two inputs that
-    would write the same output are refused."""
+    would write the same output, and an output that would overwrite its own input, are refused."""
     src, dst = Path(src), Path(dst)
     if src.is_file():
         out = dst / name(Path(src.name)) if into and dst.is_dir() else dst
-        return [Item(src, src.name, out)]
+        return _not_in_place([Item(src, src.name, out)])
     if dst.exists() and not dst.is_dir():
         raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
     items, seen = [], {}
@@ -72,6 +72,13 @@ def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: boo
             raise VaekitError(f"{seen[out]} and {f} would both write {out}; rename one of them")
         seen[out] = f
         items.append(Item(f, rel.as_posix(), out))
+    return _not_in_place(items)
+
+
+def _not_in_place(items: list[Item]) -> list[Item]:
+    for it in items:
+        if it.output.resolve() == it.input.resolve():
+            raise VaekitError(f"the output {it.output} would overwrite its input: write it to another name or folder")
     return items
 
 

@@ -731,7 +731,7 @@ def cmd_denoise(args):
         amount=args.amount,
         method=args.method,
         model=args.model,
-        samples=args.samples or 1,
+        samples=args.samples,
         ensemble=args.ensemble,
         seed=args.seed,
         tile=args.tile,

@@ -412,7 +412,8 @@ def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
     assert main(["denoise", *one, "-o", str(tmp_path / "m.png"), "--sigma-map", str(tmp_path / "map.npy")]) == 0
     assert "sigma 25.00" in capsys.readouterr().out
     (tmp_path / "empty").mkdir()
-    bad = [["--sigma", "300"], ["--peak", "30"], ["--max-pixels", "100"], ["--samples", "-1"]]
+    bad = [["--sigma", "300"], ["--peak", "30"], ["--max-pixels", "100"], ["--samples", "-1"], ["--samples", "0"]]
+    bad += [["--noise", "poisson", "--peak", p] for p in ("0", "-3")] + [["--noise", "salt-pepper", "--amount", "2"]]
     bad += [["--sigma-map", str(tmp_path / f)] for f in ("small.npy", "hot.npy", "none.npy")]
     bad += [
         ["--sigma-map", str(tmp_path / "map.npy"), "--method", "tv"],
@@ -434,8 +435,12 @@ def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
             == 2
         ), extra
     assert main(["denoise", str(tmp_path / "empty"), "-o", str(tmp_path / "y")]) == 2
+    before = (tmp_path / "in" / "a.png").read_bytes()
+    for inp, out in (("in/a.png", "in/a.png"), ("in", "in")):  # never over its own input
+        assert main(["denoise", str(tmp_path / inp), "-o", str(tmp_path / out), "--model", str(tiny_run)]) == 2
+    assert (tmp_path / "in" / "a.png").read_bytes() == before
     err = capsys.readouterr().err
-    assert "Traceback" not in err and err.count("vaekit: error:") == 10
+    assert "Traceback" not in err and err.count("vaekit: error:") == 16 and err.count("overwrite its input") == 2
     assert not (tmp_path / "x.png").exists()
 
 
