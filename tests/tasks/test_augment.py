@@ -402,6 +402,9 @@ def test_cli_augment_enhance_compensate_and_bad_input(tmp_path, capsys):
 
     img = (photo() * 255).astype(np.uint8)
     write_image(tmp_path / "p.png", img)
+    capsys.readouterr()
+    assert main(["augment", str(tmp_path / "p.png"), "-o", str(tmp_path / "pa"), "-n", "1", "--quiet"]) == 0
+    assert "warning: images are resized to the model's 28x28 gray input" in capsys.readouterr().err  # a photo
     assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "e.png"), "--ops", "contrast,sharpen"]) == 0
     assert np.asarray(Image.open(tmp_path / "e.png")).std() > img.std()
     dark = comp.degrade_exposure(img, gain=0.4, gamma=1.0, cast=(1.0, 1.0, 1.0))

@@ -15,6 +15,8 @@ Optionally each variant also gets a seeded classical random affine
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -202,6 +204,11 @@ def _load_for_model(path, model):
     mode = "L" if shape is None or shape[0] == 1 else "RGB"
     x = read_image(path, mode=mode)
     if shape is not None and tuple(x.shape[-2:]) != tuple(shape[1:]):
+        kind = "gray" if shape[0] == 1 else "RGB"
+        warnings.warn(  # once per run: a photo through a digit model comes back as a 28x28 digit-like image
+            f"images are resized to the model's {shape[2]}x{shape[1]} {kind} input, and so are their variants",
+            stacklevel=2,
+        )
         arr = (x.permute(1, 2, 0).squeeze(-1).numpy() * 255).round().astype(np.uint8)
         arr = np.asarray(Image.fromarray(arr).resize((shape[2], shape[1]), Image.Resampling.LANCZOS), np.float32) / 255
         x = torch.from_numpy(arr).permute(2, 0, 1) if arr.ndim == 3 else torch.from_numpy(arr)[None]
