@@ -47,10 +47,23 @@ def gaussian(x, sigma: float, seed: int = 0) -> np.ndarray:
     return _same_layout(a + np.random.default_rng(seed).normal(0.0, sigma / 255.0, a.shape), x)
 
 
+def check_peak(peak: float) -> float:
+    """``peak`` (expected photons at white) if it is positive; else one clear error."""
+    if not peak > 0:
+        raise VaekitError(f"peak must be positive (expected photons at white), not {peak}")
+    return peak
+
+
+def check_amount(amount: float) -> float:
+    """``amount`` (the fraction of pixels hit by impulses) if it lies in 0..1; else one clear error."""
+    if not 0 <= amount <= 1:
+        raise VaekitError(f"amount must lie in 0..1 (the fraction of hit pixels), not {amount}")
+    return amount
+
+
 def poisson(x, peak: float, seed: int = 0) -> np.ndarray:
     """Poisson (shot) noise with ``peak`` expected photons at value 1 (the input's dtype; floats in [0, ∞))."""
-    if not peak > 0:
-        raise VaekitError(f"peak must be positive, not {peak}")
+    check_peak(peak)
     a = _check(x)
     return _same_layout(np.random.default_rng(seed).poisson(np.clip(a, 0, 1) * peak) / float(peak), x)
 
@@ -82,8 +95,7 @@ def camera(x, seed: int = 0, *, photons=None, read=None, quality=None) -> np.nda
 
 def salt_pepper(x, amount: float, seed: int = 0) -> np.ndarray:
     """Impulse noise: ``amount`` of the pixel positions set to 0 or 1 (all channels alike)."""
-    if not 0 <= amount <= 1:
-        raise VaekitError(f"amount must lie in 0..1, not {amount}")
+    check_amount(amount)
     a = _check(x).copy()
     rng = np.random.default_rng(seed)
     hit = rng.random(a.shape[:2]) < amount

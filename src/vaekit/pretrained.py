@@ -275,9 +275,9 @@ def shared_model(spec: str | Path, models_root: str | Path | None = None) -> tor
     if name not in SHIPPED:
         return load_model(spec, models_root)
     weights = installed_weights(name)
-    stat = weights.stat() if weights.is_file() else None
-    if stat is None:
+    if not weights.is_file():
         return load_pretrained(name)  # its clear error
+    stat = weights.stat()
     return _shared(name, str(weights), stat.st_size, stat.st_mtime_ns)
 
 

@@ -463,10 +463,10 @@ def denoise(
         raise VaekitError("--peak applies to poisson noise only: add --noise poisson")
     if amount is not None and noise != "salt-pepper":
         raise VaekitError("--amount applies to salt-pepper noise only: add --noise salt-pepper")
-    if peak is not None and not peak > 0:
-        raise VaekitError(f"peak must be positive (expected photons at white), not {peak}")
-    if amount is not None and not 0 <= amount <= 1:
-        raise VaekitError(f"amount must lie in 0..1 (the fraction of hit pixels), not {amount}")
+    if peak is not None:
+        degrade.check_peak(peak)
+    if amount is not None:
+        degrade.check_amount(amount)
     n = check_samples(samples)
     k = 0 if n == 1 else n
     if ensemble is not None:
