@@ -107,6 +107,8 @@ def test_every_command_against_bad_and_odd_inputs(command, tmp_path, capsys):
             assert out.is_file() and out.stat().st_size > 0, (command, name)
             if command != "compress":  # PNG bit depth: byte 24 of the file
                 assert out.read_bytes()[24] == (16 if name in DEEP else 8), (command, name)
+            else:  # the codec keeps 8 bits, and says so where a file had more
+                assert ("8 bits per sample" in err) == (name in DEEP), (command, name, err)
             assert all(line.startswith("vaekit: warning:") for line in err.splitlines()), (command, name, err)
         assert not [p for p in out.parent.iterdir() if p.name.endswith(".tmp")], (command, name)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -310,7 +311,7 @@ def compress_paths(
 
     from .. import batch
     from ..data import IMAGE_SUFFIXES
-    from ..io import atomic_write_text, read_array
+    from ..io import atomic_write_text, read_array, source_bits
 
     _check_effort(effort)
     items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"))
@@ -318,6 +319,8 @@ def compress_paths(
 
     def read(it):
         img = read_array(it.input)
+        if source_bits(it.input) > 8:  # the codec's files hold 8 bits per sample
+            warnings.warn(f"{it.input}: coded at 8 bits per sample; the finer levels are lost", stacklevel=2)
         return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
     def work(it, img):
