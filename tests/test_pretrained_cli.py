@@ -133,6 +133,24 @@ def test_generate_is_seeded_and_tempered(model):
         vaekit.generate(model, 8, temperature=0)
 
 
+def test_generate_by_class_and_refusals():
+    each = vaekit.generate("cvae-mnist", 10, seed=2)  # classes in turn: sample i is class i
+    three = vaekit.generate("cvae-mnist", 10, seed=2, label=3)
+    assert torch.allclose(each[3], three[3]) and not torch.allclose(each[5], three[5])
+    for bad, words in (
+        (dict(model="cvae-mnist", label=10), "0..9"),
+        (dict(model="mnist-vae", label=1), "class-conditional"),
+        (dict(model="mnist-vae", temperature=float("nan")), "positive"),
+        (dict(model="compensate-posterior"), "cannot generate"),
+    ):
+        with pytest.raises(VaekitError, match=words):
+            vaekit.generate(n=4, **bad)
+    with pytest.raises(VaekitError, match="label"):
+        vaekit.interpolate("cvae-mnist", each[0], each[1])
+    frames = vaekit.interpolate("cvae-mnist", each[0], each[1], steps=3, label=0)
+    assert frames.shape == (3, 1, 28, 28)
+
+
 def test_interpolation_ends_are_the_reconstructions(model):
     from vaekit.samples import rendered_digits
 
@@ -260,6 +278,12 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
         == 0
     )
     assert Image.open(tmp_path / "p.png").size == (10 * 30 + 2, 32)
+    assert main(["generate", "cvae-mnist", "-n", "20", "-o", str(tmp_path / "c.png")]) == 0
+    assert Image.open(tmp_path / "c.png").size == (10 * 30 + 2, 2 * 30 + 2)  # a row per turn of the classes
+    capsys.readouterr()
+    assert main(["generate", "denoise-gray", "-o", str(tmp_path / "d.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot generate" in err and not (tmp_path / "d.png").exists()
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-vae" in listing and "codec-hyperprior" in listing

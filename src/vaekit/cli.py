@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="two images to interpolate between")
     p.add_argument("--steps", type=int, default=10, help="frames of the interpolation, both ends included")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
+    p.add_argument("--label", type=int, default=None, help="class to draw (class-conditional models; default: each)")
     p.add_argument("-o", "--output", default="samples.png", help="PNG to write")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--max-pixels", type=int, default=None, help="refuse larger input images (default 100 MP)")
@@ -568,14 +569,17 @@ def cmd_generate(args):
     model = _load_model(args)
     if not args.output.lower().endswith(".png"):
         raise VaekitError(f"-o {args.output}: generate writes a PNG file; give a name ending in .png")
+    if args.nrow is not None and args.nrow < 1:
+        raise VaekitError(f"--nrow must be at least 1, got {args.nrow}")
     if args.interpolate:
         a, b = (read_image(p, max_pixels=args.max_pixels) for p in args.interpolate)
-        frames = interpolate(model, a.to(_device(args)), b.to(_device(args)), steps=args.steps)
+        frames = interpolate(model, a.to(_device(args)), b.to(_device(args)), steps=args.steps, label=args.label)
         write_image(args.output, grid(frames.cpu(), nrow=args.nrow or args.steps))
         print(f"wrote {args.steps} interpolation frames to {args.output}")
         return
-    imgs = generate(model, args.n, temperature=args.temperature, seed=args.seed)
-    write_image(args.output, grid(imgs.cpu(), nrow=args.nrow))
+    imgs = generate(model, args.n, temperature=args.temperature, seed=args.seed, label=args.label)
+    by_class = getattr(model, "conditional", False) and args.label is None  # a row per class turn
+    write_image(args.output, grid(imgs.cpu(), nrow=args.nrow or (model.num_classes if by_class else None)))
     print(f"wrote {args.n} samples (temperature {args.temperature}, seed {args.seed}) to {args.output}")
 
 

@@ -22,18 +22,47 @@ def seeded(seed: int | None):
         yield
 
 
+def _generative(m, *, needs=("sample",)):
+    """Refuse, in one sentence, a model that has no prior over whole images (a denoiser, the codec)."""
+    if not all(callable(getattr(m, attr, None)) for attr in needs):
+        raise VaekitError(
+            f"this model ({getattr(m, 'arch', type(m).__name__)}) cannot generate: it is not an image VAE with a "
+            "prior over whole images, such as mnist-vae or cvae-mnist"
+        )
+
+
+def _labels(m, label, n: int):
+    """The labels a class-conditional model is sampled with: ``label`` for all, else classes in turn."""
+    if not getattr(m, "conditional", False):
+        if label is not None:
+            raise VaekitError("a label is only for class-conditional models, such as cvae-mnist")
+        return None
+    if label is None:
+        return torch.arange(n) % m.num_classes
+    if not 0 <= int(label) < m.num_classes:
+        raise VaekitError(f"label must lie in 0..{m.num_classes - 1}, got {label}")
+    return torch.full((n,), int(label))
+
+
 @torch.no_grad()
-def generate(model, n: int = 64, *, temperature: float = 1.0, seed: int | None = 0, device=None) -> torch.Tensor:
+def generate(
+    model, n: int = 64, *, temperature: float = 1.0, seed: int | None = 0, device=None, label: int | None = None
+) -> torch.Tensor:
     """``n`` prior samples (B, C, H, W) in [0, 1] (the likelihood's mean) of ``model`` (a name, path or module),
-    drawn on ``device`` and returned on the CPU."""
+    drawn on ``device`` and returned on the CPU.  A class-conditional model draws class ``label``, or the
+    classes in turn (0, 1, ..., 9, 0, ...) without one."""
     from .common import resolve_model
 
     if n < 1:
         raise VaekitError("the number of samples must be at least 1")
-    if temperature <= 0:
-        raise VaekitError("temperature must be positive")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise VaekitError(f"temperature must be a positive number, got {temperature}")
     m = resolve_model(model, device=device)
+    _generative(m)
+    labels = _labels(m, label, n)
     with seeded(seed):
+        if labels is not None:
+            return m.sample_class(labels, temperature).clamp(0, 1).cpu()
         return m.sample(n, temperature).clamp(0, 1).cpu()
 
 
@@ -50,15 +79,22 @@ def fit_image(model, img: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def interpolate(model, a, b, steps: int = 10, *, device=None) -> torch.Tensor:
+def interpolate(model, a, b, steps: int = 10, *, device=None, label: int | None = None) -> torch.Tensor:
     """Decode ``steps`` points on the line between the posterior means of images ``a`` and ``b`` ((C, H, W)
-    tensors, or numpy images of the task contract), both ends included: (steps, C, H, W) on the CPU."""
+    tensors, or numpy images of the task contract), both ends included: (steps, C, H, W) on the CPU.  A
+    class-conditional model needs the images' class, ``label``."""
     from ..io import as_float_image
     from .common import resolve_model
 
     if steps < 2:
         raise VaekitError("--steps must be at least 2 (both ends are included)")
     model = resolve_model(model, device=device)
+    _generative(model, needs=("encode", "decode"))
+    if getattr(model, "conditional", False) and label is None:
+        raise VaekitError("a class-conditional model interpolates within one class: give its label")
+    labels = _labels(model, label, 1)
+    if labels is not None:
+        model.condition(labels)
     dev = next(model.parameters()).device
 
     def chw(img):
