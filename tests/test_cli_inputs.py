@@ -129,6 +129,18 @@ def test_every_command_against_bad_output_paths(command, tmp_path, capsys):
         assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (command, out, err)
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [["eval", "mnist-vae", "--data-dir", "x"], ["bench", "denoise"], ["bench", "compress"], ["bench", "generate"]],
+)
+def test_a_limit_under_one_is_refused_not_read_as_every_image(argv, capsys):
+    for limit in ("0", "-2"):
+        capsys.readouterr()
+        assert main([*argv, "--limit", limit]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "at least 1" in err, (argv, err)
+
+
 def test_mask_bomb_through_the_cli_is_refused(tmp_path, capsys):
     good, _ = _corpus(tmp_path)
     (tmp_path / "bomb.png").write_bytes(_png_header(100_000, 100_000))

@@ -23,6 +23,17 @@ class _Parser(argparse.ArgumentParser):
         raise VaekitError(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'vaekit'}: {message}")
 
 
+def _count(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (``--limit 0`` would otherwise mean every image)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -80,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", required=True, help="folder of the data set (e.g. ../shared/data/mnist)")
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("-k", "--k", type=int, default=1000, help="importance samples for the IWAE bound (0: skip)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--limit", type=_count, default=None, help="evaluate the first N images only")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--models-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="also write the figures as JSON here")
@@ -259,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", required=True, help="the MNIST folder")
     b.add_argument("--model", default="mnist-vae")
     b.add_argument("-k", "--k", type=int, default=1000, help="importance samples for the IWAE bound")
-    b.add_argument("--limit", type=int, default=None, help="first N test images only (default: all 10,000)")
+    b.add_argument("--limit", type=_count, default=None, help="first N test images only (default: all 10,000)")
     b.add_argument("--throughput-steps", type=int, default=300, help="steps per timed training run (0: skip)")
     b.add_argument("-o", "--output", default="results", help="results folder")
     b.add_argument("--models-dir", default=None)
@@ -270,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", required=True, help="folder of test images (../shared/data/kodak), or photos (photos-val, ÷2)"
     )
     b.add_argument("--model", default="codec-hyperprior")
-    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("--limit", type=_count, default=None, help="first N images only")
     b.add_argument("--codecs", default="jpeg,webp,avif,jxl", help="classical codecs to sweep (comma list)")
     b.add_argument("--efforts", default="0", help="encode efforts to measure (comma list; 0 always runs)")
     b.add_argument("--qualities", default=None, help="codec qualities to measure (comma list; default all)")
@@ -299,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--neighbours", type=int, default=10, help="nbr arm: nearest prior samples per labelled image")
     b.add_argument("--pool", type=int, default=50000, help="nbr arm: prior samples searched")
     b.add_argument("--split", choices=("test", "val"), default="test", help="val: last 10,000 training images")
-    b.add_argument("--limit", type=int, default=None, help="evaluate on the first N images only")
+    b.add_argument("--limit", type=_count, default=None, help="evaluate on the first N images only")
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False, seed=False)
 
@@ -315,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data-dir", required=True, help="folder of test images (e.g. ../shared/data/kodak)")
     b.add_argument("--tasks", default="compress,decompress,denoise,inpaint,compensate", help="comma list")
     b.add_argument("--processes", default="1,2", help="comma list of process counts (1 is the reference)")
-    b.add_argument("--limit", type=int, default=None, help="first N images only")
+    b.add_argument("--limit", type=_count, default=None, help="first N images only")
     b.add_argument("-o", "--output", default="results")
     _common(b, seed=False)
 
@@ -324,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sets", default="kodak,photos-val", help="comma list: set folders, or photos-val")
     b.add_argument("--methods", default=None, help="comma list (default: none, percentile, gray-world, clahe, vae)")
     b.add_argument("--model", default="compensate-posterior")
-    b.add_argument("--limit", type=int, default=None)
+    b.add_argument("--limit", type=_count, default=None)
     b.add_argument("-o", "--output", default="results")
     _common(b, device=False)
 
@@ -348,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--model-gray", default=None, help="gray VAE denoiser (default: denoise-gray)")
     b.add_argument("--model-color", default=None, help="VAE denoiser for colour sets (default: denoise-color)")
-    b.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    b.add_argument("--limit", type=_count, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="rerun cached classical methods (timings from this run)")
     b.add_argument(
@@ -384,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--samples-limit", type=int, default=None, help="run vae-8 (8 fills per image) on the first N images only"
     )
-    b.add_argument("--limit", type=int, default=None, help="first N images of each set")
+    b.add_argument("--limit", type=_count, default=None, help="first N images of each set")
     b.add_argument("--threads", type=int, default=1, help="threads for every method (default 1)")
     b.add_argument("--fresh", action="store_true", help="recompute cached results (timings from this run)")
     b.add_argument("-o", "--output", default="results")
