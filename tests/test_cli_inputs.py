@@ -130,15 +130,25 @@ def test_every_command_against_bad_output_paths(command, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv",
-    [["eval", "mnist-vae", "--data-dir", "x"], ["bench", "denoise"], ["bench", "compress"], ["bench", "generate"]],
+    "argv, low",
+    [
+        (["eval", "mnist-vae", "--data-dir", "x", "--limit"], 1),
+        (["bench", "denoise", "--limit"], 1),
+        (["bench", "compress", "--limit"], 1),
+        (["eval", "mnist-vae", "--data-dir", "x", "--batch-size"], 1),
+        (["denoise-fit", "x", "-o", "y", "--steps"], 1),
+        (["denoise", "x.png", "-o", "y.png", "--max-pixels"], 1),
+        (["denoise", "x.png", "-o", "y.png", "--tile"], 64),
+        (["inpaint", "x.png", "-o", "y.png", "--tile"], 64),
+    ],
 )
-def test_a_limit_under_one_is_refused_not_read_as_every_image(argv, capsys):
-    for limit in ("0", "-2"):
+def test_counts_and_sides_under_their_least_are_refused(argv, low, capsys):
+    """``--limit 0`` ran every image, ``--batch-size 0`` raised, a tile of 8 was silently made 64."""
+    for value in ("0", "-2", str(low - 1)):
         capsys.readouterr()
-        assert main([*argv, "--limit", limit]) == 2
+        assert main([*argv, value]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "at least 1" in err, (argv, err)
+        assert len(err.splitlines()) == 1 and f"at least {low}" in err, (argv, err)
 
 
 def test_mask_bomb_through_the_cli_is_refused(tmp_path, capsys):

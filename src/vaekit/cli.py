@@ -23,15 +23,23 @@ class _Parser(argparse.ArgumentParser):
         raise VaekitError(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'vaekit'}: {message}")
 
 
-def _count(text: str) -> int:
-    """An argparse type: a whole number of at least 1 (``--limit 0`` would otherwise mean every image)."""
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
+def _at_least(low: int):
+    """An argparse type: a whole number of at least ``low`` (``--limit 0`` would otherwise mean every image, and
+    a tile under 64 pixels was silently raised to 64)."""
+
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {n}")
+        return n
+
+    return parse
+
+
+_count = _at_least(1)
 
 
 def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
@@ -92,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("-k", "--k", type=int, default=1000, help="importance samples for the IWAE bound (0: skip)")
     p.add_argument("--limit", type=_count, default=None, help="evaluate the first N images only")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--batch-size", type=_count, default=100)
     p.add_argument("--models-dir", default=None)
     p.add_argument("-o", "--output", default=None, help="also write the figures as JSON here")
     _common(p)
@@ -107,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, default=None, help="class to draw (class-conditional models; default: each)")
     p.add_argument("-o", "--output", default="samples.png", help="PNG to write")
     p.add_argument("--models-dir", default=None)
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger input images (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger input images (default 100 MP)")
     _common(p)
 
     p = sub.add_parser("compress", help="compress an image (or a folder) to .vkc files with the learned codec")
@@ -127,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", default=None, help="codec: shipped name, run folder or weights (default codec-hyperprior)"
     )
     p.add_argument("--tile", type=int, default=1024, help="tile size in pixels, a multiple of 64 (bounds memory)")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
     _common(p, seed=False)
 
@@ -135,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help=".vkc file or folder")
     p.add_argument("-o", "--output", required=True, help="PNG file, or folder for a folder input")
     p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
     _common(p, seed=False)
 
@@ -214,9 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="VAE: average 1, 2, 4 or 8 passes over flipped and turned copies (default: the model's; denoise-gray 2)",
     )
     p.add_argument(
-        "--tile", type=int, default=None, help="tile side for large images (overlapping, blended; default 768)"
+        "--tile",
+        type=_at_least(64),
+        default=None,
+        help="tile side for large images (overlapping, blended; 768)",
     )
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
     _common(p)
 
@@ -237,14 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
         "generative VAE of the image's domain (e.g. mnist-vae)",
     )
     p.add_argument("--iters", type=int, default=100, help="pseudo-Gibbs iterations (generative VAEs)")
-    p.add_argument("--tile", type=int, default=512, help="tile side for large images (overlapping, blended)")
+    p.add_argument("--tile", type=_at_least(64), default=512, help="tile side for large images (overlapping, blended)")
     p.add_argument(
         "--ensemble",
         type=int,
         default=1,
         help="VAE: average 2, 4 or 8 passes over flipped and turned copies (a little better, that many times slower)",
     )
-    p.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
     _common(p)
 
@@ -254,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sigma", type=float, default=None, help="Gaussian level, 0-255 scale (default: estimated)")
     p.add_argument("--noise", default="gaussian", choices=("gaussian", "poisson"))
     p.add_argument("--peak", type=float, default=None, help="Poisson: expected photons at white")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the frozen setting)")
+    p.add_argument("--steps", type=_count, default=None, help="training steps (default: the frozen setting)")
     p.add_argument(
         "--method",
         default=None,
@@ -410,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--max-upload-mb", type=float, default=50, help="larger uploads get 413 (default 50)")
-    p.add_argument("--max-pixels", type=int, default=None, help="larger images get 413 (default 100 MP)")
+    p.add_argument("--max-pixels", type=_count, default=None, help="larger images get 413 (default 100 MP)")
     p.add_argument("--queue", type=int, default=4, help="requests that may wait for the model; more get 503")
     _common(p, seed=False)
 
