@@ -394,7 +394,7 @@ def test_cli_inpaint_files_samples_and_folders(files, capsys):
         (["--box", "0,0,500,10"], "does not fit"),
         (["--box", "1,2,3"], "x0,y0,x1,y1"),
         ([], "exactly one of"),
-        (["--mask", "m.png", "--method", "nope"], "unknown inpainting method"),
+        (["--mask", "m.png", "--method", "nope"], "unknown inpainting method 'nope'; choose one of vae, telea"),
         (["--mask", "m.png", "--ensemble", "3"], "ensemble must be one of"),
     ],
 )

@@ -26,14 +26,15 @@ BASELINES = {
 }
 
 
-def get(task: str, name: str):
-    """The classical method ``name`` of ``task``; a clear error names the known ones."""
+def get(task: str, name: str, learned: tuple[str, ...] = ()):
+    """The classical method ``name`` of ``task``; a clear error names the known ones, the task's ``learned``
+    methods (``vae``) first."""
     table = BASELINES.get(task)
     if table is None:
         raise VaekitError(f"no classical methods for task {task!r}; tasks: {', '.join(BASELINES)}")
     if name not in table:
         noun = {"denoise": "denoising", "inpaint": "inpainting", "compress": "codec"}.get(task, task)
-        raise VaekitError(f"unknown {noun} method {name!r}; choose one of {', '.join(table)}")
+        raise VaekitError(f"unknown {noun} method {name!r}; choose one of {', '.join([*learned, *table])}")
     return table[name]
 
 

@@ -521,7 +521,7 @@ def denoise(
         from .. import baselines
 
         est, s, path = for_noise(
-            _mirrored_to(CLASSICAL_MIN_SIDE, baselines.get("denoise", method)),
+            _mirrored_to(CLASSICAL_MIN_SIDE, baselines.get("denoise", method, learned=("vae",))),
             y,
             noise,
             sigma=sigma,

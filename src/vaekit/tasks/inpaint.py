@@ -371,7 +371,7 @@ def inpaint(
 
         if int(ensemble) > 1:
             raise VaekitError(f"ensemble is for the VAE inpainter, not the classical method {method!r}")
-        est = _keep_known(baselines.get("inpaint", method)(y, mask), y, mask)
+        est = _keep_known(baselines.get("inpaint", method, learned=("vae",))(y, mask), y, mask)
         name = method
     keep_float = np.issubdtype(layout.dtype, np.floating)  # known pixels exactly as given, even outside [0, 1]
     out = restore_layout(est, layout, clip=not keep_float)
