@@ -120,7 +120,7 @@ def test_bad_inputs_get_one_clear_sentence_and_a_4xx(client, photo):
     cases = [
         ("/api/denoise", {"image": ("a.txt", b"hello, not an image", "text/plain")}, {}, 422, "not an image"),
         ("/api/denoise", {"image": ("a.png", b"", "image/png")}, {}, 422, "empty"),
-        ("/api/denoise", img, {"method": "nope"}, 422, "unknown"),
+        ("/api/denoise", img, {"method": "nope"}, 422, "choose one of vae"),
         ("/api/inpaint", img, {}, 422, "needs a mask"),
         ("/api/inpaint", img, {"samples": "99"}, 422, "samples"),
         ("/api/compress", img, {"effort": "9"}, 422, "effort"),
@@ -135,6 +135,8 @@ def test_bad_inputs_get_one_clear_sentence_and_a_4xx(client, photo):
         assert r.status_code == status, (url, data, r.text)
         detail = r.json()["detail"]
         assert words in detail and "Traceback" not in detail and "\n" not in detail, detail
+    for url in ("/api/denoise?format=jpeg", "/api/compress?format=png"):  # not a PNG sent under another name
+        assert client.post(url, files=img, data={"sigma": "5"}).status_code == 422, url
     assert client.get("/api/samples/nobody").status_code == 404
     assert client.get("/assets/..%2F..%2Fserve.py").status_code == 404
     assert client.get("/api/info").status_code == 200  # still answering

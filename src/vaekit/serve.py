@@ -20,6 +20,7 @@ import math
 import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, File, Form, Request, UploadFile
@@ -386,7 +387,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         method: str = Form("vae"),
         add_sigma: float | None = Form(None),
         seed: int = Form(0),
-        format: str = "png",
+        format: Literal["png", "json"] = "png",
     ):
         """Denoise (blind without ``sigma``, 0-255 scale); ``add_sigma`` first puts Gaussian noise on a clean
         image, and the PSNR against it is reported."""
@@ -406,7 +407,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         method: str = Form("vae"),
         samples: int = Form(1),
         seed: int = Form(0),
-        format: str = "png",
+        format: Literal["png", "json"] = "png",
     ):
         """Fill the pixels where ``mask`` is white (> 127), or the scratches found with ``detect=scratches``;
         ``samples`` > 1 draws that many fills (JSON: ``sample_0`` ...)."""
@@ -437,7 +438,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         quality: int = Form(4),
         effort: int = Form(0),
         compare: bool = Form(False),
-        format: str = "vkc",
+        format: Literal["vkc", "json"] = "vkc",
     ):
         """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
         JPEG, WebP and AVIF at the same file size); ``effort`` 0..3 as the CLI's."""
@@ -449,7 +450,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"])
 
     @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})
-    async def api_decompress(request: Request, image: UploadFile = File(...), format: str = "png"):
+    async def api_decompress(request: Request, image: UploadFile = File(...), format: Literal["png", "json"] = "png"):
         """A ``.vkc`` file (in the field ``image``) decoded to PNG."""
         data = await image.read()
         t0 = time.perf_counter()
@@ -462,7 +463,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         image: UploadFile = File(...),
         method: str = Form("vae"),
         seed: int = Form(0),
-        format: str = "png",
+        format: Literal["png", "json"] = "png",
     ):
         """Exposure, gamma and colour cast corrected; the values found are in the figures."""
         img = await _read(image)
