@@ -14,7 +14,7 @@ same call gives byte-identical noisy images on any machine.
 * :func:`camera` -- a camera file's noise: Poisson–Gaussian on a Bayer mosaic, demosaicked, then 8-bit JPEG;
 * :func:`estimate_sigma` -- blind Gaussian level (0–255 scale) from the
   wavelet detail coefficients' median absolute deviation (Donoho), averaged
-  over channels (scikit-image's ``estimate_sigma``), raised for spatially
+  over channels, away from black and white where the image was clipped, raised for spatially
   correlated (camera) noise that the flattest 8x8 blocks hold more of than the finest scale shows.
 """
 
@@ -134,18 +134,43 @@ def add_noise(
 # over photos-val (docs/decisions.md); blocks of FLAT_BLOCK px, read at the FLAT_QUANTILE-th percentile
 FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
 SHOT_RATIO = 1.4  # the least change of level across the brightness range that draws a map (docs/decisions.md)
+# a clipped plane's MAD reads coefficients whose surroundings lie CLIP_MARGIN levels inside (0, 1), while at least
+# CLIP_KEEP of them do (chosen on photos-val, docs/decisions.md)
+CLIP_MARGIN, CLIP_KEEP = 2.0, 0.02
+_GAUSS_MAD = 0.6744897501960817  # the median of |N(0, 1)|
 
 
 def _mad_sigma(y: np.ndarray) -> float:
-    import warnings
-
-    from skimage.restoration import estimate_sigma as sk_estimate
-
-    with warnings.catch_warnings():  # a plane 3 or 4 px wide makes scikit-image guess it is a colour image
-        warnings.filterwarnings("ignore", message="image is size", category=UserWarning)
-        warnings.filterwarnings("ignore", category=RuntimeWarning)  # a constant plane: no detail to take a MAD of
-        level = float(sk_estimate(y, channel_axis=-1 if y.ndim == 3 else None, average_sigmas=True)) * 255.0
+    """The wavelet-MAD level (Donoho; scikit-image's ``estimate_sigma``: the finest diagonal db2 band, zeros left
+    out), averaged over channels, on the 0–255 scale; 0 for a plane with no detail."""
+    chans = y[..., None] if y.ndim == 2 else y
+    level = float(np.mean([_mad_plane(chans[..., c]) for c in range(chans.shape[2])])) * 255.0
     return level if np.isfinite(level) else 0.0
+
+
+def _mad_plane(p: np.ndarray) -> float:
+    """One plane's MAD level ([0, 1] units).  Where the plane was clipped to [0, 1] (8-bit files), noise near black
+    and white is cut short and the plain MAD reads low (photos-val, clipped sigma 50: 4.9 levels low); the
+    median then comes from coefficients whose surroundings lie CLIP_MARGIN levels inside, levels re-estimated
+    until they settle, as long as CLIP_KEEP of the coefficients remain (docs/decisions.md)."""
+    import pywt
+    from scipy.ndimage import uniform_filter
+
+    bands = pywt.dwtn(np.asarray(p, np.float64), "db2")
+    d = bands["dd"]
+    live = d != 0
+    if not live.any():
+        return 0.0
+    level = float(np.median(np.abs(d[live]))) / _GAUSS_MAD
+    if p.min() < 0 or p.max() > 1 or not ((p <= 0.5 / 255) | (p >= 254.5 / 255)).any():
+        return level  # not clipped: every coefficient sees the whole noise
+    local = uniform_filter(bands["aa"] / 2.0, 3, mode="nearest")  # the surroundings' brightness
+    for _ in range(3):
+        keep = live & (local > CLIP_MARGIN * level) & (local < 1 - CLIP_MARGIN * level)
+        if keep.sum() < max(CLIP_KEEP * live.sum(), 64):
+            break
+        level = float(np.median(np.abs(d[keep]))) / _GAUSS_MAD
+    return level
 
 
 def _blocks(y: np.ndarray):
