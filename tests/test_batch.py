@@ -162,6 +162,21 @@ def test_two_inputs_for_one_output_are_refused(tmp_path):
         batch.plan(src, tmp_path / "out", sorted(src.rglob("*.*")), lambda rel: rel.with_suffix(".png"))
 
 
+def test_an_output_folder_inside_the_input_folder_is_never_read_as_input(tmp_path, capsys):
+    src = _folder(tmp_path / "in", n=4)
+    out = src / "clean"
+    args = ["compensate", str(src), "-o", str(out), "--method", "gray-world", "--quiet"]
+    for _ in range(2):  # the rerun found the first run's outputs as new inputs and wrote clean/clean/...
+        capsys.readouterr()
+        assert main(args) == 0
+    assert "0 of 4 inputs" in capsys.readouterr().out and not (out / "clean").exists()
+    assert sorted(_pngs(out)) == sorted(
+        p.relative_to(src).as_posix() for p in src.rglob("im*.png") if out not in p.parents
+    )
+    with pytest.raises(VaekitError, match="nothing to do"):
+        batch.plan(out, out / "again", [out / "again" / "x.png"], lambda rel: rel)
+
+
 def test_bench_throughput_times_one_and_two_processes_on_the_same_bytes(tmp_path):
     from vaekit.bench import BENCHES
 

@@ -56,8 +56,9 @@ class Summary:
 
 def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: bool = True) -> list[Item]:
     """Items for ``files`` found under ``src``: a folder maps to ``dst`` with ``name(relative path)``;
-    a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder).  Two inputs that
-    would write the same output, and an output that would overwrite its own input, are refused."""
+    a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder).  Files in an output folder
+    that lies inside ``src`` are outputs, never inputs.  Two inputs that would write the same output, and an output
+    that would overwrite its own input, are refused."""
     src, dst = Path(src), Path(dst)
     if src.is_file():
         out = dst / name(Path(src.name)) if into and dst.is_dir() else dst
@@ -65,14 +66,25 @@ def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: boo
     if dst.exists() and not dst.is_dir():
         raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
     items, seen = [], {}
+    inner = _inside(dst, src)  # an output folder inside the input folder: its files are outputs, not inputs
     for f in files:
         rel = f.relative_to(src)
+        if inner and rel.parts[: len(inner)] == inner:
+            continue
         out = dst / name(rel)
         if out in seen:
             raise VaekitError(f"{seen[out]} and {f} would both write {out}; rename one of them")
         seen[out] = f
         items.append(Item(f, rel.as_posix(), out))
+    if files and not items:
+        raise VaekitError(f"every file under {src} lies in the output folder {dst}: nothing to do")
     return _not_in_place(items)
+
+
+def _inside(dst: Path, src: Path) -> tuple[str, ...]:
+    """The parts of ``dst`` below ``src`` when ``dst`` is a folder strictly inside it, else ()."""
+    d, s = dst.resolve(), src.resolve()
+    return d.relative_to(s).parts if d != s and s in d.parents else ()
 
 
 def _not_in_place(items: list[Item]) -> list[Item]:
