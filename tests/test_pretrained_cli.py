@@ -382,3 +382,15 @@ def test_bad_output_paths_and_threads_are_one_line_and_exit_2(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("vaekit: error:") and len(err.splitlines()) == 1 and "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "file"]  # nothing written
+
+
+def test_a_reader_that_stops_early_ends_the_output_quietly(monkeypatch, capsys):
+    """`vaekit models --json | head` printed "vaekit: error: cannot write: Broken pipe"."""
+    import os
+
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone
+    monkeypatch.setattr(sys, "stdout", os.fdopen(w, "w"))
+    assert main(["models", "--json"]) == 141
+    assert capsys.readouterr().err == ""
+    sys.stdout.close()

@@ -938,6 +938,9 @@ def main(argv=None) -> int:
             raise
         print(f"vaekit: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader stopped early (`vaekit models --json | head`): nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that Python's flush at exit is quiet
+        return 141
     except OSError as e:  # a write the checks could not foresee (a read-only place, a full disk)
         if debug:
             raise
