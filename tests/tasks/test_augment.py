@@ -451,6 +451,8 @@ def test_shipped_compensation_undoes_a_dark_warm_cast_and_leaves_good_photos_alo
     for good in (data.astronaut(), data.coffee(), data.camera()):  # well exposed: left as they are
         r = vaekit.compensate(good, details=True)
         assert not r.changed and (r.image == good).all() and r.p_change < 0.5
+    black = vaekit.compensate(np.zeros((48, 64, 3), np.uint8), details=True)  # no gain or gamma moves black
+    assert not black.changed and black.info["gain"] == 1.0 and not black.image.any()
 
 
 def test_keep_label_with_the_shipped_cvae(tmp_path):

@@ -111,7 +111,11 @@ def posterior_compensate(a: np.ndarray, model, *, samples: int = 1, seed: int = 
         },
     }
     if samples == 1:
-        return _numpy(exposure.correct(full, chosen[None]) if changed else full), [], None, info
+        out = _numpy(exposure.correct(full, chosen[None]) if changed else full)
+        if changed and np.abs(out - a).max() < 0.5 / 255:  # a black frame: no correction moves a pixel
+            info = {**info, **{k: v for k, v in exposure.theta_to_params(torch.zeros(4)).items() if k in info}}
+            info["changed"] = False
+        return out, [], None, info
     g = torch.Generator().manual_seed(seed)
     keep = torch.rand(samples, generator=g) < p_id
     thetas = mu + sd * torch.randn(samples, 4, generator=g)
