@@ -150,9 +150,9 @@ def _mad_sigma(y: np.ndarray) -> float:
 
 def _mad_plane(p: np.ndarray) -> float:
     """One plane's MAD level ([0, 1] units).  Where the plane was clipped to [0, 1] (8-bit files), noise near black
-    and white is cut short and the plain MAD reads low (photos-val, clipped sigma 50: 4.9 levels low); the
-    median then comes from coefficients whose surroundings lie CLIP_MARGIN levels inside, levels re-estimated
-    until they settle, as long as CLIP_KEEP of the coefficients remain (docs/decisions.md)."""
+    and white is cut short and the plain MAD reads low; the median then comes from coefficients whose
+    surroundings lie CLIP_MARGIN levels inside, the level re-estimated until it settles, as long as CLIP_KEEP of
+    the coefficients remain (docs/decisions.md)."""
     import pywt
     from scipy.ndimage import uniform_filter
 
