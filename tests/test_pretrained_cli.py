@@ -141,7 +141,7 @@ def test_generate_by_class_and_refusals():
         (dict(model="cvae-mnist", label=10), "0..9"),
         (dict(model="mnist-vae", label=1), "class-conditional"),
         (dict(model="mnist-vae", temperature=float("nan")), "positive"),
-        (dict(model="compensate-posterior"), "cannot generate"),
+        (dict(model="compensate-posterior"), "VAE of whole images"),
     ):
         with pytest.raises(VaekitError, match=words):
             vaekit.generate(n=4, **bad)
@@ -149,6 +149,24 @@ def test_generate_by_class_and_refusals():
         vaekit.interpolate("cvae-mnist", each[0], each[1])
     frames = vaekit.interpolate("cvae-mnist", each[0], each[1], steps=3, label=0)
     assert frames.shape == (3, 1, 28, 28)
+
+
+def test_eval_and_augment_take_a_class_conditional_vae_with_labels_and_refuse_other_models():
+    from vaekit.samples import rendered_digits
+
+    d = rendered_digits("3838")
+    y = torch.tensor([3, 8, 3, 8])
+    res = vaekit.evaluate("cvae-mnist", d, labels=y, k=5)
+    wrong = vaekit.evaluate("cvae-mnist", d, labels=y.flip(0), k=5)  # the other digit's label explains them worse
+    assert res["given_labels"] and res["elbo"] > wrong["elbo"]
+    with pytest.raises(VaekitError, match="labels"):
+        vaekit.evaluate("cvae-mnist", d, k=5)
+    with pytest.raises(VaekitError, match="labels"):
+        vaekit.augment(d, n=2, model="cvae-mnist")
+    assert vaekit.augment(d, n=2, model="cvae-mnist", labels=y).shape == (4, 2, 1, 28, 28)
+    for call in (lambda: vaekit.evaluate("compensate-posterior", d), lambda: vaekit.augment(d, model="denoise-gray")):
+        with pytest.raises(VaekitError, match="VAE of whole images"):
+            call()
 
 
 def test_interpolation_ends_are_the_reconstructions(model):
@@ -283,7 +301,7 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     capsys.readouterr()
     assert main(["generate", "denoise-gray", "-o", str(tmp_path / "d.png")]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cannot generate" in err and not (tmp_path / "d.png").exists()
+    assert len(err.splitlines()) == 1 and "VAE of whole images" in err and not (tmp_path / "d.png").exists()
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-vae" in listing and "codec-hyperprior" in listing

@@ -552,11 +552,12 @@ def cmd_eval(args):
     model = _load_model(args)
     from .data import load_eval_images
 
-    x = load_eval_images(model, args.data_dir, args.split, args.limit, args.seed).to(_device(args))
+    x, y = load_eval_images(model, args.data_dir, args.split, args.limit, args.seed)
     bar = _bar(len(x), "images", args.quiet)
     res = evaluate(
         model,
-        x,
+        x.to(_device(args)),
+        labels=y,
         k=args.k,
         batch_size=args.batch_size,
         seed=args.seed,

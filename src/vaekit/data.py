@@ -356,21 +356,19 @@ class RandomPatches(Dataset):
 
 
 def load_eval_images(model, data_dir, split="test", limit=None, seed=0):
-    """The evaluation images for ``model``'s data kind, as the model sees them
-    (MNIST models trained on binarized data get a seeded binarization)."""
+    """The evaluation images for ``model``'s data kind, as the model sees them (MNIST models trained on
+    binarized data get a seeded binarization), and their labels: (images, labels)."""
     card = getattr(model, "card", {})
     kind = card.get("data", {}).get("kind", "mnist")
     if kind == "mnist":
-        x, _ = mnist_tensors(data_dir, split)
+        x, y = mnist_tensors(data_dir, split)
     elif kind == "cifar10":
-        import torch
-
-        xn, _ = load_cifar10(data_dir, split)
-        x = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0)
+        xn, yn = load_cifar10(data_dir, split)
+        x, y = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0), torch.as_tensor(yn)
     else:
         raise VaekitError(f"eval supports models trained on mnist or cifar10, not {kind!r}")
     if limit:
-        x = x[:limit]
+        x, y = x[:limit], y[:limit]
     if card.get("data", {}).get("binarize"):
         x = binarize(x, seed)
-    return x
+    return x, torch.as_tensor(y).long()

@@ -118,9 +118,11 @@ def run(**kwargs) -> dict:
     if card.get("data", {}).get("kind") != "mnist":
         raise VaekitError(f"bench generate measures MNIST models; {args.model} was trained on {card.get('data')}")
     seed = args.seed
-    x = load_eval_images(model, args.data_dir, "test", args.limit, seed)
+    x, y = load_eval_images(model, args.data_dir, "test", args.limit, seed)
     bar = None if args.quiet else __import__("tqdm").tqdm(total=len(x), unit="img", file=sys.stderr)
-    res = evaluate(model, x, k=args.k, seed=seed, progress=(lambda i, n: bar.update(i - bar.n)) if bar else None)
+    res = evaluate(
+        model, x, labels=y, k=args.k, seed=seed, progress=(lambda i, n: bar.update(i - bar.n)) if bar else None
+    )
     if bar:
         bar.close()
     per = res.pop("nll_per_example", None)

@@ -36,8 +36,9 @@ def latent_variants(
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
     check_strength(strength)
-    if not hasattr(model, "posterior"):
-        raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} has no posterior to perturb")
+    from .common import check_image_vae
+
+    check_image_vae(model, "augment")
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
     mu, logvar = model.posterior(x)
@@ -263,7 +264,10 @@ def augment_paths(
     files = find_images(src)
     if not files:
         raise VaekitError(f"no images found under {src}")
+    from .common import check_image_vae
+
     m = load_model(model) if isinstance(model, (str, Path)) else model
+    check_image_vae(m, "augment")  # before any input is read
     classes = None
     neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None
     if neighbours is not None and n > len(neighbours):  # a usage error, before any input is read
@@ -275,6 +279,8 @@ def augment_paths(
         classes = sorted({f.relative_to(src).parts[0] for f in files if len(f.relative_to(src).parts) > 1})
         if not classes:
             raise VaekitError(f"{src}: with --keep-label images must sit in one subfolder per class")
+    elif getattr(m, "conditional", False) and not keep_label:
+        raise VaekitError("a class-conditional model needs each image's class: give --keep-label, a folder per class")
     elif keep_label:
         if not getattr(m, "conditional", False):
             raise VaekitError(
@@ -416,4 +422,6 @@ def augment(
         if not getattr(m, "conditional", False):
             raise VaekitError("labels need a class-conditional model (arch cvae)")
         m.condition(torch.as_tensor(labels).long())
+    elif getattr(m, "conditional", False):
+        raise VaekitError("a class-conditional model needs the images' labels")
     return latent_variants(m, x, n, strength=strength, seed=seed, classical=classical)

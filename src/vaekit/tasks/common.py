@@ -89,6 +89,18 @@ def resolve_model(model, default: str | None = None, *, device=None) -> torch.nn
     return m.eval().to(resolve_device(device))
 
 
+def check_image_vae(model, task: str) -> None:
+    """Refuse, in one sentence, a model that is no VAE of whole images (a denoiser, the codec, the exposure
+    posterior): ``task`` (generate, interpolate, augment, eval) needs its prior and its posterior of an image."""
+    from ..models.base import VAEBase
+
+    if not isinstance(model, VAEBase):
+        raise VaekitError(
+            f"{task} needs a VAE of whole images, such as mnist-vae or cvae-mnist; this model "
+            f"({getattr(model, 'arch', type(model).__name__)}) is not one"
+        )
+
+
 def ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     """Blending weights of one tile side: linear over ``overlap`` pixels where a neighbour tile overlaps."""
     w = np.ones(n, dtype=np.float32)

@@ -22,15 +22,6 @@ def seeded(seed: int | None):
         yield
 
 
-def _generative(m, *, needs=("sample",)):
-    """Refuse, in one sentence, a model that has no prior over whole images (a denoiser, the codec)."""
-    if not all(callable(getattr(m, attr, None)) for attr in needs):
-        raise VaekitError(
-            f"this model ({getattr(m, 'arch', type(m).__name__)}) cannot generate: it is not an image VAE with a "
-            "prior over whole images, such as mnist-vae or cvae-mnist"
-        )
-
-
 def _labels(m, label, n: int):
     """The labels a class-conditional model is sampled with: ``label`` for all, else classes in turn."""
     if not getattr(m, "conditional", False):
@@ -51,14 +42,14 @@ def generate(
     """``n`` prior samples (B, C, H, W) in [0, 1] (the likelihood's mean) of ``model`` (a name, path or module),
     drawn on ``device`` and returned on the CPU.  A class-conditional model draws class ``label``, or the
     classes in turn (0, 1, ..., 9, 0, ...) without one."""
-    from .common import resolve_model
+    from .common import check_image_vae, resolve_model
 
     if n < 1:
         raise VaekitError("the number of samples must be at least 1")
     if not (math.isfinite(temperature) and temperature > 0):
         raise VaekitError(f"temperature must be a positive number, got {temperature}")
     m = resolve_model(model, device=device)
-    _generative(m)
+    check_image_vae(m, "generate")
     labels = _labels(m, label, n)
     with seeded(seed):
         if labels is not None:
@@ -84,12 +75,12 @@ def interpolate(model, a, b, steps: int = 10, *, device=None, label: int | None 
     tensors, or numpy images of the task contract), both ends included: (steps, C, H, W) on the CPU.  A
     class-conditional model needs the images' class, ``label``."""
     from ..io import as_float_image
-    from .common import resolve_model
+    from .common import check_image_vae, resolve_model
 
     if steps < 2:
         raise VaekitError("--steps must be at least 2 (both ends are included)")
     model = resolve_model(model, device=device)
-    _generative(model, needs=("encode", "decode"))
+    check_image_vae(model, "interpolate")
     if getattr(model, "conditional", False) and label is None:
         raise VaekitError("a class-conditional model interpolates within one class: give its label")
     labels = _labels(model, label, 1)
@@ -112,9 +103,17 @@ def interpolate(model, a, b, steps: int = 10, *, device=None, label: int | None 
 
 @torch.no_grad()
 def evaluate(
-    model, images: torch.Tensor, *, k: int = 1000, batch_size: int = 100, seed: int = 0, progress=None
+    model,
+    images: torch.Tensor,
+    *,
+    labels=None,
+    k: int = 1000,
+    batch_size: int = 100,
+    seed: int = 0,
+    progress=None,
 ) -> dict:
-    """Likelihood and reconstruction figures of ``model`` on ``images`` (N, C, H, W).
+    """Likelihood and reconstruction figures of ``model`` (a name, path or module) on ``images`` (N, C, H, W);
+    a class-conditional model is evaluated given the images' ``labels`` (N,), so its likelihoods are log p(x | y).
 
     Returns per-example means: ``elbo``, ``kl``, ``rec`` (nats), ``nll``
     (IWAE bound with ``k`` samples, nats; skipped when k=0),
@@ -122,6 +121,13 @@ def evaluate(
     reconstruction ``mse``/``psnr``/``ssim`` of the posterior-mean decoding
     against the model's input, and posterior spreads.
     """
+    from .common import check_image_vae, resolve_model
+
+    model = resolve_model(model, device=images.device)
+    check_image_vae(model, "eval")
+    conditional = getattr(model, "conditional", False)
+    if conditional and labels is None:
+        raise VaekitError("a class-conditional model is evaluated given the images' labels")
     model.eval()
     with seeded(seed):
         sums = {
@@ -140,6 +146,8 @@ def evaluate(
         t0 = time.perf_counter()
         for i in range(0, n, batch_size):
             x = images[i : i + batch_size]
+            if conditional:
+                model.condition(labels[i : i + batch_size])
             out = model.terms(x, 1)
             m = model.loss(x, out)
             bsz = x.shape[0]
@@ -178,6 +186,8 @@ def evaluate(
             res["active_units_top"] = metrics.active_units(mu2)
             res["latent_dims_top"] = mu2.shape[1]
         res.update(n=n, k=k, seconds=time.perf_counter() - t0)
+        if conditional:
+            res["given_labels"] = True  # log p(x | label), not log p(x)
         if per_nll:
             res["nll_per_example"] = torch.cat(per_nll).tolist()
         return res
