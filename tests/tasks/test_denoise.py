@@ -456,6 +456,17 @@ def test_cli_denoise_samples_folder_and_bad_input(tmp_path, tiny_run, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
+def test_bench_noise_conditions_are_parsed_or_refused_in_one_line():
+    from vaekit.bench.denoise import parse_conditions
+
+    conds = parse_conditions("25c", "poisson30,sp0.1,camera")
+    assert [c["tag"] for c in conds] == ["sigma25-clipped", "poisson30", "sp0.1", "camera"]
+    assert conds[1]["peak"] == 30 and conds[2]["amount"] == 0.1
+    for bad in ("poisson0", "poisson-3", "sp2", "poissonx", "spx", "gauss"):  # poissonx raised a ValueError
+        with pytest.raises(VaekitError):
+            parse_conditions("", bad)
+
+
 def test_bench_denoise_tiny(tmp_path, tiny_run):
     from vaekit.io import write_image
 

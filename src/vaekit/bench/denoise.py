@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import baselines as B
+from .. import degrade
 from ..baselines import BASELINES
 from ..baselines import denoise as D
 from ..degrade import add_noise, camera, estimate_sigma
@@ -67,10 +68,17 @@ def parse_conditions(sigmas: str, extra: str) -> list[dict]:
         tag = f"sigma{v:g}" + ("-clipped" if clipped else "")
         conds.append({"noise": "gaussian", "sigma": v, "tag": tag, **({"clipped": True} if clipped else {})})
     for e in [e.strip() for e in extra.split(",") if e.strip()]:
-        if e.startswith("poisson"):
-            conds.append({"noise": "poisson", "peak": float(e[7:] or 30), "tag": e})
-        elif e.startswith("sp"):
-            conds.append({"noise": "salt-pepper", "amount": float(e[2:] or 0.1), "tag": e})
+        if e.startswith(("poisson", "sp")):
+            poisson = e.startswith("poisson")
+            text = e[7:] if poisson else e[2:]
+            try:
+                v = float(text) if text else (30.0 if poisson else 0.1)
+            except ValueError:
+                raise VaekitError(f"--noises {e!r}: give a number, e.g. poisson30 or sp0.1") from None
+            if poisson:
+                conds.append({"noise": "poisson", "peak": degrade.check_peak(v), "tag": e})
+            else:
+                conds.append({"noise": "salt-pepper", "amount": degrade.check_amount(v), "tag": e})
         elif e == "camera":  # simulated camera files (vaekit.degrade.camera): every method blind, as on real noise
             conds.append({"noise": "camera", "tag": e})
         else:
