@@ -661,3 +661,6 @@ def test_the_compression_benchmark_measures_effort_levels(trained_tiny, tmp_path
             assert cost(b) <= cost(a) + 1e-9
     assert "vs_vaekit" in payload["bd_rate"]["vaekit effort 1"]
     assert "## Encode effort" in (out / f"compress-{tmp_path.name}.md").read_text()
+    Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "2.png")  # under MS-SSIM's least side
+    with pytest.raises(VaekitError, match="over 160 px"):
+        run(data_dir=str(tmp_path), model=str(path), codecs="", output=str(out), quiet=True)

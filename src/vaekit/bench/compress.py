@@ -39,6 +39,9 @@ def _versions() -> dict:
     return {"pillow": PIL.__version__, "imagecodecs": imagecodecs.__version__}
 
 
+MS_SSIM_MIN_SIDE = 160  # five scales, each halving the image, under an 11-px window
+
+
 def _quality_metrics(ref: np.ndarray, rec: np.ndarray) -> dict:
     a = torch.from_numpy(np.array(ref)).permute(2, 0, 1)[None].float() / 255
     b = torch.from_numpy(np.array(rec)).permute(2, 0, 1)[None].float() / 255
@@ -246,6 +249,12 @@ def run(**kwargs) -> dict:
     if efforts[-1] >= len(EFFORT_STEPS) or efforts[0] < 0:
         raise VaekitError(f"--efforts: each from 0 to {len(EFFORT_STEPS) - 1}")
     set_name, files, imgs = _load_images(data_dir, args.limit)
+    for f, img in zip(files, imgs):
+        if min(img.shape[:2]) <= MS_SSIM_MIN_SIDE:
+            raise VaekitError(
+                f"{f} is {img.shape[1]}x{img.shape[0]} as measured: the benchmark's MS-SSIM needs both sides over "
+                f"{MS_SSIM_MIN_SIDE} px"
+            )
     names = [Path(f).name for f in files]
     out_dir = Path(args.output)
     cache = Path(args.cache) if args.cache else out_dir / ".cache" / "compress"
