@@ -21,11 +21,14 @@ def psnr(x: torch.Tensor, y: torch.Tensor, peak: float = 1.0) -> torch.Tensor:
 
 
 def _ssim_map(a: np.ndarray, b: np.ndarray, data_range: float) -> np.ndarray:
-    """scikit-image's SSIM map of two (H, W) or (H, W, C) arrays; images under 11 px get a narrower window."""
+    """scikit-image's SSIM map of two (H, W) or (H, W, C) arrays; images under 11 px get a narrower window, down
+    to one pixel."""
     from skimage.metrics import structural_similarity
 
     side = min(a.shape[:2])
     sigma = 1.5 if side >= 11 else max(side - 1, 2) / 7.0
+    if 2 * int(3.5 * sigma + 0.5) + 1 > side:  # skimage's window (3.5 sigma each way) must fit: 1-6 px sides
+        sigma = ((side - 1) // 2 + 0.25) / 3.5
     _, smap = structural_similarity(
         a,
         b,
