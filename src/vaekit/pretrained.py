@@ -287,13 +287,15 @@ def _shared(name: str, weights: str, size: int, mtime_ns: int) -> torch.nn.Modul
 
 
 def load_checkpoint(path: str | Path) -> torch.nn.Module:
-    """The model of a training checkpoint (a run that has not finished: no model.safetensors yet)."""
+    """The model of a training checkpoint (a run that has not finished: no model.safetensors yet): its weight
+    average where the run keeps one (``ema``), the weights that it validates and will save, else its weights."""
     path = Path(path)
     try:
         ck = torch.load(path, weights_only=True, map_location="cpu")
         cfg = ck["config"]
         model = create_model(cfg["model"], **(cfg.get("model_args") or {}))
-        model.load_state_dict(ck["model"])
+        averaged = {k[len("module.") :]: v for k, v in (ck.get("ema") or {}).items() if k.startswith("module.")}
+        model.load_state_dict(averaged or ck["model"])
     except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as e:
         raise VaekitError(f"cannot load the checkpoint {path}: {str(e).splitlines()[0] if str(e) else e}") from None
     model.card = {

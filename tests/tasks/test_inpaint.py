@@ -420,6 +420,15 @@ def test_a_run_that_is_still_training_loads_from_its_checkpoint(tmp_path):
     back = load_model(run)
     assert back.card["checkpoint_step"] == 7
     assert all(torch.equal(a, b) for a, b in zip(m.state_dict().values(), back.state_dict().values()))
+    from torch.optim.swa_utils import AveragedModel
+
+    avg = AveragedModel(m)  # a run with a weight average validates and saves the average: so does its checkpoint
+    for p in avg.module.parameters():
+        p.data.mul_(0.5)
+    ck = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**ck, "ema": avg.state_dict()}, run / "checkpoint.pt")
+    back = load_model(run)
+    assert all(torch.equal(a, b) for a, b in zip(avg.module.state_dict().values(), back.state_dict().values()))
 
 
 def test_bench_inpaint_on_a_tiny_set(files, tmp_path):
