@@ -4,7 +4,7 @@ Every primitive takes and returns a float32 array in [0, 1], H x W (gray) or
 H x W x C, and keyword-only parameters with units in the docstring.  The
 random variants draw their parameters from a ``numpy.random.Generator`` so a
 seed reproduces them.  ``apply_ops`` runs a comma list such as
-``"contrast,sharpen,denoise"`` with default strengths.
+``"contrast=1.5,sharpen,denoise"``, each operation at its default strength or at the one given.
 """
 
 from __future__ import annotations
@@ -132,22 +132,55 @@ OPS = {
 }
 
 
+# each operation's strength, as ``name=value`` in a list of operations: (keyword, type, least value)
+STRENGTHS = {
+    "contrast": ("factor", float, 0.0),
+    "sharpen": ("amount", float, 0.0),
+    "erode": ("size", int, 1),
+    "dilate": ("size", int, 1),
+    "saturation": ("factor", float, 0.0),
+    "color": ("factor", float, 0.0),
+    "denoise": ("size", int, 1),
+    "rotate": ("degrees", float, None),
+    "translate": ("dx", float, None),
+    "scale": ("factor", float, 0.01),
+}
+
+
+def _op(text: str) -> tuple[str, dict]:
+    """``"rotate=-5"`` -> ("rotate", {"degrees": -5.0}); ``"sharpen"`` -> ("sharpen", {}) (its default)."""
+    name, eq, value = (t.strip() for t in text.partition("="))
+    if name not in OPS:
+        raise VaekitError(f"unknown operation {name!r}; known: {', '.join(sorted(OPS))}")
+    if not eq:
+        return name, {}
+    key, kind, least = STRENGTHS[name]
+    need = "a whole number" if kind is int else "a number"
+    try:
+        v = kind(value)
+    except ValueError:
+        raise VaekitError(f"{text}: the {name} {key} must be {need}") from None
+    if not np.isfinite(v) or (least is not None and v < least):
+        floor = "" if least is None else f" of at least {least}"
+        raise VaekitError(f"{text}: the {name} {key} must be {need}{floor}")
+    return name, {key: v}
+
+
 def parse_ops(spec: str) -> list[str]:
-    names = [s.strip() for s in str(spec).split(",") if s.strip()]
-    if not names:
+    """The operations of a comma list such as ``"contrast=1.5,sharpen,rotate=-5"``, each checked."""
+    ops = [s.strip() for s in str(spec).split(",") if s.strip()]
+    if not ops:
         raise VaekitError("--ops needs at least one operation, e.g. contrast,sharpen")
-    for n in names:
-        if n not in OPS:
-            raise VaekitError(f"unknown operation {n!r}; known: {', '.join(sorted(OPS))}")
-    return names
+    for op in ops:
+        _op(op)
+    return ops
 
 
 def apply_ops(img, ops: str | list[str]) -> np.ndarray:
-    """Apply operations in order with their default strengths: ``apply_ops(img, "contrast,sharpen")``."""
-    names = parse_ops(ops) if isinstance(ops, str) else [n for n in ops]
+    """Apply operations in order, each at its default strength or at ``name=value`` (``STRENGTHS`` says which
+    parameter the value sets): ``apply_ops(img, "contrast=1.5,sharpen")``."""
     a = _check(img)
-    for n in names:
-        if n not in OPS:
-            raise VaekitError(f"unknown operation {n!r}; known: {', '.join(sorted(OPS))}")
-        a = OPS[n](a)
+    for op in parse_ops(ops) if isinstance(ops, str) else parse_ops(",".join(ops)):
+        name, kw = _op(op)
+        a = OPS[name](a, **kw)
     return a

@@ -47,6 +47,13 @@ def test_primitives_do_what_they_say():
     assert out.shape == img.shape and out.dtype == np.float32
     with pytest.raises(VaekitError, match="unknown operation"):
         enhance.apply_ops(img, "contrast,blurp")
+    g8 = (g * 255).astype(np.uint8)  # a strength is the operation's own parameter
+    turned = enhance.contrast(enhance.rotate(g8, degrees=90), factor=1.5)
+    assert np.array_equal(enhance.apply_ops(g8, "rotate=90,contrast=1.5"), turned)
+    assert np.array_equal(enhance.apply_ops(g8, "rotate"), enhance.rotate(g8))  # 10 degrees, its default
+    for bad in ("erode=2.5", "erode=0", "rotate=nan", "scale=-1", "sharpen="):
+        with pytest.raises(VaekitError, match="must be"):
+            enhance.apply_ops(g8, bad)
 
 
 def test_latent_variants_spread_with_strength():
