@@ -174,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
-    p.add_argument("input", help="image file")
-    p.add_argument("-o", "--output", required=True, help="PNG to write")
+    p.add_argument("input", help="image file or folder (recursive)")
+    p.add_argument("-o", "--output", required=True, help="PNG to write (or folder for a folder input)")
     p.add_argument(
         "--ops",
         required=True,
@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(amount), denoise=3, erode=2, dilate=2 (sizes, px), saturation=1.3, rotate=10 (degrees), translate=2 "
         "(px), scale=1.1",
     )
+    _folder(p)
     _common(p, device=False, seed=False)
 
     p = sub.add_parser(
@@ -709,12 +710,10 @@ def cmd_augment(args):
 
 
 def cmd_enhance(args):
-    from .enhance import apply_ops, parse_ops
-    from .io import read_array, source_bits, write_image
+    from .enhance import enhance_paths
 
-    ops = parse_ops(args.ops)
-    write_image(args.output, apply_ops(read_array(args.input), ops), source_bits(args.input))
-    print(f"{args.output}: {', '.join(ops)}")
+    summary = enhance_paths(args.input, args.output, args.ops, **_batch(args))
+    return _finish(args, summary, "enhanced", lambda r: f"{r['output']}: {', '.join(r['ops'])}")
 
 
 def cmd_compensate(args):

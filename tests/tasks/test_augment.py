@@ -414,6 +414,13 @@ def test_cli_augment_enhance_compensate_and_bad_input(tmp_path, capsys):
     assert "warning: images are resized to the model's 28x28 gray input" in capsys.readouterr().err  # a photo
     assert main(["enhance", str(tmp_path / "p.png"), "-o", str(tmp_path / "e.png"), "--ops", "contrast,sharpen"]) == 0
     assert np.asarray(Image.open(tmp_path / "e.png")).std() > img.std()
+    from vaekit.io import to_uint8
+
+    write_image(tmp_path / "many" / "sub" / "q.png", img)  # a folder, as every other image command takes
+    write_image(tmp_path / "many" / "p.png", img)
+    assert main(["enhance", str(tmp_path / "many"), "-o", str(tmp_path / "em"), "--ops", "contrast=2", "--quiet"]) == 0
+    got = np.asarray(Image.open(tmp_path / "em" / "sub" / "q.png"))
+    assert np.array_equal(got, to_uint8(enhance.contrast(img, factor=2))) and (tmp_path / "em" / "p.png").is_file()
     dark = comp.degrade_exposure(img, gain=0.4, gamma=1.0, cast=(1.0, 1.0, 1.0))
     write_image(tmp_path / "dark.png", dark)
     assert (
