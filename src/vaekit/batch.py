@@ -236,6 +236,21 @@ class _Progress:
             self.bar.close()
 
 
+def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False) -> Summary:
+    """:func:`run` over the images of a file or folder ``src`` (``vaekit.data.find_images``), each to a PNG of
+    the same relative name under ``dst``; ``work(item, image array)`` writes it and returns (paths, figures)."""
+    from .data import find_images
+    from .io import read_array
+
+    src, dst = Path(src), Path(dst)
+    files = find_images(src)
+    if not files:
+        raise VaekitError(f"no images found under {src}")
+    items = plan(src, dst, files, lambda rel: rel.with_suffix(".png"))
+    opts = {"shard": shard, "overwrite": overwrite, "progress": progress}
+    return run(items, work, read=lambda it: read_array(it.input), out=dst, folder=src.is_dir(), **opts)
+
+
 def run(
     items: list[Item],
     work: Callable,

@@ -188,31 +188,14 @@ def apply_ops(img, ops: str | list[str]) -> np.ndarray:
 
 def enhance_paths(src, dst, ops: str, *, shard=None, overwrite=False, progress=False):
     """``vaekit enhance``: one image or a folder (mirrored names, PNG out, 16-bit where the input had more than 8
-    bits) through :func:`vaekit.batch.run`, the operations checked before any input is read."""
-    from pathlib import Path
-
+    bits) through :func:`vaekit.batch.run_images`, the operations checked before any input is read."""
     from . import batch
-    from .data import find_images
-    from .io import read_array, source_bits, write_image
+    from .io import source_bits, write_image
 
-    parse_ops(ops)
-    src, dst = Path(src), Path(dst)
-    files = find_images(src)
-    if not files:
-        raise VaekitError(f"no images found under {src}")
+    names = parse_ops(ops)
 
     def work(it, img):
-        write_image(it.output, apply_ops(img, ops), source_bits(it.input))
-        return [it.output], {"ops": parse_ops(ops)}
+        write_image(it.output, apply_ops(img, names), source_bits(it.input))
+        return [it.output], {"ops": names}
 
-    items = batch.plan(src, dst, files, lambda rel: rel.with_suffix(".png"))
-    return batch.run(
-        items,
-        work,
-        read=lambda it: read_array(it.input),
-        out=dst,
-        folder=src.is_dir(),
-        shard=shard,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    return batch.run_images(src, dst, work, shard=shard, overwrite=overwrite, progress=progress)

@@ -179,20 +179,12 @@ def compensate_paths(
     overwrite=False,
     progress=False,
 ):
-    """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run`;
+    """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run_images`;
     each manifest line holds the correction applied and the posterior probability of a change."""
-    from pathlib import Path
-
     from .. import batch
-    from ..data import find_images
-    from ..io import read_array, source_bits, write_image
+    from ..io import source_bits, write_image
     from .common import resolve_model
 
-    inp, output = Path(inp), Path(output)
-    files = find_images(inp)
-    if not files:
-        raise VaekitError(f"no images found under {inp}")
-    items = batch.plan(inp, output, files, lambda rel: rel.with_suffix(".png"))
     use = resolve_model(model, device=device) if method == "vae" else model
 
     def work(it, img):
@@ -200,13 +192,4 @@ def compensate_paths(
         write_image(it.output, r.image, source_bits(it.input))
         return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
 
-    return batch.run(
-        items,
-        work,
-        read=lambda it: read_array(it.input),
-        out=output,
-        folder=inp.is_dir(),
-        shard=shard,
-        overwrite=overwrite,
-        progress=progress,
-    )
+    return batch.run_images(inp, output, work, shard=shard, overwrite=overwrite, progress=progress)
