@@ -96,8 +96,9 @@ def tangent_variants(
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
     check_strength(strength)
-    if not hasattr(model, "posterior"):
-        raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} has no posterior to move from")
+    from .common import check_image_vae
+
+    check_image_vae(model, "augment")
     if getattr(model, "conditional", False):
         raise VaekitError("tangent variants need an unconditional VAE")
     model.eval()
@@ -268,6 +269,8 @@ def augment_paths(
 
     m = load_model(model) if isinstance(model, (str, Path)) else model
     check_image_vae(m, "augment")  # before any input is read
+    if method == "tangent" and getattr(m, "conditional", False):
+        raise VaekitError("tangent variants need an unconditional VAE")
     classes = None
     neighbours = PriorPool(m, pool, seed=seed) if method == "neighbours" else None
     if neighbours is not None and n > len(neighbours):  # a usage error, before any input is read
@@ -279,7 +282,7 @@ def augment_paths(
         classes = sorted({f.relative_to(src).parts[0] for f in files if len(f.relative_to(src).parts) > 1})
         if not classes:
             raise VaekitError(f"{src}: with --keep-label images must sit in one subfolder per class")
-    elif getattr(m, "conditional", False) and not keep_label:
+    elif getattr(m, "conditional", False) and not keep_label and method == "variants":
         raise VaekitError("a class-conditional model needs each image's class: give --keep-label, a folder per class")
     elif keep_label:
         if not getattr(m, "conditional", False):
@@ -404,10 +407,11 @@ def augment(
             pool=pool,
         )
         return [v for row in done.rows for v in row["variants"]]
-    from .common import resolve_model
+    from .common import check_image_vae, resolve_model
 
     strength = default_strength(method, strength)
     m = resolve_model(model, device=device)
+    check_image_vae(m, "augment")
     x = torch.as_tensor(images, dtype=torch.float32).to(next(m.parameters()).device)
     if method == "tangent":
         if labels is not None:
