@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--tile",
         type=_at_least(64),
         default=None,
-        help="tile side for large images (overlapping, blended; 768)",
+        help="tile side for large images (overlapping, blended; default 768)",
     )
     p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
