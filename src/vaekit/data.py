@@ -363,8 +363,8 @@ def load_eval_images(model, data_dir, split="test", limit=None, seed=0):
     if kind == "mnist":
         x, y = mnist_tensors(data_dir, split)
     elif kind == "cifar10":
-        xn, yn = load_cifar10(data_dir, split)
-        x, y = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0), torch.as_tensor(yn)
+        xn, y = load_cifar10(data_dir, split)
+        x = torch.from_numpy(xn).permute(0, 3, 1, 2).float().div(255.0)
     else:
         raise VaekitError(f"eval supports models trained on mnist or cifar10, not {kind!r}")
     if limit:

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import baselines as B
-from .. import degrade
 from ..baselines import BASELINES
 from ..baselines import denoise as D
-from ..degrade import add_noise, camera, estimate_sigma
+from ..degrade import add_noise, camera, check_amount, check_peak, estimate_sigma
 from ..errors import VaekitError
 from ..metrics import psnr_u8, ssim_u8
 from .common import (
@@ -76,9 +75,9 @@ def parse_conditions(sigmas: str, extra: str) -> list[dict]:
             except ValueError:
                 raise VaekitError(f"--noises {e!r}: give a number, e.g. poisson30 or sp0.1") from None
             if poisson:
-                conds.append({"noise": "poisson", "peak": degrade.check_peak(v), "tag": e})
+                conds.append({"noise": "poisson", "peak": check_peak(v), "tag": e})
             else:
-                conds.append({"noise": "salt-pepper", "amount": degrade.check_amount(v), "tag": e})
+                conds.append({"noise": "salt-pepper", "amount": check_amount(v), "tag": e})
         elif e == "camera":  # simulated camera files (vaekit.degrade.camera): every method blind, as on real noise
             conds.append({"noise": "camera", "tag": e})
         else:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import VaekitError
+from .common import check_image_vae
 
 
 def check_strength(strength: float):
@@ -36,8 +37,6 @@ def latent_variants(
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
     check_strength(strength)
-    from .common import check_image_vae
-
     check_image_vae(model, "augment")
     model.eval()
     g = torch.Generator(device="cpu").manual_seed(seed)
@@ -96,8 +95,6 @@ def tangent_variants(
     if n < 1:
         raise VaekitError(f"the number of variants must be at least 1, got {n}")
     check_strength(strength)
-    from .common import check_image_vae
-
     check_image_vae(model, "augment")
     if getattr(model, "conditional", False):
         raise VaekitError("tangent variants need an unconditional VAE")
@@ -148,8 +145,7 @@ class PriorPool:
     def __init__(self, model, size: int = 50000, *, seed: int = 0, chunk: int = 5000):
         if size < 1:
             raise VaekitError(f"the prior pool needs at least one sample, got {size}")
-        if not (hasattr(model, "prior_sample") and hasattr(model, "posterior")):
-            raise VaekitError(f"model {getattr(model, 'arch', type(model).__name__)!r} cannot sample its prior")
+        check_image_vae(model, "augment")
         if getattr(model, "conditional", False):
             raise VaekitError(
                 "latent neighbours need an unconditional VAE (a class-conditional one keeps the "
@@ -265,8 +261,6 @@ def augment_paths(
     files = find_images(src)
     if not files:
         raise VaekitError(f"no images found under {src}")
-    from .common import check_image_vae
-
     m = load_model(model) if isinstance(model, (str, Path)) else model
     check_image_vae(m, "augment")  # before any input is read
     if method == "tangent" and getattr(m, "conditional", False):
@@ -407,11 +401,10 @@ def augment(
             pool=pool,
         )
         return [v for row in done.rows for v in row["variants"]]
-    from .common import check_image_vae, resolve_model
+    from .common import resolve_model
 
     strength = default_strength(method, strength)
     m = resolve_model(model, device=device)
-    check_image_vae(m, "augment")
     x = torch.as_tensor(images, dtype=torch.float32).to(next(m.parameters()).device)
     if method == "tangent":
         if labels is not None:
