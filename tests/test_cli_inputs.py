@@ -127,6 +127,11 @@ def test_every_command_against_bad_output_paths(command, tmp_path, capsys):
         rc = main([command, str(good), "-o", str(out), *COMMANDS[command]])
         err = capsys.readouterr().err.strip()
         assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, (command, out, err)
+    wrong = tmp_path / ("x.png" if command == "compress" else "x.txt")  # a name its writer cannot honour
+    rc = main([command, str(good), "-o", str(wrong), *COMMANDS[command]])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("vaekit: error:") and "give a name ending in" in err, (command, err)
+    assert not wrong.exists()
 
 
 @pytest.mark.parametrize(

@@ -134,6 +134,26 @@ def test_16bit_sources_are_written_back_in_16_bits(tmp_path):
         write_image(tmp_path / "x.png", np.zeros((2, 2)), bits=12)
 
 
+def test_the_output_name_picks_the_format(tmp_path):
+    rgb16 = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 701 + 11).astype(np.uint16)
+    x = rgb16.astype(np.float32) / 65535
+    lossless = {"o.png": "PNG", "o.tif": "TIFF", "o.TIFF": "TIFF", "o.webp": "WEBP", "o.bmp": "BMP"}
+    for name, fmt in lossless.items():
+        write_image(tmp_path / name, x)
+        with Image.open(tmp_path / name) as im:
+            assert im.format == fmt, name
+            assert np.array_equal(np.asarray(im.convert("RGB")), (rgb16 / 257).round().astype(np.uint8)), name
+    write_image(tmp_path / "d.tif", x, bits=16)  # TIFF keeps 16 bits, as PNG does
+    assert torch.allclose(read_image(tmp_path / "d.tif"), torch.from_numpy(x).permute(2, 0, 1), atol=1e-7)
+    with pytest.warns(UserWarning, match="8 bits"):
+        write_image(tmp_path / "d.jpg", x, bits=16)
+    with Image.open(tmp_path / "d.jpg") as im:
+        assert im.format == "JPEG" and im.mode == "RGB"
+    with pytest.raises(VaekitError, match="give a name ending in"):
+        write_image(tmp_path / "o.gif", x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*lossless, "d.tif", "d.jpg"])
+
+
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_array_orientation_matches_pillow(tmp_path, orientation):
     from PIL import ImageOps

@@ -54,14 +54,19 @@ class Summary:
     merged: dict | None = None  # torchrun's rank 0: :func:`summarize` of the whole folder once all shards are done
 
 
-def plan(src, dst, files: list[Path], name: Callable[[Path], Path], *, into: bool = True) -> list[Item]:
+def plan(
+    src, dst, files: list[Path], name: Callable[[Path], Path], *, into: bool = True, check: Callable | None = None
+) -> list[Item]:
     """Items for ``files`` found under ``src``: a folder maps to ``dst`` with ``name(relative path)``;
-    a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder).  Files in an output folder
-    that lies inside ``src`` are outputs, never inputs.  Two inputs that would write the same output, and an output
-    that would overwrite its own input, are refused."""
+    a single file maps to ``dst`` (or, with ``into``, into it if ``dst`` is a folder), which ``check`` (the
+    writer's test of a file name) passes or refuses before any work.  Files in an output folder that lies inside
+    ``src`` are outputs, never inputs.  Two inputs that would write the same output, and an output that would
+    overwrite its own input, are refused."""
     src, dst = Path(src), Path(dst)
     if src.is_file():
         out = dst / name(Path(src.name)) if into and dst.is_dir() else dst
+        if check is not None:
+            check(out)
         return _not_in_place([Item(src, src.name, out)])
     if dst.exists() and not dst.is_dir():
         raise VaekitError(f"{dst} exists and is not a folder (the input is a folder)")
@@ -238,15 +243,16 @@ class _Progress:
 
 def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False) -> Summary:
     """:func:`run` over the images of a file or folder ``src`` (``vaekit.data.find_images``), each to a PNG of
-    the same relative name under ``dst``; ``work(item, image array)`` writes it and returns (paths, figures)."""
+    the same relative name under ``dst`` (a single image to ``dst``, in the format its name gives);
+    ``work(item, image array)`` writes it and returns (paths, figures)."""
     from .data import find_images
-    from .io import read_array
+    from .io import check_output_name, read_array
 
     src, dst = Path(src), Path(dst)
     files = find_images(src)
     if not files:
         raise VaekitError(f"no images found under {src}")
-    items = plan(src, dst, files, lambda rel: rel.with_suffix(".png"))
+    items = plan(src, dst, files, lambda rel: rel.with_suffix(".png"), check=check_output_name)
     opts = {"shard": shard, "overwrite": overwrite, "progress": progress}
     return run(items, work, read=lambda it: read_array(it.input), out=dst, folder=src.is_dir(), **opts)
 

@@ -23,6 +23,9 @@ class _Parser(argparse.ArgumentParser):
         raise VaekitError(f"{self.prog.split(' ', 1)[-1] if ' ' in self.prog else 'vaekit'}: {message}")
 
 
+OUT_IMAGE = "image to write, in the format its name gives (.png .tif .webp .jpg .bmp); a folder of PNGs for a folder"
+
+
 def _at_least(low: int):
     """An argparse type: a whole number of at least ``low`` (``--limit 0`` would otherwise mean every image, and
     a tile under 64 pixels was silently raised to 64)."""
@@ -113,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=10, help="frames of the interpolation, both ends included")
     p.add_argument("--nrow", type=int, default=None, help="images per grid row")
     p.add_argument("--label", type=int, default=None, help="class to draw (class-conditional models; default: each)")
-    p.add_argument("-o", "--output", default="samples.png", help="PNG to write")
+    p.add_argument("-o", "--output", default="samples.png", help="image to write (PNG, TIFF, WebP, JPEG, BMP)")
     p.add_argument("--models-dir", default=None)
     p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger input images (default 100 MP)")
     _common(p)
@@ -139,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _folder(p)
     _common(p, seed=False)
 
-    p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to PNG")
+    p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to images")
     p.add_argument("input", help=".vkc file or folder")
-    p.add_argument("-o", "--output", required=True, help="PNG file, or folder for a folder input")
+    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE)
     p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
     p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("enhance", help="classical enhancement operations, composable (contrast, sharpen, ...)")
     p.add_argument("input", help="image file or folder (recursive)")
-    p.add_argument("-o", "--output", required=True, help="PNG to write (or folder for a folder input)")
+    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE)
     p.add_argument(
         "--ops",
         required=True,
@@ -191,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="correct exposure, contrast and colour cast (learned or classical); good photos are left alone",
     )
     p.add_argument("input", help="image file or folder (recursive)")
-    p.add_argument("-o", "--output", required=True, help="PNG to write (or folder for a folder input)")
+    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE)
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("compensate")))
     p.add_argument("--model", default="compensate-posterior", help="the exposure posterior for --method vae")
     _folder(p)
@@ -199,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("denoise", help="remove Gaussian, Poisson or salt-and-pepper noise (VAE or classical)")
     p.add_argument("input", help="image file or folder (recursive)")
-    p.add_argument("-o", "--output", required=True, help="PNG (or folder); with --samples: a folder of draws")
+    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE + "; with --samples N > 1: a folder of draws")
     p.add_argument("--sigma", type=float, default=None, help="Gaussian level on the 0-255 scale (default: estimated)")
     p.add_argument(
         "--sigma-map", default=None, help="per-pixel levels (0-255) of the input's size: .npy, or a gray image (VAE)"
@@ -235,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inpaint", help="fill holes, scratches and missing pixels (VAE fills, or classical)")
     p.add_argument("input", help="image file or folder (recursive)")
-    p.add_argument("-o", "--output", required=True, help="PNG (or folder); with --samples N > 1: a folder of fills")
+    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE + "; with --samples N > 1: a folder of fills")
     p.add_argument("--mask", default=None, help="mask image of the same size: pixels > 127 (any mode) are missing")
     p.add_argument("--mask-dir", default=None, help="folder input: masks matched by relative file name")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 (pixels, end exclusive): the box is missing")
@@ -588,12 +591,11 @@ def _bar(total, unit, quiet):
 
 
 def cmd_generate(args):
-    from .io import grid, read_image, write_image
+    from .io import check_output_name, grid, read_image, write_image
     from .tasks.generate import generate, interpolate
 
     model = _load_model(args)
-    if not args.output.lower().endswith(".png"):
-        raise VaekitError(f"-o {args.output}: generate writes a PNG file; give a name ending in .png")
+    check_output_name(args.output)
     if args.nrow is not None and args.nrow < 1:
         raise VaekitError(f"--nrow must be at least 1, got {args.nrow}")
     if args.interpolate:

@@ -3,8 +3,9 @@
 ``read_image`` turns any PNG / JPEG / TIFF / WebP / BMP that Pillow reads
 (gray, RGB, RGBA, palette, 8- or 16-bit, float TIFF) or a ``.npy`` float
 array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
-``write_image`` writes PNG atomically (temp name, then rename), 16-bit where :func:`source_bits` says the
-input had more than 8 bits, so that restoring a 16-bit scan does not truncate it.
+``write_image`` writes atomically (temp name, then rename) in the format its name ends with: PNG or TIFF, 16-bit
+where :func:`source_bits` says the input had more than 8 bits, so that restoring a 16-bit scan does not truncate it;
+lossless WebP, BMP, or JPEG at quality 95 without chroma subsampling (8 bits).
 
 :func:`as_float_image` / :func:`restore_layout` are the one image-coercion contract of the task API: any
 numpy image (H x W, H x W x 1 or H x W x 3; uint8, uint16, 0..255 integers or float in [0, 1] units; a tensor is
@@ -344,20 +345,51 @@ def source_bits(path: str | os.PathLike) -> int:
     return 8
 
 
+# Output formats by file suffix; the 16-bit ones keep a deep input's levels.
+WRITE_FORMATS = {
+    ".png": "PNG",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+}
+DEEP_FORMATS = {"PNG", "TIFF"}
+
+
+def check_output_name(path: str | os.PathLike, flag: str = "-o") -> Path:
+    """``path`` if :func:`write_image` can write its suffix, else one sentence that names the choices."""
+    path = Path(path)
+    if path.suffix.lower() not in WRITE_FORMATS:
+        choices = ", ".join(sorted(WRITE_FORMATS))
+        raise VaekitError(f"{flag} {path}: images are written as {choices}; give a name ending in one of them")
+    return path
+
+
 def write_image(path: str | os.PathLike, img, bits: int = 8) -> Path:
-    """Write an image as PNG (``bits`` 8 or 16 per sample) atomically; parent folders are created."""
+    """Write an image atomically in the format its suffix names (``WRITE_FORMATS``), ``bits`` 8 or 16 per
+    sample (16 in PNG and TIFF only; the others get 8 with a warning); parent folders are created."""
     import imagecodecs
 
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")
-    path = Path(path)
+    path = check_output_name(path)
+    fmt = WRITE_FORMATS[path.suffix.lower()]
+    if bits == 16 and fmt not in DEEP_FORMATS:
+        warnings.warn(f"{path}: {fmt} holds 8 bits per sample; write PNG or TIFF to keep 16", stacklevel=2)
+        bits = 8
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:
-        if bits == 16:  # Pillow writes no 16-bit colour PNG
+        if bits == 16 and fmt == "PNG":  # Pillow writes no 16-bit colour PNG
             tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img))))
+        elif fmt == "TIFF":
+            a = to_uint16(img) if bits == 16 else to_uint8(img)
+            tmp.write_bytes(imagecodecs.tiff_encode(np.ascontiguousarray(a), compression="deflate"))
         else:
-            Image.fromarray(to_uint8(img)).save(tmp, format="PNG")
+            opts = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}.get(fmt, {})
+            Image.fromarray(to_uint8(img)).save(tmp, format=fmt, **opts)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

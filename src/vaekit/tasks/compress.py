@@ -314,7 +314,7 @@ def compress_paths(
     from ..io import atomic_write_text, read_array, source_bits
 
     _check_effort(effort)
-    items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"))
+    items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"), check=_vkc_name)
     m = load_codec(model, device)
 
     def read(it):
@@ -334,17 +334,20 @@ def compress_paths(
     )
 
 
+def _vkc_name(path):
+    if path.suffix.lower() != ".vkc":
+        raise VaekitError(f"-o {path}: compress writes .vkc files; give a name ending in .vkc")
+
+
 def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite=False, progress=False):
-    """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names), as :func:`compress_paths`."""
+    """Decompress a ``.vkc`` file or a folder of them to PNG (mirrored names; a single file in the format its
+    output name gives), as :func:`compress_paths`."""
     from pathlib import Path
 
     from .. import batch
-    from ..io import write_image
+    from ..io import check_output_name, write_image
 
-    items = batch.plan(src, dst, _files(src, {".vkc"}), lambda rel: rel.with_suffix(".png"))
-    for it in items:
-        if it.output.suffix.lower() != ".png":
-            raise VaekitError(f"-o {it.output}: decompress writes PNG files; give a name ending in .png")
+    items = batch.plan(src, dst, _files(src, {".vkc"}), lambda rel: rel.with_suffix(".png"), check=check_output_name)
 
     def work(it, data):
         img = decompress(data, model=model, device=device)

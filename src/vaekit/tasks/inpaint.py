@@ -450,16 +450,26 @@ def inpaint_paths(
 
     from .. import batch
     from ..data import find_images
-    from ..io import read_array, source_bits, write_image
+    from ..io import check_output_name, read_array, source_bits, write_image
     from .denoise import write_sample_set
 
     inp, output = Path(inp), Path(output)
     if mask_dir is not None and not Path(mask_dir).is_dir():
         raise VaekitError(f"--mask-dir {mask_dir} is not a folder")
+    if save_mask is not None and not inp.is_dir():
+        check_output_name(save_mask, "--save-mask")
     files = find_images(inp)
     if not files:
         raise VaekitError(f"no images found under {inp}")
-    items = batch.plan(inp, output, files, lambda rel: rel.with_suffix("" if samples > 1 else ".png"), into=False)
+    one = samples == 1  # else a folder of fills per image
+    items = batch.plan(
+        inp,
+        output,
+        files,
+        lambda rel: rel.with_suffix(".png" if one else ""),
+        into=False,
+        check=check_output_name if one else None,
+    )
     m_loaded = load_inpainter(model, device=device) if method == "vae" else None
 
     def read(it):
