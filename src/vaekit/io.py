@@ -218,6 +218,9 @@ class ImageLayout:
         self.dtype, self.shape = np.dtype(dtype), tuple(shape)
 
 
+FLOAT_LIMIT = 16.0  # a float image beyond this is in other units (0..255, say), not a noisy [0, 1] one
+
+
 def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np.ndarray, ImageLayout]:
     """``img`` as float64 (H, W) or (H, W, C) in [0, 1] units (floats kept as they are, not clipped), and its
     layout.  ``channels``: the channel counts the caller accepts (an H x W x 1 image counts as 1)."""
@@ -245,6 +248,11 @@ def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np
         raise VaekitError(f"{what} has the unsupported dtype {a.dtype}")
     if not np.isfinite(a).all():
         raise VaekitError(f"{what} holds NaN or infinite values")
+    if a.size and np.abs(a).max() > FLOAT_LIMIT:  # noise at sigma 255 leaves a [0, 1] image within about +-6
+        raise VaekitError(
+            f"{what} holds floats from {a.min():g} to {a.max():g}, but float images are in [0, 1] units: "
+            "divide a 0..255 image by 255, or pass it as uint8"
+        )
     return a.astype(np.float64), layout
 
 

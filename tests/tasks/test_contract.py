@@ -74,6 +74,15 @@ def test_an_image_comes_back_in_its_dtype_and_shape(name, c):
 
 
 @pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
+def test_a_float_image_in_other_units_is_refused(name):
+    img = smooth().astype(np.float32)
+    noisy = img + np.random.default_rng(0).normal(0, 1.0, img.shape)  # sigma 255 noise: still [0, 1] units
+    assert run_task(name, noisy.astype(np.float32)).shape == img.shape
+    with pytest.raises(VaekitError, match="divide a 0..255 image by 255"):
+        run_task(name, img * 255)
+
+
+@pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
 def test_details_give_one_result_type(name):
     img = layouts(3)["uint8"]
     samples = {} if name == "compensate" else {"samples": 3}
