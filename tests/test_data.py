@@ -87,8 +87,12 @@ def test_image_folder_and_patches(tmp_path):
     q = vd.RandomPatches(ds.files, size=16, patches_per_image=3, seed=5)
     q.set_epoch(1)
     assert torch.equal(p[4], q[4])
-    with pytest.raises(VaekitError, match="smaller than the patch"):
+    with pytest.raises(VaekitError, match="none has both sides that long"):
         vd.RandomPatches(ds.files, size=64)
+    Image.fromarray(rng.integers(0, 256, (70, 80, 3), dtype=np.uint8)).save(tmp_path / "big.png")
+    with pytest.warns(UserWarning, match="4 of 5 images are under 64 px"):  # thumbnails are left out, not fatal
+        big = vd.RandomPatches([*ds.files, tmp_path / "big.png"], size=64, patches_per_image=2)
+    assert len(big) == 2 and big[1].shape == (3, 64, 64)
 
 
 def test_patches_of_float_arrays_keep_their_noise_unclipped(tmp_path):

@@ -14,6 +14,7 @@ import pickle
 import struct
 import tarfile
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -311,14 +312,15 @@ class RandomPatches(Dataset):
     ``e`` is a crop position drawn from a generator seeded by
     ``(seed, e, i)``, so the data order is reproducible and resumable; random
     horizontal flips when ``flip``.  ``downscale`` k > 1 area-averages each 8-bit source over k x k blocks
-    first, so JPEG blocking and sensor noise in the sources average out of clean training targets.
+    first, so JPEG blocking and sensor noise in the sources average out of clean training targets.  Images
+    smaller than a crop are left out with one warning, as a user's folder may hold a few thumbnails.
     """
 
     def __init__(self, files, size=64, patches_per_image=16, mode="RGB", seed=0, flip=True, downscale: int = 1):
         from .io import read_image
 
         self.size = int(size)
-        self.images = []
+        self.images, small = [], []
         for f in files:
             x = read_image(f, mode=mode)
             if Path(f).suffix.lower() != ".npy":  # 8-bit sources are kept as 8 bits (a quarter of the memory)
@@ -328,10 +330,18 @@ class RandomPatches(Dataset):
             # float arrays (.npy: e.g. noisy images, whose values run below 0 and above 1 -- the DnCNN protocol
             # does not clip) are kept as they are: an 8-bit copy would clip their noise
             if min(x.shape[-2:]) < self.size:
-                raise VaekitError(f"{f} is smaller than the patch size {self.size}")
+                small.append(f)
+                continue
             self.images.append(x)
+        scaled = f" after downscaling by {downscale}" if downscale > 1 else ""
         if not self.images:
-            raise VaekitError("no images to cut patches from")
+            raise VaekitError(f"no image to cut {self.size}-px patches from: none has both sides that long{scaled}")
+        if small:
+            warnings.warn(
+                f"{len(small)} of {len(files)} images are under {self.size} px on a side{scaled} and are left out "
+                f"(the first: {small[0]})",
+                stacklevel=2,
+            )
         self.patches_per_image = int(patches_per_image)
         self.seed = int(seed)
         self.flip = flip

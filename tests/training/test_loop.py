@@ -122,6 +122,10 @@ def test_folder_patches_with_conv_vae(tmp_path):
     )
     s = train(cfg, tmp_path / "run", quiet=True)
     assert s["steps"] == 6 and (tmp_path / "run" / "model.safetensors").is_file()
+    cfg.split_file = "SPLITS.tsv"  # a recipe's split file that the user's folder lacks: the way out is named
+    with pytest.raises(VaekitError, match="split_file=null"):
+        train(cfg, tmp_path / "run2", quiet=True)
+    assert not (tmp_path / "run2").exists()
 
 
 def test_tensorboard_missing_is_a_clear_error(tiny_mnist, tmp_path):
