@@ -673,6 +673,14 @@ def cmd_compress(args):
             "written at quality 1",
             file=sys.stderr,
         )
+    top = [r for r in summary.rows if r.get("target_met") and r["quality"] == r["qualities"]]
+    if top:  # the target did not bind: the user may expect a file near it
+        most = max(r["bpp"] for r in top)
+        print(
+            f"vaekit: note: {len(top)} image(s) take at most {most:.3g} bpp at the top quality {top[0]['quality']}, "
+            f"under the {args.target_bpp} bpp asked",
+            file=sys.stderr,
+        )
     return _finish(
         args,
         summary,

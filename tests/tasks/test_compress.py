@@ -514,7 +514,7 @@ def test_header_sizes_are_checked_before_allocating():
         compress(np.zeros((64, 64, 3), np.uint8), 1, tile=8192)
 
 
-def test_api_and_cli(trained_tiny, tmp_path):
+def test_api_and_cli(trained_tiny, tmp_path, capsys):
     from PIL import Image
 
     from vaekit.cli import main
@@ -552,6 +552,10 @@ def test_api_and_cli(trained_tiny, tmp_path):
         main(["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-bpp", "2"])
         == 0
     )
+    capsys.readouterr()
+    argv = ["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-bpp", "900"]
+    assert main(argv) == 0  # a target above the top quality's rate is said so, not silently under-run
+    assert "at the top quality 2, under the 900.0 bpp asked" in capsys.readouterr().err
     # bad input: one line, exit 2, nothing half-written
     (tmp_path / "junk.vkc").write_bytes(b"\x89VKC" + b"\0" * 40)
     for argv in (

@@ -192,6 +192,7 @@ def compress_info(
         data, bits, gain = run(quality, effort)
     info = {
         "quality": quality,
+        "qualities": Q,
         "bytes": len(data),
         "bpp": 8 * len(data) / (H * W),
         "ideal_bits": bits["z"] + bits["y"],
