@@ -241,20 +241,29 @@ class _Progress:
             self.bar.close()
 
 
-def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False) -> Summary:
-    """:func:`run` over the images of a file or folder ``src`` (``vaekit.data.find_images``), each to a PNG of
-    the same relative name under ``dst`` (a single image to ``dst``, in the format its name gives);
-    ``work(item, image array)`` writes it and returns (paths, figures)."""
+def plan_images(src, dst, *, folders: bool = False, into: bool = True) -> list[Item]:
+    """:func:`plan` for the images of a file or folder ``src`` (``vaekit.data.find_images``): each to a PNG of
+    the same relative name under ``dst`` (a single image to ``dst``, in the format its name gives), or with
+    ``folders`` to a folder of that name (a single image's is ``dst``)."""
     from .data import find_images
-    from .io import check_output_name, read_array
+    from .io import check_output_name
 
     src, dst = Path(src), Path(dst)
     files = find_images(src)
     if not files:
         raise VaekitError(f"no images found under {src}")
-    items = plan(src, dst, files, lambda rel: rel.with_suffix(".png"), check=check_output_name)
+    name = (lambda rel: rel.with_suffix("")) if folders else (lambda rel: rel.with_suffix(".png"))
+    return plan(src, dst, files, name, into=into, check=None if folders else check_output_name)
+
+
+def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False) -> Summary:
+    """:func:`run` over :func:`plan_images` of ``src``; ``work(item, image array)`` writes the output and
+    returns (paths, figures)."""
+    from .io import read_array
+
+    items = plan_images(src, dst)
     opts = {"shard": shard, "overwrite": overwrite, "progress": progress}
-    return run(items, work, read=lambda it: read_array(it.input), out=dst, folder=src.is_dir(), **opts)
+    return run(items, work, read=lambda it: read_array(it.input), out=dst, folder=Path(src).is_dir(), **opts)
 
 
 def run(

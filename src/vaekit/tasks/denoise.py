@@ -615,22 +615,10 @@ def denoise_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..data import find_images
-    from ..io import check_output_name, read_array, source_bits, write_image
+    from ..io import read_array, source_bits, write_image
 
     inp, output = Path(inp), Path(output)
-    files = find_images(inp)
-    if not files:
-        raise VaekitError(f"no images found under {inp}")
-    one = samples == 1  # else a folder of draws per image
-    items = batch.plan(
-        inp,
-        output,
-        files,
-        lambda rel: rel.with_suffix(".png" if one else ""),
-        into=one,
-        check=check_output_name if one else None,
-    )
+    items = batch.plan_images(inp, output, folders=samples > 1, into=samples == 1)
     loaded: dict = {}
 
     def work(it, img):

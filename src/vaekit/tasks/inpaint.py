@@ -449,7 +449,6 @@ def inpaint_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..data import find_images
     from ..io import check_output_name, read_array, source_bits, write_image
     from .denoise import write_sample_set
 
@@ -458,18 +457,7 @@ def inpaint_paths(
         raise VaekitError(f"--mask-dir {mask_dir} is not a folder")
     if save_mask is not None and not inp.is_dir():
         check_output_name(save_mask, "--save-mask")
-    files = find_images(inp)
-    if not files:
-        raise VaekitError(f"no images found under {inp}")
-    one = samples == 1  # else a folder of fills per image
-    items = batch.plan(
-        inp,
-        output,
-        files,
-        lambda rel: rel.with_suffix(".png" if one else ""),
-        into=False,
-        check=check_output_name if one else None,
-    )
+    items = batch.plan_images(inp, output, folders=samples > 1, into=False)
     m_loaded = load_inpainter(model, device=device) if method == "vae" else None
 
     def read(it):
