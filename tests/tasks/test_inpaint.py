@@ -382,6 +382,15 @@ def test_cli_inpaint_files_samples_and_folders(files, capsys):
     )
     saved = np.asarray(Image.open(d / "sm.png")) > 127
     assert (saved & truth).sum() / truth.sum() > 0.9
+    # a folder where one photo has no scratch: it passes unchanged, and the run does not fail
+    clean, _, _ = scratched()
+    (d / "scans").mkdir()
+    Image.fromarray(u8(sc)).save(d / "scans" / "scratched.png")
+    Image.fromarray(u8(clean)).save(d / "scans" / "clean.png")
+    argv = ["inpaint", str(d / "scans"), "--detect", "scratches", "--method", "telea", "-o", str(d / "rep"), "--quiet"]
+    assert main(argv) == 0
+    assert np.array_equal(np.asarray(Image.open(d / "rep" / "clean.png")), u8(clean))
+    assert not np.array_equal(np.asarray(Image.open(d / "rep" / "scratched.png")), u8(sc))
 
 
 @pytest.mark.parametrize(

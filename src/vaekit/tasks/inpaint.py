@@ -469,20 +469,21 @@ def inpaint_paths(
         if save_mask is not None:
             where = Path(save_mask) / Path(it.rel).with_suffix(".png") if inp.is_dir() else Path(save_mask)
             write_image(where, mk.astype(np.float32))
-        if not mk.any():
-            raise VaekitError(f"{it.input}: no scratch found (the detector's mask is empty): nothing to fill")
-        r = inpaint(
-            img,
-            mk,
-            samples,
-            method=method,
-            model=m_loaded,
-            seed=seed,
-            tile=tile,
-            iters=iters,
-            details=True,
-            ensemble=ensemble,
-        )
+        if not mk.any():  # the detector found no scratch: nothing to repair, so the image passes as it came
+            r = Result(img, [img] * samples if samples > 1 else [], info={"method": "unchanged (no scratch found)"})
+        else:
+            r = inpaint(
+                img,
+                mk,
+                samples,
+                method=method,
+                model=m_loaded,
+                seed=seed,
+                tile=tile,
+                iters=iters,
+                details=True,
+                ensemble=ensemble,
+            )
         if samples > 1:
             extra = {"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)}
             name = str(model or SHIPPED_INPAINTER)
@@ -505,7 +506,7 @@ def inpaint_paths(
 
 def pairwise_distance(fills, mask) -> float | None:
     """Mean RMSE (image units) between every pair of fills, inside the hole: how different the samples are."""
-    if len(fills) < 2:
+    if len(fills) < 2 or not np.any(mask):
         return None
     vals = [f[mask] for f in fills]
     d = [float(np.sqrt(np.mean((vals[i] - vals[j]) ** 2))) for i in range(len(vals)) for j in range(i + 1, len(vals))]
