@@ -268,3 +268,15 @@ def test_a_real_browser_paints_a_mask_and_gets_the_fill(tmp_path):
     assert seen["cards"] >= 2  # the VAE and the classical method checked by default
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=np.float32)
     assert shot.std() > 20  # the page rendered, not blank
+
+
+def test_a_port_in_use_is_one_sentence_before_anything_starts():
+    from vaekit.errors import VaekitError
+    from vaekit.serve import serve
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(VaekitError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(port=port)

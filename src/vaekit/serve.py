@@ -500,6 +500,23 @@ def serve(host: str = "127.0.0.1", port: int = 8000, **options) -> None:
             "this machine's CPU; there is no authentication",
             file=sys.stderr,
         )
+    sock = _listening_socket(host, port)
     asgi, _ = create_app(**options)
     print(f"vaekit serve: http://{host}:{port}/  (API schema: /openapi.json; Ctrl-C stops)", flush=True)
-    uvicorn.run(asgi, host=host, port=port, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
+    config = uvicorn.Config(asgi, log_level="warning", limit_concurrency=64, timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int):
+    """A socket bound to ``host:port`` before anything else starts, so that a port in use (or a host that is
+    not this machine's) is one sentence, not a server that announces itself and then dies."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may follow a closed one at once
+        sock.bind(addr)
+    except OSError as e:
+        raise VaekitError(f"cannot listen on {host}:{port}: {e.strerror or e}; give another --port or --host") from None
+    return sock
