@@ -182,3 +182,20 @@ def test_the_reader_answers_any_png_header_with_an_array_or_one_clear_error(tmp_
         assert "\n" not in str(e) and str(e)
     else:
         assert a.dtype == np.float32 and a.shape[0] * a.shape[1] <= 1_000_000
+
+
+def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path, capsys):
+    import os
+
+    import torch
+
+    good, _ = _corpus(tmp_path)
+    cores = len(os.sched_getaffinity(0))
+    before = torch.get_num_threads()
+    try:
+        argv = ["enhance", str(good), "-o", str(tmp_path / "e.png"), "--ops", "contrast", "--threads", str(cores + 50)]
+        assert main(argv) == 0
+        assert torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)
+    assert f"vaekit: warning: --threads {cores + 50}: this process may use {cores} cores" in capsys.readouterr().err

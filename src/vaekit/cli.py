@@ -439,12 +439,14 @@ def _set_threads(args):
     """``--threads``; by default the cores are divided among the processes torchrun starts on this node."""
     import torch
 
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     if getattr(args, "threads", None) is not None:
         if args.threads < 1:
             raise VaekitError("--threads must be at least 1")
-        torch.set_num_threads(args.threads)
+        if args.threads > cores:  # more threads than cores only fight over them (ten times slower at 1000)
+            warnings.warn(f"--threads {args.threads}: this process may use {cores} cores; using {cores}", stacklevel=2)
+        torch.set_num_threads(min(args.threads, cores))
     elif int(os.environ.get("LOCAL_WORLD_SIZE", 1)) > 1:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         torch.set_num_threads(max(1, cores // int(os.environ["LOCAL_WORLD_SIZE"])))
 
 
@@ -934,14 +936,14 @@ def main(argv=None) -> int:
             build_parser().print_help()
             return 2
         args.argv = list(argv)  # the exact invocation, recorded in model cards and benchmark JSON
-        _set_threads(args)
-        if getattr(args, "output", None) and args.command not in ("bench", "models"):
-            from .io import check_output_path
-
-            check_output_path(args.output)
         with warnings.catch_warnings():  # a warning is one line too (--debug keeps Python's form)
             if not debug:
                 warnings.showwarning = _one_line_warning
+            _set_threads(args)
+            if getattr(args, "output", None) and args.command not in ("bench", "models"):
+                from .io import check_output_path
+
+                check_output_path(args.output)
             rc = COMMANDS[args.command](args)
         return rc if isinstance(rc, int) else 0  # folder commands return FAILED_EXIT when inputs failed
     except VaekitError as e:
