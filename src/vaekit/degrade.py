@@ -134,9 +134,9 @@ def add_noise(
 # over photos-val (docs/decisions.md); blocks of FLAT_BLOCK px, read at the FLAT_QUANTILE-th percentile
 FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
 SHOT_RATIO = 1.4  # the least change of level across the brightness range that draws a map (docs/decisions.md)
-# a clipped plane's MAD reads coefficients whose surroundings lie CLIP_MARGIN levels inside (0, 1), while at least
-# CLIP_KEEP of them do (chosen on photos-val, docs/decisions.md)
-CLIP_MARGIN, CLIP_KEEP = 2.0, 0.02
+# a clipped plane's MAD leaves out coefficients where clipping keeps under CLIP_FLOOR of the noise's spread (chosen
+# on photos-val, docs/decisions.md)
+CLIP_FLOOR = 0.5
 _GAUSS_MAD = 0.6744897501960817  # the median of |N(0, 1)|
 
 
@@ -148,11 +148,24 @@ def _mad_sigma(y: np.ndarray) -> float:
     return level if np.isfinite(level) else 0.0
 
 
+def _clipped_moments(mu: np.ndarray, s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of clip(N(mu, s^2), 0, 1), elementwise in ``mu``: what an 8-bit file keeps of the noise."""
+    from scipy.special import ndtr
+
+    a, b = -mu / s, (1 - mu) / s
+    pa, pb = np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi), np.exp(-0.5 * b * b) / np.sqrt(2 * np.pi)
+    inside, above = ndtr(b) - ndtr(a), 1 - ndtr(b)
+    m1 = above + mu * inside + s * (pa - pb)
+    m2 = above + mu**2 * inside + 2 * mu * s * (pa - pb) + s**2 * (inside + a * pa - b * pb)
+    return m1, np.sqrt(np.maximum(m2 - m1**2, 0.0))
+
+
 def _mad_plane(p: np.ndarray) -> float:
     """One plane's MAD level ([0, 1] units).  Where the plane was clipped to [0, 1] (8-bit files), noise near black
-    and white is cut short and the plain MAD reads low; the median then comes from coefficients whose
-    surroundings lie CLIP_MARGIN levels inside, the level re-estimated until it settles, as long as CLIP_KEEP of
-    the coefficients remain (docs/decisions.md)."""
+    and white is cut short and the plain MAD reads low: each coefficient is then scaled up by the share of the
+    noise's spread that clipping leaves at its surroundings' brightness (a clipped Gaussian's std, its mean matched
+    to the surroundings' observed one), those left under CLIP_FLOOR are set aside, and the level is re-estimated
+    until it settles (docs/decisions.md)."""
     import pywt
     from scipy.ndimage import uniform_filter
 
@@ -162,14 +175,20 @@ def _mad_plane(p: np.ndarray) -> float:
     if not live.any():
         return 0.0
     level = float(np.median(np.abs(d[live]))) / _GAUSS_MAD
-    if p.min() < 0 or p.max() > 1 or not ((p <= 0.5 / 255) | (p >= 254.5 / 255)).any():
+    if level <= 0 or p.min() < 0 or p.max() > 1 or not ((p <= 0.5 / 255) | (p >= 254.5 / 255)).any():
         return level  # not clipped: every coefficient sees the whole noise
-    local = uniform_filter(bands["aa"] / 2.0, 3, mode="nearest")  # the surroundings' brightness
-    for _ in range(3):
-        keep = live & (local > CLIP_MARGIN * level) & (local < 1 - CLIP_MARGIN * level)
-        if keep.sum() < max(CLIP_KEEP * live.sum(), 64):
+    local = uniform_filter(bands["aa"] / 2.0, 3, mode="nearest")  # the surroundings' observed brightness
+    for _ in range(8):
+        grid = np.linspace(-4 * level, 1 + 4 * level, 2001)  # the unclipped brightness, whose clipped mean ...
+        mean, std = _clipped_moments(grid, level)
+        share = np.interp(np.interp(local, mean, grid), grid, std) / level  # ... matches the observed one
+        keep = live & (share > CLIP_FLOOR)
+        if keep.sum() < 64:
             break
-        level = float(np.median(np.abs(d[keep]))) / _GAUSS_MAD
+        new = float(np.median(np.abs(d[keep]) / share[keep])) / _GAUSS_MAD
+        if abs(new - level) <= 1e-3 * level:
+            return new
+        level = new
     return level
 
 
