@@ -137,6 +137,7 @@ SHOT_RATIO = 1.4  # the least change of level across the brightness range that d
 # a clipped plane's MAD leaves out coefficients where clipping keeps under CLIP_FLOOR of the noise's spread (chosen
 # on photos-val, docs/decisions.md)
 CLIP_FLOOR = 0.5
+CLIP_SAMPLE = 1 << 18  # coefficients read per plane at most (a 1-megapixel plane's; beyond, an even subset)
 _GAUSS_MAD = 0.6744897501960817  # the median of |N(0, 1)|
 
 
@@ -178,10 +179,13 @@ def _mad_plane(p: np.ndarray) -> float:
     if level <= 0 or p.min() < 0 or p.max() > 1 or not ((p <= 0.5 / 255) | (p >= 254.5 / 255)).any():
         return level  # not clipped: every coefficient sees the whole noise
     local = uniform_filter(bands["aa"] / 2.0, 3, mode="nearest")  # the surroundings' observed brightness
+    if d.size > CLIP_SAMPLE:  # a large image: an even subset of its coefficients settles the level as well
+        step = int(np.ceil(d.size / CLIP_SAMPLE))
+        d, live, local = d.ravel()[::step], live.ravel()[::step], local.ravel()[::step]
     for _ in range(8):
-        grid = np.linspace(-4 * level, 1 + 4 * level, 2001)  # the unclipped brightness, whose clipped mean ...
+        grid = np.linspace(-4 * level, 1 + 4 * level, 2001)  # unclipped brightness -> its clipped mean and std
         mean, std = _clipped_moments(grid, level)
-        share = np.interp(np.interp(local, mean, grid), grid, std) / level  # ... matches the observed one
+        share = np.interp(local, mean, std) / level  # at the brightness whose clipped mean is the observed one
         keep = live & (share > CLIP_FLOOR)
         if keep.sum() < 64:
             break
