@@ -64,6 +64,9 @@ def test_sigma_estimator_reads_clipped_noise_even_in_dark_images():
             y8 = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)  # as a file holds it
             assert abs(degrade.estimate_sigma(y8) - s) < 0.06 * s, (dark, s, degrade.estimate_sigma(y8))
             assert abs(degrade.estimate_sigma(y) - s) < 0.04 * s, s  # unclipped float: every coefficient is read
+    big = np.tile(data.camera() / 255.0 * 0.3, (3, 2))  # 1.5 MP: the level is read from a subset of coefficients
+    y8 = np.round(np.clip(degrade.add_noise(big, "gaussian", sigma=50, seed=0), 0, 1) * 255).astype(np.uint8)
+    assert y8.size // 4 > degrade.CLIP_SAMPLE and abs(degrade.estimate_sigma(y8) - 50) < 3
 
 
 def test_correlated_camera_noise_gets_a_higher_level_and_white_noise_keeps_its_own():
