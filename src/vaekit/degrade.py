@@ -14,8 +14,8 @@ same call gives byte-identical noisy images on any machine.
 * :func:`camera` -- a camera file's noise: Poisson–Gaussian on a Bayer mosaic, demosaicked, then 8-bit JPEG;
 * :func:`estimate_sigma` -- blind Gaussian level (0–255 scale) from the
   wavelet detail coefficients' median absolute deviation (Donoho), averaged
-  over channels, away from black and white where the image was clipped, raised for spatially
-  correlated (camera) noise that the flattest 8x8 blocks hold more of than the finest scale shows.
+  over channels, each coefficient corrected for what clipping at black and white leaves of the noise, raised
+  for spatially correlated (camera) noise that the flattest 8x8 blocks hold more of than the finest scale shows.
 """
 
 from __future__ import annotations

@@ -68,12 +68,13 @@ def build_datasets(cfg: TrainConfig):
     if len(files) < 2:
         raise VaekitError(f"need at least 2 images under {cfg.data_dir}, found {len(files)}")
     if cfg.split_file:
-        if not (Path(cfg.data_dir) / cfg.split_file).is_file():
+        split = Path(cfg.data_dir) / cfg.split_file
+        if not split.is_file():  # the recipe names one; the user's own folder may have none
             raise VaekitError(
-                f"split file {Path(cfg.data_dir) / cfg.split_file} does not exist: give split_file=null to hold out "
-                "the last tenth of the images for validation"
+                f"split file {split} does not exist: give split_file=null to hold out the last tenth of the images "
+                "for validation"
             )
-        train_files, val_files = vd.split_by_file(files, Path(cfg.data_dir) / cfg.split_file)
+        train_files, val_files = vd.split_by_file(files, split)
     else:
         n_val = max(1, min(len(files) // 10, cfg.val_size))
         train_files, val_files = files[:-n_val], files[-n_val:]
