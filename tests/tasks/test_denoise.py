@@ -606,6 +606,14 @@ def test_denoise_fit_learns_from_noisy_images_only_and_denoises(tmp_path, capsys
     assert type(m).__name__ == ("ConvVAE" if method == "divnoising" else "SelfSupervisedDenoisingVAE")
     assert level == pytest.approx(float(out.split("sigma ")[1].split(";")[0]), abs=0.01)
     assert 15 < level < 35  # estimated blind from the noisy images
+    # the same folder again trains the fit on to the steps asked, at its own level; other settings are refused
+    write_image(tmp_path / "noisy" / "3.png", np.clip(degrade.gaussian(smooth_image(48, 48), 40, seed=3), 0, 1))
+    fit_again = ["denoise-fit", str(tmp_path / "noisy"), "-o", str(tmp_path / "run"), "--quiet", *extra]
+    assert main([*fit_again, "--steps", "8"]) == 0
+    assert "8 steps" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 8
+    assert main([*fit_again, "--steps", "8", "--sigma", "5"]) == 2
+    assert "holds a fit with other settings" in capsys.readouterr().err
     assert (
         main(
             [

@@ -201,6 +201,25 @@ def fit_config(data_dir, *, sigma=None, noise="gaussian", peak=None, steps=None,
     return TrainConfig.from_dict(cfg, source="denoise-fit"), (sigma if noise == "gaussian" else None)
 
 
+def _fitted_sigma(cfg) -> float | None:
+    """The Gaussian level (0-255 scale) a self-supervised run was fitted at, None for other noise."""
+    a = cfg.model_args
+    if "noisy_sigma" in a:
+        return float(a["noisy_sigma"])
+    if a.get("likelihood") == "gaussian":
+        return float(a["likelihood_args"]["sigma"]) * 255.0
+    return None
+
+
+def _fit_words(cfg) -> str:
+    """A run's method and noise model in words, for the message of a resume that does not match."""
+    method = "r2r" if cfg.model == "denoise-vae-selfsup" else "divnoising"
+    s = _fitted_sigma(cfg)
+    if s is not None:
+        return f"{method}, Gaussian sigma {s:.2f}"
+    return f"{method}, Poisson peak {cfg.model_args.get('likelihood_args', {}).get('peak')}"
+
+
 def fit(
     data_dir,
     output,
@@ -216,14 +235,20 @@ def fit(
     method=None,
 ) -> dict:
     """Fit a self-supervised denoiser on the noisy images under ``data_dir`` into run folder ``output``."""
+    from ..training.config import TrainConfig
     from ..training.loop import train
 
+    out = Path(output)
+    saved = TrainConfig.load(out / "config.yaml") if (out / "checkpoint.pt").is_file() else None
+    if saved is not None and sigma is None and noise == "gaussian":  # a resumed fit keeps the level it was fitted at
+        sigma = _fitted_sigma(saved)
     cfg, s = fit_config(
         data_dir, sigma=sigma, noise=noise, peak=peak, steps=steps, threads=threads, seed=seed, method=method
     )
-    out = Path(output)
-    if (out / "checkpoint.pt").is_file():
-        summary = train(None, out, resume=True, quiet=quiet, command=command)
-    else:
-        summary = train(cfg, out, quiet=quiet, command=command)
+    if saved is not None and (saved.model, saved.model_args) != (cfg.model, cfg.model_args):
+        raise VaekitError(
+            f"{out} holds a fit with other settings ({_fit_words(saved)}, asked: {_fit_words(cfg)}); "
+            "give the same ones to train it on, or another -o folder"
+        )
+    summary = train(cfg, out, resume=saved is not None, quiet=quiet, command=command)
     return {**summary, "sigma": s, "noise": noise, "peak": peak, "method": cfg.model}
