@@ -1,7 +1,7 @@
 """Ship a training run as a named model, with the VAE statistics its card reports.
 
     python scripts/ship.py NAME --run RUN [--note "how the run went"] [--n 12]
-    python scripts/ship.py inpaint-color --card-figures      # after `vaekit bench inpaint`: results -> card
+    python scripts/ship.py NAME --card-figures      # after its benchmarks: the figures in results/ -> its card
 
 NAME is one of MODELS below; each entry says which data the model saw, which held-out images its statistics
 use, and what the model cannot do.  The statistics are measured on the shipped file, on validation images
@@ -212,29 +212,75 @@ def inpaint_stats(model, spec, n, draws=8):
     return {f"validation ({n} bsds400 'val' images, seeded masks; std and coverage from {draws} fills)": res}
 
 
-def inpaint_card_figures():
-    """The inpainter card's per-set benchmark block, from results/inpaint-<set>.json (CBSD68 and Kodak)."""
-    sha = json.load(open(Path("src/vaekit/weights/inpaint-color.json")))["sha256"]
-    block = {}
-    for name in ("cbsd68", "kodak"):
-        path = Path("results") / f"inpaint-{name}.json"
-        if not path.exists():
-            continue
-        r = json.load(open(path))
-        if r["model"]["sha256"] != sha:
-            print(f"{path}: measured another inpaint-color (sha256 {r['model']['sha256'][:12]}); skipped")
-            continue
-        su = {k: v for k, v in r["summary"].items() if "vae" in v}
-        block[name] = {
-            "hole_psnr_vae": {k: round(v["vae"]["hole_psnr"], 2) for k, v in su.items()},
-            "hole_psnr_vae_minus_best_classical": {
-                k: round(v["vae"]["margin_over_best_classical"], 2) for k, v in su.items()
-            },
-            "seconds_median_vae": round(statistics.median(v["vae"]["seconds_median"] for v in su.values()), 2),
-            "command": r["command"],
-        }
-    update_shipped_card("inpaint-color", metrics=block)
-    print("inpaint-color card: " + ", ".join(block))
+def _measured(path: Path, sha: str, got: str) -> dict | None:
+    """A results file's contents if it measured the weights whose sha256 is ``sha``."""
+    if not path.exists():
+        return None
+    r = json.load(open(path))
+    if got != sha:
+        print(f"{path}: measured other weights (sha256 {got[:12]}); skipped")
+        return None
+    return r
+
+
+def card_figures(name: str, root: Path = Path(".")) -> dict:
+    """The card's benchmark figures from ``root``/results/, where they measured these very weights: flat numbers
+    (what ``vaekit models`` shows) and the results file behind each set (which holds the commands)."""
+    card = json.load(open(root / "src/vaekit/weights" / f"{name}.json"))
+    sha = card["sha256"]
+    figs, sources = {}, {}
+    for kind, sets in CARD_SETS[name].items():
+        for s in sets:
+            path = root / "results" / f"{kind}-{s}.json"
+            raw = json.load(open(path)) if path.exists() else {}
+            if kind == "denoise":
+                got = next((m["sha256"] for m in raw.get("models", {}).values() if m["name"] == name), "")
+            elif kind == "compress":
+                got = raw.get("provenance", {}).get("weights_sha256", "")
+            else:
+                got = raw.get("model", {}).get("sha256", "")
+            r = _measured(path, sha, got)
+            if r is None:
+                continue
+            key = s.replace("-", "_")
+            sources[s] = str(path.relative_to(root))
+            if kind == "denoise":
+                cond = r["summary"]["real" if s.startswith("realnoise") else "sigma25-clipped"]
+                tag = "real_blind" if s.startswith("realnoise") else "sigma25_clipped"
+                figs[f"{key}_{tag}_psnr"] = round(cond["vae"]["psnr"], 2)  # real pairs: the vae row is blind
+                for other in ("bm3d", "noisy"):
+                    if other in cond:
+                        figs[f"{key}_{tag}_minus_{other}_db"] = round(cond["vae"]["psnr"] - cond[other]["psnr"], 2)
+            elif kind == "compress":
+                for other in ("jpeg", "webp", "avif"):
+                    v = r["bd_rate"]["vaekit"].get(f"vs_{other}")
+                    if v is not None:
+                        figs[f"{key}_bd_rate_vs_{other}_pct"] = round(v, 1)
+            else:  # inpaint: the hole PSNR per mask kind and its margin over the best classical fill
+                su = {k: v for k, v in r["summary"].items() if "vae" in v}
+                kept = {k: v for k, v in card["metrics"].get(key, {}).items() if k != "command"}  # other blocks stay
+                figs[key] = kept | {
+                    "hole_psnr_vae": {k: round(v["vae"]["hole_psnr"], 2) for k, v in su.items()},
+                    "hole_psnr_vae_minus_best_classical": {
+                        k: round(v["vae"]["margin_over_best_classical"], 2) for k, v in su.items()
+                    },
+                    "seconds_median_vae": round(statistics.median(v["vae"]["seconds_median"] for v in su.values()), 2),
+                }
+                figs[f"{key}_hole_psnr_minus_best_classical_db"] = round(
+                    statistics.mean(v["vae"]["margin_over_best_classical"] for v in su.values()), 2
+                )
+    if sources:
+        figs["benchmark_results"] = sources
+    return figs
+
+
+# which results/<kind>-<set>.json files a card's figures come from
+CARD_SETS = {
+    "denoise-color": {"denoise": ("kodak", "cbsd68", "mcmaster", "photos-val", "realnoise-cc15")},
+    "denoise-gray": {"denoise": ("set12", "bsd68")},
+    "inpaint-color": {"inpaint": ("cbsd68", "kodak")},
+    "codec-hyperprior": {"compress": ("kodak", "photos-val")},
+}
 
 
 def exposure_stats(model, spec, n):
@@ -285,11 +331,15 @@ if __name__ == "__main__":
     ap.add_argument("--run", help="the run folder (model.safetensors + model.json)")
     ap.add_argument("--note", default=None, help="how the run went (the card's training note)")
     ap.add_argument("--n", type=int, default=12, help="validation images for the statistics")
-    ap.add_argument("--card-figures", action="store_true", help="inpaint-color: copy results/ figures into the card")
+    ap.add_argument("--card-figures", action="store_true", help="copy the figures in results/ into the card")
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.card_figures:
-        inpaint_card_figures()
+        if a.name not in CARD_SETS:
+            ap.error(f"--card-figures: {a.name} has no benchmark figures (those that do: {', '.join(CARD_SETS)})")
+        figs = card_figures(a.name)
+        update_shipped_card(a.name, metrics=figs)
+        print(f"{a.name} card: " + ", ".join(k for k in figs if k != "benchmark_results"))
         raise SystemExit(0)
     if not a.run:
         ap.error("--run is required")

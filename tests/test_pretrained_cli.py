@@ -305,6 +305,9 @@ def test_cli_generate_interpolate_models_and_demo(tmp_path, capsys):
     assert main(["models"]) == 0
     listing = capsys.readouterr().out
     assert "mnist-vae" in listing and "codec-hyperprior" in listing
+    lines = {line.split()[0]: line for line in listing.splitlines()}
+    assert "kodak_bd_rate_vs_webp_pct" in lines["codec-hyperprior"] and "val_elbo" not in lines["codec-hyperprior"]
+    assert "cbsd68_sigma25_clipped_minus_bm3d_db" in lines["denoise-color"]
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     page = (tmp_path / "demo" / "index.html").read_text()
     for f in (
