@@ -224,7 +224,8 @@ FLOAT_LIMIT = 16.0  # a float image beyond this is in other units (0..255, say),
 def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np.ndarray, ImageLayout]:
     """``img`` as float64 (H, W) or (H, W, C) in [0, 1] units (floats kept as they are, not clipped), and its
     layout.  ``channels``: the channel counts the caller accepts (an H x W x 1 image counts as 1)."""
-    if isinstance(img, torch.Tensor):
+    tensor = isinstance(img, torch.Tensor)
+    if tensor:
         img = img.detach().cpu().numpy()
     a = np.asarray(img)
     layout = ImageLayout(a.dtype, a.shape)
@@ -233,7 +234,10 @@ def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np
     c = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
     if a.ndim not in (2, 3) or c not in channels or min(a.shape[:2]) < 1:
         want = " or ".join("H x W" if k == 1 else f"H x W x {k}" for k in channels)
-        raise VaekitError(f"{what} must be {want}, not of shape {layout.shape}")
+        hint = ""
+        if tensor and a.ndim == 3 and a.shape[0] in channels and a.shape[0] < min(a.shape[1:]):
+            hint = " (a C x H x W tensor: give img.permute(1, 2, 0))"
+        raise VaekitError(f"{what} must be {want}, not of shape {layout.shape}{hint}")
     if a.dtype == np.uint8:
         return a.astype(np.float64) / 255.0, layout
     if a.dtype == np.uint16:

@@ -83,6 +83,30 @@ def test_a_float_image_in_other_units_is_refused(name):
 
 
 @pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
+def test_a_channels_first_tensor_is_refused_with_the_fix(name):
+    img = torch.from_numpy(layouts(3)["float32"])
+    assert run_task(name, img).shape == img.shape  # H x W x 3, as numpy
+    with pytest.raises(VaekitError, match=r"permute\(1, 2, 0\)"):
+        run_task(name, img.permute(2, 0, 1))
+
+
+def test_batch_tasks_refuse_an_image_that_is_no_batch_of_the_models_input():
+    """augment and evaluate take (B, C, H, W) in [0, 1]; a photo raised a matrix-shape error inside the net."""
+    from vaekit.tasks.augment import augment
+    from vaekit.tasks.generate import evaluate
+
+    m = create_model("hvae", image_shape=(1, 28, 28), hidden1=[16], hidden2=[8], latent_dims=[4, 2]).eval()
+    good = np.random.default_rng(0).random((2, 1, 28, 28))
+    assert augment(good, 2, model=m).shape == (2, 2, 1, 28, 28)
+    assert evaluate(m, good, k=2)["n"] == 2  # numpy as well as tensors
+    for f in (lambda x: augment(x, 2, model=m), lambda x: evaluate(m, x, k=2)):
+        with pytest.raises(VaekitError, match=r"a batch \(B, 1, 28, 28\) in \[0, 1\]"):
+            f(layouts(3)["uint8"])
+        with pytest.raises(VaekitError, match="divide 0..255 images by 255"):
+            f(good * 255)
+
+
+@pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
 def test_details_give_one_result_type(name):
     img = layouts(3)["uint8"]
     samples = {} if name == "compensate" else {"samples": 3}

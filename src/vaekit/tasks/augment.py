@@ -401,11 +401,11 @@ def augment(
             pool=pool,
         )
         return [v for row in done.rows for v in row["variants"]]
-    from .common import resolve_model
+    from .common import model_batch, resolve_model
 
     strength = default_strength(method, strength)
     m = resolve_model(model, device=device)
-    x = torch.as_tensor(images, dtype=torch.float32).to(next(m.parameters()).device)
+    x = model_batch(m, images, "augment").to(next(m.parameters()).device)
     if method == "tangent":
         if labels is not None:
             raise VaekitError("labels are not used by method='tangent' (it moves an unconditional VAE's latent)")

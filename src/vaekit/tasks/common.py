@@ -101,6 +101,24 @@ def check_image_vae(model, task: str) -> None:
         )
 
 
+def model_batch(model, images, task: str) -> torch.Tensor:
+    """``images`` as the float (B, C, H, W) batch in [0, 1] that an image VAE takes (augment, eval), or one
+    sentence on why not: a photo given as H x W x 3 raised deep inside the network."""
+    check_image_vae(model, task)
+    x = images.detach().float() if torch.is_tensor(images) else torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    shape = getattr(model, "image_shape", None)
+    shape = tuple(shape) if shape is not None else None
+    want = "(B, " + (", ".join(map(str, shape)) if shape is not None else "C, H, W") + ")"
+    if x.ndim != 4 or (shape is not None and tuple(x.shape[1:]) != shape):
+        raise VaekitError(
+            f"{task} takes a batch {want} in [0, 1], not an array of shape {tuple(x.shape)}; "
+            "the CLI reads files and resizes them to the model's input"
+        )
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise VaekitError(f"{task} takes values in [0, 1] (divide 0..255 images by 255)")
+    return x
+
+
 def ramp(n: int, overlap: int, first: bool, last: bool) -> np.ndarray:
     """Blending weights of one tile side: linear over ``overlap`` pixels where a neighbour tile overlaps."""
     w = np.ones(n, dtype=np.float32)

@@ -121,10 +121,10 @@ def evaluate(
     reconstruction ``mse``/``psnr``/``ssim`` of the posterior-mean decoding
     against the model's input, and posterior spreads.
     """
-    from .common import check_image_vae, resolve_model
+    from .common import model_batch, resolve_model
 
-    model = resolve_model(model, device=images.device)
-    check_image_vae(model, "eval")
+    model = resolve_model(model, device=images.device if torch.is_tensor(images) else None)
+    images = model_batch(model, images, "eval").to(next(model.parameters()).device)
     conditional = getattr(model, "conditional", False)
     if conditional and labels is None:
         raise VaekitError("a class-conditional model is evaluated given the images' labels")
