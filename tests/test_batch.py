@@ -116,6 +116,9 @@ def test_a_bad_input_is_logged_and_skipped_with_its_exit_code(tmp_path, capsys):
     assert not (out / "sub" / "broken.png").exists()
     assert main(["manifest", str(out)]) == 0
     assert "4 done, 1 failed" in capsys.readouterr().out
+    assert main(["manifest", str(out / "manifest.jsonl")]) == 0  # the manifest file itself names its run
+    assert "4 done, 1 failed" in capsys.readouterr().out
+    assert main(["manifest", str(src)]) == 2
 
 
 def test_kill_9_leaves_no_partial_output_and_the_rerun_finishes_only_the_rest(tmp_path):

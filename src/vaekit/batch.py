@@ -357,7 +357,11 @@ def _missing(out: Path, items: list[Item]) -> bool:
 
 
 def summarize(out) -> dict:
-    """Counts and time over the merged manifest under ``out`` (for ``vaekit manifest``)."""
+    """Counts and time over the merged manifest under ``out`` (for ``vaekit manifest``); ``out`` may also name
+    one of its manifest files."""
+    out = Path(out)
+    if out.is_file() and out.suffix == ".jsonl":
+        out = out.parent
     rows = list(read_manifest(out).values())
     if not rows and not (Path(out) / MANIFEST).is_file():
         raise VaekitError(f"no {MANIFEST} in {out}: not the output folder of a folder run")
