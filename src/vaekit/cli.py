@@ -239,10 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inpaint", help="fill holes, scratches and missing pixels (VAE fills, or classical)")
     p.add_argument("input", help="image file or folder (recursive)")
     p.add_argument("-o", "--output", required=True, help=OUT_IMAGE + "; with --samples N > 1: a folder of fills")
-    p.add_argument("--mask", default=None, help="mask image of the same size: pixels > 127 (any mode) are missing")
+    p.add_argument(
+        "--mask", default=None, help="mask image of the same size: pixels > 127 (any mode; a 0/1 mask: 1) are missing"
+    )
     p.add_argument("--mask-dir", default=None, help="folder input: masks matched by relative file name")
     p.add_argument("--box", default=None, help="x0,y0,x1,y1 (pixels, end exclusive): the box is missing")
-    p.add_argument("--detect", default=None, choices=("scratches",), help="find the holes: thin bright/dark lines")
+    p.add_argument(
+        "--detect",
+        default=None,
+        choices=("scratches", "transparent"),
+        help="find the holes: thin bright/dark lines, or the file's transparent pixels (alpha < 128)",
+    )
     p.add_argument("--save-mask", default=None, help="write the mask used (a file; a folder for folder input)")
     p.add_argument("--samples", type=int, default=1, help="N > 1: N posterior fills, mean.png, sample_*.png, std.png")
     p.add_argument("--method", default="vae", help="vae, or a classical one: " + ", ".join(_classical("inpaint")))

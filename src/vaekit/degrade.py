@@ -413,8 +413,9 @@ def make_mask(kind: str, shape, seed: int = 0) -> np.ndarray:
 
 
 def read_mask(path, shape=None) -> np.ndarray:
-    """A mask file (any mode): pixels > 127 (of the grey conversion) are missing.  With ``shape`` the size
-    is checked; an empty or full mask is refused."""
+    """A mask file (any mode): pixels > 127 (of the grey conversion) are missing, or the 1s of a mask that holds
+    only 0 and 1 (a boolean array saved as 8 bits).  With ``shape`` the size is checked; an empty or full mask is
+    refused."""
     from pathlib import Path
 
     from PIL import Image, UnidentifiedImageError
@@ -430,7 +431,8 @@ def read_mask(path, shape=None) -> np.ndarray:
             if shape is not None and (h, w) != tuple(shape[:2]):
                 raise VaekitError(f"mask {path} is {w}x{h} but the image is {shape[1]}x{shape[0]}")
             check_pixels(f"mask {path}", w, h, None)
-            m = np.asarray(im.convert("L")) > 127
+            g = np.asarray(im.convert("L"))
+            m = g == 1 if g.max() == 1 else g > 127
     except (UnidentifiedImageError, OSError, ValueError):
         raise VaekitError(f"mask {path} is not an image Pillow can read") from None
     check_mask(m, str(path))

@@ -393,6 +393,25 @@ def test_cli_inpaint_files_samples_and_folders(files, capsys):
     assert not np.array_equal(np.asarray(Image.open(d / "rep" / "scratched.png")), u8(sc))
 
 
+def test_cli_inpaint_fills_transparent_pixels_and_reads_a_zero_one_mask(files):
+    """An editor's eraser leaves transparent pixels: --detect transparent fills them (and only them); a mask saved
+    as 0/1 bytes marks its 1s."""
+    d, img, mask = files
+    erased = np.dstack([u8(img), np.where(mask, 0, 255).astype(np.uint8)])
+    erased[mask, :3] = 0  # what lies under a transparent pixel is not read
+    Image.fromarray(erased).save(d / "erased.png")
+    argv = ["inpaint", str(d / "erased.png"), "--detect", "transparent", "--method", "telea", "-o", str(d / "t.png")]
+    assert main(argv) == 0
+    out = np.asarray(Image.open(d / "t.png"))
+    assert out.shape == img.shape and np.array_equal(out[~mask], u8(img)[~mask])
+    assert np.abs(out[mask].astype(float) - u8(img)[mask]).mean() < 20  # filled from around, not left black
+    assert main(["inpaint", str(d / "a.png"), "--detect", "transparent", "-o", str(d / "n.png")]) == 2  # no alpha
+    Image.fromarray(mask.astype(np.uint8)).save(d / "m01.png")
+    argv = ["inpaint", str(d / "a.png"), "--mask", str(d / "m01.png"), "--method", "telea", "-o", str(d / "z.png")]
+    assert main(argv) == 0
+    assert np.array_equal(np.asarray(Image.open(d / "z.png")), np.asarray(Image.open(d / "t.png")))
+
+
 @pytest.mark.parametrize(
     "args, words",
     [

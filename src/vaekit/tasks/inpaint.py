@@ -398,6 +398,21 @@ def parse_box(text: str, shape) -> np.ndarray:
     return m
 
 
+# what --detect finds: scratches (thin bright or dark lines) or the file's transparent pixels (alpha under half,
+# where an editor's eraser leaves a hole)
+DETECT = ("scratches", "transparent")
+
+
+def read_transparent(path, max_pixels=None) -> tuple[np.ndarray, np.ndarray]:
+    """An image file with an alpha channel as (its colour or gray channels, the mask of its transparent pixels)."""
+    from ..io import read_array
+
+    a = read_array(path, alpha="keep", max_pixels=max_pixels)
+    if a.ndim != 3 or a.shape[2] not in (2, 4):
+        raise VaekitError(f"{path} has no alpha channel: --detect transparent finds holes in transparent pixels")
+    return a[..., :-1] if a.shape[2] == 4 else a[..., 0], a[..., -1] < 0.5
+
+
 def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
     from pathlib import Path
 
@@ -405,14 +420,14 @@ def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
 
     given = [a is not None for a in (mask, mask_dir, box, detect)]
     if sum(given) != 1:
-        raise VaekitError("say what is missing with exactly one of --mask, --mask-dir, --box or --detect scratches")
+        raise VaekitError("say what is missing with exactly one of --mask, --mask-dir, --box or --detect")
     if mask is not None:
         return degrade.read_mask(mask, img.shape)
     if box is not None:
         return parse_box(box, img.shape)
     if detect is not None:
-        if detect != "scratches":
-            raise VaekitError(f"--detect knows only 'scratches', not {detect!r}")
+        if detect not in DETECT:
+            raise VaekitError(f"--detect knows {' and '.join(DETECT)}, not {detect!r}")
         return detect_scratches(img)
     rel = Path(f).relative_to(inp) if Path(inp).is_dir() else Path(Path(f).name)
     for cand in [Path(mask_dir) / rel] + [Path(mask_dir) / rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES)]:
@@ -461,6 +476,8 @@ def inpaint_paths(
     m_loaded = load_inpainter(model, device=device) if method == "vae" else None
 
     def read(it):
+        if detect == "transparent" and mask is mask_dir is box is None:
+            return read_transparent(it.input, max_pixels)
         img = read_array(it.input, max_pixels=max_pixels)
         return img, _mask_for(it.input, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect)
 
@@ -469,8 +486,9 @@ def inpaint_paths(
         if save_mask is not None:
             where = Path(save_mask) / Path(it.rel).with_suffix(".png") if inp.is_dir() else Path(save_mask)
             write_image(where, mk.astype(np.float32))
-        if not mk.any():  # the detector found no scratch: nothing to repair, so the image passes as it came
-            r = Result(img, [img] * samples if samples > 1 else [], info={"method": "unchanged (no scratch found)"})
+        if not mk.any():  # the detector found no hole: nothing to repair, so the image passes as it came
+            found = "no scratch found" if detect == "scratches" else "nothing transparent"
+            r = Result(img, [img] * samples if samples > 1 else [], info={"method": f"unchanged ({found})"})
         else:
             r = inpaint(
                 img,
