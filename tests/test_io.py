@@ -114,14 +114,14 @@ def test_16bit_color_png_and_tiff_keep_their_precision(tmp_path):
 def test_16bit_sources_are_written_back_in_16_bits(tmp_path):
     import imagecodecs
 
-    from vaekit.io import read_array, source_bits
+    from vaekit.io import read_array, source_format
 
     rgb16 = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 701 + 11).astype(np.uint16)
     (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(rgb16))
     Image.fromarray(rgb16[..., 0]).save(tmp_path / "g.png")
     Image.fromarray((rgb16 >> 8).astype(np.uint8)).save(tmp_path / "c8.png")
     np.save(tmp_path / "f.npy", rgb16.astype(np.float32) / 65535)
-    bits = {p: source_bits(tmp_path / p) for p in ("c.png", "g.png", "c8.png", "f.npy")}
+    bits = {p: source_format(tmp_path / p).bits for p in ("c.png", "g.png", "c8.png", "f.npy")}
     assert bits == {"c.png": 16, "g.png": 16, "c8.png": 8, "f.npy": 16}
     for name in ("c.png", "g.png"):
         a = read_array(tmp_path / name)
@@ -132,6 +132,38 @@ def test_16bit_sources_are_written_back_in_16_bits(tmp_path):
     assert np.array_equal(imagecodecs.png_decode((tmp_path / "u8.png").read_bytes()), (rgb16 >> 8) * 257)
     with pytest.raises(ValueError, match="bits"):
         write_image(tmp_path / "x.png", np.zeros((2, 2)), bits=12)
+
+
+def test_outputs_keep_the_colour_profile_of_their_source(tmp_path, capsys):
+    """A Display P3 or Adobe RGB photo written back without its profile is shown as sRGB: colours shift."""
+    from PIL import ImageCms
+
+    from vaekit.cli import main
+    from vaekit.io import SourceFormat, source_format
+
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()  # any profile that is not sRGB
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = (np.arange(24 * 32 * 3).reshape(24, 32, 3) * 7 % 256).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "p.jpg", icc_profile=lab, quality=95)
+    src = source_format(tmp_path / "p.jpg")
+    assert src == SourceFormat(8, lab) and src.foreign_profile and not SourceFormat(8, srgb).foreign_profile
+    x = rgb.astype(np.float32) / 255
+    for name, bits in (("o.png", 8), ("o16.png", 16), ("o.tif", 8), ("o16.tif", 16), ("o.jpg", 8), ("o.webp", 8)):
+        write_image(tmp_path / name, x, bits, lab)
+        with Image.open(tmp_path / name) as im:
+            assert im.info.get("icc_profile") == lab, name
+            im.load()  # the iCCP chunk leaves the PNG stream valid
+    assert np.array_equal(read_image(tmp_path / "o16.png").permute(1, 2, 0).numpy(), x)
+    assert (
+        main(
+            ["denoise", str(tmp_path / "p.jpg"), "--method", "gaussian", "--sigma", "5", "-o", str(tmp_path / "d.png")]
+        )
+        == 0
+    )
+    assert Image.open(tmp_path / "d.png").info.get("icc_profile") == lab
+    capsys.readouterr()
+    assert main(["compress", str(tmp_path / "p.jpg"), "-o", str(tmp_path / "p.vkc"), "--quiet"]) == 0
+    assert "colour profile is not kept" in capsys.readouterr().err
 
 
 def test_the_output_name_picks_the_format(tmp_path):

@@ -190,12 +190,12 @@ def enhance_paths(src, dst, ops: str, *, shard=None, overwrite=False, progress=F
     """``vaekit enhance``: one image or a folder (mirrored names, PNG out, 16-bit where the input had more than 8
     bits) through :func:`vaekit.batch.run_images`, the operations checked before any input is read."""
     from . import batch
-    from .io import source_bits, write_image
+    from .io import source_format, write_image
 
     names = parse_ops(ops)
 
     def work(it, img):
-        write_image(it.output, apply_ops(img, names), source_bits(it.input))
+        write_image(it.output, apply_ops(img, names), *source_format(it.input).written)
         return [it.output], {"ops": names}
 
     return batch.run_images(src, dst, work, shard=shard, overwrite=overwrite, progress=progress)

@@ -4,7 +4,7 @@
 (gray, RGB, RGBA, palette, 8- or 16-bit, float TIFF) or a ``.npy`` float
 array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
 ``write_image`` writes atomically (temp name, then rename) in the format its name ends with: PNG or TIFF, 16-bit
-where :func:`source_bits` says the input had more than 8 bits, so that restoring a 16-bit scan does not truncate it;
+where :func:`source_format` says the input had more than 8 bits, so that restoring a 16-bit scan does not truncate it;
 lossless WebP, BMP, or JPEG at quality 95 without chroma subsampling (8 bits).
 
 :func:`as_float_image` / :func:`restore_layout` are the one image-coercion contract of the task API: any
@@ -15,9 +15,13 @@ accepted) goes in as float64 in [0, 1] units, and a result goes back in the dtyp
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
+import struct
 import warnings
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -345,16 +349,51 @@ def atomic_write_text(path: str | os.PathLike, text: str | bytes) -> Path:
     return path
 
 
-def source_bits(path: str | os.PathLike) -> int:
-    """Bits per sample an output made from the file at ``path`` keeps: 16 for 16-bit PNG / TIFF, float TIFF and
-    uint16 or float ``.npy`` (more than 8 bits of precision), else 8."""
+@dataclass(frozen=True)
+class SourceFormat:
+    """What an output made from an input file keeps of it: ``bits`` per sample (8 or 16) and ``icc``, the colour
+    profile embedded in it (None: none), so that a Display P3 or Adobe RGB photo keeps its colours."""
+
+    bits: int = 8
+    icc: bytes | None = None
+
+    @property
+    def written(self) -> tuple:
+        """(bits, icc): :func:`write_image`'s arguments for an output that keeps them."""
+        return self.bits, self.icc
+
+    @property
+    def foreign_profile(self) -> bool:
+        """True where the file's colours are not plain sRGB (a profile other than sRGB is embedded)."""
+        if not self.icc:
+            return False
+        from PIL import ImageCms
+
+        try:
+            name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(self.icc)))
+        except (OSError, ImageCms.PyCMSError):
+            return True
+        return "srgb" not in name.lower()
+
+
+def source_format(path: str | os.PathLike) -> SourceFormat:
+    """The :class:`SourceFormat` of the file at ``path``: 16 bits for 16-bit PNG / TIFF, float TIFF and uint16 or
+    float ``.npy`` (more than 8 bits of precision), else 8; its ICC profile, if any."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        return 8 if np.load(path, mmap_mode="r", allow_pickle=False).dtype in (np.uint8, bool) else 16
+        deep = np.load(path, mmap_mode="r", allow_pickle=False).dtype not in (np.uint8, bool)
+        return SourceFormat(16 if deep else 8)
     with Image.open(path) as im:
-        if im.mode.startswith("I;16") or im.mode in ("I", "F") or _deep_color(im):
-            return 16
-    return 8
+        deep = im.mode.startswith("I;16") or im.mode in ("I", "F") or _deep_color(im)
+        return SourceFormat(16 if deep else 8, im.info.get("icc_profile") or None)
+
+
+def _png_with_icc(data: bytes, icc: bytes) -> bytes:
+    """A PNG stream with the colour profile as an iCCP chunk after its IHDR (imagecodecs writes none)."""
+    body = b"icc\x00\x00" + zlib.compress(icc)
+    chunk = struct.pack(">I", len(body)) + b"iCCP" + body + struct.pack(">I", zlib.crc32(b"iCCP" + body))
+    end = 8 + 8 + 13 + 4  # signature, then IHDR's length, type, 13 bytes and CRC
+    return data[:end] + chunk + data[end:]
 
 
 # Output formats by file suffix; the 16-bit ones keep a deep input's levels.
@@ -379,9 +418,10 @@ def check_output_name(path: str | os.PathLike, flag: str = "-o") -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, img, bits: int = 8) -> Path:
+def write_image(path: str | os.PathLike, img, bits: int = 8, icc: bytes | None = None) -> Path:
     """Write an image atomically in the format its suffix names (``WRITE_FORMATS``), ``bits`` 8 or 16 per
-    sample (16 in PNG and TIFF only; the others get 8 with a warning); parent folders are created."""
+    sample (16 in PNG and TIFF only; the others get 8 with a warning), with the colour profile ``icc`` embedded
+    (BMP holds none); parent folders are created."""
     import imagecodecs
 
     if bits not in (8, 16):
@@ -395,12 +435,16 @@ def write_image(path: str | os.PathLike, img, bits: int = 8) -> Path:
     tmp = temp_path(path)
     try:
         if bits == 16 and fmt == "PNG":  # Pillow writes no 16-bit colour PNG
-            tmp.write_bytes(imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img))))
+            data = imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img)))
+            tmp.write_bytes(_png_with_icc(data, icc) if icc else data)
         elif fmt == "TIFF":
             a = to_uint16(img) if bits == 16 else to_uint8(img)
-            tmp.write_bytes(imagecodecs.tiff_encode(np.ascontiguousarray(a), compression="deflate"))
+            profile = {"iccprofile": icc} if icc else {}
+            tmp.write_bytes(imagecodecs.tiff_encode(np.ascontiguousarray(a), compression="deflate", **profile))
         else:
             opts = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}.get(fmt, {})
+            if icc and fmt != "BMP":
+                opts["icc_profile"] = icc
             Image.fromarray(to_uint8(img)).save(tmp, format=fmt, **opts)
         os.replace(tmp, path)
     finally:

@@ -182,14 +182,14 @@ def compensate_paths(
     """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run_images`;
     each manifest line holds the correction applied and the posterior probability of a change."""
     from .. import batch
-    from ..io import source_bits, write_image
+    from ..io import source_format, write_image
     from .common import resolve_model
 
     use = resolve_model(model, device=device) if method == "vae" else model
 
     def work(it, img):
         r = compensate(img, method=method, model=use, seed=seed, device=device, details=True)
-        write_image(it.output, r.image, source_bits(it.input))
+        write_image(it.output, r.image, *source_format(it.input).written)
         return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
 
     return batch.run_images(inp, output, work, shard=shard, overwrite=overwrite, progress=progress)

@@ -312,7 +312,7 @@ def compress_paths(
 
     from .. import batch
     from ..data import IMAGE_SUFFIXES
-    from ..io import atomic_write_text, read_array, source_bits
+    from ..io import atomic_write_text, read_array, source_format
 
     _check_effort(effort)
     items = batch.plan(src, dst, _files(src, IMAGE_SUFFIXES), lambda rel: rel.with_suffix(".vkc"), check=_vkc_name)
@@ -320,8 +320,11 @@ def compress_paths(
 
     def read(it):
         img = read_array(it.input)
-        if source_bits(it.input) > 8:  # the codec's files hold 8 bits per sample
+        source = source_format(it.input)
+        if source.bits > 8:  # the codec's files hold 8 bits per sample
             warnings.warn(f"{it.input}: coded at 8 bits per sample; the finer levels are lost", stacklevel=2)
+        if source.foreign_profile:  # nor a colour profile: the decoded pixels are sRGB's
+            warnings.warn(f"{it.input}: its colour profile is not kept; decoded, it reads as sRGB", stacklevel=2)
         return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
 
     def work(it, img):

@@ -546,9 +546,9 @@ def denoise(
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
 
 
-def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None, bits: int = 8) -> None:
-    """``--samples N -o DIR``: mean.png, sample_000.png ... (``bits`` per sample), std.png (scaled to 8 bits) and
-    samples.json.
+def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None, source=None) -> None:
+    """``--samples N -o DIR``: mean.png, sample_000.png ... (keeping ``source``'s bits and colour profile: a
+    :class:`~vaekit.io.SourceFormat`), std.png (scaled to 8 bits) and samples.json.
 
     ``result``: a :class:`~vaekit.tasks.common.Result`; ``extra``: more fields for samples.json (default: the
     denoiser's noise level)."""
@@ -556,16 +556,17 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
     import shutil
     from pathlib import Path
 
-    from ..io import atomic_write_text, temp_path, write_image
+    from ..io import SourceFormat, atomic_write_text, temp_path, write_image
 
+    written = (source or SourceFormat()).written
     final = Path(out_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     out_dir = temp_path(final)  # filled, then renamed: a set is complete or absent
     out_dir.mkdir()
     try:
-        write_image(out_dir / "mean.png", result.image, bits)
+        write_image(out_dir / "mean.png", result.image, *written)
         for i, d in enumerate(result.samples):
-            write_image(out_dir / f"sample_{i:03d}.png", d, bits)
+            write_image(out_dir / f"sample_{i:03d}.png", d, *written)
         scale = None
         if result.std is not None:
             top = float(np.max(result.std)) or 1.0
@@ -615,7 +616,7 @@ def denoise_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..io import read_array, source_bits, write_image
+    from ..io import read_array, source_format, write_image
 
     inp, output = Path(inp), Path(output)
     items = batch.plan_images(inp, output, folders=samples > 1, into=samples == 1)
@@ -645,9 +646,9 @@ def denoise_paths(
         )
         if samples > 1:
             name = str(model or SHIPPED_BY_CHANNELS[ch])
-            write_sample_set(it.output, r, model_name=name, seed=seed, bits=source_bits(it.input))
+            write_sample_set(it.output, r, model_name=name, seed=seed, source=source_format(it.input))
         else:
-            write_image(it.output, r.image, source_bits(it.input))
+            write_image(it.output, r.image, *source_format(it.input).written)
         return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
 
     return batch.run(

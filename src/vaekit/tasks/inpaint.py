@@ -464,7 +464,7 @@ def inpaint_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..io import check_output_name, read_array, source_bits, write_image
+    from ..io import check_output_name, read_array, source_format, write_image
     from .denoise import write_sample_set
 
     inp, output = Path(inp), Path(output)
@@ -505,9 +505,9 @@ def inpaint_paths(
         if samples > 1:
             extra = {"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)}
             name = str(model or SHIPPED_INPAINTER)
-            write_sample_set(it.output, r, model_name=name, seed=seed, extra=extra, bits=source_bits(it.input))
+            write_sample_set(it.output, r, model_name=name, seed=seed, extra=extra, source=source_format(it.input))
         else:
-            write_image(it.output, r.image, source_bits(it.input))
+            write_image(it.output, r.image, *source_format(it.input).written)
         return [it.output], {"hole_fraction": float(mk.mean()), "method": r.method}
 
     return batch.run(
