@@ -57,6 +57,25 @@ def test_denoise_returns_a_png_of_the_same_size_with_its_figures(client, photo):
     assert body["figures"]["psnr"] > body["figures"]["psnr_noisy"]  # it did remove noise it was given
 
 
+def test_answers_carry_the_uploads_colour_profile(client, photo):
+    """A Display P3 photo answered without its profile shows shifted colours beside the original."""
+    import base64
+
+    from PIL import ImageCms
+
+    lab = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", icc_profile=lab, quality=95)
+    up = {"image": ("a.jpg", buf.getvalue(), "image/jpeg")}
+    r = client.post("/api/denoise", files=up, data={"sigma": "10", "method": "gaussian"})
+    assert r.status_code == 200 and Image.open(io.BytesIO(r.content)).info.get("icc_profile") == lab
+    body = client.post("/api/compensate?format=json", files=up, data={"method": "gray-world"}).json()
+    decoded = base64.b64decode(body["image"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(decoded)).info.get("icc_profile") == lab
+    r = client.post("/api/denoise", files={"image": ("a.png", _png(photo), "image/png")}, data={"sigma": "10"})
+    assert "icc_profile" not in Image.open(io.BytesIO(r.content)).info  # none in, none out
+
+
 def test_inpaint_with_a_mask_and_several_fills_keeps_the_known_pixels(client, photo):
     mask = np.zeros(photo.shape[:2], np.uint8)
     mask[20:40, 30:50] = 255

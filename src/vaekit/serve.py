@@ -153,18 +153,27 @@ class PixelLimit(VaekitError):
     pass
 
 
-def png_bytes(img) -> bytes:
+def png_bytes(img, icc: bytes | None = None) -> bytes:
+    """An image as PNG bytes, with the colour profile ``icc`` of the upload it came from (None: none)."""
     from PIL import Image
 
     from .io import to_uint8
 
     buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG")
+    Image.fromarray(to_uint8(img)).save(buf, format="PNG", **({"icc_profile": icc} if icc else {}))
     return buf.getvalue()
 
 
-def _data_url(img) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(img)).decode()
+def upload_profile(data: bytes) -> bytes | None:
+    """The colour profile embedded in an upload that :func:`decode_image` has read (None: none)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.info.get("icc_profile") or None
+
+
+def _data_url(img, icc: bytes | None = None) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img, icc)).decode()
 
 
 def _psnr(ref, img) -> float | None:
@@ -323,23 +332,25 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     async def _gone(request, exc):
         return Response(status_code=499)
 
-    async def _read(upload: UploadFile, what="the upload") -> np.ndarray:
-        return decode_image(await upload.read(), max_pixels, what)
+    async def _read(upload: UploadFile, what="the upload") -> tuple[np.ndarray, bytes | None]:
+        """The uploaded image and its colour profile, which the images answered carry on."""
+        data = await upload.read()
+        return decode_image(data, max_pixels, what), upload_profile(data)
 
-    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None):
+    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None, icc=None):
         figures = {**figures, "seconds": round(seconds, 3)}
         if fmt == "json":
-            body = {"image": _data_url(img), "figures": figures}
+            body = {"image": _data_url(img, icc), "figures": figures}
             for k, v in extra.items():
                 body[k] = (
                     "data:application/octet-stream;base64," + base64.b64encode(v).decode()
                     if isinstance(v, bytes)
-                    else _data_url(v)
+                    else _data_url(v, icc)
                 )
             return JSONResponse(body)
         if download is not None:
             return Response(download, media_type="application/octet-stream", headers=_headers(figures))
-        return Response(png_bytes(img), media_type=PNG, headers=_headers(figures))
+        return Response(png_bytes(img, icc), media_type=PNG, headers=_headers(figures))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -391,12 +402,12 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     ):
         """Denoise (blind without ``sigma``, 0-255 scale); ``add_sigma`` first puts Gaussian noise on a clean
         image, and the PSNR against it is reported."""
-        img = await _read(image)
+        img, icc = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
             request, lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed)
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
 
     @app.post("/api/inpaint", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_inpaint(
@@ -413,7 +424,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         ``samples`` > 1 draws that many fills (JSON: ``sample_0`` ...)."""
         from . import degrade
 
-        img = await _read(image)
+        img, icc = await _read(image)
         if not 1 <= samples <= 16:
             raise VaekitError("samples must be between 1 and 16")
         mk = None
@@ -429,7 +440,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
             request,
             lambda: tasks.inpaint(img, mk, method=method, samples=samples, seed=seed, detect=detect == "scratches"),
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
 
     @app.post("/api/compress", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
     async def api_compress(
@@ -442,12 +453,12 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     ):
         """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
         JPEG, WebP and AVIF at the same file size); ``effort`` 0..3 as the CLI's."""
-        img = await _read(image)
+        img, icc = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
             request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort)
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"])
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"], icc=icc)
 
     @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_decompress(request: Request, image: UploadFile = File(...), format: Literal["png", "json"] = "png"):
@@ -466,10 +477,10 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         format: Literal["png", "json"] = "png",
     ):
         """Exposure, gamma and colour cast corrected; the values found are in the figures."""
-        img = await _read(image)
+        img, icc = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(request, lambda: tasks.compensate(img, method=method, seed=seed))
-        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
 
     return UploadLimit(app, int(max_upload_mb * 2**20)), app
 
