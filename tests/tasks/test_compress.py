@@ -665,6 +665,11 @@ def test_the_compression_benchmark_measures_effort_levels(trained_tiny, tmp_path
             assert cost(b) <= cost(a) + 1e-9
     assert "vs_vaekit" in payload["bd_rate"]["vaekit effort 1"]
     assert "## Encode effort" in (out / f"compress-{tmp_path.name}.md").read_text()
-    Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "2.png")  # under MS-SSIM's least side
+    Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "2.png")  # under MS-SSIM's least side: left out
+    with pytest.warns(UserWarning, match="1 of 3 images left out"):
+        again = run(data_dir=str(tmp_path), model=str(path), codecs="", output=str(out), quiet=True)
+    assert again["n_images"] == 2
+    (tmp_path / "small").mkdir()
+    Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "small" / "2.png")
     with pytest.raises(VaekitError, match="over 160 px"):
-        run(data_dir=str(tmp_path), model=str(path), codecs="", output=str(out), quiet=True)
+        run(data_dir=str(tmp_path / "small"), model=str(path), codecs="", output=str(out), quiet=True)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -249,12 +250,20 @@ def run(**kwargs) -> dict:
     if efforts[-1] >= len(EFFORT_STEPS) or efforts[0] < 0:
         raise VaekitError(f"--efforts: each from 0 to {len(EFFORT_STEPS) - 1}")
     set_name, files, imgs = _load_images(data_dir, args.limit)
-    for f, img in zip(files, imgs):
-        if min(img.shape[:2]) <= MS_SSIM_MIN_SIDE:
+    small = [f for f, img in zip(files, imgs) if min(img.shape[:2]) <= MS_SSIM_MIN_SIDE]
+    if small:  # a user's folder may hold thumbnails: measured without them
+        if len(small) == len(files):
             raise VaekitError(
-                f"{f} is {img.shape[1]}x{img.shape[0]} as measured: the benchmark's MS-SSIM needs both sides over "
-                f"{MS_SSIM_MIN_SIDE} px"
+                f"every image under {data_dir} is {MS_SSIM_MIN_SIDE} px or less on a side as measured "
+                f"(e.g. {small[0]}): the benchmark's MS-SSIM needs both sides over {MS_SSIM_MIN_SIDE} px"
             )
+        warnings.warn(
+            f"{len(small)} of {len(files)} images left out (e.g. {small[0]}): MS-SSIM needs both sides over "
+            f"{MS_SSIM_MIN_SIDE} px",
+            stacklevel=2,
+        )
+        files, imgs = zip(*[(f, img) for f, img in zip(files, imgs) if f not in small])
+        files, imgs = list(files), list(imgs)
     names = [Path(f).name for f in files]
     out_dir = Path(args.output)
     cache = Path(args.cache) if args.cache else out_dir / ".cache" / "compress"
