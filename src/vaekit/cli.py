@@ -368,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--sets",
         default="bsd68",
         help="comma list: set12, bsd68 (gray), cbsd68, kodak, mcmaster, photos-val (colour), photos-val-gray (its "
-        "luma, for choosing gray models), realnoise-cc15 (real camera noise, all blind)",
+        "luma, for choosing gray models), realnoise-cc15 (real camera noise, all blind); or a folder of your own "
+        "clean images under --data-root (gray where all its images are)",
     )
     b.add_argument("--sigmas", default="15,25,50", help="Gaussian levels, 0-255 scale")
     b.add_argument("--noises", default="", help="extra conditions: poisson30, sp0.1, camera (camera files, all blind)")

@@ -472,6 +472,26 @@ def test_bench_noise_conditions_are_parsed_or_refused_in_one_line():
             parse_conditions("", bad)
 
 
+def test_bench_denoise_measures_a_folder_of_ones_own_images(tmp_path, capsys):
+    """A user's clean photos under --data-root are a set: colour unless every image is gray."""
+    from PIL import Image
+
+    from vaekit.io import write_image
+
+    (tmp_path / "data" / "scans").mkdir(parents=True)
+    for i in range(2):
+        write_image(tmp_path / "data" / "mine" / f"{i}.png", smooth_image(40, 48, c=3))
+        Image.fromarray((smooth_image(40, 48) * 255).astype(np.uint8)).save(tmp_path / "data" / "scans" / f"{i}.jpg")
+    argv = ["bench", "denoise", "--data-root", str(tmp_path / "data"), "--sigmas", "25", "--methods", "gaussian"]
+    assert main([*argv, "--sets", "mine,scans", "-o", str(tmp_path / "res"), "--quiet"]) == 0
+    mine = json.loads((tmp_path / "res" / "denoise-mine.json").read_text())
+    scans = json.loads((tmp_path / "res" / "denoise-scans.json").read_text())
+    assert mine["n_images"] == scans["n_images"] == 2 and (mine["mode"], scans["mode"]) == ("RGB", "L")
+    assert mine["summary"]["sigma25"]["gaussian"]["psnr"] > mine["summary"]["sigma25"]["noisy"]["psnr"]
+    assert main([*argv, "--sets", "nowhere", "-o", str(tmp_path / "res")]) == 2
+    assert "or a folder of clean images under" in capsys.readouterr().err
+
+
 def test_bench_denoise_tiny(tmp_path, tiny_run):
     from vaekit.io import write_image
 

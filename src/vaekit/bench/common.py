@@ -76,12 +76,14 @@ def single_threaded(threads: int) -> None:
         pass
 
 
-def parse_sets(text: str, known) -> list[str]:
-    """``--sets a,b`` checked against the ``known`` set names."""
+def parse_sets(text: str, known, root: Path | None = None) -> list[str]:
+    """``--sets a,b`` checked against the ``known`` set names; with ``root``, a folder of one's own images
+    under it is a set too."""
     sets = [s.strip() for s in text.split(",") if s.strip()]
     for s in sets:
-        if s not in known:
-            raise VaekitError(f"unknown set {s!r}; known: {', '.join(known)}")
+        if s not in known and not (root is not None and s not in (".", "..") and (Path(root) / s).is_dir()):
+            mine = f", or a folder of clean images under {root}" if root is not None else ""
+            raise VaekitError(f"unknown set {s!r}; known: {', '.join(known)}{mine}")
     return sets
 
 
@@ -206,14 +208,29 @@ class Cache:
             f.write(json.dumps({"key": k, "value": v}) + "\n")
 
 
+SET_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+
+
+def set_is_gray(path) -> bool:
+    """True where every image of a folder set (``load_set``'s files) is gray: it is then measured in gray."""
+    from PIL import Image
+
+    files = [p for p in Path(path).iterdir() if p.suffix.lower() in SET_SUFFIXES]
+    gray = True
+    for f in files:
+        with Image.open(f) as im:
+            gray = gray and im.mode in ("1", "L", "LA", "I", "I;16", "F")
+    return gray and bool(files)
+
+
 def load_set(path, mode: str) -> list[tuple[str, np.ndarray]]:
-    """(name, float64 image in [0, 1]) for every PNG/BMP/TIF in ``path``, in name order."""
+    """(name, float64 image in [0, 1]) for every PNG/BMP/TIF/JPEG/WebP in ``path``, in name order."""
     from PIL import Image
 
     d = Path(path)
     if not d.is_dir():
         raise VaekitError(f"{d} is not a folder")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in (".png", ".bmp", ".tif", ".tiff"))
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in SET_SUFFIXES)
     if not files:
         raise VaekitError(f"no images in {d}")
     out = []

@@ -38,6 +38,7 @@ from .common import (
     picture_row,
     provenance,
     read_results,
+    set_is_gray,
     single_threaded,
     write_results,
 )
@@ -200,7 +201,8 @@ def run(**kwargs) -> dict:
 
     single_threaded(args.threads)
     root = Path(args.data_root)
-    sets = parse_sets(args.sets, GRAY_SETS + COLOR_SETS + REAL_SETS)
+    sets = parse_sets(args.sets, GRAY_SETS + COLOR_SETS + REAL_SETS, root)
+    gray = {s: s in GRAY_SETS or (s not in COLOR_SETS + REAL_SETS and set_is_gray(root / s)) for s in sets}
     conds = parse_conditions(args.sigmas, args.noises)
     methods = (
         [m.strip() for m in args.methods.split(",")]
@@ -214,9 +216,9 @@ def run(**kwargs) -> dict:
             raise VaekitError("bm3d is not installed: pip install 'vaekit[bm3d]' (non-commercial licence)")
     models = {}
     if any(m in ("vae", "vae-8", "vae-blind") for m in methods):
-        if any(s in GRAY_SETS for s in sets):
+        if any(gray.values()):
             models["gray"] = load_denoiser(args.model_gray, 1)
-        if any(s in COLOR_SETS + REAL_SETS for s in sets):
+        if not all(gray.values()):
             models["color"] = load_denoiser(args.model_color, 3)
     out_dir = Path(args.output)
     cache = Cache(out_dir / ".cache" / "denoise.jsonl")
@@ -224,7 +226,7 @@ def run(**kwargs) -> dict:
     command = command_line(args)
     payloads = {}
     for set_name in sets:
-        mode = "L" if set_name in GRAY_SETS else "RGB"
+        mode = "L" if gray[set_name] else "RGB"
         real = None
         if set_name in REAL_SETS:
             pairs = load_pairs(root / set_name)[: args.limit or None]
@@ -357,6 +359,7 @@ def run(**kwargs) -> dict:
             "task": "denoise",
             "set": set_name,
             "n_images": len(images),
+            "mode": mode,  # L: measured in gray, RGB: in colour
             "command": command,
             "protocol": (
                 "real camera noise (realnoise-cc15): the noisy JPEG-pipeline shot against the mean of ~500 shots; "
