@@ -45,6 +45,15 @@ def fuzz(data: bytes, model, n: int, seed: int = 0) -> dict:
     return counts
 
 
+def with_profile(data: bytes) -> bytes:
+    """A file re-packed as version 2, with a colour profile before its payloads, so that damage reaches that path."""
+    from vaekit.entropy import container
+
+    header, payloads = container.unpack(data, 10**8)
+    header.icc = bytes(range(256)) * 2
+    return container.pack(header, payloads)
+
+
 def damage(b: bytes) -> bytes:
     """A coverage-guided input as a file: byte 0 odd means the CRC is recomputed over the rest."""
     body = bytearray(b[1:])
@@ -84,9 +93,15 @@ def coverage_fuzz(runs: int, seed: int) -> None:
 
     corpus = Path(tempfile.mkdtemp(prefix="vkc-corpus-"))
     golden = (GOLDEN / "golden.vkc").read_bytes()
-    (corpus / "plain").write_bytes(b"\x00" + golden)
-    (corpus / "crc").write_bytes(b"\x01" + golden)
-    flags = [f"-runs={runs}", f"-seed={seed + 1}", "-timeout=20", "-rss_limit_mb=2048", f"-max_len={len(golden) * 2}"]
+    profiled = with_profile(golden)
+    for name, first, b in (
+        ("plain", 0, golden),
+        ("crc", 1, golden),
+        ("profile", 0, profiled),
+        ("profile-crc", 1, profiled),
+    ):
+        (corpus / name).write_bytes(bytes([first]) + b)
+    flags = [f"-runs={runs}", f"-seed={seed + 1}", "-timeout=20", "-rss_limit_mb=2048", f"-max_len={len(profiled) * 2}"]
     atheris.Setup([sys.argv[0], *flags, str(corpus)], one)
     atheris.Fuzz()
 
@@ -108,7 +123,9 @@ def main():
     model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
     data = (GOLDEN / "golden.vkc").read_bytes()
     t = time.perf_counter()
-    c = fuzz(data, model, args.n, args.seed)  # any other exception propagates: a failure
+    c = fuzz(data, model, args.n - args.n // 2, args.seed)  # any other exception propagates: a failure
+    c2 = fuzz(with_profile(data), model, args.n // 2, args.seed + 1)  # and half of them with a colour profile
+    c = {k: c[k] + c2[k] for k in c}
     print(
         f"{args.n} damaged files: {c['refused']} refused cleanly, {c['decoded']} decoded "
         f"to some image (damage behind a recomputed checksum), none crashed; {time.perf_counter() - t:.1f} s"

@@ -72,6 +72,8 @@ def test_answers_carry_the_uploads_colour_profile(client, photo):
     body = client.post("/api/compensate?format=json", files=up, data={"method": "gray-world"}).json()
     decoded = base64.b64decode(body["image"].split(",", 1)[1])
     assert Image.open(io.BytesIO(decoded)).info.get("icc_profile") == lab
+    r = client.post("/api/compress", files=up, data={"quality": "1"})
+    assert r.status_code == 200 and r.content[4] == 2  # the .vkc keeps the profile as vaekit compress does
     r = client.post("/api/denoise", files={"image": ("a.png", _png(photo), "image/png")}, data={"sigma": "10"})
     assert "icc_profile" not in Image.open(io.BytesIO(r.content)).info  # none in, none out
 

@@ -270,13 +270,14 @@ class Tasks:
             extra[f"sample_{i}"] = s
         return r.image, figures, extra
 
-    def compress(self, img, *, quality, compare, effort=0):
-        from .io import to_uint8
+    def compress(self, img, *, quality, compare, effort=0, icc=None):
+        from .io import SourceFormat, to_uint8
         from .tasks.compress import compress_info, decompress, load_codec
 
         img = to_uint8(img)  # the codecs, ours and the classical ones, take 8-bit pixels
         codec = self._model("codec", lambda: load_codec(None, self.device))
-        data, info = compress_info(img, quality, effort=effort, model=codec)
+        kept = icc if SourceFormat(8, icc).foreign_profile else None  # as vaekit compress stores it
+        data, info = compress_info(img, quality, effort=effort, model=codec, icc=kept)
         rec = decompress(data, model=codec)
         figures = {
             "quality": info["quality"],
@@ -456,7 +457,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         img, icc = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
-            request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort)
+            request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort, icc=icc)
         )
         return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"], icc=icc)
 

@@ -482,6 +482,9 @@ def test_damaged_files_are_refused_cleanly():
     assert counts["refused"] > 100
     cb = (GOLDEN / "golden-checkerboard.vkc").read_bytes()
     assert _fuzz_module().fuzz(cb, golden_checkerboard(), 200, seed=1)["refused"] > 100  # two-pass decoding too
+    profiled = _fuzz_module().with_profile(data)  # version 2: a colour profile before the payloads
+    assert np.array_equal(decompress(profiled, model=model), decompress(data, model=model))
+    assert _fuzz_module().fuzz(profiled, model, 200, seed=2)["refused"] > 100
     for bad, msg in (
         (b"", "magic"),
         (b"hello world, not a vkc", "magic"),
@@ -512,6 +515,35 @@ def test_header_sizes_are_checked_before_allocating():
         container.unpack(blob, 10**8)
     with pytest.raises(VaekitError, match="at most 4096"):
         compress(np.zeros((64, 64, 3), np.uint8), 1, tile=8192)
+
+
+def test_a_colour_profile_travels_in_a_version_2_file_and_its_length_is_checked(trained_tiny):
+    """Files without a profile stay version 1; one with it decodes with it; damaged or bloated ones are refused."""
+    m, _ = trained_tiny
+    img = picture(64, 64, seed=2)
+    icc = bytes(range(256)) * 3
+    plain, kept = compress(img, 1, model=m), compress(img, 1, model=m, icc=icc)
+    assert plain[4] == 1 and kept[4] == 2 and container.unpack(plain, 10**8)[0].icc is None
+    header = container.unpack(kept, 10**8)[0]
+    assert header.icc == icc and np.array_equal(decompress(kept, model=m), decompress(plain, model=m))
+    n = header.n_tiles()
+    at = container._HEAD.size + 4 * n  # the profile's length field
+
+    def resealed(body):
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    body = bytearray(kept[:-4])
+    body[at : at + 4] = struct.pack("<I", len(kept))  # longer than the file
+    with pytest.raises(VaekitError, match="colour profile length"):
+        container.unpack(resealed(bytes(body)), 10**8)
+    bomb = zlib.compress(b"\0" * (40 * container.MAX_PROFILE), 9)  # a few KB that inflate to 40 MB
+    head, tail = kept[:at], kept[at + 4 + struct.unpack_from("<I", kept, at)[0] : -4]
+    with pytest.raises(VaekitError, match="does not inflate"):
+        container.unpack(resealed(head + struct.pack("<I", len(bomb)) + bomb + tail), 10**8)
+    body = bytearray(kept[:-4])
+    body[4] = 3
+    with pytest.raises(VaekitError, match="version 3 is not supported"):
+        container.unpack(resealed(bytes(body)), 10**8)
 
 
 def test_api_and_cli(trained_tiny, tmp_path, capsys):

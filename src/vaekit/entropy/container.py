@@ -1,11 +1,12 @@
-"""The ``.vkc`` file format (version 1).  All integers little-endian.
+"""The ``.vkc`` file format (versions 1 and 2).  All integers little-endian.
 
 ==========  =====  ===========================================================
 offset      bytes  field
 ==========  =====  ===========================================================
 0           4      magic ``89 56 4B 43`` ("\\x89VKC"; the high first byte
                    catches text-mode transfers, as PNG's does)
-4           1      format version (1)
+4           1      format version (1; 2 where a colour profile follows the
+                   tile table)
 5           2      model id: a stable number from ``MODEL_IDS`` (0 = a local
                    model, named on the command line when decoding)
 7           8      weights id: the first 8 bytes of the sha256 of the
@@ -18,13 +19,17 @@ offset      bytes  field
 25          2      tile size in units of 64 pixels (tiles are coded
                    independently, row-major)
 27          4 * T  payload length of each of the T tiles (multiple of 4)
-27 + 4T     sum    the tiles' range-coder payloads, concatenated
+27 + 4T     4 + L  version 2 only: L, then the image's ICC colour profile,
+                   zlib-compressed (L bytes, at most ``MAX_PROFILE``)
+...         sum    the tiles' range-coder payloads, concatenated
 end - 4     4      CRC-32 of every byte before it
 ==========  =====  ===========================================================
 
 Every field is checked before it sizes anything: the image size against
-``max_pixels``, the tile count against the bytes present, the payload lengths
-against the file length, and the CRC before any payload is decoded.
+``max_pixels``, the tile count and the profile's length against the bytes
+present, the payload lengths against the file length, and the CRC before any
+payload is decoded.  A file without a profile is written as version 1, byte for
+byte as before; its pixels are sRGB.
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ from dataclasses import dataclass
 from ..errors import VaekitError
 
 MAGIC = b"\x89VKC"
-VERSION = 1
+VERSION = 2  # the newest this vaekit writes (only where the image has a colour profile) and reads
+MAX_PROFILE = 1 << 20  # bytes of a compressed ICC profile (real ones are a few KB)
 # Stable ids of shipped codec weights.  Never renumber; append only.  Retrained weights get a new
 # id, and the old ones stay shipped under their own name so that every file written decodes.
 MODEL_IDS = {
@@ -64,6 +70,7 @@ class Header:
     height: int
     width: int
     tile: int  # pixels
+    icc: bytes | None = None  # the image's ICC colour profile (None: sRGB)
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
         """(top, left, height, width) of every tile, row-major."""
@@ -77,9 +84,9 @@ class Header:
         return (-(-self.height // self.tile)) * (-(-self.width // self.tile))
 
 
-def header_size(n_tiles: int) -> int:
-    """Bytes of a file that are not range-coder payload: header, tile table, CRC."""
-    return _HEAD.size + 4 * n_tiles + 4
+def header_size(n_tiles: int, icc: bytes | None = None) -> int:
+    """Bytes of a file that are not range-coder payload: header, tile table, colour profile, CRC."""
+    return _HEAD.size + 4 * n_tiles + 4 + (4 + len(zlib.compress(icc, 9)) if icc else 0)
 
 
 def pack(header: Header, payloads: list[bytes]) -> bytes:
@@ -87,9 +94,12 @@ def pack(header: Header, payloads: list[bytes]) -> bytes:
         raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT}, at most {MAX_TILE}")
     if len(payloads) != header.n_tiles():
         raise VaekitError("internal error: one payload per tile expected")
+    profile = zlib.compress(header.icc, 9) if header.icc else b""
+    if len(profile) > MAX_PROFILE:
+        raise VaekitError(f"the colour profile is too large to store ({len(profile)} bytes compressed)")
     head = _HEAD.pack(
         MAGIC,
-        VERSION,
+        2 if profile else 1,
         header.model_id,
         header.weights_id,
         header.quality,
@@ -98,7 +108,10 @@ def pack(header: Header, payloads: list[bytes]) -> bytes:
         header.width,
         header.tile // TILE_UNIT,
     )
-    body = head + struct.pack(f"<{len(payloads)}I", *map(len, payloads)) + b"".join(payloads)
+    body = head + struct.pack(f"<{len(payloads)}I", *map(len, payloads))
+    if profile:
+        body += struct.pack("<I", len(profile)) + profile
+    body += b"".join(payloads)
     return body + struct.pack("<I", zlib.crc32(body))
 
 
@@ -112,8 +125,10 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
     if len(data) < _HEAD.size + 4:
         raise VaekitError("truncated .vkc file (shorter than its header)")
     magic, version, model_id, wid, quality, channels, height, width, tile_units = _HEAD.unpack_from(data)
-    if version != VERSION:
-        raise VaekitError(f".vkc format version {version} is not supported by this vaekit (reads version {VERSION})")
+    if version not in (1, 2):
+        raise VaekitError(
+            f".vkc format version {version} is not supported by this vaekit (reads versions 1 to {VERSION})"
+        )
     if channels not in (1, 3):
         raise VaekitError(f"corrupted .vkc file: {channels} channels")
     if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE) or height * width > max_pixels:
@@ -134,6 +149,17 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise VaekitError("corrupted or truncated .vkc file (checksum mismatch)")
     lengths = struct.unpack_from(f"<{n}I", data, _HEAD.size)
+    if version == 2:
+        if len(data) < start + 8:
+            raise VaekitError("truncated .vkc file (colour profile cut short)")
+        (k,) = struct.unpack_from("<I", data, start)
+        if not 0 < k <= min(MAX_PROFILE, len(data) - start - 8):
+            raise VaekitError("corrupted .vkc file (colour profile length does not match the file)")
+        try:
+            header.icc = _inflate(data[start + 4 : start + 4 + k])
+        except zlib.error:
+            raise VaekitError("corrupted .vkc file (colour profile does not inflate)") from None
+        start += 4 + k
     if sum(lengths) != len(data) - 4 - start or any(k % 4 for k in lengths):
         raise VaekitError("corrupted .vkc file (payload lengths do not match the file)")
     payloads, pos = [], start
@@ -141,3 +167,12 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
         payloads.append(data[pos : pos + k])
         pos += k
     return header, payloads
+
+
+def _inflate(data: bytes) -> bytes:
+    """A stored profile, inflated to at most 16 times ``MAX_PROFILE`` (a zlib bomb is refused, not expanded)."""
+    d = zlib.decompressobj()
+    out = d.decompress(data, 16 * MAX_PROFILE)
+    if d.unconsumed_tail or not d.eof:
+        raise zlib.error("profile too large or cut short")
+    return out

@@ -139,6 +139,7 @@ def compress_info(
     model=None,
     tile: int = DEFAULT_TILE,
     device=None,
+    icc: bytes | None = None,
 ) -> tuple[bytes, dict]:
     """Like :func:`compress`, and also return what happened (quality, ideal bits, seconds)."""
     t0 = time.perf_counter()
@@ -158,7 +159,7 @@ def compress_info(
         x = x.mean(1, keepdim=True)
     Q = m.qualities
     enc = _Encoder(m, x, tile)
-    enc.header.channels = channels
+    enc.header.channels, enc.header.icc = channels, icc or None
 
     def run(q, e=0):
         enc.header.quality = q
@@ -198,7 +199,7 @@ def compress_info(
         "ideal_bits": bits["z"] + bits["y"],
         "ideal_bits_z": bits["z"],
         "ideal_bits_y": bits["y"],
-        "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles())),
+        "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles(), enc.header.icc)),
         "tiles": enc.header.n_tiles(),
         "target_met": target_met,
         "effort": used,
@@ -217,6 +218,7 @@ def compress(
     model=None,
     tile: int = DEFAULT_TILE,
     device=None,
+    icc: bytes | None = None,
 ) -> bytes:
     """Compress an image to ``.vkc`` bytes.
 
@@ -232,11 +234,15 @@ def compress(
     model : shipped name, run folder, weights path or model; default the shipped codec
     tile : int, tile size in pixels (multiple of 64); part of the file
     device : torch device for the transforms (the coder and the hyper-synthesis always run on the CPU)
+    icc : the image's ICC colour profile, kept in the file (``read_header(data).icc``); None: sRGB
     """
-    return compress_info(image, quality, target_bpp=target_bpp, effort=effort, model=model, tile=tile, device=device)[0]
+    return compress_info(
+        image, quality, target_bpp=target_bpp, effort=effort, model=model, tile=tile, device=device, icc=icc
+    )[0]
 
 
 def read_header(data: bytes) -> container.Header:
+    """A ``.vkc`` file's header, checked: size, quality, tiles, and its colour profile (``icc``, None: sRGB)."""
     return container.unpack(data, max_pixels_default())[0]
 
 
@@ -323,12 +329,12 @@ def compress_paths(
         source = source_format(it.input)
         if source.bits > 8:  # the codec's files hold 8 bits per sample
             warnings.warn(f"{it.input}: coded at 8 bits per sample; the finer levels are lost", stacklevel=2)
-        if source.foreign_profile:  # nor a colour profile: the decoded pixels are sRGB's
-            warnings.warn(f"{it.input}: its colour profile is not kept; decoded, it reads as sRGB", stacklevel=2)
-        return img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img
+        icc = source.icc if source.foreign_profile else None  # an sRGB profile is what no profile means: not stored
+        return (img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img), icc
 
-    def work(it, img):
-        data, info = compress_info(img, quality, target_bpp=target_bpp, effort=effort, model=m, tile=tile)
+    def work(it, read_out):
+        img, icc = read_out
+        data, info = compress_info(img, quality, target_bpp=target_bpp, effort=effort, model=m, tile=tile, icc=icc)
         it.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(it.output, data)
         return [it.output], info
@@ -355,7 +361,7 @@ def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite
 
     def work(it, data):
         img = decompress(data, model=model, device=device)
-        write_image(it.output, img)
+        write_image(it.output, img, icc=read_header(data).icc)
         return [it.output], {"shape": list(img.shape)}
 
     return batch.run(
