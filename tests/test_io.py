@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vaekit.errors import VaekitError
-from vaekit.io import grid, read_image, write_image
+from vaekit.io import grid, read_array, read_image, write_image
 
 
 def test_gray_rgb_palette_and_16bit(tmp_path):
@@ -114,7 +114,7 @@ def test_16bit_color_png_and_tiff_keep_their_precision(tmp_path):
 def test_16bit_sources_are_written_back_in_16_bits(tmp_path):
     import imagecodecs
 
-    from vaekit.io import read_array, source_format
+    from vaekit.io import source_format
 
     rgb16 = (np.arange(5 * 6 * 3).reshape(5, 6, 3) * 701 + 11).astype(np.uint16)
     (tmp_path / "c.png").write_bytes(imagecodecs.png_encode(rgb16))
@@ -167,6 +167,40 @@ def test_outputs_keep_the_colour_profile_of_their_source(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "s.jpg", icc_profile=srgb, quality=95)
     assert main(["compress", str(tmp_path / "s.jpg"), "-o", str(tmp_path / "s.vkc"), "--quiet"]) == 0
     assert (tmp_path / "s.vkc").read_bytes()[4] == 1  # sRGB is what no profile means: not stored
+
+
+def test_transparency_is_handed_back_by_the_commands_that_keep_pixels_in_place(tmp_path):
+    """A cut-out PNG denoised, inpainted or corrected keeps its alpha (it was dropped); JPEG says it cannot."""
+    from vaekit.cli import main
+    from vaekit.io import read_with_alpha
+
+    rng = np.random.default_rng(0)
+    rgb = np.clip(rng.normal(128, 30, (32, 40, 3)), 0, 255).astype(np.uint8)
+    alpha = np.full((32, 40), 255, np.uint8)
+    alpha[:, :12], alpha[:, 12:16] = 0, 100
+    Image.fromarray(np.dstack([rgb, alpha])).save(tmp_path / "cut.png")
+    Image.fromarray(np.dstack([rgb[..., 0], alpha])).save(tmp_path / "gray.png")
+    img, a = read_with_alpha(tmp_path / "cut.png")
+    assert img.shape == (32, 40, 3) and np.array_equal(np.round(a * 255), alpha)
+    assert read_with_alpha(tmp_path / "gray.png")[0].shape == (32, 40)
+    runs = {
+        "d.png": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10"],
+        "g.png": ["denoise", "gray.png", "--method", "gaussian", "--sigma", "10"],
+        "s": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10", "--samples", "2"],
+        "i.png": ["inpaint", "cut.png", "--box", "20,4,30,12", "--method", "telea"],
+        "c.png": ["compensate", "cut.png", "--method", "gray-world"],
+        "d16.tif": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10"],
+        "d.webp": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10"],
+    }
+    for out, argv in runs.items():
+        argv = [a if not a.endswith(".png") else str(tmp_path / a) for a in argv]
+        assert main([*argv, "-o", str(tmp_path / out), "--quiet"]) == 0, out
+        written = tmp_path / out / "mean.png" if out == "s" else tmp_path / out
+        back = read_array(written, alpha="keep")
+        assert back.shape[2] == (2 if out == "g.png" else 4) and np.array_equal(np.round(back[..., -1] * 255), alpha)
+    with pytest.warns(UserWarning, match="JPEG holds no transparency"):
+        write_image(tmp_path / "o.jpg", rgb, alpha=alpha / 255)
+    assert Image.open(tmp_path / "o.jpg").mode == "RGB"
 
 
 def test_the_output_name_picks_the_format(tmp_path):

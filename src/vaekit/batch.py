@@ -256,14 +256,16 @@ def plan_images(src, dst, *, folders: bool = False, into: bool = True) -> list[I
     return plan(src, dst, files, name, into=into, check=None if folders else check_output_name)
 
 
-def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False) -> Summary:
+def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False, alpha=False) -> Summary:
     """:func:`run` over :func:`plan_images` of ``src``; ``work(item, image array)`` writes the output and
-    returns (paths, figures)."""
-    from .io import read_array
+    returns (paths, figures).  ``alpha``: work gets (image, its alpha plane or None), to hand the transparency
+    back (where the pixels keep their places)."""
+    from .io import read_array, read_with_alpha
 
     items = plan_images(src, dst)
     opts = {"shard": shard, "overwrite": overwrite, "progress": progress}
-    return run(items, work, read=lambda it: read_array(it.input), out=dst, folder=Path(src).is_dir(), **opts)
+    read = (lambda it: read_with_alpha(it.input)) if alpha else (lambda it: read_array(it.input))
+    return run(items, work, read=read, out=dst, folder=Path(src).is_dir(), **opts)
 
 
 def run(

@@ -149,6 +149,15 @@ def _finite(a: np.ndarray, path) -> np.ndarray:
     return a
 
 
+def read_with_alpha(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the colour or gray image, its alpha plane or None) of a file, both float32 in [0, 1]: for the commands
+    that hand the transparency back unchanged around what they did to the pixels."""
+    a = read_array(path, alpha="keep", max_pixels=max_pixels)
+    if a.ndim == 3 and a.shape[2] in (2, 4):
+        return (a[..., 0] if a.shape[2] == 2 else a[..., :3]), a[..., -1]
+    return a, None
+
+
 def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int | None = None) -> np.ndarray:
     """Read an image file into a float32 array (H, W) or (H, W, C) in [0, 1]."""
     path = Path(path)
@@ -407,6 +416,7 @@ WRITE_FORMATS = {
     ".bmp": "BMP",
 }
 DEEP_FORMATS = {"PNG", "TIFF"}
+ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 
 
 def check_output_name(path: str | os.PathLike, flag: str = "-o") -> Path:
@@ -418,10 +428,13 @@ def check_output_name(path: str | os.PathLike, flag: str = "-o") -> Path:
     return path
 
 
-def write_image(path: str | os.PathLike, img, bits: int = 8, icc: bytes | None = None) -> Path:
+def write_image(
+    path: str | os.PathLike, img, bits: int = 8, icc: bytes | None = None, alpha: np.ndarray | None = None
+) -> Path:
     """Write an image atomically in the format its suffix names (``WRITE_FORMATS``), ``bits`` 8 or 16 per
     sample (16 in PNG and TIFF only; the others get 8 with a warning), with the colour profile ``icc`` embedded
-    (BMP holds none); parent folders are created."""
+    (BMP holds none) and the transparency ``alpha`` (an H x W plane in [0, 1]; PNG, TIFF and WebP hold it, the
+    others are written opaque with a warning); parent folders are created."""
     import imagecodecs
 
     if bits not in (8, 16):
@@ -431,6 +444,15 @@ def write_image(path: str | os.PathLike, img, bits: int = 8, icc: bytes | None =
     if bits == 16 and fmt not in DEEP_FORMATS:
         warnings.warn(f"{path}: {fmt} holds 8 bits per sample; write PNG or TIFF to keep 16", stacklevel=2)
         bits = 8
+    if alpha is not None and fmt not in ALPHA_FORMATS:
+        warnings.warn(f"{path}: {fmt} holds no transparency; write PNG, TIFF or WebP to keep it", stacklevel=2)
+    elif alpha is not None:
+        img = _hwc(img)
+        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype, 1.0)
+        img = (img / scale).astype(np.float32).reshape(*img.shape[:2], -1)
+        if fmt == "WEBP" and img.shape[2] == 1:  # WebP has no gray with alpha
+            img = np.repeat(img, 3, axis=2)
+        img = np.concatenate([img, np.asarray(alpha, np.float32)[..., None]], axis=2)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
     try:

@@ -187,9 +187,10 @@ def compensate_paths(
 
     use = resolve_model(model, device=device) if method == "vae" else model
 
-    def work(it, img):
+    def work(it, data):
+        img, alpha = data
         r = compensate(img, method=method, model=use, seed=seed, device=device, details=True)
-        write_image(it.output, r.image, *source_format(it.input).written)
+        write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
         return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
 
-    return batch.run_images(inp, output, work, shard=shard, overwrite=overwrite, progress=progress)
+    return batch.run_images(inp, output, work, shard=shard, overwrite=overwrite, progress=progress, alpha=True)

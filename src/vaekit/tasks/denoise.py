@@ -546,9 +546,12 @@ def denoise(
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
 
 
-def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict | None = None, source=None) -> None:
-    """``--samples N -o DIR``: mean.png, sample_000.png ... (keeping ``source``'s bits and colour profile: a
-    :class:`~vaekit.io.SourceFormat`), std.png (scaled to 8 bits) and samples.json.
+def write_sample_set(
+    out_dir, result, *, model_name: str, seed: int, extra: dict | None = None, source=None, alpha=None
+) -> None:
+    """``--samples N -o DIR``: mean.png, sample_000.png ... (keeping ``source``'s bits and colour profile, a
+    :class:`~vaekit.io.SourceFormat`, and the input's transparency ``alpha``), std.png (scaled to 8 bits) and
+    samples.json.
 
     ``result``: a :class:`~vaekit.tasks.common.Result`; ``extra``: more fields for samples.json (default: the
     denoiser's noise level)."""
@@ -564,9 +567,9 @@ def write_sample_set(out_dir, result, *, model_name: str, seed: int, extra: dict
     out_dir = temp_path(final)  # filled, then renamed: a set is complete or absent
     out_dir.mkdir()
     try:
-        write_image(out_dir / "mean.png", result.image, *written)
+        write_image(out_dir / "mean.png", result.image, *written, alpha=alpha)
         for i, d in enumerate(result.samples):
-            write_image(out_dir / f"sample_{i:03d}.png", d, *written)
+            write_image(out_dir / f"sample_{i:03d}.png", d, *written, alpha=alpha)
         scale = None
         if result.std is not None:
             top = float(np.max(result.std)) or 1.0
@@ -616,15 +619,16 @@ def denoise_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..io import read_array, source_format, write_image
+    from ..io import read_with_alpha, source_format, write_image
 
     inp, output = Path(inp), Path(output)
     items = batch.plan_images(inp, output, folders=samples > 1, into=samples == 1)
     loaded: dict = {}
 
-    def work(it, img):
+    def work(it, data):
+        img, alpha = data  # the transparency is handed back as it came
         use = model
-        ch = 1 if img.ndim == 2 or img.shape[2] == 1 else 3  # gray with its alpha dropped is H x W x 1
+        ch = 1 if img.ndim == 2 or img.shape[2] == 1 else 3  # a one-channel .npy is H x W x 1
         if method == "vae":
             if ch not in loaded:
                 loaded[ch] = load_denoiser(model, ch, device=device)
@@ -646,15 +650,15 @@ def denoise_paths(
         )
         if samples > 1:
             name = str(model or SHIPPED_BY_CHANNELS[ch])
-            write_sample_set(it.output, r, model_name=name, seed=seed, source=source_format(it.input))
+            write_sample_set(it.output, r, model_name=name, seed=seed, source=source_format(it.input), alpha=alpha)
         else:
-            write_image(it.output, r.image, *source_format(it.input).written)
+            write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
         return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
 
     return batch.run(
         items,
         work,
-        read=lambda it: read_array(it.input, max_pixels=max_pixels),  # alpha already dropped
+        read=lambda it: read_with_alpha(it.input, max_pixels=max_pixels),
         out=output,
         folder=inp.is_dir(),
         shard=shard,

@@ -405,12 +405,12 @@ DETECT = ("scratches", "transparent")
 
 def read_transparent(path, max_pixels=None) -> tuple[np.ndarray, np.ndarray]:
     """An image file with an alpha channel as (its colour or gray channels, the mask of its transparent pixels)."""
-    from ..io import read_array
+    from ..io import read_with_alpha
 
-    a = read_array(path, alpha="keep", max_pixels=max_pixels)
-    if a.ndim != 3 or a.shape[2] not in (2, 4):
+    img, alpha = read_with_alpha(path, max_pixels)
+    if alpha is None:
         raise VaekitError(f"{path} has no alpha channel: --detect transparent finds holes in transparent pixels")
-    return a[..., :-1] if a.shape[2] == 4 else a[..., 0], a[..., -1] < 0.5
+    return img, alpha < 0.5
 
 
 def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
@@ -464,7 +464,7 @@ def inpaint_paths(
     from pathlib import Path
 
     from .. import batch
-    from ..io import check_output_name, read_array, source_format, write_image
+    from ..io import check_output_name, read_with_alpha, source_format, write_image
     from .denoise import write_sample_set
 
     inp, output = Path(inp), Path(output)
@@ -475,14 +475,14 @@ def inpaint_paths(
     items = batch.plan_images(inp, output, folders=samples > 1, into=False)
     m_loaded = load_inpainter(model, device=device) if method == "vae" else None
 
-    def read(it):
+    def read(it):  # the image, its holes, and the transparency handed back (none where it marked the holes)
         if detect == "transparent" and mask is mask_dir is box is None:
-            return read_transparent(it.input, max_pixels)
-        img = read_array(it.input, max_pixels=max_pixels)
-        return img, _mask_for(it.input, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect)
+            return *read_transparent(it.input, max_pixels), None
+        img, alpha = read_with_alpha(it.input, max_pixels=max_pixels)
+        return img, _mask_for(it.input, img, inp, mask=mask, mask_dir=mask_dir, box=box, detect=detect), alpha
 
     def work(it, data):
-        img, mk = data
+        img, mk, alpha = data
         if save_mask is not None:
             where = Path(save_mask) / Path(it.rel).with_suffix(".png") if inp.is_dir() else Path(save_mask)
             write_image(where, mk.astype(np.float32))
@@ -505,9 +505,10 @@ def inpaint_paths(
         if samples > 1:
             extra = {"hole_fraction": float(mk.mean()), "pairwise_hole_rmse": pairwise_distance(r.samples, mk)}
             name = str(model or SHIPPED_INPAINTER)
-            write_sample_set(it.output, r, model_name=name, seed=seed, extra=extra, source=source_format(it.input))
+            src = source_format(it.input)
+            write_sample_set(it.output, r, model_name=name, seed=seed, extra=extra, source=src, alpha=alpha)
         else:
-            write_image(it.output, r.image, *source_format(it.input).written)
+            write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
         return [it.output], {"hole_fraction": float(mk.mean()), "method": r.method}
 
     return batch.run(
