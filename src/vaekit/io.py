@@ -5,7 +5,9 @@
 array into a float32 tensor (C, H, W) in [0, 1], EXIF orientation applied.
 ``write_image`` writes atomically (temp name, then rename) in the format its name ends with: PNG or TIFF, 16-bit
 where :func:`source_format` says the input had more than 8 bits, so that restoring a 16-bit scan does not truncate it;
-lossless WebP, BMP, or JPEG at quality 95 without chroma subsampling (8 bits).
+lossless WebP, BMP, or JPEG at quality 95 without chroma subsampling (8 bits).  The input's colour profile
+(:class:`SourceFormat`) and transparency (:func:`read_with_alpha`) go back into the output, so that a Display P3
+photo or a cut-out looks as it did.
 
 :func:`as_float_image` / :func:`restore_layout` are the one image-coercion contract of the task API: any
 numpy image (H x W, H x W x 1 or H x W x 3; uint8, uint16, 0..255 integers or float in [0, 1] units; a tensor is
