@@ -169,8 +169,8 @@ def test_outputs_keep_the_colour_profile_of_their_source(tmp_path):
     assert (tmp_path / "s.vkc").read_bytes()[4] == 1  # sRGB is what no profile means: not stored
 
 
-def test_transparency_is_handed_back_by_the_commands_that_keep_pixels_in_place(tmp_path):
-    """A cut-out PNG denoised, inpainted or corrected keeps its alpha (it was dropped); JPEG says it cannot."""
+def test_transparency_is_handed_back_by_the_image_commands(tmp_path):
+    """A cut-out PNG denoised, inpainted, corrected or enhanced keeps its alpha (it was dropped); JPEG cannot."""
     from vaekit.cli import main
     from vaekit.io import read_with_alpha
 
@@ -189,6 +189,7 @@ def test_transparency_is_handed_back_by_the_commands_that_keep_pixels_in_place(t
         "s": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10", "--samples", "2"],
         "i.png": ["inpaint", "cut.png", "--box", "20,4,30,12", "--method", "telea"],
         "c.png": ["compensate", "cut.png", "--method", "gray-world"],
+        "e.png": ["enhance", "cut.png", "--ops", "contrast,sharpen"],
         "d16.tif": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10"],
         "d.webp": ["denoise", "cut.png", "--method", "gaussian", "--sigma", "10"],
     }
@@ -198,6 +199,10 @@ def test_transparency_is_handed_back_by_the_commands_that_keep_pixels_in_place(t
         written = tmp_path / out / "mean.png" if out == "s" else tmp_path / out
         back = read_array(written, alpha="keep")
         assert back.shape[2] == (2 if out == "g.png" else 4) and np.array_equal(np.round(back[..., -1] * 255), alpha)
+    moved = tmp_path / "r.png"  # a rotation turns the transparency with the pixels; the corners it uncovers are clear
+    assert main(["enhance", str(tmp_path / "cut.png"), "--ops", "rotate=90", "-o", str(moved), "--quiet"]) == 0
+    turned = np.round(read_array(moved, alpha="keep")[..., -1] * 255)
+    assert turned[:, :4].max() == 0 and turned[:16, 8:32].min() == 255 and turned[-4:].max() == 0
     with pytest.warns(UserWarning, match="JPEG holds no transparency"):
         write_image(tmp_path / "o.jpg", rgb, alpha=alpha / 255)
     assert Image.open(tmp_path / "o.jpg").mode == "RGB"

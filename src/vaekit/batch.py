@@ -259,7 +259,7 @@ def plan_images(src, dst, *, folders: bool = False, into: bool = True) -> list[I
 def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False, alpha=False) -> Summary:
     """:func:`run` over :func:`plan_images` of ``src``; ``work(item, image array)`` writes the output and
     returns (paths, figures).  ``alpha``: work gets (image, its alpha plane or None), to hand the transparency
-    back (where the pixels keep their places)."""
+    back."""
     from .io import read_array, read_with_alpha
 
     items = plan_images(src, dst)

@@ -132,6 +132,8 @@ OPS = {
 }
 
 
+GEOMETRIC = ("rotate", "translate", "scale")  # the operations that move pixels (the others keep them in place)
+
 # each operation's strength, as ``name=value`` in a list of operations: (keyword, type, least value)
 STRENGTHS = {
     "contrast": ("factor", float, 0.0),
@@ -193,9 +195,13 @@ def enhance_paths(src, dst, ops: str, *, shard=None, overwrite=False, progress=F
     from .io import source_format, write_image
 
     names = parse_ops(ops)
+    moves = [n for n in names if _op(n)[0] in GEOMETRIC]  # the transparency moves with the pixels
 
-    def work(it, img):
-        write_image(it.output, apply_ops(img, names), *source_format(it.input).written)
+    def work(it, data):
+        img, alpha = data
+        if alpha is not None and moves:
+            alpha = apply_ops(alpha, moves)  # outside the moved image: transparent (fill 0)
+        write_image(it.output, apply_ops(img, names), *source_format(it.input).written, alpha=alpha)
         return [it.output], {"ops": names}
 
-    return batch.run_images(src, dst, work, shard=shard, overwrite=overwrite, progress=progress)
+    return batch.run_images(src, dst, work, shard=shard, overwrite=overwrite, progress=progress, alpha=True)
