@@ -57,7 +57,7 @@ def test_denoise_returns_a_png_of_the_same_size_with_its_figures(client, photo):
     assert body["figures"]["psnr"] > body["figures"]["psnr_noisy"]  # it did remove noise it was given
 
 
-def test_answers_carry_the_uploads_colour_profile(client, photo):
+def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo):
     """A Display P3 photo answered without its profile shows shifted colours beside the original."""
     import base64
 
@@ -76,6 +76,12 @@ def test_answers_carry_the_uploads_colour_profile(client, photo):
     assert r.status_code == 200 and r.content[4] == 2  # the .vkc keeps the profile as vaekit compress does
     r = client.post("/api/denoise", files={"image": ("a.png", _png(photo), "image/png")}, data={"sigma": "10"})
     assert "icc_profile" not in Image.open(io.BytesIO(r.content)).info  # none in, none out
+    alpha = np.full(photo.shape[:2], 255, np.uint8)
+    alpha[:, :20] = 0
+    cut = {"image": ("c.png", _png(np.dstack([photo, alpha])), "image/png")}
+    r = client.post("/api/denoise", files=cut, data={"sigma": "10", "method": "gaussian"})
+    back = Image.open(io.BytesIO(r.content))
+    assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)  # a cut-out stays one
 
 
 def test_inpaint_with_a_mask_and_several_fills_keeps_the_known_pixels(client, photo):

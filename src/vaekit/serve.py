@@ -17,6 +17,7 @@ import base64
 import io
 import json
 import math
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -120,9 +121,10 @@ class Worker:
             self.lock.release()
 
 
-def decode_image(data: bytes, max_pixels: int, what: str = "the upload") -> np.ndarray:
-    """Upload bytes -> H x W (x 3) array via the package reader's rules; 413 for too many pixels,
-    VaekitError for anything that is not an image."""
+def decode_image(data: bytes, max_pixels: int, what: str = "the upload", *, with_alpha: bool = False):
+    """Upload bytes -> H x W (x 3) array via the package reader's rules (``with_alpha``: and its alpha plane or
+    None, as :func:`vaekit.io.read_with_alpha`); 413 for too many pixels, VaekitError for anything that is not an
+    image."""
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -134,9 +136,8 @@ def decode_image(data: bytes, max_pixels: int, what: str = "the upload") -> np.n
         raise VaekitError(f"{what} is not an image (PNG, JPEG, TIFF or WebP)") from None
     if w * h > max_pixels:
         raise PixelLimit(f"{what} has {w}x{h} pixels, above the limit of {max_pixels}")
-    import tempfile
 
-    from .io import read_array
+    from .io import read_array, read_with_alpha
 
     with tempfile.TemporaryDirectory(prefix="vaekit-serve-") as tmp:  # private (0700), removed on exit
         path = Path(tmp) / f"upload.{fmt}"  # the name is ours, never the client's
@@ -144,7 +145,7 @@ def decode_image(data: bytes, max_pixels: int, what: str = "the upload") -> np.n
         try:
             with warnings.catch_warnings():  # alpha is dropped, as the CLI does: no news for a web upload
                 warnings.simplefilter("ignore", UserWarning)
-                return read_array(path, max_pixels=max_pixels)
+                return read_with_alpha(path, max_pixels) if with_alpha else read_array(path, max_pixels=max_pixels)
         except VaekitError as e:
             raise VaekitError(str(e).replace(str(path), what)) from None
 
@@ -153,15 +154,13 @@ class PixelLimit(VaekitError):
     pass
 
 
-def png_bytes(img, icc: bytes | None = None) -> bytes:
-    """An image as PNG bytes, with the colour profile ``icc`` of the upload it came from (None: none)."""
-    from PIL import Image
+def png_bytes(img, icc: bytes | None = None, alpha=None) -> bytes:
+    """An image as PNG bytes, with the colour profile ``icc`` and the transparency ``alpha`` of the upload it came
+    from (None: none)."""
+    from .io import write_image
 
-    from .io import to_uint8
-
-    buf = io.BytesIO()
-    Image.fromarray(to_uint8(img)).save(buf, format="PNG", **({"icc_profile": icc} if icc else {}))
-    return buf.getvalue()
+    with tempfile.TemporaryDirectory(prefix="vaekit-serve-") as tmp:  # the one PNG writer, as the CLI's outputs
+        return write_image(Path(tmp) / "out.png", img, icc=icc, alpha=alpha).read_bytes()
 
 
 def upload_profile(data: bytes) -> bytes | None:
@@ -172,8 +171,8 @@ def upload_profile(data: bytes) -> bytes | None:
         return im.info.get("icc_profile") or None
 
 
-def _data_url(img, icc: bytes | None = None) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(img, icc)).decode()
+def _data_url(img, icc: bytes | None = None, alpha=None) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(img, icc, alpha)).decode()
 
 
 def _psnr(ref, img) -> float | None:
@@ -333,25 +332,26 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     async def _gone(request, exc):
         return Response(status_code=499)
 
-    async def _read(upload: UploadFile, what="the upload") -> tuple[np.ndarray, bytes | None]:
-        """The uploaded image and its colour profile, which the images answered carry on."""
+    async def _read(upload: UploadFile, what="the upload") -> tuple[np.ndarray, bytes | None, np.ndarray | None]:
+        """The uploaded image, its colour profile and its alpha plane, which the images answered carry on."""
         data = await upload.read()
-        return decode_image(data, max_pixels, what), upload_profile(data)
+        img, alpha = decode_image(data, max_pixels, what, with_alpha=True)
+        return img, upload_profile(data), alpha
 
-    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None, icc=None):
+    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None, icc=None, alpha=None):
         figures = {**figures, "seconds": round(seconds, 3)}
         if fmt == "json":
-            body = {"image": _data_url(img, icc), "figures": figures}
+            body = {"image": _data_url(img, icc, alpha), "figures": figures}
             for k, v in extra.items():
                 body[k] = (
                     "data:application/octet-stream;base64," + base64.b64encode(v).decode()
                     if isinstance(v, bytes)
-                    else _data_url(v, icc)
+                    else _data_url(v, icc, alpha)
                 )
             return JSONResponse(body)
         if download is not None:
             return Response(download, media_type="application/octet-stream", headers=_headers(figures))
-        return Response(png_bytes(img, icc), media_type=PNG, headers=_headers(figures))
+        return Response(png_bytes(img, icc, alpha), media_type=PNG, headers=_headers(figures))
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -403,12 +403,12 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     ):
         """Denoise (blind without ``sigma``, 0-255 scale); ``add_sigma`` first puts Gaussian noise on a clean
         image, and the PSNR against it is reported."""
-        img, icc = await _read(image)
+        img, icc, alpha = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
             request, lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed)
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/inpaint", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_inpaint(
@@ -425,7 +425,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         ``samples`` > 1 draws that many fills (JSON: ``sample_0`` ...)."""
         from . import degrade
 
-        img, icc = await _read(image)
+        img, icc, alpha = await _read(image)
         if not 1 <= samples <= 16:
             raise VaekitError("samples must be between 1 and 16")
         mk = None
@@ -441,7 +441,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
             request,
             lambda: tasks.inpaint(img, mk, method=method, samples=samples, seed=seed, detect=detect == "scratches"),
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/compress", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
     async def api_compress(
@@ -454,7 +454,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     ):
         """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
         JPEG, WebP and AVIF at the same file size); ``effort`` 0..3 as the CLI's."""
-        img, icc = await _read(image)
+        img, icc, _ = await _read(image)  # the codec keeps no transparency
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
             request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort, icc=icc)
@@ -478,10 +478,10 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         format: Literal["png", "json"] = "png",
     ):
         """Exposure, gamma and colour cast corrected; the values found are in the figures."""
-        img, icc = await _read(image)
+        img, icc, alpha = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(request, lambda: tasks.compensate(img, method=method, seed=seed))
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     return UploadLimit(app, int(max_upload_mb * 2**20)), app
 
