@@ -82,6 +82,15 @@ def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo
     r = client.post("/api/denoise", files=cut, data={"sigma": "10", "method": "gaussian"})
     back = Image.open(io.BytesIO(r.content))
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)  # a cut-out stays one
+    r = client.post("/api/inpaint", files=cut, data={"detect": "transparent", "method": "telea"})
+    filled = Image.open(io.BytesIO(r.content))
+    assert r.status_code == 200 and filled.mode == "RGB"  # the transparent pixels were the holes
+    assert np.array_equal(np.asarray(filled)[:, 20:], photo[:, 20:])
+    opaque = {"image": ("a.png", _png(photo), "image/png")}
+    r = client.post("/api/inpaint", files=opaque, data={"detect": "transparent"})
+    assert r.status_code == 422 and "no alpha channel" in r.json()["detail"]
+    r = client.post("/api/inpaint", files=cut, data={"detect": "holes"})
+    assert r.status_code == 422 and "detect knows scratches and transparent" in r.json()["detail"]
 
 
 def test_inpaint_with_a_mask_and_several_fills_keeps_the_known_pixels(client, photo):

@@ -421,14 +421,23 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         seed: int = Form(0),
         format: Literal["png", "json"] = "png",
     ):
-        """Fill the pixels where ``mask`` is white (> 127), or the scratches found with ``detect=scratches``;
-        ``samples`` > 1 draws that many fills (JSON: ``sample_0`` ...)."""
+        """Fill the pixels where ``mask`` is white (> 127), the scratches found with ``detect=scratches``, or the
+        upload's transparent pixels with ``detect=transparent``; ``samples`` > 1 draws that many fills (JSON:
+        ``sample_0`` ...)."""
         from . import degrade
+        from .tasks.inpaint import DETECT
 
         img, icc, alpha = await _read(image)
         if not 1 <= samples <= 16:
             raise VaekitError("samples must be between 1 and 16")
+        if detect and detect not in DETECT:
+            raise VaekitError(f"detect knows {' and '.join(DETECT)}, not {detect!r}")
         mk = None
+        if detect == "transparent":
+            if alpha is None:
+                raise VaekitError("the upload has no alpha channel: detect=transparent fills transparent pixels")
+            mk, alpha = alpha < 0.5, None  # the holes are filled: the answer is opaque
+            degrade.check_mask(mk)
         if mask is not None:
             m = decode_image(await mask.read(), max_pixels, "the mask")
             m = m.mean(axis=2) if m.ndim == 3 else m
