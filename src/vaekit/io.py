@@ -225,25 +225,32 @@ def convert_channels(t: torch.Tensor, mode: str | None) -> torch.Tensor:
 
 
 class ImageLayout:
-    """What :func:`restore_layout` needs to give a result the caller's dtype and shape."""
+    """What :func:`restore_layout` needs to give a result the caller's dtype and shape: and the alpha plane it
+    hands back, for an image that came with one."""
 
-    __slots__ = ("dtype", "shape")
+    __slots__ = ("dtype", "shape", "alpha")
 
-    def __init__(self, dtype, shape):
-        self.dtype, self.shape = np.dtype(dtype), tuple(shape)
+    def __init__(self, dtype, shape, alpha=None):
+        self.dtype, self.shape, self.alpha = np.dtype(dtype), tuple(shape), alpha
 
 
 FLOAT_LIMIT = 16.0  # a float image beyond this is in other units (0..255, say), not a noisy [0, 1] one
 
 
-def as_float_image(img, *, channels=(1, 3), what: str = "the image") -> tuple[np.ndarray, ImageLayout]:
+def as_float_image(
+    img, *, channels=(1, 3), what: str = "the image", alpha: bool = False
+) -> tuple[np.ndarray, ImageLayout]:
     """``img`` as float64 (H, W) or (H, W, C) in [0, 1] units (floats kept as they are, not clipped), and its
-    layout.  ``channels``: the channel counts the caller accepts (an H x W x 1 image counts as 1)."""
+    layout.  ``channels``: the channel counts the caller accepts (an H x W x 1 image counts as 1); ``alpha``: an
+    image with one channel more (gray or RGB with alpha) is accepted, its alpha kept in the layout for
+    :func:`restore_layout` to hand back unchanged."""
     tensor = isinstance(img, torch.Tensor)
     if tensor:
         img = img.detach().cpu().numpy()
     a = np.asarray(img)
     layout = ImageLayout(a.dtype, a.shape)
+    if alpha and a.ndim == 3 and a.shape[2] - 1 in channels and a.shape[2] in (2, 4):
+        layout.alpha, a = a[..., -1].copy(), a[..., :-1]
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     c = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
@@ -279,16 +286,20 @@ def restore_layout(a, layout: ImageLayout, *, clip: bool = True) -> np.ndarray:
     """A float result in [0, 1] units back to the dtype and shape of the input ``layout`` describes (integers
     rounded and clipped; floats clipped to [0, 1] unless ``clip=False``)."""
     a = np.asarray(a, dtype=np.float64)
-    if len(layout.shape) == 3 and layout.shape[2] == 1 and a.ndim == 2:
+    if a.ndim == 2 and (layout.alpha is not None or (len(layout.shape) == 3 and layout.shape[2] == 1)):
         a = a[..., None]
     dt = layout.dtype
     if dt == np.uint16:
-        return np.round(np.clip(a, 0, 1) * 65535.0).astype(np.uint16)
-    if dt == np.dtype(bool):
-        return np.clip(a, 0, 1) >= 0.5
-    if np.issubdtype(dt, np.integer):
-        return np.round(np.clip(a, 0, 1) * 255.0).astype(dt)
-    return (np.clip(a, 0, 1) if clip else a).astype(dt)
+        out = np.round(np.clip(a, 0, 1) * 65535.0).astype(np.uint16)
+    elif dt == np.dtype(bool):
+        out = np.clip(a, 0, 1) >= 0.5
+    elif np.issubdtype(dt, np.integer):
+        out = np.round(np.clip(a, 0, 1) * 255.0).astype(dt)
+    else:
+        out = (np.clip(a, 0, 1) if clip else a).astype(dt)
+    if layout.alpha is not None:  # the transparency goes back as it came
+        out = np.concatenate([out, layout.alpha[..., None].astype(dt)], axis=2)
+    return out
 
 
 def _hwc(img) -> np.ndarray:

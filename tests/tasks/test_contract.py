@@ -74,6 +74,17 @@ def test_an_image_comes_back_in_its_dtype_and_shape(name, c):
 
 
 @pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
+def test_an_alpha_channel_is_handed_back_unchanged(name):
+    for kind in ("uint8", "float32"):
+        rgb = layouts(3)[kind]
+        alpha = np.linspace(0, 1, rgb.shape[1])[None].repeat(rgb.shape[0], 0)
+        alpha = np.round(alpha * 255).astype(np.uint8) if kind == "uint8" else alpha.astype(np.float32)
+        out = run_task(name, np.dstack([rgb, alpha]), seed=1)
+        assert out.dtype == rgb.dtype and out.shape == (*rgb.shape[:2], 4) and np.array_equal(out[..., 3], alpha)
+        assert np.array_equal(out[..., :3], run_task(name, rgb, seed=1))  # the colour is what it is without alpha
+
+
+@pytest.mark.parametrize("name", ["denoise", "inpaint", "compensate"])
 def test_a_float_image_in_other_units_is_refused(name):
     img = smooth().astype(np.float32)
     noisy = img + np.random.default_rng(0).normal(0, 1.0, img.shape)  # sigma 255 noise: still [0, 1] units

@@ -1,7 +1,8 @@
 """The one task contract, and what every task shares.
 
 * Images are numpy arrays, H x W or H x W x C, uint8, uint16 or float in [0, 1] units; a result comes back in
-  the dtype and shape that went in (:func:`vaekit.io.as_float_image` / :func:`vaekit.io.restore_layout`).
+  the dtype and shape that went in (:func:`vaekit.io.as_float_image` / :func:`vaekit.io.restore_layout`), an
+  alpha channel (gray or RGB with alpha) handed back unchanged.
 * ``model=`` is a shipped name, a run folder or ``.safetensors`` path, or a loaded module (:func:`resolve_model`).
 * ``samples`` is the number of posterior draws; 1 means one pass (:func:`check_samples`).
 * ``details=True`` returns a :class:`Result`; ``seed=`` and ``device=`` mean the same in every task.

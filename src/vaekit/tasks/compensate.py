@@ -145,7 +145,7 @@ def compensate(
     from ..baselines import BASELINES
     from .common import Result, check_samples, resolve_model
 
-    a, layout = as_float_image(image)
+    a, layout = as_float_image(image, alpha=True)
     n = check_samples(samples)
     t0 = time.perf_counter()
     draws, std = [], None

@@ -473,7 +473,7 @@ def denoise(
         check_ensemble(ensemble)
         if method != "vae":
             raise VaekitError(f"ensemble is for the VAE denoiser, not the classical method {method!r}")
-    y, layout = as_float_image(image)
+    y, layout = as_float_image(image, alpha=True)
     if level_map:
         sigma = check_level_map(sigma, y.shape[:2])
     t0 = time.perf_counter()

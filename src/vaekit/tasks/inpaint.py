@@ -341,7 +341,7 @@ def inpaint(
 
     Known pixels are returned exactly as given; filled ones are clipped to [0, 1].  The result has the input's
     dtype and shape; with ``details=True`` a :class:`~vaekit.tasks.common.Result` (info: mask, method, seconds)."""
-    y, layout = as_float_image(image)
+    y, layout = as_float_image(image, alpha=True)
     mask = np.asarray(mask)
     if mask.shape != y.shape[:2]:
         raise VaekitError(
