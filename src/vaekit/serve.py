@@ -143,7 +143,7 @@ def decode_image(data: bytes, max_pixels: int, what: str = "the upload", *, with
         path = Path(tmp) / f"upload.{fmt}"  # the name is ours, never the client's
         path.write_bytes(data)
         try:
-            with warnings.catch_warnings():  # alpha is dropped, as the CLI does: no news for a web upload
+            with warnings.catch_warnings():  # a mask's alpha is dropped without news
                 warnings.simplefilter("ignore", UserWarning)
                 return read_with_alpha(path, max_pixels) if with_alpha else read_array(path, max_pixels=max_pixels)
         except VaekitError as e:
