@@ -21,7 +21,7 @@ import torch
 from vaekit import data as vd
 from vaekit import degrade
 from vaekit.bench.compress import vae_stats
-from vaekit.io import read_array
+from vaekit.io import atomic_write_text, read_array
 from vaekit.metrics import hole_psnr, psnr_u8, to_u8
 from vaekit.pretrained import load_pretrained, ship, update_shipped_card
 from vaekit.tasks.denoise import vae_denoise
@@ -212,17 +212,6 @@ def inpaint_stats(model, spec, n, draws=8):
     return {f"validation ({n} bsds400 'val' images, seeded masks; std and coverage from {draws} fills)": res}
 
 
-def _measured(path: Path, sha: str, got: str) -> dict | None:
-    """A results file's contents if it measured the weights whose sha256 is ``sha``."""
-    if not path.exists():
-        return None
-    r = json.load(open(path))
-    if got != sha:
-        print(f"{path}: measured other weights (sha256 {got[:12]}); skipped")
-        return None
-    return r
-
-
 def card_figures(name: str, root: Path = Path(".")) -> dict:
     """The card's benchmark figures from ``root``/results/, where they measured these very weights: flat numbers
     (what ``vaekit models`` shows) and the results file behind each set (which holds the commands)."""
@@ -232,15 +221,15 @@ def card_figures(name: str, root: Path = Path(".")) -> dict:
     for kind, sets in CARD_SETS[name].items():
         for s in sets:
             path = root / "results" / f"{kind}-{s}.json"
-            raw = json.load(open(path)) if path.exists() else {}
+            r = json.load(open(path)) if path.exists() else {}
             if kind == "denoise":
-                got = next((m["sha256"] for m in raw.get("models", {}).values() if m["name"] == name), "")
+                got = next((m["sha256"] for m in r.get("models", {}).values() if m["name"] == name), "")
             elif kind == "compress":
-                got = raw.get("provenance", {}).get("weights_sha256", "")
+                got = r.get("provenance", {}).get("weights_sha256", "")
             else:
-                got = raw.get("model", {}).get("sha256", "")
-            r = _measured(path, sha, got)
-            if r is None:
+                got = r.get("model", {}).get("sha256", "")
+            if got != sha:
+                print(f"{path}: {'measured other weights' if r else 'missing'}; its figures leave the card")
                 continue
             key = s.replace("-", "_")
             sources[s] = str(path.relative_to(root))
@@ -272,6 +261,12 @@ def card_figures(name: str, root: Path = Path(".")) -> dict:
     if sources:
         figs["benchmark_results"] = sources
     return figs
+
+
+def figure_keys(name: str, metrics: dict) -> list[str]:
+    """The keys of a card's metrics that :func:`card_figures` owns (per set, and the results files)."""
+    sets = tuple(s.replace("-", "_") for group in CARD_SETS[name].values() for s in group)
+    return [k for k in metrics if k == "benchmark_results" or k.startswith(sets)]
 
 
 # which results/<kind>-<set>.json files a card's figures come from
@@ -338,7 +333,11 @@ if __name__ == "__main__":
         if a.name not in CARD_SETS:
             ap.error(f"--card-figures: {a.name} has no benchmark figures (those that do: {', '.join(CARD_SETS)})")
         figs = card_figures(a.name)
-        update_shipped_card(a.name, metrics=figs)
+        path = Path("src/vaekit/weights") / f"{a.name}.json"
+        card = json.load(open(path))  # figures of weights no longer shipped leave, the others are replaced
+        stale = figure_keys(a.name, card["metrics"])
+        card["metrics"] = {k: v for k, v in card["metrics"].items() if k not in stale} | figs
+        atomic_write_text(path, json.dumps(card, indent=2) + "\n")
         print(f"{a.name} card: " + ", ".join(k for k in figs if k != "benchmark_results"))
         raise SystemExit(0)
     if not a.run:

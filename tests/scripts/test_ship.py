@@ -24,6 +24,8 @@ def test_shipped_cards_carry_the_figures_of_results_for_their_weights(name):
     assert figs["benchmark_results"], "no results file measured these weights"
     for k, v in figs.items():
         assert card.get(k) == v, f"{name}: card {k} = {card.get(k)!r}, results say {v!r}"
+    stale = set(ship.figure_keys(name, card)) - set(figs)
+    assert not stale, f"{name}: the card keeps figures no results file holds for its weights: {sorted(stale)}"
 
 
 def test_figures_of_other_weights_are_left_out(tmp_path):
