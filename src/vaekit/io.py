@@ -154,7 +154,11 @@ def _finite(a: np.ndarray, path) -> np.ndarray:
 def read_with_alpha(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """(the colour or gray image, its alpha plane or None) of a file, both float32 in [0, 1]: for the commands
     that hand the transparency back unchanged around what they did to the pixels."""
-    a = read_array(path, alpha="keep", max_pixels=max_pixels)
+    return split_alpha(read_array(path, alpha="keep", max_pixels=max_pixels))
+
+
+def split_alpha(a: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An H x W x 2 or 4 array as (its gray or RGB channels, its alpha plane); any other as (itself, None)."""
     if a.ndim == 3 and a.shape[2] in (2, 4):
         return (a[..., 0] if a.shape[2] == 2 else a[..., :3]), a[..., -1]
     return a, None
@@ -249,8 +253,8 @@ def as_float_image(
         img = img.detach().cpu().numpy()
     a = np.asarray(img)
     layout = ImageLayout(a.dtype, a.shape)
-    if alpha and a.ndim == 3 and a.shape[2] - 1 in channels and a.shape[2] in (2, 4):
-        layout.alpha, a = a[..., -1].copy(), a[..., :-1]
+    if alpha and a.ndim == 3 and a.shape[2] - 1 in channels:
+        a, layout.alpha = split_alpha(a)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     c = 1 if a.ndim == 2 else (a.shape[2] if a.ndim == 3 else 0)
@@ -441,50 +445,52 @@ def check_output_name(path: str | os.PathLike, flag: str = "-o") -> Path:
     return path
 
 
-def write_image(
-    path: str | os.PathLike, img, bits: int = 8, icc: bytes | None = None, alpha: np.ndarray | None = None
-) -> Path:
-    """Write an image atomically in the format its suffix names (``WRITE_FORMATS``), ``bits`` 8 or 16 per
-    sample (16 in PNG and TIFF only; the others get 8 with a warning), with the colour profile ``icc`` embedded
-    (BMP holds none) and the transparency ``alpha`` (an H x W plane in [0, 1]; PNG, TIFF and WebP hold it, the
-    others are written opaque with a warning); parent folders are created."""
+def encode_image(
+    img, fmt: str, bits: int = 8, icc: bytes | None = None, alpha: np.ndarray | None = None, name="the image"
+) -> bytes:
+    """An image's bytes in ``fmt`` (a ``WRITE_FORMATS`` value), ``bits`` 8 or 16 per sample (16 in PNG and TIFF
+    only; the others get 8 with a warning naming ``name``), with the colour profile ``icc`` (BMP holds none) and
+    the transparency ``alpha`` (an H x W plane in [0, 1]; PNG, TIFF and WebP hold it, the others are written
+    opaque with a warning)."""
     import imagecodecs
 
     if bits not in (8, 16):
         raise ValueError(f"bits must be 8 or 16, not {bits}")
-    path = check_output_name(path)
-    fmt = WRITE_FORMATS[path.suffix.lower()]
     if bits == 16 and fmt not in DEEP_FORMATS:
-        warnings.warn(f"{path}: {fmt} holds 8 bits per sample; write PNG or TIFF to keep 16", stacklevel=2)
+        warnings.warn(f"{name}: {fmt} holds 8 bits per sample; write PNG or TIFF to keep 16", stacklevel=3)
         bits = 8
     if alpha is not None and fmt not in ALPHA_FORMATS:
-        warnings.warn(f"{path}: {fmt} holds no transparency; write PNG, TIFF or WebP to keep it", stacklevel=2)
+        warnings.warn(f"{name}: {fmt} holds no transparency; write PNG, TIFF or WebP to keep it", stacklevel=3)
     elif alpha is not None:
-        img = _hwc(img)
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(img.dtype, 1.0)
-        img = (img / scale).astype(np.float32).reshape(*img.shape[:2], -1)
-        if fmt == "WEBP" and img.shape[2] == 1:  # WebP has no gray with alpha
-            img = np.repeat(img, 3, axis=2)
-        img = np.concatenate([img, np.asarray(alpha, np.float32)[..., None]], axis=2)
+        a = as_float_image(_hwc(img))[0]
+        a = a.reshape(*a.shape[:2], -1)
+        if fmt == "WEBP" and a.shape[2] == 1:  # WebP has no gray with alpha
+            a = np.repeat(a, 3, axis=2)
+        img = np.concatenate([a, np.asarray(alpha, np.float64)[..., None]], axis=2)
+    if bits == 16 and fmt == "PNG":  # Pillow writes no 16-bit colour PNG
+        data = imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img)))
+        return _png_with_icc(data, icc) if icc else data
+    if fmt == "TIFF":
+        a = to_uint16(img) if bits == 16 else to_uint8(img)
+        profile = {"iccprofile": icc} if icc else {}
+        return imagecodecs.tiff_encode(np.ascontiguousarray(a), compression="deflate", **profile)
+    opts = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}.get(fmt, {})
+    if icc and fmt != "BMP":
+        opts["icc_profile"] = icc
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(img)).save(buf, format=fmt, **opts)
+    return buf.getvalue()
+
+
+def write_image(
+    path: str | os.PathLike, img, bits: int = 8, icc: bytes | None = None, alpha: np.ndarray | None = None
+) -> Path:
+    """Write an image atomically in the format its suffix names (``WRITE_FORMATS``), as :func:`encode_image`
+    gives it; parent folders are created."""
+    path = check_output_name(path)
+    data = encode_image(img, WRITE_FORMATS[path.suffix.lower()], bits, icc, alpha, name=path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
-        if bits == 16 and fmt == "PNG":  # Pillow writes no 16-bit colour PNG
-            data = imagecodecs.png_encode(np.ascontiguousarray(to_uint16(img)))
-            tmp.write_bytes(_png_with_icc(data, icc) if icc else data)
-        elif fmt == "TIFF":
-            a = to_uint16(img) if bits == 16 else to_uint8(img)
-            profile = {"iccprofile": icc} if icc else {}
-            tmp.write_bytes(imagecodecs.tiff_encode(np.ascontiguousarray(a), compression="deflate", **profile))
-        else:
-            opts = {"WEBP": {"lossless": True}, "JPEG": {"quality": 95, "subsampling": 0}}.get(fmt, {})
-            if icc and fmt != "BMP":
-                opts["icc_profile"] = icc
-            Image.fromarray(to_uint8(img)).save(tmp, format=fmt, **opts)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_text(path, data)
 
 
 def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:

@@ -157,10 +157,9 @@ class PixelLimit(VaekitError):
 def png_bytes(img, icc: bytes | None = None, alpha=None) -> bytes:
     """An image as PNG bytes, with the colour profile ``icc`` and the transparency ``alpha`` of the upload it came
     from (None: none)."""
-    from .io import write_image
+    from .io import encode_image
 
-    with tempfile.TemporaryDirectory(prefix="vaekit-serve-") as tmp:  # the one PNG writer, as the CLI's outputs
-        return write_image(Path(tmp) / "out.png", img, icc=icc, alpha=alpha).read_bytes()
+    return encode_image(img, "PNG", icc=icc, alpha=alpha)  # the CLI's outputs' encoder
 
 
 def upload_profile(data: bytes) -> bytes | None:
@@ -425,7 +424,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         upload's transparent pixels with ``detect=transparent``; ``samples`` > 1 draws that many fills (JSON:
         ``sample_0`` ...)."""
         from . import degrade
-        from .tasks.inpaint import DETECT
+        from .tasks.inpaint import DETECT, transparent_holes
 
         img, icc, alpha = await _read(image)
         if not 1 <= samples <= 16:
@@ -436,7 +435,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         if detect == "transparent":
             if alpha is None:
                 raise VaekitError("the upload has no alpha channel: detect=transparent fills transparent pixels")
-            mk, alpha = alpha < 0.5, None  # the holes are filled: the answer is opaque
+            mk, alpha = transparent_holes(alpha), None  # the holes are filled: the answer is opaque
             degrade.check_mask(mk)
         if mask is not None:
             m = decode_image(await mask.read(), max_pixels, "the mask")

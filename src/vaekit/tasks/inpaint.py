@@ -403,6 +403,11 @@ def parse_box(text: str, shape) -> np.ndarray:
 DETECT = ("scratches", "transparent")
 
 
+def transparent_holes(alpha: np.ndarray) -> np.ndarray:
+    """The holes an alpha plane in [0, 1] marks: its pixels under half opacity."""
+    return alpha < 0.5
+
+
 def read_transparent(path, max_pixels=None) -> tuple[np.ndarray, np.ndarray]:
     """An image file with an alpha channel as (its colour or gray channels, the mask of its transparent pixels)."""
     from ..io import read_with_alpha
@@ -410,7 +415,7 @@ def read_transparent(path, max_pixels=None) -> tuple[np.ndarray, np.ndarray]:
     img, alpha = read_with_alpha(path, max_pixels)
     if alpha is None:
         raise VaekitError(f"{path} has no alpha channel: --detect transparent finds holes in transparent pixels")
-    return img, alpha < 0.5
+    return img, transparent_holes(alpha)
 
 
 def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
