@@ -45,12 +45,19 @@ def fuzz(data: bytes, model, n: int, seed: int = 0) -> dict:
     return counts
 
 
-def with_profile(data: bytes) -> bytes:
-    """A file re-packed as version 2, with a colour profile before its payloads, so that damage reaches that path."""
+def with_extras(data: bytes, alpha: bool = False) -> bytes:
+    """A file re-packed with a colour profile (version 2) and, with ``alpha``, an alpha plane (version 3) before
+    its payloads, so that damage reaches those paths."""
+    import numpy as np
+
     from vaekit.entropy import container
 
     header, payloads = container.unpack(data, 10**8)
     header.icc = bytes(range(256)) * 2
+    if alpha:
+        plane = np.zeros((header.height, header.width), np.uint8)
+        plane[: header.height // 2] = 255
+        header.alpha = container.alpha_png(plane)
     return container.pack(header, payloads)
 
 
@@ -93,15 +100,12 @@ def coverage_fuzz(runs: int, seed: int) -> None:
 
     corpus = Path(tempfile.mkdtemp(prefix="vkc-corpus-"))
     golden = (GOLDEN / "golden.vkc").read_bytes()
-    profiled = with_profile(golden)
-    for name, first, b in (
-        ("plain", 0, golden),
-        ("crc", 1, golden),
-        ("profile", 0, profiled),
-        ("profile-crc", 1, profiled),
-    ):
-        (corpus / name).write_bytes(bytes([first]) + b)
-    flags = [f"-runs={runs}", f"-seed={seed + 1}", "-timeout=20", "-rss_limit_mb=2048", f"-max_len={len(profiled) * 2}"]
+    seeds = {"plain": golden, "profile": with_extras(golden), "alpha": with_extras(golden, alpha=True)}
+    for name, b in seeds.items():
+        (corpus / name).write_bytes(bytes([0]) + b)
+        (corpus / f"{name}-crc").write_bytes(bytes([1]) + b)
+    longest = max(map(len, seeds.values()))
+    flags = [f"-runs={runs}", f"-seed={seed + 1}", "-timeout=20", "-rss_limit_mb=2048", f"-max_len={longest * 2}"]
     atheris.Setup([sys.argv[0], *flags, str(corpus)], one)
     atheris.Fuzz()
 
@@ -123,9 +127,10 @@ def main():
     model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
     data = (GOLDEN / "golden.vkc").read_bytes()
     t = time.perf_counter()
-    c = fuzz(data, model, args.n - args.n // 2, args.seed)  # any other exception propagates: a failure
-    c2 = fuzz(with_profile(data), model, args.n // 2, args.seed + 1)  # and half of them with a colour profile
-    c = {k: c[k] + c2[k] for k in c}
+    c = fuzz(data, model, args.n - 2 * (args.n // 3), args.seed)  # any other exception propagates: a failure
+    for i, alpha in enumerate((False, True)):  # a third with a colour profile, a third with it and an alpha plane
+        more = fuzz(with_extras(data, alpha), model, args.n // 3, args.seed + 1 + i)
+        c = {k: c[k] + more[k] for k in c}
     print(
         f"{args.n} damaged files: {c['refused']} refused cleanly, {c['decoded']} decoded "
         f"to some image (damage behind a recomputed checksum), none crashed; {time.perf_counter() - t:.1f} s"

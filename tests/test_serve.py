@@ -74,6 +74,8 @@ def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo
     assert Image.open(io.BytesIO(decoded)).info.get("icc_profile") == lab
     r = client.post("/api/compress", files=up, data={"quality": "1"})
     assert r.status_code == 200 and r.content[4] == 2  # the .vkc keeps the profile as vaekit compress does
+    back = client.post("/api/decompress", files={"image": ("a.vkc", r.content, "application/octet-stream")})
+    assert Image.open(io.BytesIO(back.content)).info.get("icc_profile") == lab  # and gives it back
     r = client.post("/api/denoise", files={"image": ("a.png", _png(photo), "image/png")}, data={"sigma": "10"})
     assert "icc_profile" not in Image.open(io.BytesIO(r.content)).info  # none in, none out
     alpha = np.full(photo.shape[:2], 255, np.uint8)
@@ -82,6 +84,11 @@ def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo
     r = client.post("/api/denoise", files=cut, data={"sigma": "10", "method": "gaussian"})
     back = Image.open(io.BytesIO(r.content))
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)  # a cut-out stays one
+    r = client.post("/api/compress", files=cut, data={"quality": "1"})
+    assert r.status_code == 200 and r.content[4] == 3  # the codec keeps the plane too, losslessly
+    back = client.post("/api/decompress", files={"image": ("a.vkc", r.content, "application/octet-stream")})
+    back = Image.open(io.BytesIO(back.content))
+    assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)
     r = client.post("/api/inpaint", files=cut, data={"detect": "transparent", "method": "telea"})
     filled = Image.open(io.BytesIO(r.content))
     assert r.status_code == 200 and filled.mode == "RGB"  # the transparent pixels were the holes

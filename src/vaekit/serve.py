@@ -268,15 +268,16 @@ class Tasks:
             extra[f"sample_{i}"] = s
         return r.image, figures, extra
 
-    def compress(self, img, *, quality, compare, effort=0, icc=None):
-        from .io import SourceFormat, to_uint8
+    def compress(self, img, *, quality, compare, effort=0, icc=None, alpha=None):
+        from .io import SourceFormat, split_alpha, to_uint8
         from .tasks.compress import compress_info, decompress, load_codec
 
         img = to_uint8(img)  # the codecs, ours and the classical ones, take 8-bit pixels
         codec = self._model("codec", lambda: load_codec(None, self.device))
         kept = icc if SourceFormat(8, icc).foreign_profile else None  # as vaekit compress stores it
-        data, info = compress_info(img, quality, effort=effort, model=codec, icc=kept)
-        rec = decompress(data, model=codec)
+        coded = img if alpha is None else np.dstack([img, to_uint8(alpha)])  # the file keeps the plane
+        data, info = compress_info(coded, quality, effort=effort, model=codec, icc=kept)
+        rec, _ = split_alpha(decompress(data, model=codec))  # the plane comes back as it went (lossless)
         figures = {
             "quality": info["quality"],
             "effort": effort,
@@ -291,7 +292,7 @@ class Tasks:
     def decompress(self, data):
         from .tasks.compress import decompress
 
-        img = decompress(data, device=self.device)  # the header names the codec
+        img = decompress(data, device=self.device)  # the header names the codec; an alpha plane is its last channel
         return img, {"width": img.shape[1], "height": img.shape[0]}, {}
 
     def compensate(self, img, *, method, seed):
@@ -462,20 +463,26 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     ):
         """The ``.vkc`` file (``format=json``: with the decoded image, bytes, bpp, PSNR and, with ``compare``,
         JPEG, WebP and AVIF at the same file size); ``effort`` 0..3 as the CLI's."""
-        img, icc, _ = await _read(image)  # the codec keeps no transparency
+        img, icc, alpha = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
-            request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort, icc=icc)
+            request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort, icc=icc, alpha=alpha)
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"], icc=icc)
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"], icc=icc, alpha=alpha)
 
     @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_decompress(request: Request, image: UploadFile = File(...), format: Literal["png", "json"] = "png"):
         """A ``.vkc`` file (in the field ``image``) decoded to PNG."""
+        from .io import split_alpha
+        from .tasks.compress import read_header
+
         data = await image.read()
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(request, lambda: tasks.decompress(data))
-        return _reply(format, out, fig, extra, time.perf_counter() - t0)
+        out, alpha = split_alpha(out)
+        icc = read_header(data).icc  # the file's colour profile and transparency go into the PNG, as the CLI's
+        alpha = None if alpha is None else alpha / 255.0
+        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/compensate", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_compensate(

@@ -482,9 +482,12 @@ def test_damaged_files_are_refused_cleanly():
     assert counts["refused"] > 100
     cb = (GOLDEN / "golden-checkerboard.vkc").read_bytes()
     assert _fuzz_module().fuzz(cb, golden_checkerboard(), 200, seed=1)["refused"] > 100  # two-pass decoding too
-    profiled = _fuzz_module().with_profile(data)  # version 2: a colour profile before the payloads
+    profiled = _fuzz_module().with_extras(data)  # version 2: a colour profile before the payloads
     assert np.array_equal(decompress(profiled, model=model), decompress(data, model=model))
     assert _fuzz_module().fuzz(profiled, model, 200, seed=2)["refused"] > 100
+    cutout = _fuzz_module().with_extras(data, alpha=True)  # version 3: and an alpha plane
+    assert cutout[4] == 3 and np.array_equal(decompress(cutout, model=model)[..., :3], decompress(data, model=model))
+    assert _fuzz_module().fuzz(cutout, model, 200, seed=3)["refused"] > 100
     for bad, msg in (
         (b"", "magic"),
         (b"hello world, not a vkc", "magic"),
@@ -541,9 +544,50 @@ def test_a_colour_profile_travels_in_a_version_2_file_and_its_length_is_checked(
     with pytest.raises(VaekitError, match="does not inflate"):
         container.unpack(resealed(head + struct.pack("<I", len(bomb)) + bomb + tail), 10**8)
     body = bytearray(kept[:-4])
-    body[4] = 3
-    with pytest.raises(VaekitError, match="version 3 is not supported"):
+    body[4] = 4
+    with pytest.raises(VaekitError, match="version 4 is not supported"):
         container.unpack(resealed(bytes(body)), 10**8)
+
+
+def test_an_alpha_plane_travels_losslessly_in_a_version_3_file_and_is_checked(trained_tiny):
+    """A cut-out keeps its transparency exactly, beside the same colour pixels; a damaged plane is refused."""
+    m, _ = trained_tiny
+    img = picture(64, 80, seed=3)
+    alpha = np.zeros((64, 80), np.uint8)
+    alpha[8:56, 10:70] = 255
+    alpha[30:34] = np.arange(80, dtype=np.uint8)  # a soft edge too
+    rgba = np.dstack([img, alpha])
+    data, info = compress_info(rgba, 1, model=m)
+    plain = compress(img, 1, model=m)
+    assert data[4] == 3 and plain[4] == 1 and info["alpha_bits"] > 0
+    assert info["payload_bits"] == 8 * (len(plain) - len(container.pack(container.unpack(plain, 10**8)[0], [b""])))
+    out = decompress(data, model=m)
+    assert out.shape == (64, 80, 4) and np.array_equal(out[..., 3], alpha)
+    seen = alpha > 0
+    err = [np.abs(o[..., :3].astype(int) - img)[seen].mean() for o in (out, decompress(plain, model=m))]
+    assert err[0] < 1.1 * err[1]  # where it shows, the colour is coded as well as without the plane
+    gray = decompress(compress(np.dstack([img[..., 0], alpha]), 1, model=m), model=m)
+    assert gray.shape == (64, 80, 2) and np.array_equal(gray[..., 1], alpha)
+    floats = decompress(compress(rgba / 255.0, 1, model=m), model=m)  # any dtype, as the task contract reads
+    assert np.array_equal(floats[..., 3], alpha)
+    both = compress(rgba, 1, model=m, icc=bytes(range(256)))
+    header = container.unpack(both, 10**8)[0]
+    assert both[4] == 3 and header.icc == bytes(range(256)) and container.alpha_plane(header).shape == (64, 80)
+
+    def resealed(body):
+        return body + struct.pack("<I", zlib.crc32(body))
+
+    at = container._HEAD.size + 4 * header.n_tiles() + 4 + len(zlib.compress(header.icc, 9))  # the plane's length
+    k = struct.unpack_from("<I", both, at)[0]
+    head, png, tail = both[:at], both[at + 4 : at + 4 + k], both[at + 4 + k : -4]
+    wrong = container.alpha_png(np.zeros((64, 81), np.uint8))  # another size: refused from its header
+    with pytest.raises(VaekitError, match="not an 8-bit gray PNG of the image's size"):
+        container.unpack(resealed(head + struct.pack("<I", len(wrong)) + wrong + tail), 10**8)
+    broken = png[:40] + bytes(len(png) - 40)  # the right header over damaged pixels: refused before the tiles
+    with pytest.raises(VaekitError, match="alpha plane does not decode"):
+        decompress(resealed(head + struct.pack("<I", len(broken)) + broken + tail), model=m)
+    with pytest.raises(VaekitError, match="alpha plane length"):
+        container.unpack(resealed(head + struct.pack("<I", len(both)) + png + tail), 10**8)
 
 
 def test_api_and_cli(trained_tiny, tmp_path, capsys):
@@ -580,6 +624,26 @@ def test_api_and_cli(trained_tiny, tmp_path, capsys):
     ]
     assert main(["decompress", str(tmp_path / "out"), "-o", str(tmp_path / "rec"), "--model", str(run), "--quiet"]) == 0
     assert np.asarray(Image.open(tmp_path / "rec" / "b.png")).shape == (64, 96)
+    alpha = np.where(np.arange(96) < 40, 0, 255).astype(np.uint8)[None].repeat(64, 0)
+    Image.fromarray(np.dstack([img, alpha])).save(tmp_path / "cut.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is dropped
+        argv = [
+            "compress",
+            str(tmp_path / "cut.png"),
+            "-o",
+            str(tmp_path / "cut.vkc"),
+            "--model",
+            str(run),
+            "--quality",
+            "1",
+        ]
+        assert main(argv) == 0
+        assert (
+            main(["decompress", str(tmp_path / "cut.vkc"), "-o", str(tmp_path / "cut2.png"), "--model", str(run)]) == 0
+        )
+    back = Image.open(tmp_path / "cut2.png")
+    assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)
     assert (
         main(["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-bpp", "2"])
         == 0
@@ -617,6 +681,14 @@ def test_shipped_codec_on_the_sample_photo():
         psnrs.append(10 * np.log10(255**2 / np.mean((rec.astype(float) - img) ** 2)))
     assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2]
     assert psnrs[1] > 28
+    # a cut-out whose transparent part still holds the backdrop: that colour is not paid for, the rest is as good
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    alpha = np.where(np.hypot(yy - 150, xx - 225) < 120, 255, 0).astype(np.uint8)
+    cut, info = compress_info(np.dstack([img, alpha]), 4)
+    rec, seen = decompress(cut), alpha > 0
+    assert info["payload_bits"] < 0.8 * 8 * sizes[1] and np.array_equal(rec[..., 3], alpha)
+    err = [np.mean((r[..., :3][seen].astype(float) - img[seen]) ** 2) for r in (rec, decompress(compress(img, 4)))]
+    assert err[0] < 1.1 * err[1]
 
 
 @pytest.mark.parametrize(

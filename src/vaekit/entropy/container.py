@@ -1,12 +1,13 @@
-"""The ``.vkc`` file format (versions 1 and 2).  All integers little-endian.
+"""The ``.vkc`` file format (versions 1 to 3).  All integers little-endian.
 
 ==========  =====  ===========================================================
 offset      bytes  field
 ==========  =====  ===========================================================
 0           4      magic ``89 56 4B 43`` ("\\x89VKC"; the high first byte
                    catches text-mode transfers, as PNG's does)
-4           1      format version (1; 2 where a colour profile follows the
-                   tile table)
+4           1      format version: the oldest that holds what the file
+                   carries (1; 2 with a colour profile; 3 with an alpha
+                   plane)
 5           2      model id: a stable number from ``MODEL_IDS`` (0 = a local
                    model, named on the command line when decoding)
 7           8      weights id: the first 8 bytes of the sha256 of the
@@ -19,8 +20,11 @@ offset      bytes  field
 25          2      tile size in units of 64 pixels (tiles are coded
                    independently, row-major)
 27          4 * T  payload length of each of the T tiles (multiple of 4)
-27 + 4T     4 + L  version 2 only: L, then the image's ICC colour profile,
-                   zlib-compressed (L bytes, at most ``MAX_PROFILE``)
+27 + 4T     4 + L  versions 2 and 3: L, then the image's ICC colour profile,
+                   zlib-compressed (L bytes, at most ``MAX_PROFILE``; L = 0
+                   in version 3 means none: sRGB)
+...         4 + A  version 3 only: A, then the alpha plane (transparency),
+                   lossless: an 8-bit gray PNG of the image's size
 ...         sum    the tiles' range-coder payloads, concatenated
 end - 4     4      CRC-32 of every byte before it
 ==========  =====  ===========================================================
@@ -28,20 +32,24 @@ end - 4     4      CRC-32 of every byte before it
 Every field is checked before it sizes anything: the image size against
 ``max_pixels``, the tile count and the profile's length against the bytes
 present, the payload lengths against the file length, and the CRC before any
-payload is decoded.  A file without a profile is written as version 1, byte for
-byte as before; its pixels are sRGB.
+payload is decoded; the alpha plane's PNG header must name the image's size
+before it is decoded (``alpha_plane``).  A file without a profile or an alpha
+plane is written as version 1, byte for byte as before; its pixels are sRGB.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import VaekitError
 
 MAGIC = b"\x89VKC"
-VERSION = 2  # the newest this vaekit writes (only where the image has a colour profile) and reads
+VERSION = 3  # the newest this vaekit writes (only where the image has an alpha plane) and reads
 MAX_PROFILE = 1 << 20  # bytes of a compressed ICC profile (real ones are a few KB)
 # Stable ids of shipped codec weights.  Never renumber; append only.  Retrained weights get a new
 # id, and the old ones stay shipped under their own name so that every file written decodes.
@@ -71,6 +79,7 @@ class Header:
     width: int
     tile: int  # pixels
     icc: bytes | None = None  # the image's ICC colour profile (None: sRGB)
+    alpha: bytes | None = None  # the image's alpha plane, PNG-coded (``alpha_png``; ``alpha_plane`` decodes it)
 
     def tiles(self) -> list[tuple[int, int, int, int]]:
         """(top, left, height, width) of every tile, row-major."""
@@ -84,11 +93,6 @@ class Header:
         return (-(-self.height // self.tile)) * (-(-self.width // self.tile))
 
 
-def header_size(n_tiles: int, icc: bytes | None = None) -> int:
-    """Bytes of a file that are not range-coder payload: header, tile table, colour profile, CRC."""
-    return _HEAD.size + 4 * n_tiles + 4 + (4 + len(zlib.compress(icc, 9)) if icc else 0)
-
-
 def pack(header: Header, payloads: list[bytes]) -> bytes:
     if header.tile % TILE_UNIT or not 0 < header.tile <= MAX_TILE:
         raise VaekitError(f"tile size must be a positive multiple of {TILE_UNIT}, at most {MAX_TILE}")
@@ -97,9 +101,10 @@ def pack(header: Header, payloads: list[bytes]) -> bytes:
     profile = zlib.compress(header.icc, 9) if header.icc else b""
     if len(profile) > MAX_PROFILE:
         raise VaekitError(f"the colour profile is too large to store ({len(profile)} bytes compressed)")
+    version = 3 if header.alpha else 2 if profile else 1
     head = _HEAD.pack(
         MAGIC,
-        2 if profile else 1,
+        version,
         header.model_id,
         header.weights_id,
         header.quality,
@@ -109,8 +114,10 @@ def pack(header: Header, payloads: list[bytes]) -> bytes:
         header.tile // TILE_UNIT,
     )
     body = head + struct.pack(f"<{len(payloads)}I", *map(len, payloads))
-    if profile:
+    if version >= 2:
         body += struct.pack("<I", len(profile)) + profile
+    if version == 3:
+        body += struct.pack("<I", len(header.alpha)) + header.alpha
     body += b"".join(payloads)
     return body + struct.pack("<I", zlib.crc32(body))
 
@@ -125,7 +132,7 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
     if len(data) < _HEAD.size + 4:
         raise VaekitError("truncated .vkc file (shorter than its header)")
     magic, version, model_id, wid, quality, channels, height, width, tile_units = _HEAD.unpack_from(data)
-    if version not in (1, 2):
+    if version not in range(1, VERSION + 1):
         raise VaekitError(
             f".vkc format version {version} is not supported by this vaekit (reads versions 1 to {VERSION})"
         )
@@ -149,17 +156,18 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
     if zlib.crc32(data[:-4]) != struct.unpack("<I", data[-4:])[0]:
         raise VaekitError("corrupted or truncated .vkc file (checksum mismatch)")
     lengths = struct.unpack_from(f"<{n}I", data, _HEAD.size)
-    if version == 2:
-        if len(data) < start + 8:
-            raise VaekitError("truncated .vkc file (colour profile cut short)")
-        (k,) = struct.unpack_from("<I", data, start)
-        if not 0 < k <= min(MAX_PROFILE, len(data) - start - 8):
-            raise VaekitError("corrupted .vkc file (colour profile length does not match the file)")
-        try:
-            header.icc = _inflate(data[start + 4 : start + 4 + k])
-        except zlib.error:
-            raise VaekitError("corrupted .vkc file (colour profile does not inflate)") from None
-        start += 4 + k
+    if version >= 2:
+        k, start = _field(data, start, "colour profile", MAX_PROFILE, empty=version == 3)
+        if k:
+            try:
+                header.icc = _inflate(data[start - k : start])
+            except zlib.error:
+                raise VaekitError("corrupted .vkc file (colour profile does not inflate)") from None
+    if version == 3:
+        k, start = _field(data, start, "alpha plane", len(data), empty=False)
+        header.alpha = data[start - k : start]
+        if _png_size(header.alpha) != (width, height):
+            raise VaekitError("corrupted .vkc file (the alpha plane is not an 8-bit gray PNG of the image's size)")
     if sum(lengths) != len(data) - 4 - start or any(k % 4 for k in lengths):
         raise VaekitError("corrupted .vkc file (payload lengths do not match the file)")
     payloads, pos = [], start
@@ -167,6 +175,50 @@ def unpack(data: bytes, max_pixels: int) -> tuple[Header, list[bytes]]:
         payloads.append(data[pos : pos + k])
         pos += k
     return header, payloads
+
+
+def _field(data: bytes, start: int, what: str, cap: int, empty: bool) -> tuple[int, int]:
+    """A length-prefixed field at ``start``, checked against the bytes present (room for the CRC kept):
+    (its length, the offset after it)."""
+    if len(data) < start + 8:
+        raise VaekitError(f"truncated .vkc file ({what} cut short)")
+    (k,) = struct.unpack_from("<I", data, start)
+    if not (0 if empty else 1) <= k <= min(cap, len(data) - start - 8):
+        raise VaekitError(f"corrupted .vkc file ({what} length does not match the file)")
+    return k, start + 4 + k
+
+
+def alpha_png(plane: np.ndarray) -> bytes:
+    """An H x W uint8 alpha plane as the lossless PNG a version 3 file stores."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(plane, dtype=np.uint8)).save(buf, format="PNG", compress_level=9)
+    return buf.getvalue()
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an 8-bit gray PNG's header, read without decoding; None for anything else."""
+    if len(data) < 33 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack_from(">IIBB", data, 16)
+    return (width, height) if (depth, colour) == (8, 0) else None
+
+
+def alpha_plane(header: Header) -> np.ndarray | None:
+    """The alpha plane of a file (H x W uint8), or None.  Its size was checked by :func:`unpack`, so decoding
+    allocates no more than the image's pixels."""
+    from PIL import Image
+
+    if header.alpha is None:
+        return None
+    try:
+        with Image.open(io.BytesIO(header.alpha), formats=["PNG"]) as im:
+            if im.size != (header.width, header.height) or im.mode != "L":
+                raise ValueError("size")
+            return np.asarray(im)
+    except (OSError, ValueError, SyntaxError):
+        raise VaekitError("corrupted .vkc file (the alpha plane does not decode)") from None
 
 
 def _inflate(data: bytes) -> bytes:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..entropy import container
 from ..errors import VaekitError
-from ..io import max_pixels_default
+from ..io import as_float_image, max_pixels_default, to_uint8
 
 DEFAULT_CODEC = "codec-hyperprior"
 DEFAULT_TILE = 1024
@@ -59,32 +59,15 @@ def _model_id(model) -> int:
     return 0
 
 
-def as_rgb_tensor(image) -> tuple[torch.Tensor, int]:
-    """numpy H x W (x C) uint8 or float in [0, 1] -> (1, 3, H, W) float, original channel count."""
-    if isinstance(image, torch.Tensor):
-        image = image.detach().cpu().numpy()
-    a = np.asarray(image)
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[:, :, 0]
-    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] != 3):
-        raise VaekitError(f"expected an H x W or H x W x 3 image, got shape {a.shape}")
-    if a.dtype == np.uint8:
-        t = torch.from_numpy(a.astype(np.float32) / 255.0)
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all():
-            raise VaekitError("the image holds NaN or infinite values")
-        t = torch.from_numpy(a.astype(np.float32)).clamp(0, 1)
-    elif a.dtype == np.uint16:
-        t = torch.from_numpy(a.astype(np.float32) / 65535.0)
-    elif np.issubdtype(a.dtype, np.integer):
-        if a.size and (a.min() < 0 or a.max() > 255):
-            raise VaekitError(f"integer images must hold 0..255 (or be uint16); got {a.min()}..{a.max()}")
-        t = torch.from_numpy(a.astype(np.float32) / 255.0)
-    else:
-        raise VaekitError(f"unsupported image dtype {a.dtype}")
-    channels = 1 if t.ndim == 2 else 3
+def as_rgb_tensor(image) -> tuple[torch.Tensor, int, np.ndarray | None]:
+    """An image as the contract reads it (H x W or H x W x 3, any dtype; with one channel more, its alpha) ->
+    ((1, 3, H, W) float in [0, 1], the original channel count, the alpha plane as uint8 or None)."""
+    a, layout = as_float_image(image, alpha=True)
+    channels = 1 if a.ndim == 2 else 3
+    t = torch.from_numpy(np.clip(a, 0, 1).astype(np.float32))
     t = t[None].expand(3, -1, -1) if t.ndim == 2 else t.permute(2, 0, 1)
-    return t[None].contiguous(), channels
+    alpha = None if layout.alpha is None else to_uint8(as_float_image(layout.alpha, what="the alpha plane")[0])
+    return t[None].contiguous(), channels, alpha
 
 
 def pad_to_multiple(x, unit: int = container.TILE_UNIT):
@@ -144,7 +127,11 @@ def compress_info(
     """Like :func:`compress`, and also return what happened (quality, ideal bits, seconds)."""
     t0 = time.perf_counter()
     m = load_codec(model, device)
-    x, channels = as_rgb_tensor(image)
+    x, channels, alpha = as_rgb_tensor(image)
+    if alpha is not None and (alpha == 0).any():  # colour no one sees: a smooth fill costs fewer bits (as WebP does)
+        from ..models.inpainter import push_pull
+
+        x = push_pull(x, torch.from_numpy(alpha == 0)[None, None].to(x.dtype))
     H, W = x.shape[-2:]
     if H * W > max_pixels_default():
         raise VaekitError(
@@ -160,10 +147,12 @@ def compress_info(
     Q = m.qualities
     enc = _Encoder(m, x, tile)
     enc.header.channels, enc.header.icc = channels, icc or None
+    enc.header.alpha = None if alpha is None else container.alpha_png(alpha)
 
     def run(q, e=0):
         enc.header.quality = q
         payloads, bits, gain = enc.encode(q, e)
+        bits["payload"] = 8 * sum(map(len, payloads))
         return container.pack(enc.header, payloads), bits, gain
 
     if target_bpp is not None:
@@ -199,7 +188,8 @@ def compress_info(
         "ideal_bits": bits["z"] + bits["y"],
         "ideal_bits_z": bits["z"],
         "ideal_bits_y": bits["y"],
-        "payload_bits": 8 * (len(data) - container.header_size(enc.header.n_tiles(), enc.header.icc)),
+        "payload_bits": bits["payload"],
+        "alpha_bits": 8 * len(enc.header.alpha or b""),
         "tiles": enc.header.n_tiles(),
         "target_met": target_met,
         "effort": used,
@@ -224,7 +214,9 @@ def compress(
 
     Parameters
     ----------
-    image : ndarray, H x W or H x W x 3, uint8 or float in [0, 1]
+    image : H x W or H x W x 3, in any dtype the task contract reads (floats in [0, 1]); with one channel more
+        (H x W x 2 or 4) the last is an alpha plane, kept losslessly at 8 bits (a version 3 file); the colour
+        under fully transparent pixels is not kept (a smooth fill is coded there, as WebP does)
     quality : int, 1 (smallest file) .. the model's number of qualities (8 for the shipped codec)
     target_bpp : float, optional
         Bits per pixel (file size included) to stay under: the largest quality that fits is
@@ -248,7 +240,8 @@ def read_header(data: bytes) -> container.Header:
 
 @torch.no_grad()
 def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: bool = False, device=None):
-    """``.vkc`` bytes -> uint8 image, H x W (gray) or H x W x 3.
+    """``.vkc`` bytes -> uint8 image, H x W (gray) or H x W x 3; with the file's alpha plane as one channel more
+    (H x W x 2 or 4) where it has one.
 
     ``model`` is needed only for files written by a local (unshipped) model.
     ``dtype`` runs the synthesis transform in another precision (testing)."""
@@ -269,6 +262,7 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
         )
     if not 1 <= header.quality <= m.qualities:
         raise VaekitError(f"corrupted .vkc file: quality {header.quality} (the model has 1..{m.qualities})")
+    alpha = container.alpha_plane(header)  # before the tiles: a damaged plane is refused at once
     out = np.empty((header.height, header.width, 3), dtype=np.uint8)
     latents, workers, device = [], torch.get_num_threads(), next(m.parameters()).device
     for (top, left, h, w), payload in zip(header.tiles(), payloads):
@@ -281,6 +275,8 @@ def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: 
             latents.append(r["latents"])
     if header.channels == 1:
         out = np.round(out.astype(np.float32).mean(axis=2)).astype(np.uint8)
+    if alpha is not None:
+        out = np.concatenate([out.reshape(*out.shape[:2], -1), alpha[..., None]], axis=2)
     return (out, latents) if return_latents else out
 
 
@@ -325,12 +321,12 @@ def compress_paths(
     m = load_codec(model, device)
 
     def read(it):
-        img = read_array(it.input)
+        img = read_array(it.input, alpha="keep")  # an alpha plane travels in the file, losslessly
         source = source_format(it.input)
         if source.bits > 8:  # the codec's files hold 8 bits per sample
             warnings.warn(f"{it.input}: coded at 8 bits per sample; the finer levels are lost", stacklevel=2)
         icc = source.icc if source.foreign_profile else None  # an sRGB profile is what no profile means: not stored
-        return (img[:, :, 0] if img.ndim == 3 and img.shape[2] == 1 else img), icc
+        return img, icc
 
     def work(it, read_out):
         img, icc = read_out
@@ -355,14 +351,14 @@ def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite
     from pathlib import Path
 
     from .. import batch
-    from ..io import check_output_name, write_image
+    from ..io import check_output_name, split_alpha, write_image
 
     items = batch.plan(src, dst, _files(src, {".vkc"}), lambda rel: rel.with_suffix(".png"), check=check_output_name)
 
     def work(it, data):
-        img = decompress(data, model=model, device=device)
-        write_image(it.output, img, icc=read_header(data).icc)
-        return [it.output], {"shape": list(img.shape)}
+        img, alpha = split_alpha(decompress(data, model=model, device=device))
+        write_image(it.output, img, icc=read_header(data).icc, alpha=None if alpha is None else alpha / 255.0)
+        return [it.output], {"shape": list(img.shape), "alpha": alpha is not None}
 
     return batch.run(
         items,
