@@ -199,3 +199,23 @@ def test_more_threads_than_cores_are_capped_with_a_warning(tmp_path, capsys):
     finally:
         torch.set_num_threads(before)
     assert f"vaekit: warning: --threads {cores + 50}: this process may use {cores} cores" in capsys.readouterr().err
+
+
+def test_help_answers_without_loading_torch():
+    """`vaekit --help` and each command's help come at once: the package and the parser load torch only on use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from vaekit.cli import main\n"
+        "for argv in (['--help'], ['denoise', '--help'], ['compress', '--help'], ['augment', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('torch' in sys.modules, 'scipy' in sys.modules)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "False False"

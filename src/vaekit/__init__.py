@@ -16,17 +16,44 @@ The functions here mirror the CLI::
 
 __version__ = "0.1.0"
 
-from . import degrade, enhance  # modules: degrade.gaussian(...), enhance.apply_ops(img, "contrast,sharpen"), ...
+from importlib import import_module
+
 from .errors import VaekitError
-from .io import read_image, write_image
-from .pretrained import load_model, load_pretrained
-from .registry import create_model, list_models
-from .tasks.augment import augment
-from .tasks.compensate import compensate
-from .tasks.compress import compress, decompress
-from .tasks.denoise import denoise
-from .tasks.generate import evaluate, generate, interpolate
-from .tasks.inpaint import detect_scratches, inpaint
+
+# name -> the module that defines it; loaded on first use, so that ``vaekit --help`` does not wait for torch
+_LAZY = {
+    "degrade": None,  # modules: degrade.gaussian(...), enhance.apply_ops(img, "contrast,sharpen"), ...
+    "enhance": None,
+    "read_image": ".io",
+    "write_image": ".io",
+    "load_model": ".pretrained",
+    "load_pretrained": ".pretrained",
+    "create_model": ".registry",
+    "list_models": ".registry",
+    "augment": ".tasks.augment",
+    "compensate": ".tasks.compensate",
+    "compress": ".tasks.compress",
+    "decompress": ".tasks.compress",
+    "denoise": ".tasks.denoise",
+    "evaluate": ".tasks.generate",
+    "generate": ".tasks.generate",
+    "interpolate": ".tasks.generate",
+    "detect_scratches": ".tasks.inpaint",
+    "inpaint": ".tasks.inpaint",
+}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+    module = import_module(_LAZY[name] or f".{name}", __name__)
+    value = module if _LAZY[name] is None else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted({*globals(), *_LAZY})
 
 
 def train(config, output, *, overrides=(), resume=False, quiet=False):

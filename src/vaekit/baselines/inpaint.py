@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..models.inpainter import laplace_solve
-
 
 def _cv_inpaint(image, mask, flag, radius=3):
     import cv2
@@ -43,6 +41,8 @@ def biharmonic(image, mask):
 
 def harmonic(image, mask):
     """Harmonic (Laplace) inpainting, solved exactly (:func:`laplace_solve`); the inpaint-vae's own pre-fill."""
+    from ..models.inpainter import laplace_solve  # on use: importing the models loads torch
+
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 2:
         return laplace_solve(image[None], mask)[0]
