@@ -48,6 +48,19 @@ def test_alpha_dropped_with_warning_or_kept(tmp_path):
         assert read_image(tmp_path / "a.png", alpha="keep").shape == (4, 4, 4)
 
 
+def test_only_the_first_frame_is_read_and_said_so(tmp_path):
+    """An animated GIF or a multi-page TIFF gives its first frame, with a warning that names how many it holds."""
+    frames = [Image.fromarray(np.full((6, 8, 3), v, np.uint8)) for v in (10, 200, 90)]
+    for name in ("a.gif", "a.tif"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:])
+        with pytest.warns(UserWarning, match="3 frames"):
+            assert np.allclose(read_array(tmp_path / name), 10 / 255, atol=0.02)
+    frames[0].save(tmp_path / "one.gif")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_array(tmp_path / "one.gif")
+
+
 def test_exif_orientation_applied(tmp_path):
     arr = np.zeros((4, 8), np.uint8)  # wide image
     im = Image.fromarray(arr)

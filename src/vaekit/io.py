@@ -181,6 +181,9 @@ def read_array(path: str | os.PathLike, *, alpha: str = "drop", max_pixels: int 
     try:
         with Image.open(path) as im:
             check_pixels(path, im.width, im.height, max_pixels)
+            frames = getattr(im, "n_frames", 1) if im.format != "MPO" else 1  # MPO: a camera JPEG and its previews
+            if frames > 1:
+                warnings.warn(f"{path}: {frames} frames (an animation or pages); only the first is read", stacklevel=2)
             if _deep_color(im):
                 return _finite(_drop_alpha(_orient(_decode_deep(path, im.format), im), path, alpha), path)
             im = ImageOps.exif_transpose(im)
