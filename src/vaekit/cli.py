@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decompress", help="decode .vkc files (or a folder of them) to images")
     p.add_argument("input", help=".vkc file or folder")
-    p.add_argument("-o", "--output", required=True, help=OUT_IMAGE)
+    p.add_argument("-o", "--output", help=OUT_IMAGE)
+    p.add_argument("--info", action="store_true", help="print what each file holds (its header), decode nothing")
     p.add_argument("--model", default=None, help="only for files written by a local (unshipped) codec")
     p.add_argument("--max-pixels", type=_count, default=None, help="refuse larger images (default 100 MP)")
     _folder(p)
@@ -692,8 +693,41 @@ def cmd_decompress(args):
     from .tasks.compress import decompress_paths
 
     _max_pixels(args)
+    if args.info:
+        if args.output:
+            raise VaekitError("decompress --info reads the headers and writes nothing: drop -o, or --info to decode")
+        return _vkc_info(args.input)
+    if not args.output:
+        raise VaekitError("decompress: -o/--output is required (or --info to read the headers only)")
     summary = decompress_paths(args.input, args.output, model=args.model, device=_device(args), **_batch(args))
     return _finish(args, summary, "decoded", lambda r: f"{r['output']}: {r['shape'][1]}x{r['shape'][0]}")
+
+
+def _vkc_info(src) -> int:
+    """One line per file; in a folder a file that is not a sound ``.vkc`` gets an error line and exit code 3."""
+    from .batch import FAILED_EXIT
+    from .tasks.compress import describe, vkc_files
+
+    failed = 0
+    for path in vkc_files(src):
+        try:
+            d = describe(Path(path).read_bytes())
+        except VaekitError as e:
+            if not Path(src).is_dir():
+                raise VaekitError(f"{path}: {e}") from None
+            print(f"vaekit: error: {path}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        extras = (f", colour profile {d['profile']!r}" if d["profile"] else "") + (
+            f", alpha plane ({d['alpha_bytes']} bytes)" if d["alpha_bytes"] else ""
+        )
+        kind = "gray" if d["channels"] == 1 else "RGB"
+        print(
+            f"{path}: .vkc version {d['version']}, {d['width']}x{d['height']} {kind}, quality {d['quality']} of "
+            f"{d['model'] or 'a local model (decode with --model)'} (weights {d['weights_id']}), "
+            f"{d['tiles']} tile(s) of {d['tile']} px, {d['bytes']} bytes, {d['bpp']:.4f} bpp{extras}"
+        )
+    return FAILED_EXIT if failed else 0
 
 
 def cmd_augment(args):

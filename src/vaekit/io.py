@@ -394,15 +394,17 @@ class SourceFormat:
     @property
     def foreign_profile(self) -> bool:
         """True where the file's colours are not plain sRGB (a profile other than sRGB is embedded)."""
-        if not self.icc:
-            return False
-        from PIL import ImageCms
+        return bool(self.icc) and "srgb" not in (profile_name(self.icc) or "").lower()
 
-        try:
-            name = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(self.icc)))
-        except (OSError, ImageCms.PyCMSError):
-            return True
-        return "srgb" not in name.lower()
+
+def profile_name(icc: bytes) -> str | None:
+    """The description an ICC profile gives itself ("Display P3"), or None where it cannot be read."""
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc))).strip()
+    except (OSError, ImageCms.PyCMSError):
+        return None
 
 
 def source_format(path: str | os.PathLike) -> SourceFormat:

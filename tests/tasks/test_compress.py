@@ -644,6 +644,16 @@ def test_api_and_cli(trained_tiny, tmp_path, capsys):
         )
     back = Image.open(tmp_path / "cut2.png")
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "cut.vkc"), "--info"]) == 0  # the header, nothing decoded
+    line = capsys.readouterr().out
+    assert ".vkc version 3, 96x64 RGB, quality 1 of a local model" in line and "alpha plane (" in line
+    (tmp_path / "out" / "junk.vkc").write_bytes(b"not a vkc")
+    assert main(["decompress", str(tmp_path / "out"), "--info"]) == 3  # a folder: the others are still read
+    out, err = capsys.readouterr()
+    assert "b.vkc: .vkc version 1, 96x64 gray" in out and "junk.vkc: not a vaekit .vkc file" in err
+    (tmp_path / "out" / "junk.vkc").unlink()
+    assert main(["decompress", str(tmp_path / "cut.vkc")]) == 2  # neither -o nor --info
     assert (
         main(["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-bpp", "2"])
         == 0

@@ -238,6 +238,30 @@ def read_header(data: bytes) -> container.Header:
     return container.unpack(data, max_pixels_default())[0]
 
 
+def describe(data: bytes) -> dict:
+    """What a ``.vkc`` file holds, read from its checked header without decoding (``vaekit decompress --info``):
+    format version, size, quality, the codec that wrote it, tiles, bytes and bpp, colour profile, alpha plane."""
+    from ..io import profile_name
+
+    h = read_header(data)
+    return {
+        "version": data[4],
+        "width": h.width,
+        "height": h.height,
+        "channels": h.channels,
+        "quality": h.quality,
+        "model": container.MODEL_IDS.get(h.model_id),  # None: a local model, named with --model to decode
+        "model_id": h.model_id,
+        "weights_id": h.weights_id.hex(),
+        "tile": h.tile,
+        "tiles": h.n_tiles(),
+        "bytes": len(data),
+        "bpp": 8 * len(data) / (h.width * h.height),
+        "profile": None if h.icc is None else (profile_name(h.icc) or "unreadable ICC profile"),
+        "alpha_bytes": None if h.alpha is None else len(h.alpha),
+    }
+
+
 @torch.no_grad()
 def decompress(data: bytes, *, model=None, dtype=torch.float32, return_latents: bool = False, device=None):
     """``.vkc`` bytes -> uint8 image, H x W (gray) or H x W x 3; with the file's alpha plane as one channel more
@@ -340,6 +364,11 @@ def compress_paths(
     )
 
 
+def vkc_files(src) -> list:
+    """The ``.vkc`` file ``src``, or those under the folder ``src`` (sorted); one sentence if there are none."""
+    return _files(src, {".vkc"})
+
+
 def _vkc_name(path):
     if path.suffix.lower() != ".vkc":
         raise VaekitError(f"-o {path}: compress writes .vkc files; give a name ending in .vkc")
@@ -353,7 +382,7 @@ def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite
     from .. import batch
     from ..io import check_output_name, split_alpha, write_image
 
-    items = batch.plan(src, dst, _files(src, {".vkc"}), lambda rel: rel.with_suffix(".png"), check=check_output_name)
+    items = batch.plan(src, dst, vkc_files(src), lambda rel: rel.with_suffix(".png"), check=check_output_name)
 
     def work(it, data):
         img, alpha = split_alpha(decompress(data, model=model, device=device))
