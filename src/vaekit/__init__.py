@@ -8,7 +8,7 @@ The functions here mirror the CLI::
     data = vaekit.compress(image, quality=4)                       # .vkc bytes (shipped codec)
     image2 = vaekit.decompress(data)                                # uint8 H x W x 3
     variants = vaekit.augment(digits, n=10, strength=0.5)           # (B, 10, 1, 28, 28)
-    fixed, info = vaekit.compensate(dark_photo)                     # exposure, gamma, colour cast
+    fixed = vaekit.compensate(dark_photo)                           # exposure, gamma, colour cast
     clean = vaekit.denoise(noisy, sigma=25)                         # None: the level is estimated
     repaired = vaekit.inpaint(photo, mask)                          # mask True = missing; known pixels kept
     fills = vaekit.inpaint(photo, mask, samples=8, details=True)    # .image (mean), .samples, .std

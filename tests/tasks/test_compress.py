@@ -518,6 +518,8 @@ def test_header_sizes_are_checked_before_allocating():
         container.unpack(blob, 10**8)
     with pytest.raises(VaekitError, match="at most 4096"):
         compress(np.zeros((64, 64, 3), np.uint8), 1, tile=8192)
+    with pytest.raises(VaekitError, match="quality must be an integer from 1 to 8, got 3.5"):
+        compress(np.zeros((64, 64, 3), np.uint8), 3.5)  # not silently quality 3
 
 
 def test_a_colour_profile_travels_in_a_version_2_file_and_its_length_is_checked(trained_tiny):

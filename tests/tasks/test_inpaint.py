@@ -282,6 +282,10 @@ def test_inpaint_api_validates_its_input():
         inpaint(img, np.ones((32, 40), bool), method="telea")
     with pytest.raises(VaekitError, match="samples"):
         inpaint(img, degrade.mask_box(img.shape), 0, method="telea")
+    box = degrade.mask_box(img.shape)
+    with pytest.raises(VaekitError, match=r"H x W .* not of shape \(32, 40, 3\): give one of its channels"):
+        inpaint(img, np.dstack([box] * 3), method="telea")  # an RGB mask: which channel was meant is not guessed
+    assert np.array_equal(inpaint(img, box[..., None], method="telea"), inpaint(img, box, method="telea"))
 
 
 @pytest.fixture

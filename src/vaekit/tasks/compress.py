@@ -176,8 +176,8 @@ def compress_info(
                 best, used = (best[0], *refined), effort
         quality, data, bits, gain = best
     else:
-        if quality is None or not 1 <= int(quality) <= Q:
-            raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality}")
+        if not isinstance(quality, numbers.Integral) or not 1 <= quality <= Q:
+            raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality!r}")
         quality, target_met, used = int(quality), None, effort
         data, bits, gain = run(quality, effort)
     info = {

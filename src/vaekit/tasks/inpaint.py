@@ -343,9 +343,14 @@ def inpaint(
     dtype and shape; with ``details=True`` a :class:`~vaekit.tasks.common.Result` (info: mask, method, seconds)."""
     y, layout = as_float_image(image, alpha=True)
     mask = np.asarray(mask)
+    if mask.ndim == 3 and mask.shape[2] == 1:
+        mask = mask[..., 0]
+    if mask.ndim != 2:
+        hint = ": give one of its channels, or mask.any(axis=2)" if mask.ndim == 3 else ""
+        raise VaekitError(f"the mask must be H x W (True or nonzero = missing), not of shape {mask.shape}{hint}")
     if mask.shape != y.shape[:2]:
         raise VaekitError(
-            f"the mask is {mask.shape[1] if mask.ndim > 1 else '?'}x{mask.shape[0]} but the image "
+            f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
             f"is {y.shape[1]}x{y.shape[0]}"
         )
     mask = mask.astype(bool)
