@@ -87,7 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true")
 
     p = sub.add_parser("train", help="train a model from a YAML config (resumable; torchrun for DDP)")
-    p.add_argument("config", nargs="?", help="YAML training recipe (see configs/)")
+    p.add_argument(
+        "config",
+        nargs="?",
+        help="YAML training recipe (see configs/), or a shipped model's name: fine-tune it on --data-dir with the "
+        "recipe its card records",
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=5 model_args.latent_dims=[32,16]")
     p.add_argument("-o", "--output", default=None, help="run folder for checkpoints, weights and logs")
     p.add_argument("--data-dir", default=None, help="folder of the data set")
@@ -534,10 +539,16 @@ def cmd_train(args):
         out = args.resume
     else:
         if not args.config:
-            raise VaekitError("train needs a config file (see configs/) or --resume RUN")
+            raise VaekitError("train needs a config file (see configs/), a shipped model's name, or --resume RUN")
         if not args.output:
             raise VaekitError("train needs -o/--output, the run folder")
         cfg = TrainConfig.load(args.config, overrides)
+        if cfg.init_from == args.config and not Path(args.config).exists() and not args.quiet:
+            print(
+                f"fine-tuning {args.config} from its shipped weights with the recipe its card records: {cfg.model}, "
+                f"{cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'} of batch {cfg.batch_size}, "
+                f"lr {cfg.lr:g}, training {', '.join(cfg.trainable) or 'every tensor'} (key=value changes any of it)"
+            )
         out = args.output
         if (Path(out) / "checkpoint.pt").exists():
             raise VaekitError(f"{out} already holds a run; use --resume {out} or another -o")

@@ -335,7 +335,10 @@ class RandomPatches(Dataset):
             self.images.append(x)
         scaled = f" after downscaling by {downscale}" if downscale > 1 else ""
         if not self.images:
-            raise VaekitError(f"no image to cut {self.size}-px patches from: none has both sides that long{scaled}")
+            fix = "downscale=1 or a smaller patch_size=" if downscale > 1 else "a smaller patch_size="
+            raise VaekitError(
+                f"no image to cut {self.size}-px patches from: none has both sides that long{scaled} (give {fix})"
+            )
         if small:
             warnings.warn(
                 f"{len(small)} of {len(files)} images are under {self.size} px on a side{scaled} and are left out "

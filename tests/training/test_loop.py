@@ -292,3 +292,33 @@ def test_init_from_widens_int8_stored_weights(tmp_path):
         assert torch.equal(v, stored[k].to(v.dtype)), k
     w, got = src.state_dict()[big[0]], dst.state_dict()[big[0]]
     assert (got - w).abs().max() <= w.abs().max() / 254 + 1e-6  # scaled back, within half an int8 step
+
+
+def test_a_shipped_models_name_fine_tunes_it_with_the_recipe_its_card_records(tmp_path, capsys):
+    """`vaekit train denoise-gray --data-dir mine -o run`: the user's folder, the shipped weights as the start."""
+    import numpy as np
+    from PIL import Image
+
+    from vaekit.cli import main
+    from vaekit.pretrained import load_pretrained
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mine"
+    data.mkdir()
+    for i in range(4):
+        yy, xx = np.mgrid[:48, :56]
+        img = 128 + 60 * np.sin(xx / (3 + i) + yy / 7) + rng.normal(0, 5, (48, 56))
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(data / f"{i}.png")
+    cfg = TrainConfig.load("denoise-gray", ["max_steps=7"])
+    assert cfg.init_from == "denoise-gray" and cfg.split_file is None and cfg.data_dir is None
+    assert cfg.model == "denoise-vae" and cfg.max_steps == 7  # the card's recipe, the overrides over it
+    small = ["patch_size=32", "batch_size=2", "patches_per_image=2", "val_patches_per_image=1", "downscale=1"]
+    argv = ["train", "denoise-gray", "--data-dir", str(data), "-o", str(tmp_path / "run"), "max_steps=1", *small]
+    assert main(argv) == 0
+    assert "fine-tuning denoise-gray from its shipped weights" in capsys.readouterr().out
+    tuned = load_file(str(tmp_path / "run" / "model.safetensors"))
+    shipped = load_pretrained("denoise-gray").state_dict()
+    moved = max((tuned[k].float() - shipped[k].float()).abs().max().item() for k in tuned if k in shipped)
+    assert moved < 0.02  # one small step away from the shipped weights, not a fresh start
+    assert main(["train", "no-such-model", "--data-dir", str(data), "-o", str(tmp_path / "x")]) == 2
+    assert "or name a shipped model" in capsys.readouterr().err

@@ -349,10 +349,7 @@ def inpaint(
         hint = ": give one of its channels, or mask.any(axis=2)" if mask.ndim == 3 else ""
         raise VaekitError(f"the mask must be H x W (True or nonzero = missing), not of shape {mask.shape}{hint}")
     if mask.shape != y.shape[:2]:
-        raise VaekitError(
-            f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image "
-            f"is {y.shape[1]}x{y.shape[0]}"
-        )
+        raise VaekitError(f"the mask is {mask.shape[1]}x{mask.shape[0]} but the image is {y.shape[1]}x{y.shape[0]}")
     mask = mask.astype(bool)
     degrade.check_mask(mask)
     samples = check_samples(samples)

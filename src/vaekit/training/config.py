@@ -74,10 +74,12 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
         d: dict = {}
-        if path is not None:
+        if path is not None and not Path(path).is_file() and shipped_recipe(str(path)) is not None:
+            d = shipped_recipe(str(path))
+        elif path is not None:
             path = Path(path)
             if not path.is_file():
-                raise VaekitError(f"config file {path} does not exist")
+                raise VaekitError(f"config file {path} does not exist (or name a shipped model to fine-tune it)")
             try:
                 d = yaml.safe_load(path.read_text()) or {}
             except yaml.YAMLError as e:
@@ -153,3 +155,17 @@ def apply_override(d: dict, item: str) -> None:
         if not isinstance(node, dict):
             raise VaekitError(f"override {item!r}: {p!r} is not a mapping")
     node[parts[-1]] = parsed
+
+
+def shipped_recipe(name: str) -> dict | None:
+    """The training config a shipped model's card records, set to fine-tune that model on other data: from the
+    shipped weights (``init_from=NAME``), on the folder ``--data-dir`` gives, holding out its last tenth for
+    validation (no split file).  None if ``name`` is no shipped model."""
+    from ..pretrained import SHIPPED, WEIGHTS_DIR, read_card
+
+    if name not in SHIPPED:
+        return None
+    recipe = read_card(WEIGHTS_DIR / f"{SHIPPED[name]}.json").get("training", {}).get("config")
+    if not recipe:
+        raise VaekitError(f"the card of {name} records no training config to fine-tune it with")
+    return {**recipe, "init_from": name, "init_exclude": [], "data_dir": None, "split_file": None}
