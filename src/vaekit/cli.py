@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", type=int, default=None, help="1 (smallest) .. 8 (best); default 4")
     g.add_argument("--target-bpp", type=float, default=None, help="largest quality whose file fits this bits/pixel")
+    g.add_argument(
+        "--target-psnr", type=float, default=None, help="smallest quality whose decoded image reaches this PSNR (dB)"
+    )
     p.add_argument(
         "--effort",
         type=int,
@@ -665,26 +668,32 @@ def cmd_compress(args):
     from .tasks.compress import compress_paths
 
     _max_pixels(args)
-    quality = 4 if args.quality is None and args.target_bpp is None else args.quality
+    targeted = args.target_bpp is not None or args.target_psnr is not None
+    quality = 4 if args.quality is None and not targeted else args.quality
     summary = compress_paths(
         args.input,
         args.output,
         quality=quality,
         target_bpp=args.target_bpp,
+        target_psnr=args.target_psnr,
         effort=args.effort,
         model=args.model,
         tile=args.tile,
         device=_device(args),
         **_batch(args),
     )
+    asked = f"{args.target_bpp} bpp" if args.target_bpp is not None else f"{args.target_psnr} dB"
     missed = [r for r in summary.rows if r.get("target_met") is False]
     if missed:
+        end = "quality 1" if args.target_bpp is not None else f"the top quality {missed[0]['qualities']}"
         print(
-            f"vaekit: note: {len(missed)} image(s) do not fit {args.target_bpp} bpp even at quality 1; "
-            "written at quality 1",
-            file=sys.stderr,
+            f"vaekit: note: {len(missed)} image(s) do not meet {asked} even at {end}; written at {end}", file=sys.stderr
         )
-    top = [r for r in summary.rows if r.get("target_met") and r["quality"] == r["qualities"]]
+    top = [
+        r
+        for r in summary.rows
+        if r.get("target_met") and args.target_bpp is not None and r["quality"] == r["qualities"]
+    ]
     if top:  # the target did not bind: the user may expect a file near it
         most = max(r["bpp"] for r in top)
         print(
@@ -696,7 +705,10 @@ def cmd_compress(args):
         args,
         summary,
         "compressed",
-        lambda r: f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp",
+        lambda r: (
+            f"{r['output']}: quality {r['quality']}, {r['bytes']} bytes, {r['bpp']:.4f} bpp"
+            + (f", {r['psnr']:.2f} dB" if r.get("psnr") is not None else "")
+        ),
     )
 
 

@@ -97,6 +97,8 @@ def test_rate_grows_with_quality_and_target_bpp(trained_tiny):
     assert info["quality"] == 2
     data, info = compress_info(img, None, target_bpp=1e-4, model=m)
     assert info["quality"] == 1 and not info["target_met"]
+    with pytest.raises(VaekitError, match="not both"):
+        compress_info(img, None, target_bpp=1.0, target_psnr=30.0, model=m)
 
 
 def test_coder_overhead_is_tiny(trained_tiny):
@@ -661,6 +663,10 @@ def test_api_and_cli(trained_tiny, tmp_path, capsys):
         == 0
     )
     capsys.readouterr()
+    argv = ["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-psnr", "90"]
+    assert main(argv) == 0  # a PSNR target that no quality reaches: the top one, said so, with what it reached
+    out, err = capsys.readouterr()
+    assert out.strip().endswith(" dB") and "do not meet 90.0 dB even at the top quality 2" in err
     argv = ["compress", str(src / "a.png"), "-o", str(tmp_path / "a.vkc"), "--model", str(run), "--target-bpp", "900"]
     assert main(argv) == 0  # a target above the top quality's rate is said so, not silently under-run
     assert "at the top quality 2, under the 900.0 bpp asked" in capsys.readouterr().err
@@ -693,6 +699,14 @@ def test_shipped_codec_on_the_sample_photo():
         psnrs.append(10 * np.log10(255**2 / np.mean((rec.astype(float) - img) ** 2)))
     assert sizes[0] < sizes[1] < sizes[2] and psnrs[0] < psnrs[1] < psnrs[2]
     assert psnrs[1] > 28
+    # --target-psnr: the smallest quality whose decoded image reaches it, and the PSNR it reached
+    target = (psnrs[0] + psnrs[1]) / 2
+    data, info = compress_info(img, None, target_psnr=target)
+    assert 2 <= info["quality"] <= 4 and info["target_met"] and info["psnr"] >= target
+    below = decompress(compress(img, info["quality"] - 1)).astype(float)
+    assert 10 * np.log10(255**2 / np.mean((below - img) ** 2)) < target
+    data, info = compress_info(img, None, target_psnr=60.0)
+    assert info["quality"] == 8 and not info["target_met"] and info["psnr"] == pytest.approx(psnrs[2])
     # a cut-out whose transparent part still holds the backdrop: that colour is not paid for, the rest is as good
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
     alpha = np.where(np.hypot(yy - 150, xx - 225) < 120, 255, 0).astype(np.uint8)

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from ..entropy import container
 from ..errors import VaekitError
-from ..io import as_float_image, max_pixels_default, to_uint8
+from ..io import as_float_image, max_pixels_default, split_alpha, to_uint8
+from ..metrics import hole_psnr
 
 DEFAULT_CODEC = "codec-hyperprior"
 DEFAULT_TILE = 1024
@@ -118,6 +119,7 @@ def compress_info(
     quality: int | None = 4,
     *,
     target_bpp: float | None = None,
+    target_psnr: float | None = None,
     effort: int = 0,
     model=None,
     tile: int = DEFAULT_TILE,
@@ -155,30 +157,53 @@ def compress_info(
         bits["payload"] = 8 * sum(map(len, payloads))
         return container.pack(enc.header, payloads), bits, gain
 
-    if target_bpp is not None:
-        if not target_bpp > 0:
+    if target_bpp is not None and target_psnr is not None:
+        raise VaekitError("give target_bpp or target_psnr, not both")
+    if target_bpp is not None or target_psnr is not None:
+        if target_bpp is not None and not target_bpp > 0:
             raise VaekitError(f"--target-bpp must be positive, got {target_bpp}")
-        lo, hi, best = 1, Q, None  # largest quality whose real file fits (rate grows with quality)
+        if target_psnr is not None and not 0 < target_psnr < 100:
+            raise VaekitError(f"--target-psnr must be a PSNR in dB between 0 and 100, got {target_psnr}")
+        if target_bpp is not None:  # the largest quality whose real file fits (the rate grows with quality)
+            largest, fallback = True, 1
+
+            def ok(data):
+                return 8 * len(data) / (H * W) <= target_bpp
+        else:  # the smallest quality whose decoded pixels reach it (where the image shows, with an alpha plane)
+            largest, fallback = False, Q
+            ref = np.round(x[0].permute(1, 2, 0).numpy() * 255.0)
+            seen = np.ones((H, W), bool) if alpha is None else alpha > 0
+
+            def ok(data):
+                dec = split_alpha(decompress(data, model=m))[0].astype(np.float64).reshape(H, W, -1)
+                measured[data] = hole_psnr(dec, ref[..., : dec.shape[2]], seen)
+                return measured[data] >= target_psnr
+
+        lo, hi, best, measured = 1, Q, None, {}
         while lo <= hi:
             mid = (lo + hi) // 2
-            data, bits, gain = run(mid)
-            if 8 * len(data) / (H * W) <= target_bpp:
-                best, lo = (mid, data, bits, gain), mid + 1
+            found = run(mid)
+            if ok(found[0]):
+                best = (mid, *found)
+                lo, hi = (mid + 1, hi) if largest else (lo, mid - 1)
             else:
-                hi = mid - 1
+                lo, hi = (lo, mid - 1) if largest else (mid + 1, hi)
         target_met = best is not None
         if best is None:
-            best = (1, *run(1))
+            best = (fallback, *run(fallback))
+            if target_psnr is not None:
+                ok(best[1])  # its PSNR, reported
         used = 0
-        if effort:  # the search runs at effort 0; the refined file replaces it where it still fits
+        if effort:  # the search runs at effort 0; the refined file replaces it where it still meets the target
             refined = run(best[0], effort)
-            if not target_met or 8 * len(refined[0]) / (H * W) <= target_bpp:
+            if not target_met or ok(refined[0]):
                 best, used = (best[0], *refined), effort
         quality, data, bits, gain = best
+        psnr = measured.get(data)
     else:
         if not isinstance(quality, numbers.Integral) or not 1 <= quality <= Q:
             raise VaekitError(f"quality must be an integer from 1 to {Q}, got {quality!r}")
-        quality, target_met, used = int(quality), None, effort
+        quality, target_met, used, psnr = int(quality), None, effort, None
         data, bits, gain = run(quality, effort)
     info = {
         "quality": quality,
@@ -192,6 +217,7 @@ def compress_info(
         "alpha_bits": 8 * len(enc.header.alpha or b""),
         "tiles": enc.header.n_tiles(),
         "target_met": target_met,
+        "psnr": psnr,  # dB where --target-psnr measured it, else None
         "effort": used,
         "effort_cost_change_pct": gain,
         "seconds": time.perf_counter() - t0,
@@ -204,6 +230,7 @@ def compress(
     quality: int | None = 4,
     *,
     target_bpp: float | None = None,
+    target_psnr: float | None = None,
     effort: int = 0,
     model=None,
     tile: int = DEFAULT_TILE,
@@ -221,6 +248,9 @@ def compress(
     target_bpp : float, optional
         Bits per pixel (file size included) to stay under: the largest quality that fits is
         chosen (quality 1 if none does).
+    target_psnr : float, optional
+        PSNR (dB, 8-bit, over the pixels that show) to reach: the smallest quality whose decoded image reaches it
+        is chosen (the top quality if none does); each quality tried is decoded once.
     effort : int, 0 (the amortized encoder, fastest) .. 3: steps of a search over this image's latents
         against its rate-distortion cost (``EFFORT_STEPS``); the decoder is the same
     model : shipped name, run folder, weights path or model; default the shipped codec
@@ -229,7 +259,15 @@ def compress(
     icc : the image's ICC colour profile, kept in the file (``read_header(data).icc``); None: sRGB
     """
     return compress_info(
-        image, quality, target_bpp=target_bpp, effort=effort, model=model, tile=tile, device=device, icc=icc
+        image,
+        quality,
+        target_bpp=target_bpp,
+        target_psnr=target_psnr,
+        effort=effort,
+        model=model,
+        tile=tile,
+        device=device,
+        icc=icc,
     )[0]
 
 
@@ -324,6 +362,7 @@ def compress_paths(
     *,
     quality=4,
     target_bpp=None,
+    target_psnr=None,
     effort=0,
     model=None,
     tile=DEFAULT_TILE,
@@ -354,7 +393,9 @@ def compress_paths(
 
     def work(it, read_out):
         img, icc = read_out
-        data, info = compress_info(img, quality, target_bpp=target_bpp, effort=effort, model=m, tile=tile, icc=icc)
+        data, info = compress_info(
+            img, quality, target_bpp=target_bpp, target_psnr=target_psnr, effort=effort, model=m, tile=tile, icc=icc
+        )
         it.output.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(it.output, data)
         return [it.output], info
