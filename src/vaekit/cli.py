@@ -547,10 +547,11 @@ def cmd_train(args):
             raise VaekitError("train needs -o/--output, the run folder")
         cfg = TrainConfig.load(args.config, overrides)
         if cfg.init_from == args.config and not Path(args.config).exists() and not args.quiet:
+            length = f"{cfg.max_steps} step(s)" if cfg.max_steps else f"{cfg.epochs} epoch(s)"
             print(
                 f"fine-tuning {args.config} from its shipped weights with the recipe its card records: {cfg.model}, "
-                f"{cfg.max_steps or cfg.epochs} {'steps' if cfg.max_steps else 'epochs'} of batch {cfg.batch_size}, "
-                f"lr {cfg.lr:g}, training {', '.join(cfg.trainable) or 'every tensor'} (key=value changes any of it)"
+                f"{length} of batch {cfg.batch_size}, lr {cfg.lr:g}, training "
+                f"{', '.join(cfg.trainable) or 'every tensor'} (key=value changes any of it)"
             )
         out = args.output
         if (Path(out) / "checkpoint.pt").exists():

@@ -253,17 +253,23 @@ def download(name: str) -> Path:
         return install_weights(name, path)
 
 
-def load_pretrained(name: str) -> torch.nn.Module:
-    """A shipped model by name (e.g. ``"mnist-vae"``), ready for inference."""
-    if name not in SHIPPED:
-        raise VaekitError(f"unknown pretrained model {name!r}; shipped: {', '.join(sorted(SHIPPED))}")
+def required_weights(name: str) -> Path:
+    """The tensors of shipped model ``name``; where they are a download not yet installed, one sentence that names
+    it and the command that installs it."""
     weights = installed_weights(name)
     if not weights.is_file():
         raise VaekitError(
             f"the weights of {name} are not installed (a separate download: {DOWNLOADS[name]}); "
             f"install the file with: vaekit models --install {name}=FILE"
         )
-    return load_from_files(weights, (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json"))
+    return weights
+
+
+def load_pretrained(name: str) -> torch.nn.Module:
+    """A shipped model by name (e.g. ``"mnist-vae"``), ready for inference."""
+    if name not in SHIPPED:
+        raise VaekitError(f"unknown pretrained model {name!r}; shipped: {', '.join(sorted(SHIPPED))}")
+    return load_from_files(required_weights(name), (WEIGHTS_DIR / SHIPPED[name]).with_suffix(".json"))
 
 
 def shared_model(spec: str | Path, models_root: str | Path | None = None) -> torch.nn.Module:

@@ -749,6 +749,10 @@ def test_downloadable_weights_are_refused_clearly_until_installed_and_checked(tm
         pytest.skip("this build has the first codec release in the package")
     with pytest.raises(VaekitError, match="not installed"):
         load_pretrained("codec-hyperprior-r1")
+    from vaekit.training.loop import init_weights
+
+    with pytest.raises(VaekitError, match="not installed .* vaekit models --install"):  # fine-tuning from it, too
+        init_weights(create_model("codec-mean-scale-hyperprior", N=8, M=8, lambdas=[0.01]), "codec-hyperprior-r1")
     assert main(["models"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("codec-hyperprior-r1 ")]
     assert len(listed) == 1 and "[download, not installed]" in listed[0]

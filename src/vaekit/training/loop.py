@@ -191,9 +191,9 @@ def init_weights(model: torch.nn.Module, source: str, exclude=()) -> str:
     shape match, except those whose name starts with one of ``exclude``; the others keep their fresh
     initialisation.  Returns a one-line account.  Fewer than half of the
     model's tensors matching is taken for a wrong source, and refused."""
-    from ..pretrained import SHIPPED, installed_weights, read_weights
+    from ..pretrained import SHIPPED, read_weights, required_weights
 
-    path = installed_weights(source) if source in SHIPPED else Path(source)
+    path = required_weights(source) if source in SHIPPED else Path(source)
     if not path.is_file():
         raise VaekitError(
             f"init_from: {source!r} is neither a shipped model ({', '.join(sorted(SHIPPED))}) nor a weights file"
