@@ -4,9 +4,10 @@ A tiny mean-scale codec with seeded random weights codes a rendered image; the
 test decodes the committed file and must get the committed pixels, so a later
 change to the format, the tables or the integer path cannot pass silently.
 ``--checkerboard`` adds the same for the checkerboard context: the tiny codec's
-tensors plus seeded context weights (a few KB beside it).
+tensors plus seeded context weights (a few KB beside it); ``--version-3`` a
+version 3 file of the same image with a colour profile and an alpha plane.
 
-    python scripts/make_golden_vkc.py [--checkerboard] [--force]
+    python scripts/make_golden_vkc.py [--checkerboard | --version-3] [--force]
 """
 
 import sys
@@ -56,9 +57,34 @@ def checkerboard():
     print(f"wrote the checkerboard files in {OUT} ({len(data)} bytes)")
 
 
+GOLDEN_PROFILE = bytes(range(256)) * 2  # stored and handed back as bytes: no colour engine reads it here
+
+
+def golden_alpha(h=96, w=160):
+    """The version 3 fixture's alpha plane: opaque, a transparent band, a ramp between."""
+    a = np.full((h, w), 255, np.uint8)
+    a[:, :24] = 0
+    a[:, 24:56] = np.linspace(0, 255, 32).round().astype(np.uint8)
+    return a
+
+
+def version_3():
+    from vaekit.pretrained import load_from_files
+
+    if (OUT / "golden-v3.vkc").exists() and "--force" not in sys.argv:
+        sys.exit("the version 3 golden files exist; old golden files must stay")
+    model = load_from_files(OUT / "tiny-codec.safetensors", OUT / "tiny-codec.json")
+    data = compress(np.dstack([rendered_image(), golden_alpha()]), 2, model=model, tile=64, icc=GOLDEN_PROFILE)
+    (OUT / "golden-v3.vkc").write_bytes(data)
+    write_image(OUT / "golden-v3-decoded.png", decompress(data, model=model))  # RGBA
+    print(f"wrote the version 3 files in {OUT} ({len(data)} bytes)")
+
+
 def main():
     if "--checkerboard" in sys.argv:
         return checkerboard()
+    if "--version-3" in sys.argv:
+        return version_3()
     if OUT.exists() and "--force" not in sys.argv:
         sys.exit(f"{OUT} exists; old golden files must stay (pass --force only for a new format version)")
     torch.manual_seed(0)

@@ -395,6 +395,21 @@ def test_golden_file_still_decodes():
     assert np.array_equal(decompress(data, model=model), expected)
 
 
+def test_golden_version_3_file_still_decodes_with_its_profile_and_alpha():
+    """A committed version 3 file (scripts/make_golden_vkc.py --version-3) keeps decoding to its committed RGBA
+    pixels, with the profile it stored."""
+    from PIL import Image
+
+    model = load_from_files(GOLDEN / "tiny-codec.safetensors", GOLDEN / "tiny-codec.json")
+    data = (GOLDEN / "golden-v3.vkc").read_bytes()
+    header = container.unpack(data, 10**8)[0]
+    assert data[4] == 3 and header.icc == bytes(range(256)) * 2 and (header.height, header.width) == (96, 160)
+    expected = np.asarray(Image.open(GOLDEN / "golden-v3-decoded.png"))
+    out = decompress(data, model=model)
+    assert out.shape == (96, 160, 4) and np.array_equal(out, expected)
+    assert (out[:, :24, 3] == 0).all() and (out[:, 56:, 3] == 255).all()
+
+
 def golden_checkerboard():
     """The golden checkerboard codec: the tiny codec's tensors and the stored context weights."""
     from safetensors.torch import load_file
