@@ -587,6 +587,8 @@ def test_an_alpha_plane_travels_losslessly_in_a_version_3_file_and_is_checked(tr
     assert err[0] < 1.1 * err[1]  # where it shows, the colour is coded as well as without the plane
     gray = decompress(compress(np.dstack([img[..., 0], alpha]), 1, model=m), model=m)
     assert gray.shape == (64, 80, 2) and np.array_equal(gray[..., 1], alpha)
+    opaque = compress(np.dstack([img, np.full((64, 80), 255, np.uint8)]), 1, model=m)
+    assert opaque == plain  # an alpha channel that hides nothing is not kept: the file is version 1
     floats = decompress(compress(rgba / 255.0, 1, model=m), model=m)  # any dtype, as the task contract reads
     assert np.array_equal(floats[..., 3], alpha)
     both = compress(rgba, 1, model=m, icc=bytes(range(256)))

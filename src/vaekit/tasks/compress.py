@@ -130,6 +130,8 @@ def compress_info(
     t0 = time.perf_counter()
     m = load_codec(model, device)
     x, channels, alpha = as_rgb_tensor(image)
+    if alpha is not None and (alpha == 255).all():  # opaque everywhere (many RGBA files are): nothing to keep
+        alpha = None
     if alpha is not None and (alpha == 0).any():  # colour no one sees: a smooth fill costs fewer bits (as WebP does)
         from ..models.inpainter import push_pull
 
@@ -242,8 +244,9 @@ def compress(
     Parameters
     ----------
     image : H x W or H x W x 3, in any dtype the task contract reads (floats in [0, 1]); with one channel more
-        (H x W x 2 or 4) the last is an alpha plane, kept losslessly at 8 bits (a version 3 file); the colour
-        under fully transparent pixels is not kept (a smooth fill is coded there, as WebP does)
+        (H x W x 2 or 4) the last is an alpha plane, kept losslessly at 8 bits (a version 3 file) unless it is
+        opaque everywhere; the colour under fully transparent pixels is not kept (a smooth fill is coded there,
+        as WebP does)
     quality : int, 1 (smallest file) .. the model's number of qualities (8 for the shipped codec)
     target_bpp : float, optional
         Bits per pixel (file size included) to stay under: the largest quality that fits is
