@@ -130,12 +130,6 @@ def compress_info(
     t0 = time.perf_counter()
     m = load_codec(model, device)
     x, channels, alpha = as_rgb_tensor(image)
-    if alpha is not None and (alpha == 255).all():  # opaque everywhere (many RGBA files are): nothing to keep
-        alpha = None
-    if alpha is not None and (alpha == 0).any():  # colour no one sees: a smooth fill costs fewer bits (as WebP does)
-        from ..models.inpainter import push_pull
-
-        x = push_pull(x, torch.from_numpy(alpha == 0)[None, None].to(x.dtype))
     H, W = x.shape[-2:]
     if H * W > max_pixels_default():
         raise VaekitError(
@@ -146,6 +140,12 @@ def compress_info(
             f"tile must be a positive multiple of {container.TILE_UNIT}, at most {container.MAX_TILE}, got {tile}"
         )
     _check_effort(effort)
+    if alpha is not None and (alpha == 255).all():  # opaque everywhere (many RGBA files are): nothing to keep
+        alpha = None
+    if alpha is not None and (alpha == 0).any():  # colour no one sees: a smooth fill costs fewer bits (as WebP does)
+        from ..models.inpainter import push_pull
+
+        x = push_pull(x, torch.from_numpy(alpha == 0)[None, None].to(x.dtype))
     if m.channels == 1:  # a gray codec (trained with image_mode L) codes the luminance
         x = x.mean(1, keepdim=True)
     Q = m.qualities
