@@ -86,6 +86,10 @@ def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)  # a cut-out stays one
     r = client.post("/api/compress", files=cut, data={"quality": "1"})
     assert r.status_code == 200 and r.content[4] == 3  # the codec keeps the plane too, losslessly
+    fig = client.post("/api/compress?format=json", files=cut, data={"quality": "1", "compare": "true"}).json()
+    fig = fig["figures"]  # PSNR where the cut-out shows; the classical codecs get the colour's bytes
+    assert 0 < fig["alpha_bytes"] < fig["bytes"] and 15 < fig["psnr"] < 60
+    assert all(c["bytes"] <= fig["bytes"] - fig["alpha_bytes"] or c["quality"] == 1 for c in fig["classical"])
     back = client.post("/api/decompress", files={"image": ("a.vkc", r.content, "application/octet-stream")})
     back = Image.open(io.BytesIO(back.content))
     assert back.mode == "RGBA" and np.array_equal(np.asarray(back)[..., 3], alpha)

@@ -174,22 +174,24 @@ def _data_url(img, icc: bytes | None = None, alpha=None) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(img, icc, alpha)).decode()
 
 
-def _psnr(ref, img) -> float | None:
-    from .metrics import psnr_u8
+def _psnr(ref, img, seen=None) -> float | None:
+    """PSNR of ``img`` against ``ref`` on 8-bit levels; over the pixels ``seen`` marks (a cut-out's visible ones)."""
+    from .metrics import hole_psnr, to_u8
 
     if ref is None or np.shape(ref) != np.shape(img):
         return None
 
-    def unit(a):  # psnr_u8 takes [0, 1] units; the codecs give and take uint8
+    def u8(a):  # the codecs give and take uint8; the other tasks [0, 1] floats
         a = np.asarray(a)
-        return a / 255.0 if a.dtype == np.uint8 else a
+        return a if a.dtype == np.uint8 else to_u8(a)
 
-    v = psnr_u8(unit(img), unit(ref))
+    v = hole_psnr(u8(img), u8(ref), np.ones(np.shape(img)[:2], bool) if seen is None else seen)
     return round(v, 3) if math.isfinite(v) else None
 
 
-def _same_size_classical(img: np.ndarray, budget: int) -> list[dict]:
-    """JPEG, WebP and AVIF at the largest quality whose file fits ``budget`` bytes (their smallest if none)."""
+def _same_size_classical(img: np.ndarray, budget: int, seen=None) -> list[dict]:
+    """JPEG, WebP and AVIF at the largest quality whose file fits ``budget`` bytes (their smallest if none); their
+    PSNR over the pixels ``seen`` marks, as ours."""
     from .baselines import BASELINES
 
     rgb = img if img.ndim == 3 else np.repeat(img[..., None], 3, axis=2)
@@ -214,7 +216,7 @@ def _same_size_classical(img: np.ndarray, budget: int) -> list[dict]:
                 "quality": q,
                 "bytes": len(data),
                 "bpp": round(8 * len(data) / (img.shape[0] * img.shape[1]), 4),
-                "psnr": _psnr(rgb, dec),
+                "psnr": _psnr(rgb, dec, seen),
                 "image": _data_url(dec),
             }
         )
@@ -278,15 +280,18 @@ class Tasks:
         coded = img if alpha is None else np.dstack([img, to_uint8(alpha)])  # the file keeps the plane
         data, info = compress_info(coded, quality, effort=effort, model=codec, icc=kept)
         rec, _ = split_alpha(decompress(data, model=codec))  # the plane comes back as it went (lossless)
+        seen = None if alpha is None else to_uint8(alpha) > 0  # a cut-out's PSNR: where it shows
         figures = {
             "quality": info["quality"],
             "effort": effort,
             "bytes": len(data),
             "bpp": round(info["bpp"], 4),
-            "psnr": _psnr(img, rec),
+            "psnr": _psnr(img, rec, seen),
         }
-        if compare:
-            figures["classical"] = _same_size_classical(img, len(data))
+        if alpha is not None:
+            figures["alpha_bytes"] = info["alpha_bits"] // 8
+        if compare:  # colour against colour: the classical files get the bytes of ours less its alpha plane
+            figures["classical"] = _same_size_classical(img, len(data) - info["alpha_bits"] // 8, seen)
         return rec, figures, {"vkc": data}
 
     def decompress(self, data):
