@@ -55,6 +55,9 @@ def test_denoise_returns_a_png_of_the_same_size_with_its_figures(client, photo):
     body = r.json()
     assert r.status_code == 200 and body["image"].startswith("data:image/png;base64,") and "noisy" in body
     assert body["figures"]["psnr"] > body["figures"]["psnr_noisy"]  # it did remove noise it was given
+    up = {"image": ("a.png", _png(photo), "image/png")}
+    none = client.post("/api/denoise", files=up, data={"sigma": "25", "strength": "0"})
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(none.content))), photo)  # strength 0: nothing taken out
 
 
 def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo):

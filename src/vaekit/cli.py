@@ -236,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="VAE: average 1, 2, 4 or 8 passes over flipped and turned copies (default: the model's; denoise-gray 2)",
     )
     p.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="0..1: how much of the noise found is taken out (default 1: all; 0.7 leaves a little grain)",
+    )
+    p.add_argument(
         "--tile",
         type=_at_least(64),
         default=None,
@@ -827,6 +833,7 @@ def cmd_denoise(args):
         model=args.model,
         samples=args.samples,
         ensemble=args.ensemble,
+        strength=args.strength,
         seed=args.seed,
         tile=args.tile,
         max_pixels=args.max_pixels,

@@ -235,7 +235,7 @@ class Tasks:
             self.models[key] = load()
         return self.models[key]
 
-    def denoise(self, img, *, sigma, method, add_sigma, seed):
+    def denoise(self, img, *, sigma, method, add_sigma, seed, strength=1.0):
         from . import degrade
         from .tasks.denoise import denoise, load_denoiser
 
@@ -246,7 +246,7 @@ class Tasks:
         model = None  # the VAE is loaded (once) only when it is asked for
         if method == "vae":
             model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
-        r = denoise(img, sigma, method=method, model=model, seed=seed, details=True)
+        r = denoise(img, sigma, method=method, model=model, seed=seed, details=True, strength=strength)
         figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.path}
         figures["psnr"] = _psnr(clean, r.image)
         if clean is not None:
@@ -404,14 +404,16 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         method: str = Form("vae"),
         add_sigma: float | None = Form(None),
         seed: int = Form(0),
+        strength: float = Form(1.0),
         format: Literal["png", "json"] = "png",
     ):
         """Denoise (blind without ``sigma``, 0-255 scale); ``add_sigma`` first puts Gaussian noise on a clean
-        image, and the PSNR against it is reported."""
+        image, and the PSNR against it is reported; ``strength`` 0..1 takes out that share of the noise."""
         img, icc, alpha = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(
-            request, lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed)
+            request,
+            lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed, strength=strength),
         )
         return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 

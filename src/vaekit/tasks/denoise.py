@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 
@@ -438,6 +439,7 @@ def denoise(
     details: bool = False,
     progress=None,
     ensemble: int | None = None,
+    strength: float = 1.0,
 ):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 
@@ -450,6 +452,8 @@ def denoise(
     ``samples``: VAE only -- 1 is one pass (z at the prior mean); N > 1 averages N posterior draws.
     ``ensemble``: VAE only -- 1, 2, 4 or 8 flipped and turned copies averaged (None: the model's own setting;
     :func:`vae_denoise`).
+    ``strength``: in [0, 1], how much of the noise found is taken out (the result is ``image + strength * (estimate -
+    image)``): 1 all of it, less leaves some grain, as photographers' noise-reduction sliders do.
 
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
     :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``) and the
@@ -469,6 +473,8 @@ def denoise(
         degrade.check_amount(amount)
     n = check_samples(samples)
     k = 0 if n == 1 else n
+    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 <= strength <= 1:
+        raise VaekitError(f"strength must be a number from 0 (the input) to 1 (all the noise out), not {strength!r}")
     if ensemble is not None:
         check_ensemble(ensemble)
         if method != "vae":
@@ -476,6 +482,11 @@ def denoise(
     y, layout = as_float_image(image, alpha=True)
     if level_map:
         sigma = check_level_map(sigma, y.shape[:2])
+
+    def partly(a):  # the share of the noise ``strength`` takes out
+        a = np.asarray(a, dtype=np.float64)
+        return np.clip(a if strength == 1 else y + strength * (a - y), 0, 1)
+
     t0 = time.perf_counter()
     extra: dict = {}
     if method == "vae":
@@ -490,7 +501,10 @@ def denoise(
                 "method": "vae-selfsup",
                 "seconds": time.perf_counter() - t0,
             }
-            r = Result(restore_layout(mean, layout), [restore_layout(d, layout) for d in draws], std, info)
+            std = None if std is None else (strength * np.asarray(std)).astype(np.float32)
+            r = Result(
+                restore_layout(partly(mean), layout), [restore_layout(partly(d), layout) for d in draws], std, info
+            )
             return r if details else r.image
 
         extra["ensemble"] = check_ensemble(getattr(m, "ensemble", 1) if ensemble is None else ensemble)
@@ -528,19 +542,24 @@ def denoise(
             peak=peak,
             amount=amount,
         )
-    est = np.clip(np.asarray(est, dtype=np.float64), 0, 1)
+
+    est = partly(est)
     if not details:
         return restore_layout(est, layout)
     std, draws = extra.get("std"), extra.get("draws", [])
     if noise == "poisson" and std is not None:  # back from the transformed domain; std: the draws' spread
         draws = [_from_anscombe(d, peak) for d in draws]
         std = np.std(np.stack(draws), 0).astype(np.float32) if draws else None
+    draws = [partly(d) for d in draws]
+    if std is not None and strength != 1:
+        std = (strength * np.asarray(std)).astype(np.float32)  # the input's share does not vary between draws
     info = {
         "sigma": s,
         "sigma_estimated": sigma is None and noise != "poisson",
         "path": path,
         "method": method,
         **({"ensemble": extra["ensemble"]} if "ensemble" in extra else {}),
+        **({"strength": strength} if strength != 1 else {}),
         "seconds": time.perf_counter() - t0,
     }
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
@@ -613,6 +632,7 @@ def denoise_paths(
     overwrite=False,
     progress=False,
     ensemble=None,
+    strength=1.0,
 ):
     """The CLI's work: one image or a folder (mirrored names, PNG out) through :func:`vaekit.batch.run`; with
     ``samples`` > 1 each image gets a folder of draws (``output`` itself for a single image)."""
@@ -647,6 +667,7 @@ def denoise_paths(
             details=True,
             device=device,
             ensemble=ensemble,
+            strength=strength,
         )
         if samples > 1:
             name = str(model or SHIPPED_BY_CHANNELS[ch])
