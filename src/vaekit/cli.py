@@ -45,6 +45,17 @@ def _at_least(low: int):
 _count = _at_least(1)
 
 
+def _strength(text: str):
+    """``--strength``: one number, or LUMA,COLOUR (the task checks their range)."""
+    try:
+        parts = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a number or LUMA,COLOUR, not {text!r}") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"a number or LUMA,COLOUR, not {text!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def _common(p: argparse.ArgumentParser, *, device=True, seed=True):
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -237,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--strength",
-        type=float,
+        type=_strength,
         default=1.0,
-        help="0..1: how much of the noise found is taken out (default 1: all; 0.7 leaves a little grain)",
+        help="0..1: how much of the noise found is taken out (default 1: all; 0.7 leaves a little grain); "
+        "LUMA,COLOUR sets the two apart (0.6,1: some grain, no colour blotches)",
     )
     p.add_argument(
         "--tile",

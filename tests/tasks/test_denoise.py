@@ -388,15 +388,25 @@ def test_strength_takes_out_that_share_of_the_noise(tmp_path):
     u8 = np.round(np.clip(y, 0, 1) * 255).astype(np.uint8)
     assert np.array_equal(vaekit.denoise(u8, 15, model=m, strength=0), u8)  # nothing taken out
     assert np.array_equal(vaekit.denoise(u8, 15, model=m, strength=1.0), vaekit.denoise(u8, 15, model=m))
-    for bad in (-0.1, 1.5, "a", True):
+    for bad in (-0.1, 1.5, "a", True, (0.5,), (0.5, 2)):
         with pytest.raises(VaekitError, match="strength must be a number from 0"):
             vaekit.denoise(y, 15, model=m, strength=bad)
+    from vaekit.models.denoiser import OPPONENT
+
+    luma_only = vaekit.denoise(y, 15, model=m, strength=(1, 0))  # the luminance noise out, the colour noise kept
+    inside = ((luma_only > 0) & (luma_only < 1) & (full.image > 0) & (full.image < 1)).all(axis=2)  # not clipped
+    assert inside.mean() > 0.9
+    assert np.allclose((luma_only @ OPPONENT[0])[inside], (full.image @ OPPONENT[0])[inside], atol=1e-5)
+    assert np.allclose((luma_only @ OPPONENT[1:].T)[inside], (y @ OPPONENT[1:].T)[inside], atol=1e-5)
     np.save(tmp_path / "y.npy", u8)
     out = tmp_path / "out.png"
     assert main(["denoise", str(tmp_path / "y.npy"), "-o", str(out), "--sigma", "15", "--strength", "0"]) == 0
     from PIL import Image
 
     assert np.array_equal(np.asarray(Image.open(out)), u8)  # the CLI's flag is the same knob
+    assert main(["denoise", str(tmp_path / "y.npy"), "-o", str(out), "--sigma", "15", "--strength", "0,0"]) == 0
+    assert np.array_equal(np.asarray(Image.open(out)), u8)
+    assert main(["denoise", str(tmp_path / "y.npy"), "-o", str(out), "--strength", "0.5,x"]) == 2
 
 
 @pytest.fixture()

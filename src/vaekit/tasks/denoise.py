@@ -423,6 +423,23 @@ def read_level_map(path) -> np.ndarray:
         raise VaekitError(f"cannot read the noise-level map {p}: {e}") from None
 
 
+def check_strength(strength) -> tuple[float, float]:
+    """``strength`` (one number, or a (luminance, colour) pair, each in [0, 1]) as the pair; one clear error else."""
+    pair = tuple(strength) if isinstance(strength, (tuple, list)) else (strength, strength)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 <= v <= 1 for v in pair):
+        raise VaekitError(
+            f"strength must be a number from 0 (the input) to 1 (all the noise out), or a (luminance, colour) pair "
+            f"of them, not {strength!r}"
+        )
+    return float(pair[0]), float(pair[1])
+
+
+def std_share(luma: float, chroma: float, ndim: int) -> float:
+    """The factor ``strength`` puts on the per-pixel std: exact for one number (and for gray images); for a pair,
+    the root mean square over the three opponent axes, as if the spread were the same on each."""
+    return luma if ndim == 2 or luma == chroma else float(np.sqrt((luma**2 + 2 * chroma**2) / 3))
+
+
 def denoise(
     image,
     sigma: float | None = None,
@@ -453,7 +470,9 @@ def denoise(
     ``ensemble``: VAE only -- 1, 2, 4 or 8 flipped and turned copies averaged (None: the model's own setting;
     :func:`vae_denoise`).
     ``strength``: in [0, 1], how much of the noise found is taken out (the result is ``image + strength * (estimate -
-    image)``): 1 all of it, less leaves some grain, as photographers' noise-reduction sliders do.
+    image)``): 1 all of it, less leaves some grain, as photographers' noise-reduction sliders do; a pair
+    (luminance, colour) sets the two apart in an orthonormal opponent space, e.g. (0.6, 1) keeps some grain and
+    no colour blotches.
 
     Returns the estimate in the input's dtype and shape (clipped to [0, 1]); with ``details=True`` a
     :class:`~vaekit.tasks.common.Result` whose info has the level used (``sigma``, ``sigma_estimated``) and the
@@ -473,8 +492,7 @@ def denoise(
         degrade.check_amount(amount)
     n = check_samples(samples)
     k = 0 if n == 1 else n
-    if isinstance(strength, bool) or not isinstance(strength, numbers.Real) or not 0 <= strength <= 1:
-        raise VaekitError(f"strength must be a number from 0 (the input) to 1 (all the noise out), not {strength!r}")
+    luma, chroma = check_strength(strength)
     if ensemble is not None:
         check_ensemble(ensemble)
         if method != "vae":
@@ -483,9 +501,14 @@ def denoise(
     if level_map:
         sigma = check_level_map(sigma, y.shape[:2])
 
-    def partly(a):  # the share of the noise ``strength`` takes out
+    def partly(a):  # the share of the noise ``strength`` takes out, in luminance and colour
         a = np.asarray(a, dtype=np.float64)
-        return np.clip(a if strength == 1 else y + strength * (a - y), 0, 1)
+        if luma == chroma == 1:
+            return np.clip(a, 0, 1)
+        if a.ndim == 2 or luma == chroma:
+            return np.clip(y + luma * (a - y), 0, 1)
+        d = (a - y) @ OPPONENT.T * np.array([luma, chroma, chroma])  # orthonormal: luminance, two colour axes
+        return np.clip(y + d @ OPPONENT, 0, 1)
 
     t0 = time.perf_counter()
     extra: dict = {}
@@ -501,7 +524,7 @@ def denoise(
                 "method": "vae-selfsup",
                 "seconds": time.perf_counter() - t0,
             }
-            std = None if std is None else (strength * np.asarray(std)).astype(np.float32)
+            std = None if std is None else (std_share(luma, chroma, np.ndim(y)) * np.asarray(std)).astype(np.float32)
             r = Result(
                 restore_layout(partly(mean), layout), [restore_layout(partly(d), layout) for d in draws], std, info
             )
@@ -551,15 +574,15 @@ def denoise(
         draws = [_from_anscombe(d, peak) for d in draws]
         std = np.std(np.stack(draws), 0).astype(np.float32) if draws else None
     draws = [partly(d) for d in draws]
-    if std is not None and strength != 1:
-        std = (strength * np.asarray(std)).astype(np.float32)  # the input's share does not vary between draws
+    if std is not None and (luma, chroma) != (1, 1):  # the input's share does not vary between draws
+        std = (std_share(luma, chroma, np.ndim(y)) * np.asarray(std)).astype(np.float32)
     info = {
         "sigma": s,
         "sigma_estimated": sigma is None and noise != "poisson",
         "path": path,
         "method": method,
         **({"ensemble": extra["ensemble"]} if "ensemble" in extra else {}),
-        **({"strength": strength} if strength != 1 else {}),
+        **({"strength": luma if luma == chroma else (luma, chroma)} if (luma, chroma) != (1, 1) else {}),
         "seconds": time.perf_counter() - t0,
     }
     return Result(restore_layout(est, layout), [restore_layout(d, layout) for d in draws], std, info)
