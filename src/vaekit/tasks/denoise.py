@@ -626,8 +626,8 @@ def write_sample_set(
             "std_scale": scale,
             "std_units": "std.png / 255 * std_scale, image units (1 = white)",
         }
-        keys = ("sigma", "sigma_estimated", "path")
-        meta.update(extra if extra is not None else {k: result.info.get(k) for k in keys})
+        keys = ("sigma", "sigma_estimated", "path", "strength")
+        meta.update(extra if extra is not None else {k: result.info[k] for k in keys if k in result.info})
         atomic_write_text(out_dir / "samples.json", json.dumps(meta, indent=1) + "\n")
         if final.is_dir():
             shutil.rmtree(final)
@@ -697,7 +697,8 @@ def denoise_paths(
             write_sample_set(it.output, r, model_name=name, seed=seed, source=source_format(it.input), alpha=alpha)
         else:
             write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
-        return [it.output], {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
+        row = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.info.get("path")}
+        return [it.output], row | ({"strength": r.info["strength"]} if "strength" in r.info else {})
 
     return batch.run(
         items,
