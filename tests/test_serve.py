@@ -58,6 +58,7 @@ def test_denoise_returns_a_png_of_the_same_size_with_its_figures(client, photo):
     up = {"image": ("a.png", _png(photo), "image/png")}
     none = client.post("/api/denoise", files=up, data={"sigma": "25", "strength": "0"})
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(none.content))), photo)  # strength 0: nothing taken out
+    assert float(none.headers["x-vaekit-strength"]) == 0
 
 
 def test_answers_carry_the_uploads_colour_profile_and_transparency(client, photo):

@@ -248,6 +248,8 @@ class Tasks:
             model = self._model(("denoise", ch), lambda: load_denoiser(None, ch, device=self.device))
         r = denoise(img, sigma, method=method, model=model, seed=seed, details=True, strength=strength)
         figures = {"sigma": r.sigma, "sigma_estimated": r.sigma_estimated, "path": r.path}
+        if "strength" in r.info:
+            figures["strength"] = r.info["strength"]
         figures["psnr"] = _psnr(clean, r.image)
         if clean is not None:
             figures["psnr_noisy"] = _psnr(clean, img)

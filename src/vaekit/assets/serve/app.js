@@ -52,6 +52,7 @@ for (const b of document.querySelectorAll("#tabs button")) {
   };
 }
 $("sigma").oninput = () => { $("sigma-out").value = $("sigma").value; };
+$("strength").oninput = () => { $("strength-out").value = `${$("strength").value}%`; };
 $("quality").oninput = () => { $("quality-out").value = $("quality").value; };
 
 function showClassical() {
@@ -102,6 +103,7 @@ async function formFor(method) {
     f.append("method", method);
     if (!$("blind").checked) f.append("sigma", $("sigma").value);
     if ($("add-noise").checked) f.append("add_sigma", $("add-sigma").value);
+    f.append("strength", String($("strength").value / 100));
   } else if (state.task === "inpaint") {
     f.append("method", method);
     f.append("samples", method === "vae" ? $("fills").value : "1");
