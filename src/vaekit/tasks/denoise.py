@@ -456,7 +456,7 @@ def denoise(
     details: bool = False,
     progress=None,
     ensemble: int | None = None,
-    strength: float = 1.0,
+    strength: float | tuple[float, float] = 1.0,
 ):
     """Denoise ``image`` (H x W or H x W x 3; uint8, uint16 or float in [0, 1] units).
 

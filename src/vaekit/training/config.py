@@ -74,8 +74,9 @@ class TrainConfig:
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] = ()) -> "TrainConfig":
         d: dict = {}
-        if path is not None and not Path(path).is_file() and shipped_recipe(str(path)) is not None:
-            d = shipped_recipe(str(path))
+        recipe = shipped_recipe(str(path)) if path is not None and not Path(path).is_file() else None
+        if recipe is not None:
+            d = recipe
         elif path is not None:
             path = Path(path)
             if not path.is_file():
