@@ -75,7 +75,11 @@ def coverage_fuzz(runs: int, seed: int) -> None:
 
     import atheris
 
-    with atheris.instrument_imports(include=["vaekit"]):
+    with atheris.instrument_imports(include=["vaekit"]):  # the package loads lazily: name what the decoder runs
+        import vaekit.entropy.coder
+        import vaekit.entropy.container
+        import vaekit.entropy.models
+        import vaekit.models.codec  # noqa: F401
         from vaekit.errors import VaekitError
         from vaekit.pretrained import load_from_files
         from vaekit.tasks.compress import decompress
@@ -100,7 +104,8 @@ def coverage_fuzz(runs: int, seed: int) -> None:
 
     corpus = Path(tempfile.mkdtemp(prefix="vkc-corpus-"))
     golden = (GOLDEN / "golden.vkc").read_bytes()
-    seeds = {"plain": golden, "profile": with_extras(golden), "alpha": with_extras(golden, alpha=True)}
+    v3 = (GOLDEN / "golden-v3.vkc").read_bytes()  # committed: a profile and an alpha plane
+    seeds = {"plain": golden, "profile": with_extras(golden), "alpha": with_extras(golden, alpha=True), "v3": v3}
     for name, b in seeds.items():
         (corpus / name).write_bytes(bytes([0]) + b)
         (corpus / f"{name}-crc").write_bytes(bytes([1]) + b)

@@ -1,6 +1,7 @@
 """The compression VAE family, its coder, the .vkc format and the compress CLI."""
 
 import math
+import re
 import struct
 import warnings
 import zlib
@@ -490,6 +491,8 @@ def test_coverage_guided_fuzzing_finds_no_crash():
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert "2000 inputs" in r.stdout and "Done 2000 runs" in r.stderr
+    edges = int(re.search(r"DONE\s+cov: (\d+)", r.stderr).group(1))
+    assert edges > 150, edges  # the decoder's modules are instrumented (the lazy package once left them out: 83)
 
 
 def test_damaged_files_are_refused_cleanly():
