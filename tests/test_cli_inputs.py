@@ -219,3 +219,6 @@ def test_help_answers_without_loading_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().splitlines()[-1] == "False False"
+    code = "import vaekit\nprint(callable(vaekit.io.read_array), callable(vaekit.denoise), hasattr(vaekit, 'nope'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["True", "True", "False"], r.stderr  # submodules and functions, loaded on use

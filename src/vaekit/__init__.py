@@ -44,8 +44,13 @@ _LAZY = {
 
 
 def __getattr__(name):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+    if name not in _LAZY:  # a submodule (vaekit.io, vaekit.tasks, ...), as an eager package would have bound it
+        try:
+            return import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'vaekit' has no attribute {name!r}") from None
     module = import_module(_LAZY[name] or f".{name}", __name__)
     value = module if _LAZY[name] is None else getattr(module, name)
     globals()[name] = value
