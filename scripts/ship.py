@@ -64,16 +64,19 @@ MODELS = {
     "denoise-gray": {
         "kind": "denoise",
         "mode": "L",
-        "config": "configs/denoise-gray-photos3.yaml",
+        "config": "configs/denoise-gray-from-color.yaml",
         "storage": "float16",
-        "arch_args": {"ensemble": 2},  # two passes (the image and its mirror): chosen on photos-val in gray
+        "arch_args": {"ensemble": 2},  # two passes (the image and its half turn): chosen on photos-val in gray
         "data_dir": "../shared/data/photos",
         "val": "split",
         "data": {
             "licence": PHOTOS + "; stage 1: train400 (DnCNN/TNRD crops of BSDS images, Berkeley non-commercial terms)",
             "train": "stage 1: 360 train400 images, 64x64 crops (configs/denoise-gray.yaml); stage 2: the photos train "
             "split in gray, area-downscaled by 2, 96x96 crops (configs/denoise-gray-photos.yaml); stage 3: 5,000 more "
-            "steps of stage 2's recipe (configs/denoise-gray-photos3.yaml)",
+            "steps of stage 2's recipe (configs/denoise-gray-photos3.yaml); then denoise-color grew from stage 3 and "
+            "trained on the photos train split in colour (its card); stage 4: its tensors that the gray network has, "
+            "trained whole on the photos train split in gray, area-downscaled by 2, 176x176 crops "
+            "(configs/denoise-gray-from-color.yaml)",
             "validation": "stage 1: the last 40 train400 images; stages 2 and 3: photos-val",
             "noise": "Gaussian sigma ~ U(0, 55) on the 0-255 scale; in stages 2 and 3 half of the inputs clipped to 8 "
             "bits",
