@@ -708,11 +708,8 @@ def cmd_compress(args):
         print(
             f"vaekit: note: {len(missed)} image(s) do not meet {asked} even at {end}; written at {end}", file=sys.stderr
         )
-    top = [
-        r
-        for r in summary.rows
-        if r.get("target_met") and args.target_bpp is not None and r["quality"] == r["qualities"]
-    ]
+    top = [r for r in summary.rows if r.get("target_met") and r["quality"] == r["qualities"]]
+    top = top if args.target_bpp is not None else []  # a PSNR target met at the top quality is simply met
     if top:  # the target did not bind: the user may expect a file near it
         most = max(r["bpp"] for r in top)
         print(
