@@ -103,6 +103,25 @@ def test_a_rerun_skips_what_is_done_and_redoes_what_changed(tmp_path, capsys):
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 14 and _pngs(out) == before
 
 
+def test_a_rerun_with_other_settings_redoes_what_the_old_ones_made(tmp_path, capsys):
+    src = _folder(tmp_path / "in", n=4)
+    out = tmp_path / "out"
+    args = ["enhance", str(src), "-o", str(out), "--quiet"]
+    assert main(args + ["--ops", "contrast=1.5"]) == 0
+    first = _pngs(out)
+    assert {r["settings"]["ops"][0] for r in read_manifest(out).values()} == {"contrast=1.5"}
+    capsys.readouterr()
+    assert main(args + ["--ops", "contrast=0.5"]) == 0  # other settings: every output is made again
+    said = capsys.readouterr().out
+    assert "4 of 4 inputs" in said and "4 redone with the new settings" in said
+    second = _pngs(out)
+    assert second.keys() == first.keys() and all(second[k] != first[k] for k in first)
+    assert main(["enhance", str(src / "im00.png"), "-o", str(tmp_path / "one.png"), "--ops", "contrast=0.5"]) == 0
+    assert (tmp_path / "one.png").read_bytes() == second["im00.png"]
+    assert main(args + ["--ops", "contrast=0.5"]) == 0  # the same settings again: nothing to do
+    assert "4 already done" in capsys.readouterr().out and _pngs(out) == second
+
+
 def test_a_bad_input_is_logged_and_skipped_with_its_exit_code(tmp_path, capsys):
     src = _folder(tmp_path / "in", n=4)
     (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -5,10 +5,11 @@ The sorted input list is split into shards, one per process: torchrun's ``RANK``
 shard), so the split is deterministic and every input lands in exactly one shard.
 
 ``OUT/manifest.jsonl`` records one JSON line per finished input: its outputs with their size and sha256,
-the status, the seconds taken and the task's figures.  Every process appends to it under an exclusive
-``flock``; a rerun appends a new line for what it redoes and readers keep each input's last line.  A
-rerun skips an input whose line says done and whose outputs still have that size and hash, so a killed
-run (``kill -9``, a lost node, an elastic restart) loses only the files in flight.  Outputs are written
+the status, the seconds taken, the task's figures and the settings that shaped them.  Every process appends to
+it under an exclusive ``flock``; a rerun appends a new line for what it redoes and readers keep each input's last
+line.  A rerun skips an input whose line says done with the same settings and whose outputs still have that size
+and hash, so a killed run (``kill -9``, a lost node, an elastic restart) loses only the files in flight, and a
+rerun with other settings redoes what the old ones made.  Outputs are written
 under a temporary name and renamed; temporaries left by dead writers on this host are removed at start.
 One bad input is logged with its one-line error and skipped; the command then exits with
 :data:`FAILED_EXIT`.
@@ -48,6 +49,7 @@ class Summary:
 
     rows: list = field(default_factory=list)
     skipped: int = 0
+    changed: int = 0  # inputs done before with other settings, redone now
     failed: list = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0  # inputs in the whole folder, all shards
@@ -159,6 +161,22 @@ def _append(path: Path, row: dict) -> None:
         os.close(fd)
 
 
+def settings_of(**options) -> dict:
+    """The options that shape a folder run's outputs as its manifest keeps them (JSON): paths as text, a model
+    object by its card's name or else its type."""
+
+    def plain(v):
+        if isinstance(v, Path):
+            return str(v)
+        return (getattr(v, "card", None) or {}).get("name") or type(v).__name__
+
+    return json.loads(json.dumps(options, sort_keys=True, default=plain))
+
+
+def _done_as(row: dict | None, settings: dict | None) -> bool:
+    return bool(row) and row.get("status") == "done" and row.get("settings", settings) == settings
+
+
 def _complete(row: dict | None, out: Path) -> bool:
     """Whether a manifest row says done and every output it lists still has its size and hash."""
     if not row or row.get("status") != "done":
@@ -256,14 +274,16 @@ def plan_images(src, dst, *, folders: bool = False, into: bool = True) -> list[I
     return plan(src, dst, files, name, into=into, check=None if folders else check_output_name)
 
 
-def run_images(src, dst, work: Callable, *, shard=None, overwrite=False, progress=False, alpha=False) -> Summary:
+def run_images(
+    src, dst, work: Callable, *, settings=None, shard=None, overwrite=False, progress=False, alpha=False
+) -> Summary:
     """:func:`run` over :func:`plan_images` of ``src``; ``work(item, image array)`` writes the output and
     returns (paths, figures).  ``alpha``: work gets (image, its alpha plane or None), to hand the transparency
     back."""
     from .io import read_array, read_with_alpha
 
     items = plan_images(src, dst)
-    opts = {"shard": shard, "overwrite": overwrite, "progress": progress}
+    opts = {"settings": settings, "shard": shard, "overwrite": overwrite, "progress": progress}
     read = (lambda it: read_with_alpha(it.input)) if alpha else (lambda it: read_array(it.input))
     return run(items, work, read=read, out=dst, folder=Path(src).is_dir(), **opts)
 
@@ -275,6 +295,7 @@ def run(
     read: Callable,
     out,
     folder: bool,
+    settings: dict | None = None,
     shard: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -282,7 +303,8 @@ def run(
     """Run ``work(item, read(item))`` over this process's shard of ``items``; ``work`` writes the
     outputs and returns ``(paths written, figures)``.  Reads run one item ahead in a thread.
 
-    ``folder`` False (a single-file input): no manifest, and an error stops the command."""
+    ``folder`` False (a single-file input): no manifest, and an error stops the command.  ``settings``: the
+    options that shape the outputs (:func:`settings_of`); an input done with others is redone."""
     out = Path(out)
     t0 = time.perf_counter()
     summary = Summary(total=len(items))
@@ -304,11 +326,14 @@ def run(
     previous = {} if overwrite else read_manifest(out)
     todo = []
     for it in mine:
-        if _complete(previous.get(it.rel), out):
-            summary.skipped += 1
-        else:
-            todo.append(it)
-    done_before = sum(1 for it in items if (previous.get(it.rel) or {}).get("status") == "done")
+        row = previous.get(it.rel)
+        if _complete(row, out):
+            if row.get("settings", settings) == settings:  # a line from before settings were kept: as it was
+                summary.skipped += 1
+                continue
+            summary.changed += 1
+        todo.append(it)
+    done_before = sum(1 for it in items if _done_as(previous.get(it.rel), settings))
     show = progress and int(os.environ.get("LOCAL_RANK", 0)) == 0
     bar = _Progress(manifest, len(items) if n > 1 else len(mine), done_before if n > 1 else summary.skipped, show)
     host = socket.gethostname()
@@ -336,6 +361,8 @@ def run(
                 ]
                 row.update(figures)  # the task's figures; the runner's own fields win
                 row.update(status="done", files=files)
+                if settings is not None:
+                    row["settings"] = settings
                 summary.rows.append(row)
             except VaekitError as e:
                 row.update(status="failed", error=str(e))

@@ -204,4 +204,5 @@ def enhance_paths(src, dst, ops: str, *, shard=None, overwrite=False, progress=F
         write_image(it.output, apply_ops(img, names), *source_format(it.input).written, alpha=alpha)
         return [it.output], {"ops": names}
 
-    return batch.run_images(src, dst, work, shard=shard, overwrite=overwrite, progress=progress, alpha=True)
+    opts = {"settings": batch.settings_of(ops=names), "shard": shard, "overwrite": overwrite, "progress": progress}
+    return batch.run_images(src, dst, work, alpha=True, **opts)

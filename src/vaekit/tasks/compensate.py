@@ -193,4 +193,6 @@ def compensate_paths(
         write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
         return [it.output], {k: v for k, v in r.info.items() if k != "seconds"}
 
-    return batch.run_images(inp, output, work, shard=shard, overwrite=overwrite, progress=progress, alpha=True)
+    settings = batch.settings_of(method=method, model=model, seed=seed)
+    opts = {"settings": settings, "shard": shard, "overwrite": overwrite, "progress": progress}
+    return batch.run_images(inp, output, work, alpha=True, **opts)

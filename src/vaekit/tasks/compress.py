@@ -403,9 +403,11 @@ def compress_paths(
         atomic_write_text(it.output, data)
         return [it.output], info
 
-    return batch.run(
-        items, work, read=read, out=dst, folder=Path(src).is_dir(), shard=shard, overwrite=overwrite, progress=progress
+    settings = batch.settings_of(
+        quality=quality, target_bpp=target_bpp, target_psnr=target_psnr, effort=effort, model=model, tile=tile
     )
+    opts = {"settings": settings, "shard": shard, "overwrite": overwrite, "progress": progress}
+    return batch.run(items, work, read=read, out=dst, folder=Path(src).is_dir(), **opts)
 
 
 def vkc_files(src) -> list:
@@ -439,6 +441,7 @@ def decompress_paths(src, dst, *, model=None, device=None, shard=None, overwrite
         read=lambda it: Path(it.input).read_bytes(),
         out=dst,
         folder=Path(src).is_dir(),
+        settings=batch.settings_of(model=model),
         shard=shard,
         overwrite=overwrite,
         progress=progress,
