@@ -35,6 +35,9 @@ def test_float_tiff_and_npy_keep_values(tmp_path):
     assert torch.allclose(read_image(tmp_path / "f.tif")[0], torch.from_numpy(f))
     np.save(tmp_path / "n.npy", f)
     assert torch.allclose(read_image(tmp_path / "n.npy")[0], torch.from_numpy(f))
+    Image.fromarray(f * 255, mode="F").save(tmp_path / "f255.tif")  # another scale: one sentence, not a guess
+    with pytest.raises(VaekitError, match=r"f255.tif holds floats from -51 to 331.5.*scaled to \[0, 1\]"):
+        read_image(tmp_path / "f255.tif")
 
 
 def test_alpha_dropped_with_warning_or_kept(tmp_path):

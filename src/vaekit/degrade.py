@@ -289,11 +289,12 @@ def estimate_sigma(y, *, correlated: bool = True) -> float:
 
     The wavelet MAD measures white noise.  With ``correlated``, noise that the flattest blocks hold more of than
     the finest scale shows (``noise_correlation`` ratio r above 1, as on camera JPEGs) raises the level to
-    ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level."""
+    ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level.  An image of pure
+    pattern at the finest scale (a 1-bit dither) can measure above the scale: the level is held at 255."""
     if not correlated:
-        return _mad_sigma(_check(y))
+        return min(_mad_sigma(_check(y)), 255.0)
     white, r = noise_correlation(y)
-    return white * max(1.0, r) ** FLAT_POWER
+    return min(white * max(1.0, r) ** FLAT_POWER, 255.0)
 
 
 def blind_level(y) -> tuple[float, float, np.ndarray]:
@@ -302,7 +303,7 @@ def blind_level(y) -> tuple[float, float, np.ndarray]:
     y = _check(y)
     var, mean, inside = _blocks(y)
     white, r = _correlation(y, var, inside)
-    return white * max(1.0, r) ** FLAT_POWER, r, _shape(y, var, mean, inside)
+    return min(white * max(1.0, r) ** FLAT_POWER, 255.0), r, _shape(y, var, mean, inside)
 
 
 def anscombe(y, peak: float) -> np.ndarray:

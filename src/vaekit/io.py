@@ -81,7 +81,13 @@ def _pil_to_array(im: Image.Image, path, alpha: str) -> np.ndarray:
         arr = np.asarray(im)
         return arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
     elif im.mode == "F":
-        return np.asarray(im, dtype=np.float32)
+        a = np.asarray(im, dtype=np.float32)
+        if a.size and np.isfinite(a).all() and np.abs(a).max() > FLOAT_LIMIT:
+            raise VaekitError(
+                f"{path} holds floats from {a.min():g} to {a.max():g}, but a float image file is read in [0, 1] "
+                "units: save it scaled to [0, 1], or as an 8- or 16-bit image"
+            )
+        return a
     return _drop_alpha(_to_float(np.asarray(im)), path, alpha)
 
 

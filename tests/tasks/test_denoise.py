@@ -116,6 +116,19 @@ def test_level_shape_follows_shot_noise_and_stays_flat_for_white_noise():
     assert np.all(degrade.level_shape(tiny) == 1)
 
 
+def test_a_blind_level_above_the_scale_is_held_at_its_top():
+    """A binary pattern at the finest scale measures above 255: the level maps the model reads stay on its scale."""
+    from vaekit.tasks.denoise import for_noise
+
+    y, x = np.mgrid[:64, :80]
+    bits = ((y + x) % 2).astype(np.float32)  # a 1-bit checkerboard
+    assert degrade.blind_level(bits)[0] == degrade.estimate_sigma(bits) == 255.0
+    assert degrade.noise_correlation(bits)[0] > 255  # what the finest scale measures
+    seen = []
+    est, s, path = for_noise(lambda a, m: seen.append(m) or a, bits, level_map=True)
+    assert path == "blind" and s == 255.0 and seen[0].shape == bits.shape and seen[0].max() <= 255.0
+
+
 def test_blind_correlated_noise_is_denoised_on_pixel_shuffled_sub_images():
     """Camera noise: four half-size passes at the sub-images' level, then one light pass; white noise: one pass."""
     from vaekit.tasks.denoise import SHUFFLE_REFINE, for_noise

@@ -364,9 +364,9 @@ def for_noise(
         s, r, shape = degrade.blind_level(y)
         if y.ndim == 3 and r >= SHUFFLE_RATIO:  # colour: the noise went through a Bayer mosaic
             if camera:
-                return gauss_fn(y, s * shape, camera=True), s, "camera"
+                return gauss_fn(y, _spread(s, shape), camera=True), s, "camera"
             return shuffle_denoise(gauss_fn, y, s), s, "shuffled"
-        return gauss_fn(y, s * shape), s, "blind"
+        return gauss_fn(y, _spread(s, shape)), s, "blind"
     if noise == "poisson":
         if peak is None:
             raise VaekitError("poisson noise needs --peak (expected photons at white)")
@@ -391,8 +391,14 @@ def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> np.ndarray:
     for i in (0, 1):
         for j in (0, 1):
             level_sub, _, shape = degrade.blind_level(y[i::2, j::2])
-            out[i::2, j::2] = gauss_fn(y[i::2, j::2], level_sub * shape)
+            out[i::2, j::2] = gauss_fn(y[i::2, j::2], _spread(level_sub, shape))
     return gauss_fn(out.astype(y.dtype), SHUFFLE_REFINE * level)
+
+
+def _spread(level: float, shape: np.ndarray) -> np.ndarray:
+    """A blind level spread over the image by ``shape``, kept on the 0–255 scale (an image of pure noise, a
+    binary one say, can measure above it)."""
+    return np.minimum(level * shape, 255.0)
 
 
 def check_level_map(levels, shape) -> np.ndarray:
