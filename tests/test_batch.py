@@ -120,6 +120,11 @@ def test_a_rerun_with_other_settings_redoes_what_the_old_ones_made(tmp_path, cap
     assert (tmp_path / "one.png").read_bytes() == second["im00.png"]
     assert main(args + ["--ops", "contrast=0.5"]) == 0  # the same settings again: nothing to do
     assert "4 already done" in capsys.readouterr().out and _pngs(out) == second
+    assert batch.summarize(out)["settings"] == [{"settings": {"ops": ["contrast=0.5"]}, "inputs": 4}]
+    (src / "im00.png").unlink()  # a shard of the folder made with other settings: the manifest says so
+    assert main(args + ["--ops", "contrast=1.5"]) == 0 and main(["manifest", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "3 done with ops=['contrast=1.5']" in said and "1 done with ops=['contrast=0.5']" in said
 
 
 def test_a_bad_input_is_logged_and_skipped_with_its_exit_code(tmp_path, capsys):

@@ -380,6 +380,15 @@ def run(
     return summary
 
 
+def _distinct(values: list[dict]) -> list[dict]:
+    """Each distinct settings dict once, in the order first seen, with how many inputs it made (``inputs``)."""
+    seen: dict[str, dict] = {}
+    for v in values:
+        key = json.dumps(v, sort_keys=True)
+        seen.setdefault(key, {"settings": v, "inputs": 0})["inputs"] += 1
+    return list(seen.values())
+
+
 def _missing(out: Path, items: list[Item]) -> bool:
     rows = read_manifest(out)
     return any(it.rel not in rows for it in items)
@@ -403,5 +412,6 @@ def summarize(out) -> dict:
         "seconds": round(sum(r.get("seconds", 0.0) for r in rows), 3),
         "bytes": sum(f["bytes"] for r in done for f in r.get("files", [])),
         "shards": sorted({r.get("shard", "0/1") for r in rows}),
+        "settings": _distinct([r["settings"] for r in done if "settings" in r]),
         "failures": [{"input": r["input"], "error": r.get("error", "")} for r in failed],
     }

@@ -921,6 +921,10 @@ def cmd_manifest(args):
     )
     for f in s["failures"]:
         print(f"  failed: {f['input']}: {f['error']}")
+    if len(s["settings"]) > 1:  # a folder made with more than one set of options (several job arrays, say)
+        for v in s["settings"]:
+            options = ", ".join(f"{k}={v['settings'][k]}" for k in sorted(v["settings"]))
+            print(f"  {v['inputs']} done with {options}")
     return 0
 
 
