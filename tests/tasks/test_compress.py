@@ -394,6 +394,15 @@ def test_effort_searches_latents_that_cost_less_and_the_same_decoder_reads(train
     assert tb["quality"] == 2 and tb["bpp"] <= fit
     with pytest.raises(VaekitError, match="effort"):
         compress(img, 2, effort=7, model=m)
+    x = torch.from_numpy(picture(128, 128, seed=9)).permute(2, 0, 1)[None].float() / 255
+    (y, z), (before, after) = m.refine(x, 1, 20)  # the hyper-latent is searched too, and it is what is coded
+    with torch.no_grad():
+        start = m._analyse_hyper(m.g_a(x) * m.log_gain[1].exp()[None, :, None, None])
+    r = m.compress(x, 1, y=y, z=z)
+    assert after <= before and torch.equal(r["latents"]["z_hat"], torch.round(z).to(torch.int64))
+    assert z.shape == start.shape and not torch.allclose(z, start)  # searched beside y, from h_a's
+    lat = m.decompress(r["strings"], r["shape"], 1)["latents"]
+    assert torch.equal(lat["y_sym"], r["latents"]["y_sym"])
 
 
 def test_quantized_tables_sum_exactly():

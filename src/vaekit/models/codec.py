@@ -33,8 +33,8 @@ several threads and the pixels still depend on the file alone.  It is part of a 
 without it decodes the whole latent in one call, as it always did.
 
 ``refine`` is an encoder-side search (the CLI's ``--effort``): it moves one
-image's latents against that image's own rate-distortion cost before coding;
-the format and the decoder do not change.
+image's latents and hyper-latents against that image's own rate-distortion cost
+before coding; the format and the decoder do not change.
 """
 
 from __future__ import annotations
@@ -550,14 +550,15 @@ class CompressionVAE(nn.Module):
         """The training objective for one image: lambda * 255^2 * MSE + bits per pixel."""
         return self.lambdas[quality] * 255**2 * mse + bits / pixels
 
-    def _relaxed_cost(self, x, y_g, quality: int, tau: float, valid, generator):
-        """The rate-distortion cost of gained latents ``y_g`` with soft rounding (``soft_round``)."""
+    def _relaxed_cost(self, x, y_g, quality: int, tau: float, valid, generator, z=None):
+        """The rate-distortion cost of gained latents ``y_g`` with soft rounding (``soft_round``); ``z``: the
+        hyper-latent searched beside them (rounded straight through), else ``h_a(y_g)``."""
         if self.prior == "factorized":
             rows = (quality * self.M + torch.arange(self.M, device=x.device))[None]
             y_soft = soft_round(y_g, tau, generator)
             bits = -torch.log2(self.y_density.likelihood(y_soft, rows)).sum()
         else:
-            z = self._analyse_hyper(y_g)
+            z = self._analyse_hyper(y_g) if z is None else z
             z_hat = z + (torch.round(z) - z).detach()
             rows = torch.arange(self.N, device=x.device)[None]
             t, mu = self._params(y_g, z_hat)
@@ -571,9 +572,9 @@ class CompressionVAE(nn.Module):
         return self._rd_cost(quality, (x_hat - x)[..., :h, :w].pow(2).mean(), bits, h * w)
 
     @torch.no_grad()
-    def _true_cost(self, x, y, quality: int, valid) -> float:
-        """The cost of coding ``y`` for real: payload bits and the decoded 8-bit pixels."""
-        r = self.compress(x, quality, y=y)
+    def _true_cost(self, x, y, quality: int, valid, z=None) -> float:
+        """The cost of coding ``y`` (and ``z``) for real: payload bits and the decoded 8-bit pixels."""
+        r = self.compress(x, quality, y=y, z=z)
         workers = torch.get_num_threads()
         x_hat = self.decompress(r["strings"], r["shape"], quality, device=x.device, workers=workers)["x_hat"]
         h, w = valid
@@ -581,11 +582,13 @@ class CompressionVAE(nn.Module):
         return self._rd_cost(quality, float((x_hat - x[..., :h, :w]).pow(2).mean()), 8 * len(r["strings"][0]), h * w)
 
     def refine(self, x, quality: int, steps: int, y=None, valid=None, seed: int = 0):
-        """Latents for ``compress(x, quality, y=...)`` searched for this one image: ``steps`` Adam steps on its
-        rate-distortion cost under stochastic Gumbel annealing (``soft_round``), starting from ``g_a(x)``.
-        Every ``REFINE_CHECK`` steps the candidate is coded for real; the best is returned, so the result is
-        never worse than ``g_a(x)`` on that cost.  ``valid``: (h, w) of the real pixels inside the padded
-        ``x`` (the padding costs no distortion).  -> (ungained latents, (cost before, cost after))."""
+        """Latents for ``compress(x, quality, y=..., z=...)`` searched for this one image: ``steps`` Adam steps on
+        its rate-distortion cost under stochastic Gumbel annealing (``soft_round``), starting from ``g_a(x)``;
+        the hyper-latent ``z`` is searched beside ``y`` (from ``h_a``, rounded straight through), since the
+        amortized ``h_a`` prices the rounded residual only on average.  Every ``REFINE_CHECK`` steps the candidate
+        is coded for real; the best is returned, so the result is never worse than ``g_a(x)`` on that cost.
+        ``valid``: (h, w) of the real pixels inside the padded ``x`` (the padding costs no distortion).
+        -> ((ungained latents, z or None: the factorized prior has none), (cost before, cost after))."""
         if not 0 <= quality < self.qualities:
             raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
         valid = valid or tuple(x.shape[-2:])
@@ -593,11 +596,14 @@ class CompressionVAE(nn.Module):
         gain = self.log_gain[quality].detach().exp()[None, :, None, None]
         with torch.no_grad():
             y = self.g_a(x) if y is None else y
+            z = None if self.prior == "factorized" else self._analyse_hyper(y * gain)
         best_y, first = y, self._true_cost(x, y, quality, valid)
-        best = first
+        best, best_z = first, None
         frozen = [(p, p.requires_grad) for p in self.parameters()]
         y_g = (y * gain).detach().requires_grad_(True)
-        opt = torch.optim.Adam([y_g], lr=REFINE_LR)
+        if z is not None:
+            z = z.detach().requires_grad_(True)
+        opt = torch.optim.Adam([y_g] + ([z] if z is not None else []), lr=REFINE_LR)
         try:
             for p, _ in frozen:
                 p.requires_grad_(False)
@@ -605,24 +611,25 @@ class CompressionVAE(nn.Module):
                 for i in range(steps):
                     tau = REFINE_TAU[0] * (REFINE_TAU[1] / REFINE_TAU[0]) ** (i / max(steps - 1, 1))
                     opt.zero_grad()
-                    self._relaxed_cost(x, y_g, quality, tau, valid, gen).backward()
+                    self._relaxed_cost(x, y_g, quality, tau, valid, gen, z=z).backward()
                     opt.step()
                     if (i + 1) % REFINE_CHECK == 0 or i + 1 == steps:
-                        cand = y_g.detach() / gain
-                        cost = self._true_cost(x, cand, quality, valid)
+                        cand, cand_z = y_g.detach() / gain, None if z is None else z.detach().clone()
+                        cost = self._true_cost(x, cand, quality, valid, z=cand_z)
                         if cost < best:
-                            best_y, best = cand, cost
+                            best_y, best_z, best = cand, cand_z, cost
         finally:
             for p, flag in frozen:
                 p.requires_grad_(flag)
-        return best_y, (first, best)
+        return (best_y, best_z), (first, best)
 
     # ------------------------------------------------------------------ coding
     @torch.no_grad()
-    def compress(self, x, quality: int, y=None):
+    def compress(self, x, quality: int, y=None, z=None):
         """x: (1, C, H, W) in [0, 1], H, W multiples of ``pad_unit`` -> {"strings", "shape", "bits", "latents"}.
 
-        ``y``: ``g_a(x)`` when the caller already has it (coding one image at several qualities)."""
+        ``y``: ``g_a(x)`` when the caller already has it (coding one image at several qualities); ``z``: a
+        hyper-latent searched for this image (``refine``; rounded here), else ``h_a`` of the gained ``y``."""
         if not 0 <= quality < self.qualities:
             raise VaekitError(f"quality index {quality} out of range 0..{self.qualities - 1}")
         y = self.g_a(x) if y is None else y
@@ -636,7 +643,7 @@ class CompressionVAE(nn.Module):
             z_shape = tuple(y_sym.shape[-2:])
             latents = {"y_sym": y_sym}
         else:
-            z = self._analyse_hyper(y_g.float().to(x.device))
+            z = self._analyse_hyper(y_g.float().to(x.device)) if z is None else z
             z_hat = torch.round(z).cpu().to(torch.int64)
             zrows = torch.arange(self.N).view(1, -1, 1, 1).expand_as(z_hat)
             bits["z"] = self._coder("z").encode(enc, z_hat.numpy(), zrows.numpy())

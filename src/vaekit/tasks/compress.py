@@ -98,10 +98,11 @@ class _Encoder:
                 y = self.model.g_a(xt)
                 if len(tiles) == 1:
                     self._y[i] = y
+            z = None
             if effort:
-                y, (before, after) = self.model.refine(xt, quality - 1, EFFORT_STEPS[effort], y=y, valid=(h, w))
+                (y, z), (before, after) = self.model.refine(xt, quality - 1, EFFORT_STEPS[effort], y=y, valid=(h, w))
                 costs[0], costs[1] = costs[0] + before * h * w, costs[1] + after * h * w
-            r = self.model.compress(xt, quality - 1, y=y)
+            r = self.model.compress(xt, quality - 1, y=y, z=z)
             payloads.append(r["strings"][0])
             for k, v in r["bits"].items():
                 bits[k] += v
