@@ -322,37 +322,6 @@ def test_a_post_filter_starts_as_the_codec_it_grows_from_and_learns_alone(traine
     assert err[1] < 0.9 * err[0]
 
 
-def test_the_rounded_rate_prices_what_the_coder_codes_and_trains_the_hyper_analysis_alone(trained_tiny):
-    """``rate="rounded"``: in training the rate is that of the rounded z and residual (no noise, the coder's
-    bits up to the tables' precision), its gradient reaches h_a, and h_a trained alone on it codes the same
-    image in fewer bits with every decoder-side tensor unchanged."""
-    src = checkerboard_from(trained_tiny[0])
-    m = create_model("codec-checkerboard", N=src.N, M=src.M, lambdas=src.lambdas, rate="rounded")
-    m.load_state_dict(src.state_dict())
-    m.update()
-    with pytest.raises(VaekitError, match="rate"):
-        create_model("codec-checkerboard", rate="exact")
-    x = torch.from_numpy(picture(128, 192, seed=8)).permute(2, 0, 1)[None].float() / 255
-    coded = sum(m.compress(x, 1)["bits"].values())
-    m.train()
-    a, b = m(x, 1)["bpp"], m(x, 1)["bpp"]
-    assert torch.equal(a, b) and float(a.detach()) * x.shape[-2] * x.shape[-1] == pytest.approx(coded, rel=0.02)
-    decoder = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("h_a.")}
-    for p_ in m.parameters():
-        p_.requires_grad_(False)
-    for p_ in m.h_a.parameters():
-        p_.requires_grad_(True)
-    opt = torch.optim.Adam(m.h_a.parameters(), 3e-3)
-    for _ in range(30):
-        loss = m.loss(x, m(x, 1))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    m.eval()
-    assert all(torch.equal(v, m.state_dict()[k]) for k, v in decoder.items())
-    assert sum(m.compress(x, 1)["bits"].values()) < coded
-
-
 def test_the_weights_id_follows_the_weights_after_update(trained_tiny, tmp_path):
     """A model trained on in-process and ``update``d writes its new weights' id, so that its files decode with
     the saved weights and are refused by the old ones."""

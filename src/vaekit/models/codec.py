@@ -251,11 +251,7 @@ class CompressionVAE(nn.Module):
     anchors (``anchors``) with parameters from the hyperprior alone, then the rest with parameters that
     also read the decoded anchors through a 5x5 convolution (``CheckerboardContext``).  The
     entropy-parameter network adds a correction to the hyperprior's (ln sigma, mean); its last layer
-    starts at zero, so a model initialised from a mean-scale hyperprior starts as exactly that model.
-
-    ``rate``: how training prices the latents.  "noise" adds uniform noise to ``z`` and to the residual
-    ``y - mean`` (Ballé 2018), a smooth stand-in; "rounded" prices what the coder codes, both rounded (the
-    gradient passed straight through), which is what an encoder-side fine-tune of ``h_a`` should see."""
+    starts at zero, so a model initialised from a mean-scale hyperprior starts as exactly that model."""
 
     TABLES = ("z_table", "z_offsets", "z_lengths", "y_table", "y_offsets", "y_lengths")
 
@@ -270,12 +266,8 @@ class CompressionVAE(nn.Module):
         context: str = "none",
         post: int = 0,
         strip: int = 0,
-        rate: str = "noise",
     ):
         super().__init__()
-        if rate not in ("noise", "rounded"):
-            raise VaekitError(f"unknown rate {rate!r}: noise or rounded")
-        self.rate = rate
         if prior not in ("factorized", "scale", "mean-scale"):
             raise VaekitError(f"unknown prior {prior!r}: factorized, scale or mean-scale")
         if distortion not in ("mse", "ms-ssim"):
@@ -387,15 +379,14 @@ class CompressionVAE(nn.Module):
             y_noisy = y_g + torch.empty_like(y_g).uniform_(-0.5, 0.5) if self.training else torch.round(y_g)
             likelihoods["y"] = self.y_density.likelihood(y_noisy, rows)
         else:
-            noisy = self.training and self.rate == "noise"
             z = self._analyse_hyper(y_g)
-            z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noisy else z + (torch.round(z) - z).detach()
+            z_hat = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else torch.round(z)
             rows = torch.arange(self.N, device=x.device)[None].expand(B, -1)
             likelihoods["z"] = self.z_density.likelihood(z_hat, rows)
             t, mu = self._params(y_g, z_hat)
             v = y_g - mu
-            v_q = v + torch.empty_like(v).uniform_(-0.5, 0.5) if noisy else v + (torch.round(v) - v).detach()
-            likelihoods["y"] = gaussian_likelihood(v_q, t.exp())
+            v_noisy = v + torch.empty_like(v).uniform_(-0.5, 0.5) if self.training else torch.round(v)
+            likelihoods["y"] = gaussian_likelihood(v_noisy, t.exp())
         # distortion path: straight-through rounding (the decoder sees what it will see at test time)
         v = y_g - mu
         y_hat = v + (torch.round(v) - v).detach() + mu
