@@ -342,10 +342,14 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
     async def _read(upload: UploadFile, what="the upload") -> tuple[np.ndarray, bytes | None, np.ndarray | None]:
         """The uploaded image, its colour profile and its alpha plane, which the images answered carry on."""
         data = await upload.read()
-        img, alpha = decode_image(data, max_pixels, what, with_alpha=True)
+        img, alpha = await asyncio.to_thread(decode_image, data, max_pixels, what, with_alpha=True)
         return img, upload_profile(data), alpha
 
-    def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None, icc=None, alpha=None):
+    async def _reply(fmt: str, img, figures: dict, extra: dict, seconds: float, download=None, icc=None, alpha=None):
+        """The answer, its images encoded off the event loop (a large PNG takes a while to write)."""
+        return await asyncio.to_thread(_answer, fmt, img, figures, extra, seconds, download, icc, alpha)
+
+    def _answer(fmt: str, img, figures: dict, extra: dict, seconds: float, download, icc, alpha):
         figures = {**figures, "seconds": round(seconds, 3)}
         if fmt == "json":
             body = {"image": _data_url(img, icc, alpha), "figures": figures}
@@ -417,7 +421,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
             request,
             lambda: tasks.denoise(img, sigma=sigma, method=method, add_sigma=add_sigma, seed=seed, strength=strength),
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
+        return await _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/inpaint", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_inpaint(
@@ -459,7 +463,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
             request,
             lambda: tasks.inpaint(img, mk, method=method, samples=samples, seed=seed, detect=detect == "scratches"),
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
+        return await _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/compress", response_class=Response, responses={200: {"content": {"application/octet-stream": {}}}})
     async def api_compress(
@@ -477,7 +481,8 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         out, fig, extra = await worker.run(
             request, lambda: tasks.compress(img, quality=quality, compare=compare, effort=effort, icc=icc, alpha=alpha)
         )
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, download=extra["vkc"], icc=icc, alpha=alpha)
+        seconds = time.perf_counter() - t0
+        return await _reply(format, out, fig, extra, seconds, download=extra["vkc"], icc=icc, alpha=alpha)
 
     @app.post("/api/decompress", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_decompress(request: Request, image: UploadFile = File(...), format: Literal["png", "json"] = "png"):
@@ -487,11 +492,11 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
 
         data = await image.read()
         t0 = time.perf_counter()
-        out, fig, extra = await worker.run(request, lambda: tasks.decompress(data))
+        # the file's colour profile and transparency go into the PNG, as the CLI's
+        (out, fig, extra), icc = await worker.run(request, lambda: (tasks.decompress(data), read_header(data).icc))
         out, alpha = split_alpha(out)
-        icc = read_header(data).icc  # the file's colour profile and transparency go into the PNG, as the CLI's
         alpha = None if alpha is None else alpha / 255.0
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
+        return await _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     @app.post("/api/compensate", response_class=Response, responses={200: {"content": {PNG: {}}}})
     async def api_compensate(
@@ -505,7 +510,7 @@ def create_app(*, max_upload_mb: float = 50, max_pixels: int | None = None, queu
         img, icc, alpha = await _read(image)
         t0 = time.perf_counter()
         out, fig, extra = await worker.run(request, lambda: tasks.compensate(img, method=method, seed=seed))
-        return _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
+        return await _reply(format, out, fig, extra, time.perf_counter() - t0, icc=icc, alpha=alpha)
 
     return UploadLimit(app, int(max_upload_mb * 2**20)), app
 
