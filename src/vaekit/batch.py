@@ -174,6 +174,7 @@ def settings_of(**options) -> dict:
 
 
 def _done_as(row: dict | None, settings: dict | None) -> bool:
+    """Whether a manifest row says done with ``settings`` (a line from before settings were kept: as it was)."""
     return bool(row) and row.get("status") == "done" and row.get("settings", settings) == settings
 
 
@@ -327,10 +328,11 @@ def run(
     todo = []
     for it in mine:
         row = previous.get(it.rel)
-        if _complete(row, out):
-            if row.get("settings", settings) == settings:  # a line from before settings were kept: as it was
+        if _done_as(row, settings):
+            if _complete(row, out):
                 summary.skipped += 1
                 continue
+        elif row and row.get("status") == "done":  # made with other settings: redone, its files not read
             summary.changed += 1
         todo.append(it)
     done_before = sum(1 for it in items if _done_as(previous.get(it.rel), settings))

@@ -133,6 +133,7 @@ def add_noise(
 # the blind level rises as (flat-block level / wavelet-MAD level) ** FLAT_POWER: chosen on simulated camera files
 # over photos-val (docs/decisions.md); blocks of FLAT_BLOCK px, read at the FLAT_QUANTILE-th percentile
 FLAT_POWER, FLAT_BLOCK, FLAT_QUANTILE = 2.0, 8, 10.0
+LEVEL_MAX = 255.0  # the top of the 0–255 scale, where blind levels are held (a 1-bit dither measures above it)
 SHOT_RATIO = 1.4  # the least change of level across the brightness range that draws a map (docs/decisions.md)
 # a clipped plane's MAD leaves out coefficients where clipping keeps under CLIP_FLOOR of the noise's spread (chosen
 # on photos-val, docs/decisions.md)
@@ -292,9 +293,13 @@ def estimate_sigma(y, *, correlated: bool = True) -> float:
     ``white * r ** FLAT_POWER``; white noise (r at most about 1) keeps its MAD level.  An image of pure
     pattern at the finest scale (a 1-bit dither) can measure above the scale: the level is held at 255."""
     if not correlated:
-        return min(_mad_sigma(_check(y)), 255.0)
-    white, r = noise_correlation(y)
-    return min(white * max(1.0, r) ** FLAT_POWER, 255.0)
+        return min(_mad_sigma(_check(y)), LEVEL_MAX)
+    return _level(*noise_correlation(y))
+
+
+def _level(white: float, r: float) -> float:
+    """The blind level from the wavelet level and the flat-block ratio (:func:`estimate_sigma`)."""
+    return min(white * max(1.0, r) ** FLAT_POWER, LEVEL_MAX)
 
 
 def blind_level(y) -> tuple[float, float, np.ndarray]:
@@ -303,7 +308,7 @@ def blind_level(y) -> tuple[float, float, np.ndarray]:
     y = _check(y)
     var, mean, inside = _blocks(y)
     white, r = _correlation(y, var, inside)
-    return min(white * max(1.0, r) ** FLAT_POWER, 255.0), r, _shape(y, var, mean, inside)
+    return _level(white, r), r, _shape(y, var, mean, inside)
 
 
 def anscombe(y, peak: float) -> np.ndarray:

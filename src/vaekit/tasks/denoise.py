@@ -396,9 +396,8 @@ def shuffle_denoise(gauss_fn, y: np.ndarray, level: float) -> np.ndarray:
 
 
 def _spread(level: float, shape: np.ndarray) -> np.ndarray:
-    """A blind level spread over the image by ``shape``, kept on the 0–255 scale (an image of pure noise, a
-    binary one say, can measure above it)."""
-    return np.minimum(level * shape, 255.0)
+    """A blind level spread over the image by ``shape``, kept on the 0–255 scale (``degrade.LEVEL_MAX``)."""
+    return np.minimum(level * shape, degrade.LEVEL_MAX)
 
 
 def check_level_map(levels, shape) -> np.ndarray:
