@@ -127,6 +127,39 @@ def test_a_rerun_with_other_settings_redoes_what_the_old_ones_made(tmp_path, cap
     assert "3 done with ops=['contrast=1.5']" in said and "1 done with ops=['contrast=0.5']" in said
 
 
+def test_a_rerun_redoes_inputs_and_masks_that_changed_since(tmp_path, capsys):
+    src = _folder(tmp_path / "in", n=4)
+    masks = tmp_path / "masks"
+    for p in src.rglob("*.png"):
+        m = np.zeros(np.asarray(Image.open(p)).shape[:2], np.uint8)
+        m[5:15, 5:15] = 255
+        where = masks / p.relative_to(src)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(m).save(where)
+    out = tmp_path / "out"
+    args = ["inpaint", str(src), "-o", str(out), "--mask-dir", str(masks), "--method", "telea", "--quiet"]
+    assert main(args) == 0
+    first = _pngs(out)
+    img = np.asarray(Image.open(src / "im00.png")).copy()
+    img[:20] = 0
+    Image.fromarray(img).save(src / "im00.png")  # the input replaced under the same name
+    m = np.zeros(np.asarray(Image.open(src / "sub" / "im01.png")).shape[:2], np.uint8)
+    m[20:30, 10:30] = 255
+    Image.fromarray(m).save(masks / "sub" / "im01.png")  # and another input's mask
+    capsys.readouterr()
+    assert main(args) == 0
+    said = capsys.readouterr().out
+    assert "2 of 4 inputs" in said and "2 already done" in said and "2 redone as their files changed" in said
+    second = _pngs(out)
+    assert [k for k in first if second[k] != first[k]] == ["im00.png", "sub/im01.png"]
+    rows = read_manifest(out)
+    assert [s["path"] for s in rows["sub/im01.png"]["sources"]] == [
+        str(src / "sub/im01.png"),
+        str(masks / "sub/im01.png"),
+    ]
+    assert main(args) == 0 and "4 already done" in capsys.readouterr().out
+
+
 def test_a_bad_input_is_logged_and_skipped_with_its_exit_code(tmp_path, capsys):
     src = _folder(tmp_path / "in", n=4)
     (src / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")

@@ -7,9 +7,10 @@ shard), so the split is deterministic and every input lands in exactly one shard
 ``OUT/manifest.jsonl`` records one JSON line per finished input: its outputs with their size and sha256,
 the status, the seconds taken, the task's figures and the settings that shaped them.  Every process appends to
 it under an exclusive ``flock``; a rerun appends a new line for what it redoes and readers keep each input's last
-line.  A rerun skips an input whose line says done with the same settings and whose outputs still have that size
-and hash, so a killed run (``kill -9``, a lost node, an elastic restart) loses only the files in flight, and a
-rerun with other settings redoes what the old ones made.  Outputs are written
+line.  A rerun skips an input whose line says done with the same settings, whose input files (the image and any
+mask it read) still have the size and modification time they had, and whose outputs still have that size and
+hash, so a killed run (``kill -9``, a lost node, an elastic restart) loses only the files in flight, and a rerun
+with other settings or changed inputs redoes what they made.  Outputs are written
 under a temporary name and renamed; temporaries left by dead writers on this host are removed at start.
 One bad input is logged with its one-line error and skipped; the command then exits with
 :data:`FAILED_EXIT`.
@@ -50,6 +51,7 @@ class Summary:
     rows: list = field(default_factory=list)
     skipped: int = 0
     changed: int = 0  # inputs done before with other settings, redone now
+    updated: int = 0  # inputs done before whose files changed since, redone now
     failed: list = field(default_factory=list)
     seconds: float = 0.0
     total: int = 0  # inputs in the whole folder, all shards
@@ -178,6 +180,16 @@ def _done_as(row: dict | None, settings: dict | None) -> bool:
     return bool(row) and row.get("status") == "done" and row.get("settings", settings) == settings
 
 
+def stamps(paths) -> list[dict]:
+    """What a rerun compares to tell whether input files changed: each one's path, size and modification time
+    (as make does; reading every input again would cost as much as the run)."""
+    out = []
+    for p in map(Path, paths):
+        st = p.stat() if p.exists() else None
+        out.append({"path": str(p), "bytes": st.st_size if st else None, "mtime_ns": st.st_mtime_ns if st else None})
+    return out
+
+
 def _complete(row: dict | None, out: Path) -> bool:
     """Whether a manifest row says done and every output it lists still has its size and hash."""
     if not row or row.get("status") != "done":
@@ -297,6 +309,7 @@ def run(
     out,
     folder: bool,
     settings: dict | None = None,
+    sources: Callable | None = None,
     shard: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
@@ -305,7 +318,8 @@ def run(
     outputs and returns ``(paths written, figures)``.  Reads run one item ahead in a thread.
 
     ``folder`` False (a single-file input): no manifest, and an error stops the command.  ``settings``: the
-    options that shape the outputs (:func:`settings_of`); an input done with others is redone."""
+    options that shape the outputs (:func:`settings_of`); an input done with others is redone.  ``sources(item)``:
+    the files an item reads besides its input (a mask); an input whose files changed since is redone."""
     out = Path(out)
     t0 = time.perf_counter()
     summary = Summary(total=len(items))
@@ -325,11 +339,14 @@ def run(
     clean_temporaries(out)
     manifest = out / MANIFEST
     previous = {} if overwrite else read_manifest(out)
-    todo = []
+    todo, stamp = [], {}
     for it in mine:
         row = previous.get(it.rel)
+        stamp[it.rel] = stamps([it.input, *(sources(it) if sources else [])])
         if _done_as(row, settings):
-            if _complete(row, out):
+            if row.get("sources", stamp[it.rel]) != stamp[it.rel]:  # its files changed: redone, outputs not read
+                summary.updated += 1
+            elif _complete(row, out):
                 summary.skipped += 1
                 continue
         elif row and row.get("status") == "done":  # made with other settings: redone, its files not read
@@ -362,7 +379,7 @@ def run(
                     for p in _outputs(paths)
                 ]
                 row.update(figures)  # the task's figures; the runner's own fields win
-                row.update(status="done", files=files)
+                row.update(status="done", files=files, sources=stamp[it.rel])
                 if settings is not None:
                     row["settings"] = settings
                 summary.rows.append(row)

@@ -678,6 +678,7 @@ def _finish(args, summary, verb: str, line=None) -> int:
             f"{verb} {done} of {summary.total} inputs into {args.output} in {summary.seconds:.1f} s"
             + (f", {summary.skipped} already done" if summary.skipped else "")
             + (f", {summary.changed} redone with the new settings" if summary.changed else "")
+            + (f", {summary.updated} redone as their files changed" if summary.updated else "")
             + (f", {len(summary.failed)} failed (listed in {args.output}/manifest.jsonl)" if summary.failed else "")
             + (f" (shard {args.shard})" if args.shard is not None else "")
         )

@@ -423,8 +423,6 @@ def read_transparent(path, max_pixels=None) -> tuple[np.ndarray, np.ndarray]:
 def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
     from pathlib import Path
 
-    from ..data import IMAGE_SUFFIXES
-
     given = [a is not None for a in (mask, mask_dir, box, detect)]
     if sum(given) != 1:
         raise VaekitError("say what is missing with exactly one of --mask, --mask-dir, --box or --detect")
@@ -436,11 +434,24 @@ def _mask_for(f, img, inp, *, mask=None, mask_dir=None, box=None, detect=None):
         if detect not in DETECT:
             raise VaekitError(f"--detect knows {' and '.join(DETECT)}, not {detect!r}")
         return detect_scratches(img)
+    found = _mask_file(f, inp, mask_dir)
+    if found is None:
+        rel = Path(f).relative_to(inp) if Path(inp).is_dir() else Path(Path(f).name)
+        raise VaekitError(f"no mask for {f} in {mask_dir} (looked for {rel.with_suffix('.*')})")
+    return degrade.read_mask(found, img.shape)
+
+
+def _mask_file(f, inp, mask_dir):
+    """The mask in ``mask_dir`` for input ``f`` (the same relative name, any image suffix), or None."""
+    from pathlib import Path
+
+    from ..data import IMAGE_SUFFIXES
+
     rel = Path(f).relative_to(inp) if Path(inp).is_dir() else Path(Path(f).name)
     for cand in [Path(mask_dir) / rel] + [Path(mask_dir) / rel.with_suffix(s) for s in sorted(IMAGE_SUFFIXES)]:
         if cand.is_file():
-            return degrade.read_mask(cand, img.shape)
-    raise VaekitError(f"no mask for {f} in {mask_dir} (looked for {rel.with_suffix('.*')})")
+            return cand
+    return None
 
 
 def inpaint_paths(
@@ -518,12 +529,17 @@ def inpaint_paths(
             write_image(it.output, r.image, *source_format(it.input).written, alpha=alpha)
         return [it.output], {"hole_fraction": float(mk.mean()), "method": r.method}
 
+    def sources(it):  # the mask files an input reads, so that a rerun sees them change
+        found = mask if mask is not None else None if mask_dir is None else _mask_file(it.input, inp, mask_dir)
+        return [] if found is None else [found]
+
     return batch.run(
         items,
         work,
         read=read,
         out=output,
         folder=inp.is_dir(),
+        sources=sources,
         settings=batch.settings_of(
             mask=mask,
             mask_dir=mask_dir,
