@@ -836,3 +836,24 @@ def test_the_compression_benchmark_measures_effort_levels(trained_tiny, tmp_path
     Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "small" / "2.png")
     with pytest.raises(VaekitError, match="over 160 px"):
         run(data_dir=str(tmp_path / "small"), model=str(path), codecs="", output=str(out), quiet=True)
+
+
+def test_post_joint_trains_the_transforms_through_the_fixed_filter(trained_tiny):
+    """With ``post_joint`` the transforms learn the rate-distortion cost of the filtered image, so their gradient
+    changes, while the filter still learns from its own objective alone."""
+    src = checkerboard_from(trained_tiny[0])
+    x = torch.from_numpy(picture(64, 64, seed=5)).permute(2, 0, 1)[None].float() / 255
+    grads = {}
+    for joint in (False, True):
+        m = create_model("codec-checkerboard", N=src.N, M=src.M, lambdas=src.lambdas, post=8, post_joint=joint)
+        m.load_state_dict(src.state_dict(), strict=False)
+        torch.manual_seed(2)
+        for p in m.post.parameters():
+            p.data.normal_(0, 0.05)  # a filter that has learned something
+        m.train()
+        torch.manual_seed(1)
+        m.loss(x, m(x, 1))["loss"].backward()
+        grads[joint] = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    assert all(torch.allclose(grads[False][k], grads[True][k]) for k in grads[True] if k.startswith("post."))
+    assert not torch.allclose(grads[False]["g_s.0.weight"], grads[True]["g_s.0.weight"])
+    assert not torch.allclose(grads[False]["g_a.0.weight"], grads[True]["g_a.0.weight"])

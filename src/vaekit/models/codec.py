@@ -25,6 +25,9 @@ on the transforms' output with that output held fixed (so the transforms keep
 their own rate-distortion objective), for the mean PSNR over qualities: with
 one synthesis for every rate, the lambda-weighted loss leaves the low
 qualities least served.  The latents and their rate do not change.
+With ``post_joint`` (training only) the transforms then learn the rate-distortion
+cost of the filtered image, the filter held fixed for them, so that the two
+share the work; the filter keeps its own objective.
 
 ``strip`` (latent units; 0 = the whole latent at once) makes the decoder run the float synthesis in strips
 across the latent's longer side, at most that many units each, with ``STRIP_HALO`` units of overlap on either
@@ -266,6 +269,7 @@ class CompressionVAE(nn.Module):
         context: str = "none",
         post: int = 0,
         strip: int = 0,
+        post_joint: bool = False,
     ):
         super().__init__()
         if prior not in ("factorized", "scale", "mean-scale"):
@@ -310,6 +314,7 @@ class CompressionVAE(nn.Module):
             nn.init.zeros_(self.ep[-1].weight)
             nn.init.zeros_(self.ep[-1].bias)
         self.post = PostFilter(N, Q, int(post), channels) if post else None
+        self.post_joint = bool(post_joint) and self.post is not None
         if strip and int(strip) < 2 * STRIP_HALO:
             raise VaekitError(f"strip must be 0 or at least {2 * STRIP_HALO} latent units, not {strip}")
         self.strip = int(strip)
@@ -394,6 +399,9 @@ class CompressionVAE(nn.Module):
         x_synth = self.g_s[-1](h)
         # the post-filter learns on the transforms' output as it is, not the transforms on the filter's
         x_hat = x_synth if self.post is None else self.post(h.detach(), x_synth.detach(), q)
+        if self.post_joint:  # the transforms learn on the filtered image, the filter held fixed for them
+            fixed = {k: v.detach() for k, v in self.post.named_parameters()}
+            x_synth = torch.func.functional_call(self.post, fixed, (h, x_synth, q))
         pixels = x.shape[-2] * x.shape[-1]
         bits = sum(-torch.log2(p).flatten(1).sum(1) for p in likelihoods.values())
         return {"x_hat": x_hat, "x_synth": x_synth, "likelihoods": likelihoods, "bpp": bits / pixels, "quality": q}
@@ -410,8 +418,9 @@ class CompressionVAE(nn.Module):
     def loss(self, x, out, kl_weight: float = 1.0):
         """Rate-distortion loss, averaged over the batch: lambda_q * 255^2 * MSE + bpp, or with
         ``distortion="ms-ssim"`` lambda_q * (1 - MS-SSIM) + bpp (crops of at least 161 px), on the synthesis
-        transform's image; with a post-filter, minus the mean PSNR (dB) of the filtered images, which only the
-        filter learns from.
+        transform's image (with ``post_joint``, on the filtered image); with a post-filter, minus the mean PSNR (dB)
+        of the filtered images, which only the filter learns from.  ``elbo`` (what validation keeps) is minus the
+        loss, or with ``post_joint`` minus the filtered image's rate-distortion cost alone.
 
         Reported as a VAE: ``kl`` is the rate (bits per pixel), ``rec`` the MSE of the decoded (filtered) image."""
         x_synth = out.get("x_synth", out["x_hat"])
@@ -424,12 +433,12 @@ class CompressionVAE(nn.Module):
             per = lam * d + kl_weight * out["bpp"]
         else:
             per = lam * 255**2 * (x_synth - x).pow(2).flatten(1).mean(1) + kl_weight * out["bpp"]
-        loss = per.mean()
+        loss = rd = per.mean()
         if self.post is not None:  # the filter's own objective: the mean PSNR over the batch's qualities
             loss = loss + 10 * torch.log10(mse.clamp_min(1e-10)).mean()
         return {
             "loss": loss,
-            "elbo": -loss.detach(),
+            "elbo": -(rd if self.post_joint else loss).detach(),
             "rec": mse.mean().detach(),
             "kl": out["bpp"].mean().detach(),
             "psnr": (-10 * torch.log10(mse.clamp_min(1e-10))).mean().detach(),
