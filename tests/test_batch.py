@@ -158,6 +158,8 @@ def test_a_rerun_redoes_inputs_and_masks_that_changed_since(tmp_path, capsys):
         str(masks / "sub/im01.png"),
     ]
     assert main(args) == 0 and "4 already done" in capsys.readouterr().out
+    src.rename(tmp_path / "moved")  # a moved folder holds the same inputs
+    assert main([args[0], str(tmp_path / "moved"), *args[2:]]) == 0 and "4 already done" in capsys.readouterr().out
 
 
 def test_a_bad_input_is_logged_and_skipped_with_its_exit_code(tmp_path, capsys):

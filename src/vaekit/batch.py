@@ -190,6 +190,12 @@ def stamps(paths) -> list[dict]:
     return out
 
 
+def _same_files(old: list[dict], new: list[dict]) -> bool:
+    """Whether two :func:`stamps` describe the same contents: sizes and times, not paths (a moved folder is the
+    same input)."""
+    return [(s["bytes"], s["mtime_ns"]) for s in old] == [(s["bytes"], s["mtime_ns"]) for s in new]
+
+
 def _complete(row: dict | None, out: Path) -> bool:
     """Whether a manifest row says done and every output it lists still has its size and hash."""
     if not row or row.get("status") != "done":
@@ -344,7 +350,7 @@ def run(
         row = previous.get(it.rel)
         stamp[it.rel] = stamps([it.input, *(sources(it) if sources else [])])
         if _done_as(row, settings):
-            if row.get("sources", stamp[it.rel]) != stamp[it.rel]:  # its files changed: redone, outputs not read
+            if not _same_files(row.get("sources", stamp[it.rel]), stamp[it.rel]):  # changed: redone, outputs not read
                 summary.updated += 1
             elif _complete(row, out):
                 summary.skipped += 1
