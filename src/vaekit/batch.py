@@ -180,7 +180,7 @@ def _done_as(row: dict | None, settings: dict | None) -> bool:
     return bool(row) and row.get("status") == "done" and row.get("settings", settings) == settings
 
 
-def stamps(paths) -> list[dict]:
+def _stamps(paths) -> list[dict]:
     """What a rerun compares to tell whether input files changed: each one's path, size and modification time
     (as make does; reading every input again would cost as much as the run)."""
     out = []
@@ -191,7 +191,7 @@ def stamps(paths) -> list[dict]:
 
 
 def _same_files(old: list[dict], new: list[dict]) -> bool:
-    """Whether two :func:`stamps` describe the same contents: sizes and times, not paths (a moved folder is the
+    """Whether two :func:`_stamps` describe the same contents: sizes and times, not paths (a moved folder is the
     same input)."""
     return [(s["bytes"], s["mtime_ns"]) for s in old] == [(s["bytes"], s["mtime_ns"]) for s in new]
 
@@ -348,7 +348,7 @@ def run(
     todo, stamp = [], {}
     for it in mine:
         row = previous.get(it.rel)
-        stamp[it.rel] = stamps([it.input, *(sources(it) if sources else [])])
+        stamp[it.rel] = _stamps([it.input, *(sources(it) if sources else [])])
         if _done_as(row, settings):
             if not _same_files(row.get("sources", stamp[it.rel]), stamp[it.rel]):  # changed: redone, outputs not read
                 summary.updated += 1
