@@ -109,6 +109,18 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _ms_ssim(x.float(), y.float(), data_range=1.0, size_average=False)
 
 
+def _log_rate_curve(rate, psnr):
+    """(PSNR, log-rate) of a rate-distortion curve, sorted by PSNR with repeated PSNRs dropped (PCHIP needs
+    increasing x)."""
+    import numpy as np
+
+    r, p = np.asarray(rate, float), np.asarray(psnr, float)
+    order = np.argsort(p)
+    p, lr = p[order], np.log(r[order])
+    keep = np.r_[True, np.diff(p) > 1e-9]
+    return p[keep], lr[keep]
+
+
 def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> tuple[float, tuple[float, float]] | tuple[None, None]:
     """Bjøntegaard delta rate of curve b against curve a, in percent (negative: b needs fewer bits).
 
@@ -118,18 +130,24 @@ def bd_rate(rate_a, psnr_a, rate_b, psnr_b) -> tuple[float, tuple[float, float]]
     import numpy as np
     from scipy.interpolate import PchipInterpolator
 
-    def curve(r, p):
-        r, p = np.asarray(r, float), np.asarray(p, float)
-        order = np.argsort(p)
-        p, lr = p[order], np.log(r[order])
-        keep = np.r_[True, np.diff(p) > 1e-9]  # PCHIP needs increasing x
-        return p[keep], lr[keep]
-
-    pa, la = curve(rate_a, psnr_a)
-    pb, lb = curve(rate_b, psnr_b)
+    pa, la = _log_rate_curve(rate_a, psnr_a)
+    pb, lb = _log_rate_curve(rate_b, psnr_b)
     lo, hi = max(pa.min(), pb.min()), min(pa.max(), pb.max())
     if hi - lo < 1e-6 or len(pa) < 2 or len(pb) < 2:
         return None, None
     ia = PchipInterpolator(pa, la).integrate(lo, hi)
     ib = PchipInterpolator(pb, lb).integrate(lo, hi)
     return float((np.exp((ib - ia) / (hi - lo)) - 1) * 100), (float(lo), float(hi))
+
+
+def rate_at(rate, psnr, target: float) -> float | None:
+    """The rate a curve needs at PSNR ``target``, interpolated as :func:`bd_rate` does (log-rate, PCHIP); None
+    outside the PSNR range the curve covers.  One point of a BD-rate: where along the curve a codec gains or
+    loses."""
+    import numpy as np
+    from scipy.interpolate import PchipInterpolator
+
+    p, lr = _log_rate_curve(rate, psnr)
+    if len(p) < 2 or not p[0] <= target <= p[-1]:
+        return None
+    return float(np.exp(PchipInterpolator(p, lr)(target)))

@@ -827,7 +827,12 @@ def test_the_compression_benchmark_measures_effort_levels(trained_tiny, tmp_path
             cost = lambda r: lam * 255**2 * 10 ** (-r["psnr"] / 10) + r["bpp"]  # noqa: E731
             assert cost(b) <= cost(a) + 1e-9
     assert "vs_vaekit" in payload["bd_rate"]["vaekit effort 1"]
-    assert "## Encode effort" in (out / f"compress-{tmp_path.name}.md").read_text()
+    table = (out / f"compress-{tmp_path.name}.md").read_text()
+    assert "## Encode effort" in table
+    header, _, *rows = table.split("## vaekit codec per quality")[1].split("\n\n")[2].splitlines()
+    col = header.split(" | ").index("bits vs WebP")
+    cells = [r.split(" | ")[col] for r in rows]
+    assert len(cells) == len(m.lambdas) and all(c == "—" or c.endswith("%") for c in cells)
     Image.fromarray(picture(176, 150, seed=3)).save(tmp_path / "2.png")  # under MS-SSIM's least side: left out
     with pytest.warns(UserWarning, match="1 of 3 images left out"):
         again = run(data_dir=str(tmp_path), model=str(path), codecs="", output=str(out), quiet=True)
@@ -857,3 +862,19 @@ def test_post_joint_trains_the_transforms_through_the_fixed_filter(trained_tiny)
     assert all(torch.allclose(grads[False][k], grads[True][k]) for k in grads[True] if k.startswith("post."))
     assert not torch.allclose(grads[False]["g_s.0.weight"], grads[True]["g_s.0.weight"])
     assert not torch.allclose(grads[False]["g_a.0.weight"], grads[True]["g_a.0.weight"])
+
+
+def test_bd_rate_and_its_points_agree_on_a_scaled_curve():
+    """A curve that needs 10% fewer bits at every PSNR is -10% by BD-rate over the PSNRs both cover, and at each
+    PSNR inside them; outside a curve's range it has no point."""
+    from vaekit.metrics import bd_rate, rate_at
+
+    rate = [0.2, 0.4, 0.8, 1.6]
+    ref, better = [28.0, 31.0, 34.0, 36.0], [28.5, 31.5, 34.5, 36.5]  # b's PSNRs higher at the same rates
+    bd, (lo, hi) = bd_rate(rate, ref, [r * 0.9 for r in rate], ref)
+    assert bd == pytest.approx(-10.0) and (lo, hi) == (28.0, 36.0)
+    for p in (28.0, 29.7, 33.2, 36.0):
+        assert rate_at([r * 0.9 for r in rate], ref, p) / rate_at(rate, ref, p) == pytest.approx(0.9)
+    assert rate_at(rate, ref, 31.0) == pytest.approx(0.4) and rate_at(rate, ref, 36.1) is None
+    assert bd_rate(rate, ref, rate, better)[0] < 0 and rate_at(rate, better, 31.0) < rate_at(rate, ref, 31.0)
+    assert bd_rate(rate, ref, rate, [40.0, 41.0, 42.0, 43.0]) == (None, None)

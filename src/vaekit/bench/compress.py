@@ -22,7 +22,7 @@ import torch
 
 from ..baselines.compress import CODECS
 from ..errors import VaekitError
-from ..metrics import bd_rate, ms_ssim, psnr
+from ..metrics import bd_rate, ms_ssim, psnr, rate_at
 from .common import command_line, options, provenance, save_figure, write_results
 
 ANCHOR_TOLERANCE_DB = 0.15
@@ -358,15 +358,26 @@ def _markdown(payload, results, bd, checks) -> str:
         "",
         "## vaekit codec per quality",
         "",
-        "| quality | bpp | PSNR dB | MS-SSIM | encode s | decode s | ideal bits | payload bits | coder overhead | "
-        "file vs ideal | file vs model estimate |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "bits vs X: the file against the bits X needs for the same PSNR (X's curve interpolated as for the "
+        "BD-rate; — outside its range).",
+        "",
+    ]
+    names = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
+    refs = [r for r in names if r in results]
+    lines += [
+        "| quality | bpp | PSNR dB | MS-SSIM | "
+        + "".join(f"bits vs {names[r]} | " for r in refs)
+        + "encode s | decode s | ideal bits | payload bits | coder overhead | file vs ideal | file vs model estimate |",
+        "|---" * (11 + len(refs)) + "|",
     ]
     for q, r in sorted(results["vaekit"].items()):
+        vs = [rate_at(*_curve(results[ref]), r["psnr"]) for ref in refs]
         lines.append(
-            f"| {q} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | {r['encode_s_median']:.3f} | "
-            f"{r['decode_s_median']:.3f} | {r['ideal_bits']:.0f} | {r['payload_bits']:.0f} | "
-            f"{r['coder_overhead_pct']:+.3f}% | {r['file_overhead_pct']:+.3f}% | {r['estimate_vs_file_pct']:+.2f}% |"
+            f"| {q} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | "
+            + "".join("— | " if v is None else f"{(r['bpp'] / v - 1) * 100:+.1f}% | " for v in vs)
+            + f"{r['encode_s_median']:.3f} | {r['decode_s_median']:.3f} | {r['ideal_bits']:.0f} | "
+            f"{r['payload_bits']:.0f} | {r['coder_overhead_pct']:+.3f}% | {r['file_overhead_pct']:+.3f}% | "
+            f"{r['estimate_vs_file_pct']:+.2f}% |"
         )
     lines += [
         "",
