@@ -108,6 +108,25 @@ def test_patches_of_float_arrays_keep_their_noise_unclipped(tmp_path):
     assert torch.equal(p[0][0], torch.from_numpy(y))
 
 
+def test_blocky_sources_are_downscaled_and_clean_ones_kept(tmp_path):
+    """A JPEG q50 shows the 8x8 grid and a lossless copy does not; with blocky_downscale=2 only the blocky source
+    is area-halved, so a codec or denoiser trains on clean targets at full size where it can."""
+    from skimage import data
+
+    img = data.chelsea()  # 300 x 451, scikit-image's freely licensed sample
+    Image.fromarray(img).save(tmp_path / "blocky.jpg", quality=50)
+    Image.fromarray(img).save(tmp_path / "clean.png")
+    as_tensor = lambda f: torch.from_numpy(np.asarray(Image.open(f))).permute(2, 0, 1).float() / 255  # noqa: E731
+    assert vd.blockiness(as_tensor(tmp_path / "blocky.jpg")) > 1.3 > vd.BLOCKY
+    assert abs(vd.blockiness(as_tensor(tmp_path / "clean.png")) - 1) < 0.02
+    files = [tmp_path / "blocky.jpg", tmp_path / "clean.png"]
+    p = vd.RandomPatches(files, size=64, patches_per_image=1, blocky_downscale=2)
+    assert [tuple(x.shape[-2:]) for x in p.images] == [(150, 225), (300, 451)]
+    assert [tuple(x.shape[-2:]) for x in vd.RandomPatches(files, size=64).images] == [(300, 451)] * 2
+    with pytest.warns(UserWarning, match="1 of 2 images are under 200 px on a side after downscaling"):
+        vd.RandomPatches(files, size=200, blocky_downscale=2)
+
+
 def test_split_file_separates_validation_and_refuses_unlisted(tmp_path):
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / name)

@@ -305,6 +305,23 @@ def split_by_file(files, split_file) -> tuple[list, list]:
     return train, val
 
 
+BLOCKY = 1.1  # blockiness from which a source counts as showing JPEG's 8x8 grid (q95 4:4:4 files: about 1.0)
+
+
+def blockiness(x: torch.Tensor) -> float:
+    """How strongly an image (C, H, W) shows JPEG's 8x8 block grid: the mean absolute step between neighbouring
+    pixels across the grid's lines over the mean step elsewhere, of the channel mean, horizontally and
+    vertically averaged (1.0: no grid; JPEG q75 photos about 1.15-1.45)."""
+    y = x.float().mean(0)
+    ratios = []
+    for a in (y, y.T):
+        d = (a[:, 1:] - a[:, :-1]).abs()
+        on = (torch.arange(d.shape[1]) % 8) == 7
+        inside = d[:, ~on].mean()
+        ratios.append(float(d[:, on].mean() / inside) if inside > 0 and on.any() else 1.0)
+    return sum(ratios) / 2
+
+
 class RandomPatches(Dataset):
     """Random ``size`` x ``size`` crops of natural images, for patch training.
 
@@ -312,11 +329,15 @@ class RandomPatches(Dataset):
     ``e`` is a crop position drawn from a generator seeded by
     ``(seed, e, i)``, so the data order is reproducible and resumable; random
     horizontal flips when ``flip``.  ``downscale`` k > 1 area-averages each 8-bit source over k x k blocks
-    first, so JPEG blocking and sensor noise in the sources average out of clean training targets.  Images
-    smaller than a crop are left out with one warning, as a user's folder may hold a few thumbnails.
+    first, so JPEG blocking and sensor noise in the sources average out of clean training targets;
+    ``blocky_downscale``, when larger, does so for the sources that show JPEG's block grid (:func:`blockiness`
+    from ``BLOCKY``) and keeps clean ones at full size.  Images smaller than a crop are left out with one warning,
+    as a user's folder may hold a few thumbnails.
     """
 
-    def __init__(self, files, size=64, patches_per_image=16, mode="RGB", seed=0, flip=True, downscale: int = 1):
+    def __init__(
+        self, files, size=64, patches_per_image=16, mode="RGB", seed=0, flip=True, downscale=1, blocky_downscale=1
+    ):
         from .io import read_image
 
         self.size = int(size)
@@ -324,8 +345,11 @@ class RandomPatches(Dataset):
         for f in files:
             x = read_image(f, mode=mode)
             if Path(f).suffix.lower() != ".npy":  # 8-bit sources are kept as 8 bits (a quarter of the memory)
-                if downscale > 1:
-                    x = torch.nn.functional.avg_pool2d(x[None], int(downscale))[0]
+                k = downscale
+                if blocky_downscale > downscale and blockiness(x) >= BLOCKY:
+                    k = blocky_downscale
+                if k > 1:
+                    x = torch.nn.functional.avg_pool2d(x[None], int(k))[0]
                 x = (x.clamp(0, 1) * 255).round().to(torch.uint8)
             # float arrays (.npy: e.g. noisy images, whose values run below 0 and above 1 -- the DnCNN protocol
             # does not clip) are kept as they are: an 8-bit copy would clip their noise
@@ -334,8 +358,11 @@ class RandomPatches(Dataset):
                 continue
             self.images.append(x)
         scaled = f" after downscaling by {downscale}" if downscale > 1 else ""
+        if blocky_downscale > downscale:
+            scaled = " after downscaling"
         if not self.images:
-            fix = "downscale=1 or a smaller patch_size=" if downscale > 1 else "a smaller patch_size="
+            fixes = [f"{n}=1" for n, v in (("downscale", downscale), ("blocky_downscale", blocky_downscale)) if v > 1]
+            fix = " or ".join([*fixes, "a smaller patch_size="])
             raise VaekitError(
                 f"no image to cut {self.size}-px patches from: none has both sides that long{scaled} (give {fix})"
             )

@@ -28,6 +28,7 @@ class TrainConfig:
     split_file: str | None = None  # folder data: TSV (file, split) under data_dir; rows "val" validate, others train
     val_patches_per_image: int = 0  # folder data: crops per validation image; 0: patches_per_image
     downscale: int = 1  # folder data: area-downscale 8-bit sources by this integer factor (JPEG blocking averages out)
+    blocky_downscale: int = 1  # folder data: the factor, when larger, for sources showing JPEG's block grid
     # optimisation
     batch_size: int = 128  # global batch (split across DDP processes)
     epochs: int = 10
@@ -112,8 +113,8 @@ class TrainConfig:
             bad("time_budget_s must be 0 (none) or positive")
         if not 0.0 <= self.ema < 1.0:
             bad(f"ema must be 0 (off) or a decay in (0, 1), not {self.ema}")
-        if self.downscale < 1:
-            bad(f"downscale must be 1 or more, not {self.downscale}")
+        if self.downscale < 1 or self.blocky_downscale < 1:
+            bad(f"downscale and blocky_downscale must be 1 or more, not {self.downscale} and {self.blocky_downscale}")
         if not isinstance(self.model_args, dict):
             bad("model_args must be a mapping")
 

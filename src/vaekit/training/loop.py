@@ -79,13 +79,10 @@ def build_datasets(cfg: TrainConfig):
         n_val = max(1, min(len(files) // 10, cfg.val_size))
         train_files, val_files = files[:-n_val], files[-n_val:]
     val_ppi = cfg.val_patches_per_image or cfg.patches_per_image
-    train = vd.RandomPatches(
-        train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed, downscale=cfg.downscale
-    )
+    scale = {"downscale": cfg.downscale, "blocky_downscale": cfg.blocky_downscale}
+    train = vd.RandomPatches(train_files, cfg.patch_size, cfg.patches_per_image, cfg.image_mode, cfg.seed, **scale)
     try:
-        val = vd.RandomPatches(
-            val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1, downscale=cfg.downscale
-        )
+        val = vd.RandomPatches(val_files, cfg.patch_size, val_ppi, cfg.image_mode, cfg.seed + 1, **scale)
     except VaekitError as e:
         held = "the split file's val rows" if cfg.split_file else "the last tenth of the images by name"
         raise VaekitError(f"validation ({held}: {len(val_files)}, the first {val_files[0]}): {e}") from None
