@@ -363,7 +363,7 @@ def _markdown(payload, results, bd, checks) -> str:
         "",
     ]
     names = {"jpeg": "JPEG", "webp": "WebP", "avif": "AVIF"}
-    refs = [r for r in names if r in results]
+    refs = {r: _curve(results[r]) for r in names if r in results}
     lines += [
         "| quality | bpp | PSNR dB | MS-SSIM | "
         + "".join(f"bits vs {names[r]} | " for r in refs)
@@ -371,7 +371,7 @@ def _markdown(payload, results, bd, checks) -> str:
         "|---" * (11 + len(refs)) + "|",
     ]
     for q, r in sorted(results["vaekit"].items()):
-        vs = [rate_at(*_curve(results[ref]), r["psnr"]) for ref in refs]
+        vs = [rate_at(*curve, r["psnr"]) for curve in refs.values()]
         lines.append(
             f"| {q} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | "
             + "".join("— | " if v is None else f"{(r['bpp'] / v - 1) * 100:+.1f}% | " for v in vs)
