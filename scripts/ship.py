@@ -352,6 +352,8 @@ if __name__ == "__main__":
     words = card.get("training", {}).get("command", "").split()
     out = words[words.index("-o") + 1] if "-o" in words[:-1] else a.run
     overrides = [w for w in words if "=" in w and not w.startswith("-")]
+    if "--seed" in words[:-1]:
+        overrides += ["--seed", words[words.index("--seed") + 1]]
     p = ship(
         a.run,
         a.name,
